@@ -1,0 +1,181 @@
+//! Pipeline files: parse, check, and explain what is wrong.
+//!
+//! A pipeline file describes a graph: `[[source]]`s make items, `[[stage]]`s
+//! (plugins) transform them, `[[sink]]`s consume them, and every stage and
+//! sink lists its `inputs` by id. For example:
+//!
+//! ```toml
+//! [pipeline]
+//! name = "demo"
+//! pace = "realtime"        # or "asap"
+//! tick = "10ms"
+//!
+//! [[source]]
+//! id = "tone"
+//! kind = "tone"            # or "frames"
+//! frequency = 440.0
+//!
+//! [[stage]]
+//! id = "gain"
+//! plugin = "stock:gain"    # or a path to a .wasm component
+//! inputs = ["tone"]
+//! config = { gain-db = -6.0 }
+//! limits = { memory = "16MiB", deadline = "2ms" }
+//! failure = "fail-open"    # fail-closed (default) | fail-open | stop
+//!
+//! [[sink]]
+//! id = "out"
+//! kind = "meter"           # or "null", "channel"
+//! inputs = ["gain"]
+//! ```
+//!
+//! Loading is strict: unknown keys, bad units, dangling or cyclic links,
+//! duplicate ids, missing plugins and digest mismatches are all errors, and
+//! every error names file, line and column with a hint ([`ConfigError`]).
+//! Checks that need the compiled plugins (which kind of stage each is, and
+//! so whether a link's types match) run when the pipeline is built, with the
+//! same kind of error.
+
+mod error;
+mod schema;
+mod validation;
+
+pub use error::{ConfigError, SourceFile};
+
+use crate::supervisor::Limits;
+use crate::supervisor::backoff::RestartConfig;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The pipeline the node runs when `medianode run` is given no file.
+pub const DEFAULT_PIPELINE: &str = include_str!("../../../pipelines/demo.toml");
+
+/// A checked pipeline file.
+#[derive(Debug)]
+pub struct PipelineConfig {
+    /// The file it came from, for errors found later.
+    pub file: Arc<SourceFile>,
+    pub name: String,
+    pub pace: Pace,
+    /// How often sources produce a batch.
+    pub tick: Duration,
+    pub sources: Vec<SourceConfig>,
+    pub stages: Vec<StageConfig>,
+    pub sinks: Vec<SinkConfig>,
+}
+
+/// How fast the pipeline runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// One tick per `tick` of (tokio) time: live media.
+    Realtime,
+    /// Ticks back to back: files, tests, benchmarks.
+    Asap,
+}
+
+/// What a stage does when no instance can serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailurePolicy {
+    /// Drop the items (the default; the only choice for E2EE stages besides `stop`).
+    FailClosed,
+    /// Pass the items around the stage unchanged.
+    FailOpen,
+    /// Drop the items while restarting; stop the pipeline when the stage gives up.
+    Stop,
+}
+
+/// A byte range in the pipeline file.
+pub type Span = Range<usize>;
+
+/// A link from another node's output into this one's input.
+#[derive(Debug, Clone)]
+pub struct Input {
+    pub from: String,
+    pub span: Span,
+}
+
+#[derive(Debug)]
+pub struct SourceConfig {
+    pub id: String,
+    pub span: Span,
+    pub kind: SourceKind,
+    /// Items to produce; `None` = endless.
+    pub count: Option<u64>,
+    /// Every Nth item is poison.
+    pub poison_every: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceKind {
+    /// A sine tone: 48 kHz f32 blocks, one per tick.
+    Tone { frequency: f64, amplitude: f64, channels: u8 },
+    /// Numbered frames of `size` bytes, `per_tick` per tick.
+    Frames { size: usize, per_tick: u32 },
+}
+
+#[derive(Debug)]
+pub struct StageConfig {
+    pub id: String,
+    pub span: Span,
+    /// `stock:NAME` or the file path as written.
+    pub plugin_name: String,
+    pub plugin_span: Span,
+    /// The component's bytes (read once, checked against `sha256`).
+    pub plugin_bytes: Arc<[u8]>,
+    pub config_json: String,
+    pub limits: Limits,
+    pub restart: RestartConfig,
+    /// Flight recorder length.
+    pub recorder: usize,
+    pub failure: FailurePolicy,
+    pub failure_span: Option<Span>,
+    pub e2ee: bool,
+    pub inputs: Vec<Input>,
+}
+
+#[derive(Debug)]
+pub struct SinkConfig {
+    pub id: String,
+    pub span: Span,
+    pub kind: SinkKind,
+    pub inputs: Vec<Input>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SinkKind {
+    /// Logs level, count and gaps of audio every `report_every` of stream time.
+    Meter { report_every: Duration },
+    /// Counts and discards.
+    Null,
+    /// Hands batches to an in-process reader ([`crate::pipeline::Pipeline::take_channel`]).
+    Channel { capacity: usize },
+}
+
+impl PipelineConfig {
+    /// Reads and checks a pipeline file.
+    pub fn load(path: &Path) -> Result<PipelineConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::whole(path, format!("cannot read the pipeline file: {e}"), "check the path and its permissions")
+        })?;
+        Self::parse(path, text)
+    }
+
+    /// Checks a pipeline given as text; `path` names it in errors and anchors
+    /// relative plugin paths.
+    pub fn parse(path: impl Into<PathBuf>, text: String) -> Result<PipelineConfig, ConfigError> {
+        validation::check(Arc::new(SourceFile { path: path.into(), text }))
+    }
+
+    /// The built-in default pipeline (checked by the tests like any file).
+    pub fn default_pipeline() -> Result<PipelineConfig, ConfigError> {
+        Self::parse("<built-in default pipeline>", DEFAULT_PIPELINE.to_string())
+    }
+
+    /// An error pointing at `span` of this file.
+    pub fn error(&self, span: Span, message: impl Into<String>, hint: impl Into<String>) -> ConfigError {
+        ConfigError::at(&self.file, span, message, hint)
+    }
+}

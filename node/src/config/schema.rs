@@ -1,0 +1,104 @@
+//! The pipeline file as written: every key, with its position in the file.
+//!
+//! These types mirror the TOML one to one. Unknown keys are errors
+//! (`deny_unknown_fields`), and every value is `Spanned` so that validation
+//! can point at it. [`super::validation`] turns them into the checked
+//! [`super::PipelineConfig`].
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawFile {
+    pub pipeline: Option<RawPipeline>,
+    #[serde(default)]
+    pub source: Vec<Spanned<RawSource>>,
+    #[serde(default)]
+    pub stage: Vec<Spanned<RawStage>>,
+    #[serde(default)]
+    pub sink: Vec<Spanned<RawSink>>,
+}
+
+/// `[pipeline]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawPipeline {
+    pub name: Option<Spanned<String>>,
+    /// `"realtime"` (one tick per `tick`) or `"asap"`.
+    pub pace: Option<Spanned<String>>,
+    pub tick: Option<Spanned<String>>,
+}
+
+/// `[[source]]`: items made by the host.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawSource {
+    pub id: Spanned<String>,
+    pub kind: Spanned<String>,
+    /// Items to produce before the source ends (default: never ends).
+    pub count: Option<Spanned<u64>>,
+    /// Mark every Nth item as poison (a NaN sample, or a payload starting
+    /// with `poison`), to exercise quarantine.
+    pub poison_every: Option<Spanned<u64>>,
+    // tone
+    pub frequency: Option<Spanned<f64>>,
+    pub amplitude: Option<Spanned<f64>>,
+    pub channels: Option<Spanned<u8>>,
+    // frames
+    pub size: Option<Spanned<String>>,
+    pub per_tick: Option<Spanned<u32>>,
+}
+
+/// `[[stage]]`: a plugin.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawStage {
+    pub id: Spanned<String>,
+    pub plugin: Spanned<String>,
+    pub sha256: Option<Spanned<String>>,
+    pub inputs: Spanned<Vec<Spanned<String>>>,
+    pub config: Option<Spanned<toml::Table>>,
+    pub limits: Option<RawLimits>,
+    pub restart: Option<RawRestart>,
+    pub failure: Option<Spanned<String>>,
+    /// The stage encrypts or decrypts media: it may never be bypassed.
+    pub e2ee: Option<Spanned<bool>>,
+}
+
+/// `[stage.limits]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawLimits {
+    pub memory: Option<Spanned<String>>,
+    pub deadline: Option<Spanned<String>>,
+    pub stack: Option<Spanned<String>>,
+    pub state: Option<Spanned<String>>,
+}
+
+/// `[stage.restart]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawRestart {
+    pub max_restarts: Option<Spanned<u32>>,
+    pub window: Option<Spanned<String>>,
+    pub backoff_base: Option<Spanned<String>>,
+    pub backoff_cap: Option<Spanned<String>>,
+    pub healthy_after: Option<Spanned<String>>,
+    pub jitter: Option<Spanned<f64>>,
+    pub standby: Option<Spanned<bool>>,
+    pub recorder: Option<Spanned<usize>>,
+}
+
+/// `[[sink]]`: where items end.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawSink {
+    pub id: Spanned<String>,
+    pub kind: Spanned<String>,
+    pub inputs: Spanned<Vec<Spanned<String>>>,
+    /// meter: how much stream time one log line covers.
+    pub report_every: Option<Spanned<String>>,
+    /// channel: batches held for the reader before new ones are dropped.
+    pub capacity: Option<Spanned<usize>>,
+}

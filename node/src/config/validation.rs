@@ -1,0 +1,417 @@
+//! From the raw file to a checked [`PipelineConfig`], one rule at a time.
+//!
+//! Every rule that fails returns a [`ConfigError`] pointing at the value at
+//! fault, with a hint that says what to write instead.
+
+use super::schema::{RawFile, RawLimits, RawRestart, RawSink, RawSource, RawStage};
+use super::*;
+use crate::runtime::{MAX_MEMORY, hex, stock};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use toml::Spanned;
+
+const STACK_RANGE: (u64, u64) = (64 << 10, 8 << 20);
+
+pub(super) fn check(file: Arc<SourceFile>) -> Result<PipelineConfig, ConfigError> {
+    let raw: RawFile = toml::from_str(&file.text).map_err(|e| toml_error(&file, &e))?;
+    let cx = Cx { file: file.clone() };
+
+    let pipeline = raw.pipeline.as_ref();
+    let name = pipeline.and_then(|p| p.name.as_ref()).map_or("pipeline".to_string(), |n| n.get_ref().clone());
+    let pace = match pipeline.and_then(|p| p.pace.as_ref()) {
+        None => Pace::Realtime,
+        Some(p) => match p.get_ref().as_str() {
+            "realtime" => Pace::Realtime,
+            "asap" => Pace::Asap,
+            other => return Err(cx.err(p, format!("unknown pace `{other}`"), "use \"realtime\" or \"asap\"")),
+        },
+    };
+    let tick = match pipeline.and_then(|p| p.tick.as_ref()) {
+        None => Duration::from_millis(10),
+        Some(t) => {
+            let d = cx.duration(t)?;
+            if d.is_zero() || d > Duration::from_secs(1) {
+                return Err(cx.err(t, "tick must be between 1us and 1s", "audio uses \"10ms\""));
+            }
+            d
+        }
+    };
+
+    if raw.source.is_empty() {
+        return Err(cx.err_at(0..0, "the pipeline has no sources", "add a [[source]] table, e.g. kind = \"tone\""));
+    }
+    if raw.sink.is_empty() {
+        return Err(cx.err_at(0..0, "the pipeline has no sinks", "add a [[sink]] table, e.g. kind = \"meter\""));
+    }
+
+    // Ids are unique across sources, stages and sinks.
+    let mut ids: HashMap<&str, &Spanned<String>> = HashMap::new();
+    let all_ids = raw.source.iter().map(|s| &s.get_ref().id)
+        .chain(raw.stage.iter().map(|s| &s.get_ref().id))
+        .chain(raw.sink.iter().map(|s| &s.get_ref().id));
+    for id in all_ids {
+        cx.check_id(id)?;
+        if let Some(first) = ids.insert(id.get_ref(), id) {
+            let (line, _) = file.line_column(first.span().start);
+            return Err(cx.err(id, format!("duplicate id `{}`", id.get_ref()), format!("ids must be unique; `{}` is already used on line {line}", id.get_ref())));
+        }
+    }
+
+    let sources = raw.source.iter().map(|s| cx.source(s)).collect::<Result<Vec<_>, _>>()?;
+    let stages = raw.stage.iter().map(|s| cx.stage(s)).collect::<Result<Vec<_>, _>>()?;
+    let sinks = raw.sink.iter().map(|s| cx.sink(s)).collect::<Result<Vec<_>, _>>()?;
+
+    // Links: every input names a source or a stage; sinks feed nothing.
+    let producers: HashMap<&str, ()> =
+        sources.iter().map(|s| (s.id.as_str(), ())).chain(stages.iter().map(|s| (s.id.as_str(), ()))).collect();
+    let known: Vec<&str> = producers.keys().copied().collect();
+    for (id, inputs) in stages.iter().map(|s| (&s.id, &s.inputs)).chain(sinks.iter().map(|s| (&s.id, &s.inputs))) {
+        for input in inputs {
+            if input.from == *id {
+                return Err(cx.err_at(input.span.clone(), format!("`{id}` lists itself as an input"), "a node cannot feed itself; name a source or another stage"));
+            }
+            if !producers.contains_key(input.from.as_str()) {
+                let hint = if sinks.iter().any(|s| s.id == input.from) {
+                    format!("`{}` is a sink, and sinks produce nothing; name a source or a stage", input.from)
+                } else {
+                    let mut known = known.clone();
+                    known.sort();
+                    format!("inputs name sources or stages; known ids: {}", known.join(", "))
+                };
+                return Err(cx.err_at(input.span.clone(), format!("unknown input `{}`", input.from), hint));
+            }
+        }
+    }
+    check_cycles(&cx, &stages)?;
+
+    Ok(PipelineConfig { file, name, pace, tick, sources, stages, sinks })
+}
+
+/// Rejects cycles among stages (sources have no inputs and sinks no
+/// outputs, so only stages can form one). Depth-first search; the error
+/// points at the link that closes the cycle.
+fn check_cycles(cx: &Cx, stages: &[StageConfig]) -> Result<(), ConfigError> {
+    let index: HashMap<&str, usize> = stages.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark { New, Open, Done }
+    let mut marks = vec![Mark::New; stages.len()];
+    let mut path: Vec<usize> = Vec::new();
+
+    fn visit(
+        i: usize, stages: &[StageConfig], index: &HashMap<&str, usize>, marks: &mut [Mark], path: &mut Vec<usize>, cx: &Cx,
+    ) -> Result<(), ConfigError> {
+        marks[i] = Mark::Open;
+        path.push(i);
+        for input in &stages[i].inputs {
+            let Some(&j) = index.get(input.from.as_str()) else { continue };
+            match marks[j] {
+                Mark::Open => {
+                    let start = path.iter().position(|&k| k == j).unwrap_or(0);
+                    let mut cycle: Vec<&str> = path[start..].iter().map(|&k| stages[k].id.as_str()).collect();
+                    cycle.reverse();
+                    cycle.insert(0, &stages[i].id);
+                    return Err(cx.err_at(
+                        input.span.clone(),
+                        format!("cycle: {}", cycle.join(" <- ")),
+                        "pipelines are acyclic; remove one of these inputs",
+                    ));
+                }
+                Mark::New => visit(j, stages, index, marks, path, cx)?,
+                Mark::Done => {}
+            }
+        }
+        path.pop();
+        marks[i] = Mark::Done;
+        Ok(())
+    }
+
+    for i in 0..stages.len() {
+        if marks[i] == Mark::New {
+            visit(i, stages, &index, &mut marks, &mut path, cx)?;
+        }
+    }
+    Ok(())
+}
+
+/// Turns a TOML parse or schema error into a located error with a hint.
+fn toml_error(file: &Arc<SourceFile>, e: &toml::de::Error) -> ConfigError {
+    let message = e.message().trim().to_string();
+    let hint = if message.contains("unknown field") {
+        "check the spelling; the message lists the keys allowed here"
+    } else if message.contains("missing field") {
+        "add the missing key"
+    } else if message.contains("invalid type") {
+        "check the value's type: quote strings, and write sizes and durations as strings like \"64MiB\" or \"5ms\""
+    } else if message.contains("duplicate key") {
+        "each key may appear once per table"
+    } else {
+        "check the TOML syntax near this position"
+    };
+    ConfigError::at(file, e.span().unwrap_or(0..0), message, hint)
+}
+
+struct Cx {
+    file: Arc<SourceFile>,
+}
+
+impl Cx {
+    fn err<T>(&self, at: &Spanned<T>, message: impl Into<String>, hint: impl Into<String>) -> ConfigError {
+        ConfigError::at(&self.file, at.span(), message, hint)
+    }
+
+    fn err_at(&self, span: Span, message: impl Into<String>, hint: impl Into<String>) -> ConfigError {
+        ConfigError::at(&self.file, span, message, hint)
+    }
+
+    fn check_id(&self, id: &Spanned<String>) -> Result<(), ConfigError> {
+        let ok = !id.get_ref().is_empty()
+            && id.get_ref().chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        if ok {
+            Ok(())
+        } else {
+            Err(self.err(id, format!("bad id `{}`", id.get_ref()), "ids use lowercase letters, digits, `-` and `_`"))
+        }
+    }
+
+    fn duration(&self, value: &Spanned<String>) -> Result<Duration, ConfigError> {
+        humantime::parse_duration(value.get_ref()).map_err(|e| {
+            self.err(value, format!("bad duration `{}`: {e}", value.get_ref()), "write a number and a unit, like \"5ms\", \"250us\" or \"10s\"")
+        })
+    }
+
+    fn size(&self, value: &Spanned<String>) -> Result<u64, ConfigError> {
+        value.get_ref().parse::<bytesize::ByteSize>().map(|b| b.as_u64()).map_err(|e| {
+            self.err(value, format!("bad size `{}`: {e}", value.get_ref()), "write a number and a unit, like \"64MiB\", \"512KiB\" or \"1200B\"")
+        })
+    }
+
+    /// Rejects keys that belong to another kind of source.
+    fn only<T>(&self, kind: &str, key: &str, value: &Option<Spanned<T>>) -> Result<(), ConfigError> {
+        match value {
+            Some(v) => Err(self.err(v, format!("`{key}` is not a setting of {kind} sources"), format!("remove `{key}`, or change `kind`"))),
+            None => Ok(()),
+        }
+    }
+
+    fn source(&self, raw: &Spanned<RawSource>) -> Result<SourceConfig, ConfigError> {
+        let s = raw.get_ref();
+        let kind = match s.kind.get_ref().as_str() {
+            "tone" => {
+                self.only("tone", "size", &s.size)?;
+                self.only("tone", "per-tick", &s.per_tick)?;
+                let frequency = s.frequency.as_ref().map_or(440.0, |f| *f.get_ref());
+                if let Some(f) = &s.frequency && !(1.0..=24_000.0).contains(f.get_ref()) {
+                    return Err(self.err(f, "frequency out of range", "use 1 to 24000 Hz (48 kHz audio)"));
+                }
+                let amplitude = s.amplitude.as_ref().map_or(0.25, |a| *a.get_ref());
+                if let Some(a) = &s.amplitude && !(0.0..=1.0).contains(a.get_ref()) {
+                    return Err(self.err(a, "amplitude out of range", "use 0.0 to 1.0 (full scale)"));
+                }
+                let channels = s.channels.as_ref().map_or(1, |c| *c.get_ref());
+                if let Some(c) = &s.channels && !(1..=8).contains(c.get_ref()) {
+                    return Err(self.err(c, "channels out of range", "use 1 to 8"));
+                }
+                SourceKind::Tone { frequency, amplitude, channels }
+            }
+            "frames" => {
+                self.only("frames", "frequency", &s.frequency)?;
+                self.only("frames", "amplitude", &s.amplitude)?;
+                self.only("frames", "channels", &s.channels)?;
+                let size = match &s.size {
+                    None => 1200,
+                    Some(v) => {
+                        let size = self.size(v)?;
+                        if size == 0 || size > 1 << 20 {
+                            return Err(self.err(v, "frame size out of range", "use 1B to 1MiB"));
+                        }
+                        size as usize
+                    }
+                };
+                let per_tick = s.per_tick.as_ref().map_or(1, |p| *p.get_ref());
+                if let Some(p) = &s.per_tick && !(1..=10_000).contains(p.get_ref()) {
+                    return Err(self.err(p, "per-tick out of range", "use 1 to 10000 frames per tick"));
+                }
+                SourceKind::Frames { size, per_tick }
+            }
+            other => {
+                return Err(self.err(&s.kind, format!("unknown source kind `{other}`"), "source kinds are: tone, frames"));
+            }
+        };
+        if let Some(p) = &s.poison_every && *p.get_ref() == 0 {
+            return Err(self.err(p, "poison-every = 0 marks nothing", "use 1 or more, or remove it"));
+        }
+        Ok(SourceConfig {
+            id: s.id.get_ref().clone(),
+            span: raw.span(),
+            kind,
+            count: s.count.as_ref().map(|c| *c.get_ref()),
+            poison_every: s.poison_every.as_ref().map(|p| *p.get_ref()),
+        })
+    }
+
+    fn inputs(&self, owner: &str, inputs: &Spanned<Vec<Spanned<String>>>) -> Result<Vec<Input>, ConfigError> {
+        if inputs.get_ref().is_empty() {
+            return Err(self.err(inputs, format!("`{owner}` has no inputs"), "list at least one source or stage id, e.g. inputs = [\"tone\"]"));
+        }
+        Ok(inputs.get_ref().iter().map(|i| Input { from: i.get_ref().clone(), span: i.span() }).collect())
+    }
+
+    fn stage(&self, raw: &Spanned<RawStage>) -> Result<StageConfig, ConfigError> {
+        let s = raw.get_ref();
+        let id = s.id.get_ref().clone();
+        let plugin_bytes = self.plugin_bytes(&s.plugin)?;
+        if let Some(pin) = &s.sha256 {
+            let want = pin.get_ref().to_ascii_lowercase();
+            if want.len() != 64 || !want.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(self.err(pin, "sha256 must be 64 hex digits", "compute it with `sha256sum PLUGIN.wasm`"));
+            }
+            let have = hex(&Sha256::digest(&plugin_bytes));
+            if have != want {
+                return Err(self.err(
+                    pin,
+                    format!("digest mismatch: the plugin's sha256 is {have}"),
+                    "the plugin changed since it was pinned; if the change is expected, update sha256",
+                ));
+            }
+        }
+        let config_json = match &s.config {
+            None => "{}".to_string(),
+            Some(table) => serde_json::to_string(table.get_ref())
+                .map_err(|e| self.err(table, format!("config cannot be passed to the plugin: {e}"), "use strings, numbers, booleans, arrays and tables"))?,
+        };
+        let limits = self.limits(s.limits.as_ref())?;
+        let (restart, recorder) = self.restart(s.restart.as_ref())?;
+        let e2ee = s.e2ee.as_ref().is_some_and(|e| *e.get_ref());
+        let failure = match &s.failure {
+            None => FailurePolicy::FailClosed,
+            Some(f) => match f.get_ref().as_str() {
+                "fail-closed" => FailurePolicy::FailClosed,
+                "fail-open" if e2ee => {
+                    return Err(self.err(
+                        f,
+                        format!("stage `{id}` is an E2EE stage and cannot fail open"),
+                        "bypassing an encryption stage would send media in the clear; use \"fail-closed\" or \"stop\"",
+                    ));
+                }
+                "fail-open" => FailurePolicy::FailOpen,
+                "stop" => FailurePolicy::Stop,
+                other => {
+                    return Err(self.err(f, format!("unknown failure policy `{other}`"), "use \"fail-closed\", \"fail-open\" or \"stop\""));
+                }
+            },
+        };
+        Ok(StageConfig {
+            inputs: self.inputs(&id, &s.inputs)?,
+            id,
+            span: raw.span(),
+            plugin_name: s.plugin.get_ref().clone(),
+            plugin_span: s.plugin.span(),
+            plugin_bytes,
+            config_json,
+            limits,
+            restart,
+            recorder,
+            failure,
+            failure_span: s.failure.as_ref().map(|f| f.span()),
+            e2ee,
+        })
+    }
+
+    fn plugin_bytes(&self, plugin: &Spanned<String>) -> Result<Arc<[u8]>, ConfigError> {
+        let name = plugin.get_ref();
+        if let Some(stock_name) = name.strip_prefix(stock::PREFIX) {
+            return stock::bytes(stock_name).map(Arc::from).ok_or_else(|| {
+                let names: Vec<_> = stock::names().collect();
+                self.err(plugin, format!("unknown stock plugin `{stock_name}`"), format!("stock plugins are: {}", names.join(", ")))
+            });
+        }
+        let path = self.file.dir().join(name);
+        std::fs::read(&path).map(Arc::from).map_err(|e| {
+            self.err(
+                plugin,
+                format!("cannot read plugin file {}: {e}", path.display()),
+                "paths are relative to the pipeline file; build the plugin with `cargo build --target wasm32-wasip2`, or use a stock plugin like \"stock:gain\"",
+            )
+        })
+    }
+
+    fn limits(&self, raw: Option<&RawLimits>) -> Result<Limits, ConfigError> {
+        let mut limits = Limits::default();
+        let Some(raw) = raw else { return Ok(limits) };
+        if let Some(m) = &raw.memory {
+            limits.memory = self.size(m)?;
+            if limits.memory < 1 << 20 || limits.memory > MAX_MEMORY {
+                return Err(self.err(m, "memory limit out of range", "use 1MiB to 4GiB"));
+            }
+        }
+        if let Some(d) = &raw.deadline {
+            limits.deadline = self.duration(d)?;
+            if limits.deadline < Duration::from_micros(100) || limits.deadline > Duration::from_secs(10) {
+                return Err(self.err(d, "deadline out of range", "use 100us to 10s; audio stages want less than a block (\"5ms\")"));
+            }
+        }
+        if let Some(s) = &raw.stack {
+            let stack = self.size(s)?;
+            if stack < STACK_RANGE.0 || stack > STACK_RANGE.1 {
+                return Err(self.err(s, "stack limit out of range", "use 64KiB to 8MiB"));
+            }
+            limits.stack = stack as usize;
+        }
+        if let Some(s) = &raw.state {
+            limits.state = self.size(s)?;
+        }
+        Ok(limits)
+    }
+
+    fn restart(&self, raw: Option<&RawRestart>) -> Result<(RestartConfig, usize), ConfigError> {
+        let mut r = RestartConfig::default();
+        let Some(raw) = raw else { return Ok((r, 50)) };
+        if let Some(v) = &raw.max_restarts {
+            r.max_restarts = *v.get_ref();
+        }
+        if let Some(v) = &raw.window {
+            r.window = self.duration(v)?;
+        }
+        if let Some(v) = &raw.backoff_base {
+            r.backoff_base = self.duration(v)?;
+        }
+        if let Some(v) = &raw.backoff_cap {
+            r.backoff_cap = self.duration(v)?;
+            if r.backoff_cap < r.backoff_base {
+                return Err(self.err(v, "backoff-cap is below backoff-base", "the cap must be at least the base delay"));
+            }
+        }
+        if let Some(v) = &raw.healthy_after {
+            r.healthy_after = self.duration(v)?;
+        }
+        if let Some(v) = &raw.jitter {
+            if !(0.0..=1.0).contains(v.get_ref()) {
+                return Err(self.err(v, "jitter out of range", "use 0.0 (none) to 1.0 (±100%); 0.2 is typical"));
+            }
+            r.jitter = *v.get_ref();
+        }
+        if let Some(v) = &raw.standby {
+            r.standby = *v.get_ref();
+        }
+        let recorder = raw.recorder.as_ref().map_or(50, |v| *v.get_ref());
+        Ok((r, recorder))
+    }
+
+    fn sink(&self, raw: &Spanned<RawSink>) -> Result<SinkConfig, ConfigError> {
+        let s = raw.get_ref();
+        let id = s.id.get_ref().clone();
+        let kind = match s.kind.get_ref().as_str() {
+            "meter" => {
+                let report_every = match &s.report_every {
+                    None => Duration::from_secs(1),
+                    Some(v) => self.duration(v)?,
+                };
+                SinkKind::Meter { report_every }
+            }
+            "null" => SinkKind::Null,
+            "channel" => SinkKind::Channel { capacity: s.capacity.as_ref().map_or(1024, |c| *c.get_ref()) },
+            other => return Err(self.err(&s.kind, format!("unknown sink kind `{other}`"), "sink kinds are: meter, null, channel")),
+        };
+        Ok(SinkConfig { inputs: self.inputs(&id, &s.inputs)?, id, span: raw.span(), kind })
+    }
+}

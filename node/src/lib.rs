@@ -1,0 +1,22 @@
+//! medianode: a media node whose pipeline stages are sandboxed WebAssembly
+//! plugins that survive their own crashes.
+//!
+//! The crate is organised by what the node is made of:
+//!
+//! - [`config`]: pipeline files — schema, units, validation, located errors.
+//! - [`runtime`]: wasmtime engines, compiled plugins, sandboxed instances and
+//!   the host interface plugins call.
+//! - [`supervisor`]: per-stage supervision — standby, restart backoff,
+//!   quarantine of poison inputs, flight recorder, crash reports.
+//! - [`pipeline`]: the graph of sources, stages and sinks, and its run loop.
+//! - [`io`]: the host's sources and sinks.
+//! - [`telemetry`]: logging setup.
+//!
+//! The `medianode` binary (`src/main.rs`) wires these into a CLI.
+
+pub mod config;
+pub mod io;
+pub mod pipeline;
+pub mod runtime;
+pub mod supervisor;
+pub mod telemetry;

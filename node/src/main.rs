@@ -1,0 +1,186 @@
+//! The `medianode` command line.
+//!
+//! - `medianode run [FILE]` runs a pipeline (the built-in demo without FILE)
+//!   until Ctrl-C or SIGTERM, or until its sources end.
+//! - `medianode check FILE` validates a pipeline: the file, its plugins, their
+//!   link types and their `init` with the given config.
+//! - `medianode graph FILE` prints the pipeline as Graphviz DOT.
+
+use clap::{Parser, Subcommand};
+use medianode::config::PipelineConfig;
+use medianode::pipeline::{BuildError, Pipeline, to_dot};
+use medianode::runtime::{Runtime, RuntimeOptions};
+use medianode::supervisor::crash_report::CrashReporter;
+use medianode::telemetry::{self, LogFormat};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "medianode", version, about = "A media node whose pipeline stages are sandboxed wasm plugins")]
+struct Cli {
+    /// Log as human-readable text or as JSON lines.
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline (the built-in demo when FILE is omitted).
+    Run {
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        dirs: Dirs,
+    },
+    /// Check a pipeline file without running it.
+    Check {
+        file: PathBuf,
+        #[command(flatten)]
+        dirs: Dirs,
+    },
+    /// Print a pipeline's graph as Graphviz DOT.
+    Graph { file: PathBuf },
+}
+
+#[derive(clap::Args)]
+struct Dirs {
+    /// Where crash reports are written [default: $XDG_STATE_HOME/medianode/crash-reports].
+    #[arg(long)]
+    crash_dir: Option<PathBuf>,
+    /// Where compiled plugins are cached [default: $XDG_CACHE_HOME/medianode].
+    #[arg(long, conflicts_with = "no_cache")]
+    cache_dir: Option<PathBuf>,
+    /// Compile plugins on every start instead of caching them.
+    #[arg(long)]
+    no_cache: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    match cli.command {
+        Command::Run { file, dirs } => run(file, dirs),
+        Command::Check { file, dirs } => check(file, dirs),
+        Command::Graph { file } => match PipelineConfig::load(&file) {
+            Ok(config) => {
+                print!("{}", to_dot(&config));
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail_config(&e),
+        },
+    }
+}
+
+fn run(file: Option<PathBuf>, dirs: Dirs) -> ExitCode {
+    let config = match &file {
+        Some(path) => PipelineConfig::load(path),
+        None => PipelineConfig::default_pipeline(),
+    };
+    let config = match config {
+        Ok(config) => config,
+        Err(e) => return fail_config(&e),
+    };
+    let tokio = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+    };
+    let crash_dir = dirs.crash_dir.clone().unwrap_or_else(|| state_dir().join("crash-reports"));
+    tracing::info!("crash reports go to {}", crash_dir.display());
+    let reporter = CrashReporter::new(Some(crash_dir));
+    let result = tokio.block_on(async {
+        let (runtime, pipeline) = match build(&config, &dirs, &reporter) {
+            Ok(built) => built,
+            Err(code) => return code,
+        };
+        match pipeline.run(shutdown_signal()).await {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(stopped) => {
+                drop(runtime);
+                fail(&stopped.to_string())
+            }
+        }
+    });
+    reporter.flush();
+    result
+}
+
+fn check(file: PathBuf, dirs: Dirs) -> ExitCode {
+    let config = match PipelineConfig::load(&file) {
+        Ok(config) => config,
+        Err(e) => return fail_config(&e),
+    };
+    match build(&config, &dirs, &CrashReporter::new(None)) {
+        Ok((_, pipeline)) => {
+            println!(
+                "ok: pipeline `{}`: {} sources, {} stages, {} sinks; run order: {}",
+                config.name,
+                config.sources.len(),
+                config.stages.len(),
+                config.sinks.len(),
+                pipeline.order().join(" -> ")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+fn build(config: &PipelineConfig, dirs: &Dirs, reporter: &CrashReporter) -> Result<(Runtime, Pipeline), ExitCode> {
+    let cache_dir = if dirs.no_cache { None } else { Some(dirs.cache_dir.clone().unwrap_or_else(cache_dir)) };
+    let runtime = Runtime::new(RuntimeOptions { cache_dir }).map_err(|e| fail(&format!("{e:#}")))?;
+    match Pipeline::build(&runtime, config, reporter) {
+        Ok(pipeline) => Ok((runtime, pipeline)),
+        Err(BuildError::Config(e)) => Err(fail_config(&e)),
+        Err(e) => Err(fail(&e.to_string())),
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(e) => {
+                tracing::warn!("SIGTERM will not stop the node gracefully: {e}");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
+}
+
+fn xdg(var: &str, fallback: &str) -> PathBuf {
+    std::env::var_os(var)
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(fallback)))
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("medianode")
+}
+
+fn state_dir() -> PathBuf {
+    xdg("XDG_STATE_HOME", ".local/state")
+}
+
+fn cache_dir() -> PathBuf {
+    xdg("XDG_CACHE_HOME", ".cache")
+}
+
+fn fail_config(e: &medianode::config::ConfigError) -> ExitCode {
+    eprintln!("{e}");
+    ExitCode::from(2)
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::FAILURE
+}

@@ -1,0 +1,268 @@
+//! What the host gives each instance: the `host` interface (log, clock,
+//! metrics, state store, item marks), a locked-down WASI, and resource limits.
+//!
+//! [`StageShared`] outlives instances: the state store and metrics belong to
+//! the stage, so they survive a plugin trapping and being replaced.
+//! [`HostState`] is one instance's `Store` data and dies with it.
+
+use super::bindings::host::{self, Level};
+use super::lock;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::ResourceLimiter;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// How much of a plugin's stderr is kept for its crash report.
+const STDERR_CAPACITY: usize = 16 * 1024;
+
+/// What belongs to a stage rather than to one of its instances.
+pub struct StageShared {
+    /// The stage id from the pipeline file.
+    pub id: String,
+    /// Key-value bytes that survive re-instantiation.
+    pub state: Mutex<StateStore>,
+    /// Host and plugin metrics.
+    pub metrics: Metrics,
+}
+
+impl StageShared {
+    pub fn new(id: &str, state_quota: u64) -> StageShared {
+        StageShared {
+            id: id.to_string(),
+            state: Mutex::new(StateStore::new(state_quota)),
+            metrics: Metrics::default(),
+        }
+    }
+}
+
+/// A stage's state store: bytes by key, bounded by a quota on keys + values.
+#[derive(Debug, Default)]
+pub struct StateStore {
+    entries: HashMap<String, Vec<u8>>,
+    used: u64,
+    quota: u64,
+}
+
+impl StateStore {
+    pub fn new(quota: u64) -> StateStore {
+        StateStore { entries: HashMap::new(), used: 0, quota }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&[u8]> {
+        self.entries.get(key).map(Vec::as_slice)
+    }
+
+    /// Stores `value` under `key`, refusing writes past the quota.
+    pub fn put(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
+        let old = self.entries.get(&key).map_or(0, |v| (key.len() + v.len()) as u64);
+        let new = (key.len() + value.len()) as u64;
+        let used = self.used - old + new;
+        if used > self.quota {
+            return Err(format!(
+                "state quota exceeded: {used} bytes would be stored, the stage's limits.state is {}",
+                self.quota
+            ));
+        }
+        self.used = used;
+        self.entries.insert(key, value);
+        Ok(())
+    }
+
+    pub fn delete(&mut self, key: &str) {
+        if let Some(v) = self.entries.remove(key) {
+            self.used -= (key.len() + v.len()) as u64;
+        }
+    }
+
+    /// Bytes in use (keys + values).
+    pub fn used(&self) -> u64 {
+        self.used
+    }
+}
+
+/// Counters the host keeps for every stage, plus whatever the plugin reports.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Items handed to the stage.
+    pub items_in: AtomicU64,
+    /// Items the stage produced.
+    pub items_out: AtomicU64,
+    /// Calls into the plugin.
+    pub calls: AtomicU64,
+    /// Traps (and other faults) of the plugin.
+    pub faults: AtomicU64,
+    /// Instances brought into service after a fault.
+    pub restarts: AtomicU64,
+    /// Inputs that caused a fault and were set aside, never to be retried.
+    pub quarantined: AtomicU64,
+    /// Items dropped because the stage was down (fail-closed).
+    pub dropped: AtomicU64,
+    /// Items passed around the stage because it was down (fail-open).
+    pub bypassed: AtomicU64,
+    /// The plugin's own counters and gauges.
+    pub plugin: Mutex<BTreeMap<String, f64>>,
+}
+
+impl Metrics {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A consistent-enough copy for reports and tests.
+    pub fn snapshot(&self) -> serde_json::Value {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        serde_json::json!({
+            "items_in": get(&self.items_in),
+            "items_out": get(&self.items_out),
+            "calls": get(&self.calls),
+            "faults": get(&self.faults),
+            "restarts": get(&self.restarts),
+            "quarantined": get(&self.quarantined),
+            "dropped": get(&self.dropped),
+            "bypassed": get(&self.bypassed),
+            "plugin": *lock(&self.plugin),
+        })
+    }
+}
+
+/// One instance's `Store` data.
+pub struct HostState {
+    pub(crate) stage: std::sync::Arc<StageShared>,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) stderr: MemoryOutputPipe,
+    /// The item index the plugin last marked with `begin-item`.
+    pub(crate) current_item: Option<u32>,
+    /// The last `panicked at` message the plugin logged.
+    pub(crate) panic_message: Option<String>,
+    /// Set when a memory or table growth hit the limit (the trap's cause).
+    pub(crate) limit_hit: Option<String>,
+    memory_limit: u64,
+    started: Instant,
+}
+
+impl HostState {
+    pub fn new(stage: std::sync::Arc<StageShared>, memory_limit: u64) -> HostState {
+        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+        let wasi = WasiCtx::builder()
+            .stderr(stderr.clone())
+            .wall_clock(FrozenWallClock)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        HostState {
+            stage,
+            wasi,
+            table: ResourceTable::new(),
+            stderr,
+            current_item: None,
+            panic_message: None,
+            limit_hit: None,
+            memory_limit,
+            started: Instant::now(),
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// Plugins get no wall clock unless granted: they see 1970 forever.
+struct FrozenWallClock;
+
+impl wasmtime_wasi::HostWallClock for FrozenWallClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl ResourceLimiter for HostState {
+    fn memory_growing(&mut self, current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        if desired as u64 > self.memory_limit {
+            let message = format!(
+                "memory limit hit: the plugin asked to grow its memory from {current} to {desired} bytes, \
+                 its limits.memory is {}",
+                self.memory_limit
+            );
+            self.limit_hit = Some(message.clone());
+            // An error here traps the guest, which is what we want: a plugin
+            // that cannot get memory is broken, and Rust would abort anyway.
+            return Err(wasmtime::Error::msg(message));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        const MAX_TABLE: usize = 100_000;
+        if desired > MAX_TABLE {
+            let message = format!("table limit hit: growing a table from {current} to {desired} elements");
+            self.limit_hit = Some(message.clone());
+            return Err(wasmtime::Error::msg(message));
+        }
+        Ok(true)
+    }
+}
+
+impl host::Host for HostState {
+    fn log(&mut self, level: Level, message: String) {
+        let stage = self.stage.id.as_str();
+        if message.starts_with("panicked at") {
+            self.panic_message = Some(message.clone());
+        }
+        match level {
+            Level::Trace => tracing::trace!(target: "plugin", stage, "{message}"),
+            Level::Debug => tracing::debug!(target: "plugin", stage, "{message}"),
+            Level::Info => tracing::info!(target: "plugin", stage, "{message}"),
+            Level::Warn => tracing::warn!(target: "plugin", stage, "{message}"),
+            Level::Error => tracing::error!(target: "plugin", stage, "{message}"),
+        }
+    }
+
+    fn monotonic_now(&mut self) -> u64 {
+        self.started.elapsed().as_nanos() as u64
+    }
+
+    fn counter_add(&mut self, name: String, delta: u64) {
+        *lock(&self.stage.metrics.plugin).entry(name).or_default() += delta as f64;
+    }
+
+    fn gauge_set(&mut self, name: String, value: f64) {
+        lock(&self.stage.metrics.plugin).insert(name, value);
+    }
+
+    fn state_get(&mut self, key: String) -> Option<Vec<u8>> {
+        lock(&self.stage.state).get(&key).map(<[u8]>::to_vec)
+    }
+
+    fn state_put(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
+        lock(&self.stage.state).put(key, value)
+    }
+
+    fn state_delete(&mut self, key: String) {
+        lock(&self.stage.state).delete(&key)
+    }
+
+    fn begin_item(&mut self, index: u32) {
+        self.current_item = Some(index);
+    }
+}
+
+impl super::bindings::medianode::plugin::types::Host for HostState {}
+
+/// Adds the `host` interface and WASI to a linker.
+pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    wasmtime_wasi::p2::add_to_linker_sync(linker)?;
+    host::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)?;
+    Ok(())
+}

@@ -1,0 +1,306 @@
+//! One sandboxed plugin instance: its own `Store`, limits and deadline.
+//!
+//! Every call arms the epoch deadline first, so a call that runs past it
+//! traps. Any failure comes back as a [`Fault`] describing what happened and
+//! which batch item was being processed; the caller must then drop the
+//! instance. (Wasmtime also refuses to re-enter a component instance that
+//! trapped; [`Instance`] makes that a type-level habit: a faulted call
+//! consumes nothing, but the supervisor never keeps a faulted instance.)
+
+use super::bindings::{self, AudioBlock, Frame};
+use super::{EPOCH_TICK, HostState, Plugin, StageKind, StageShared};
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::{Store, Trap, WasmBacktrace};
+
+/// A batch of items of one type, as it flows between pipeline nodes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Items {
+    Audio(Vec<AudioBlock>),
+    Frames(Vec<Frame>),
+}
+
+impl Items {
+    pub fn len(&self) -> usize {
+        match self {
+            Items::Audio(v) => v.len(),
+            Items::Frames(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// An empty batch of the same type.
+    pub fn empty_like(&self) -> Items {
+        match self {
+            Items::Audio(_) => Items::Audio(Vec::new()),
+            Items::Frames(_) => Items::Frames(Vec::new()),
+        }
+    }
+
+    /// Removes and returns item `index` as a one-item batch.
+    pub fn take(&mut self, index: usize) -> Items {
+        match self {
+            Items::Audio(v) => Items::Audio(vec![v.remove(index)]),
+            Items::Frames(v) => Items::Frames(vec![v.remove(index)]),
+        }
+    }
+
+    /// Appends `other` (of the same type; a mismatch is ignored, and the
+    /// pipeline's link type check makes it impossible).
+    pub fn append(&mut self, other: Items) {
+        match (self, other) {
+            (Items::Audio(a), Items::Audio(b)) => a.extend(b),
+            (Items::Frames(a), Items::Frames(b)) => a.extend(b),
+            _ => {}
+        }
+    }
+
+    /// The sequence number of each item, for gap detection and reports.
+    pub fn sequences(&self) -> impl Iterator<Item = u64> + '_ {
+        let (a, f): (&[AudioBlock], &[Frame]) = match self {
+            Items::Audio(v) => (v, &[]),
+            Items::Frames(v) => (&[], v),
+        };
+        a.iter().map(|b| b.sequence).chain(f.iter().map(|f| f.sequence))
+    }
+
+    /// A short description of item `index`, for crash reports.
+    pub fn summary(&self, index: usize) -> serde_json::Value {
+        match self {
+            Items::Audio(v) => v.get(index).map_or(serde_json::Value::Null, |b| {
+                let peak = b.samples.iter().fold(0f32, |m, s| m.max(s.abs()));
+                serde_json::json!({
+                    "type": "audio-block",
+                    "sequence": b.sequence,
+                    "sample_rate": b.sample_rate,
+                    "channels": b.channels,
+                    "samples": b.samples.len(),
+                    "peak": if peak.is_finite() { serde_json::json!(peak) } else { serde_json::json!(peak.to_string()) },
+                    "non_finite_samples": b.samples.iter().filter(|s| !s.is_finite()).count(),
+                })
+            }),
+            Items::Frames(v) => v.get(index).map_or(serde_json::Value::Null, |f| {
+                serde_json::json!({
+                    "type": "frame",
+                    "stream": f.stream,
+                    "sequence": f.sequence,
+                    "timestamp": f.timestamp,
+                    "size": f.payload.len(),
+                    "head": super::hex(&f.payload[..f.payload.len().min(16)]),
+                })
+            }),
+        }
+    }
+}
+
+/// Why a call failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrapKind {
+    /// A Rust panic (the plugin logged `panicked at` before trapping).
+    Panic,
+    /// An `unreachable` instruction without a panic message.
+    Unreachable,
+    /// The call ran past its deadline (a slow or endless loop).
+    Deadline,
+    /// The plugin tried to grow memory (or a table) past its limit.
+    MemoryLimit,
+    /// The wasm call stack ran out.
+    StackOverflow,
+    /// Any other trap (out-of-bounds access, bad cast, division by zero...).
+    OtherTrap,
+    /// `init` returned an error.
+    InitError,
+    /// The plugin answered with the wrong shape (e.g. fewer audio blocks).
+    Contract,
+    /// The instance could not be created at all.
+    Instantiate,
+}
+
+impl TrapKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            TrapKind::Panic => "panic",
+            TrapKind::Unreachable => "unreachable",
+            TrapKind::Deadline => "deadline",
+            TrapKind::MemoryLimit => "memory-limit",
+            TrapKind::StackOverflow => "stack-overflow",
+            TrapKind::OtherTrap => "trap",
+            TrapKind::InitError => "init-error",
+            TrapKind::Contract => "contract",
+            TrapKind::Instantiate => "instantiate",
+        }
+    }
+}
+
+/// A failed call, with everything the crash report needs.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub kind: TrapKind,
+    /// Human-readable cause.
+    pub message: String,
+    /// The batch item being processed, when the plugin had marked one.
+    pub item: Option<usize>,
+    /// Wasm frames, innermost first.
+    pub backtrace: Vec<String>,
+    /// The tail of what the plugin wrote to stderr.
+    pub stderr: String,
+}
+
+impl Fault {
+    fn new(kind: TrapKind, message: impl Into<String>) -> Fault {
+        Fault { kind, message: message.into(), item: None, backtrace: Vec::new(), stderr: String::new() }
+    }
+}
+
+/// The typed exports of one instance, by stage kind.
+enum Exports {
+    Dsp(bindings::dsp::Guest),
+    Transform(bindings::transform::Guest),
+}
+
+/// Per-call settings.
+#[derive(Debug, Clone, Copy)]
+pub struct CallLimits {
+    /// How long one call may run.
+    pub deadline: Duration,
+}
+
+/// A live plugin instance.
+pub struct Instance {
+    store: Store<HostState>,
+    exports: Exports,
+    limits: CallLimits,
+}
+
+impl Instance {
+    /// Instantiates `plugin` in a fresh store and runs its `init`.
+    pub fn start(
+        plugin: &Plugin,
+        stage: Arc<StageShared>,
+        config_json: &str,
+        memory_limit: u64,
+        limits: CallLimits,
+    ) -> Result<Instance, Fault> {
+        let mut store = Store::new(plugin.engine(), HostState::new(stage, memory_limit));
+        store.limiter(|state| state);
+        arm(&mut store, limits.deadline);
+        let instance = plugin
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| classify(&mut store, e, TrapKind::Instantiate))?;
+        let exports = match plugin.kind {
+            StageKind::AudioDsp => bindings::dsp::GuestIndices::new(&plugin.pre)
+                .and_then(|ix| ix.load(&mut store, &instance))
+                .map(Exports::Dsp),
+            StageKind::FrameTransform => bindings::transform::GuestIndices::new(&plugin.pre)
+                .and_then(|ix| ix.load(&mut store, &instance))
+                .map(Exports::Transform),
+            other => {
+                return Err(Fault::new(
+                    TrapKind::Instantiate,
+                    format!("{} stages are not supported in pipelines yet", other.name()),
+                ));
+            }
+        }
+        .map_err(|e| Fault::new(TrapKind::Instantiate, format!("{e:#}")))?;
+
+        let mut this = Instance { store, exports, limits };
+        this.arm();
+        let result = match &this.exports {
+            Exports::Dsp(g) => g.call_init(&mut this.store, config_json),
+            Exports::Transform(g) => g.call_init(&mut this.store, config_json),
+        };
+        match result {
+            Ok(Ok(())) => Ok(this),
+            Ok(Err(message)) => Err(Fault::new(TrapKind::InitError, message)),
+            Err(e) => Err(classify(&mut this.store, e, TrapKind::OtherTrap)),
+        }
+    }
+
+    /// Processes a batch. The output has the input's type; an audio stage
+    /// must return as many blocks as it got, each of the same length.
+    pub fn call(&mut self, items: &Items) -> Result<Items, Fault> {
+        self.arm();
+        self.store.data_mut().current_item = None;
+        let result = match (&self.exports, items) {
+            (Exports::Dsp(g), Items::Audio(blocks)) => g.call_process(&mut self.store, blocks).map(Items::Audio),
+            (Exports::Transform(g), Items::Frames(frames)) => {
+                g.call_transform(&mut self.store, frames).map(Items::Frames)
+            }
+            _ => return Err(Fault::new(TrapKind::Contract, "the batch type does not match the stage kind")),
+        };
+        let output = result.map_err(|e| classify(&mut self.store, e, TrapKind::OtherTrap))?;
+        check_shape(items, &output)?;
+        Ok(output)
+    }
+
+    fn arm(&mut self) {
+        arm(&mut self.store, self.limits.deadline);
+    }
+}
+
+/// Sets the epoch deadline for the next call: the deadline in ticks, plus
+/// one because the current tick may be almost over.
+fn arm(store: &mut Store<HostState>, deadline: Duration) {
+    let ticks = deadline.as_micros().div_ceil(EPOCH_TICK.as_micros()) as u64 + 1;
+    store.set_epoch_deadline(ticks);
+}
+
+fn check_shape(input: &Items, output: &Items) -> Result<(), Fault> {
+    if let (Items::Audio(i), Items::Audio(o)) = (input, output) {
+        let same = i.len() == o.len()
+            && i.iter().zip(o).all(|(a, b)| a.samples.len() == b.samples.len() && a.channels == b.channels);
+        if !same {
+            return Err(Fault::new(
+                TrapKind::Contract,
+                "an audio stage must return as many blocks as it got, each of the same length and channels",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Turns a wasmtime error into a [`Fault`], reading the store for the
+/// context (marked item, panic message, limit hit, stderr).
+fn classify(store: &mut Store<HostState>, error: wasmtime::Error, fallback: TrapKind) -> Fault {
+    let state = store.data_mut();
+    let trap = error.downcast_ref::<Trap>().copied();
+    let kind = if state.limit_hit.is_some() {
+        TrapKind::MemoryLimit
+    } else if state.panic_message.is_some() {
+        TrapKind::Panic
+    } else {
+        match trap {
+            Some(Trap::Interrupt) => TrapKind::Deadline,
+            Some(Trap::StackOverflow) => TrapKind::StackOverflow,
+            Some(Trap::UnreachableCodeReached) => TrapKind::Unreachable,
+            Some(_) => TrapKind::OtherTrap,
+            None => fallback,
+        }
+    };
+    let message = state
+        .limit_hit
+        .clone()
+        .or_else(|| state.panic_message.clone())
+        .unwrap_or_else(|| format!("{error:#}"));
+    let backtrace = error
+        .downcast_ref::<WasmBacktrace>()
+        .map(|bt| {
+            bt.frames()
+                .iter()
+                .map(|f| format!("{}!{}", f.module().name().unwrap_or("<module>"), f.func_name().unwrap_or("<unknown>")))
+                .collect()
+        })
+        .unwrap_or_default();
+    Fault {
+        kind,
+        message,
+        item: state.current_item.map(|i| i as usize),
+        backtrace,
+        stderr: String::from_utf8_lossy(&state.stderr.contents()).into_owned(),
+    }
+}

@@ -1,0 +1,256 @@
+//! The wasm runtime: engines, compiled plugins and sandboxed instances.
+//!
+//! One [`Runtime`] serves a whole node. It owns:
+//!
+//! - a wasmtime [`Engine`] per distinct wasm stack limit (the stack limit is
+//!   an engine setting, and stages may ask for different ones), each with the
+//!   pooling allocator (instantiation in microseconds, copy-on-write memory)
+//!   and epoch interruption;
+//! - one ticker thread that advances every engine's epoch each millisecond,
+//!   which is what turns a call's deadline into a trap;
+//! - the compiled [`Plugin`]s, keyed by engine and SHA-256 digest, so a
+//!   plugin used by many stages is compiled once, and a restart never
+//!   compiles at all (it instantiates a cached `InstancePre`). With a cache
+//!   directory, compiled code also survives the process (wasmtime's cache).
+//!
+//! Sandboxing: a plugin gets WASI with no files, no network, no environment
+//! and a wall clock frozen at the epoch; its stderr is captured for crash
+//! reports. Everything else it can do goes through the `host` interface
+//! (see `host.rs`).
+
+mod host;
+mod instance;
+pub mod stock;
+
+pub use host::{HostState, Metrics, StageShared, StateStore};
+pub use instance::{CallLimits, Fault, Instance, Items, TrapKind};
+
+use wasmtime::error::Context;
+use wasmtime::{Result, bail};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use wasmtime::component::{Component, InstancePre, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch advances: the resolution of every deadline.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Wasm linear memory ceiling per instance that the pool is built for.
+pub const MAX_MEMORY: u64 = 4 << 30;
+
+/// Bindings generated from `plugins/wit` for the host side. The inline world
+/// gathers every stage kind's export so one `bindgen!` covers them all; an
+/// instance only ever loads the one interface its plugin exports.
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../plugins/wit",
+        inline: "
+            package medianode:node;
+            world node {
+                import medianode:plugin/host@0.1.0;
+                export medianode:plugin/dsp@0.1.0;
+                export medianode:plugin/transform@0.1.0;
+                export medianode:plugin/forward@0.1.0;
+                export medianode:plugin/signal@0.1.0;
+            }
+        ",
+        world: "medianode:node/node",
+        additional_derives: [PartialEq],
+    });
+    pub use exports::medianode::plugin::{dsp, forward, signal, transform};
+    pub use medianode::plugin::host;
+    pub use medianode::plugin::types::{AudioBlock, Frame};
+}
+
+/// What a stage does, read from the interface its plugin exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StageKind {
+    AudioDsp,
+    FrameTransform,
+    PacketForwarding,
+    Signaling,
+}
+
+impl StageKind {
+    const ALL: [(StageKind, &'static str); 4] = [
+        (StageKind::AudioDsp, "medianode:plugin/dsp@0.1.0"),
+        (StageKind::FrameTransform, "medianode:plugin/transform@0.1.0"),
+        (StageKind::PacketForwarding, "medianode:plugin/forward@0.1.0"),
+        (StageKind::Signaling, "medianode:plugin/signal@0.1.0"),
+    ];
+
+    /// The name used in configs, logs and errors.
+    pub fn name(self) -> &'static str {
+        match self {
+            StageKind::AudioDsp => "audio-dsp",
+            StageKind::FrameTransform => "frame-transform",
+            StageKind::PacketForwarding => "packet-forwarding",
+            StageKind::Signaling => "signaling",
+        }
+    }
+}
+
+/// Node-wide runtime settings.
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeOptions {
+    /// Where compiled plugins are cached across runs; `None` disables it.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// A compiled plugin, ready to instantiate many times.
+pub struct Plugin {
+    /// Where it came from: `stock:NAME` or a file path.
+    pub source: String,
+    /// SHA-256 of the component bytes, hex.
+    pub digest: String,
+    /// The interface it exports.
+    pub kind: StageKind,
+    pre: InstancePre<HostState>,
+}
+
+impl Plugin {
+    /// The engine this plugin was compiled for.
+    pub fn engine(&self) -> &Engine {
+        self.pre.engine()
+    }
+}
+
+/// The node's wasm runtime. Cheap to clone; all clones share engines and
+/// compiled plugins.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    options: RuntimeOptions,
+    /// Engines by max wasm stack in bytes.
+    engines: Mutex<HashMap<usize, Engine>>,
+    /// Compiled plugins by (stack, digest).
+    plugins: Mutex<HashMap<(usize, String), Arc<Plugin>>>,
+}
+
+impl Runtime {
+    /// Creates a runtime and starts its epoch ticker.
+    pub fn new(options: RuntimeOptions) -> Result<Runtime> {
+        let inner = Arc::new(Inner {
+            options,
+            engines: Mutex::new(HashMap::new()),
+            plugins: Mutex::new(HashMap::new()),
+        });
+        spawn_ticker(Arc::downgrade(&inner))?;
+        Ok(Runtime { inner })
+    }
+
+    /// Compiles (or fetches from the caches) the plugin in `bytes` for an
+    /// engine with the given wasm stack limit.
+    pub fn load(&self, source: &str, bytes: &[u8], max_stack: usize) -> Result<Arc<Plugin>> {
+        let digest = hex(&Sha256::digest(bytes));
+        let key = (max_stack, digest.clone());
+        if let Some(plugin) = lock(&self.inner.plugins).get(&key) {
+            return Ok(plugin.clone());
+        }
+        let engine = self.engine(max_stack)?;
+        let component = Component::new(&engine, bytes)
+            .with_context(|| format!("{source} is not a valid WebAssembly component"))?;
+        let kind = exported_kind(&engine, &component)
+            .with_context(|| format!("{source} is not a medianode plugin"))?;
+        let mut linker = Linker::new(&engine);
+        host::add_to_linker(&mut linker)?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .with_context(|| format!("{source} imports something the node does not provide"))?;
+        let plugin = Arc::new(Plugin { source: source.to_string(), digest, kind, pre });
+        lock(&self.inner.plugins).insert(key, plugin.clone());
+        Ok(plugin)
+    }
+
+    fn engine(&self, max_stack: usize) -> Result<Engine> {
+        let mut engines = lock(&self.inner.engines);
+        if let Some(engine) = engines.get(&max_stack) {
+            return Ok(engine.clone());
+        }
+        let engine = build_engine(&self.inner.options, max_stack)?;
+        engines.insert(max_stack, engine.clone());
+        Ok(engine)
+    }
+}
+
+fn build_engine(options: &RuntimeOptions, max_stack: usize) -> Result<Engine> {
+    let mut pool = PoolingAllocationConfig::default();
+    // Sized for a node of tens of stages, each with an active instance, a
+    // standby and a few being torn down. Slots are virtual address space
+    // until used.
+    pool.total_component_instances(256)
+        .total_core_instances(256 * 8)
+        .total_memories(256)
+        .total_tables(256 * 4)
+        .max_memory_size(MAX_MEMORY as usize)
+        .max_core_instances_per_component(32);
+
+    let mut config = Config::new();
+    config
+        .epoch_interruption(true)
+        .max_wasm_stack(max_stack)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+        .memory_init_cow(true);
+    if let Some(dir) = &options.cache_dir {
+        let mut cache = wasmtime::CacheConfig::new();
+        cache.with_directory(dir);
+        config.cache(Some(wasmtime::Cache::new(cache)?));
+    }
+    Engine::new(&config).context("creating the wasmtime engine")
+}
+
+/// Reads which stage interface a component exports. Exactly one is allowed.
+fn exported_kind(engine: &Engine, component: &Component) -> Result<StageKind> {
+    let ty = component.component_type();
+    let exported: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_string()).collect();
+    let kinds: Vec<StageKind> = StageKind::ALL
+        .iter()
+        .filter(|(_, name)| exported.iter().any(|e| e == name))
+        .map(|(kind, _)| *kind)
+        .collect();
+    match kinds.as_slice() {
+        [kind] => Ok(*kind),
+        [] => bail!(
+            "it exports none of the stage interfaces (it exports: {}); build it with medianode-sdk \
+             against one of the worlds in plugins/wit",
+            if exported.is_empty() { "nothing".to_string() } else { exported.join(", ") }
+        ),
+        many => bail!("it exports {} stage interfaces; a plugin must export exactly one", many.len()),
+    }
+}
+
+/// Advances every engine's epoch once per [`EPOCH_TICK`] until the runtime
+/// is dropped.
+fn spawn_ticker(inner: Weak<Inner>) -> Result<()> {
+    std::thread::Builder::new()
+        .name("medianode-epoch".into())
+        .spawn(move || {
+            while let Some(inner) = inner.upgrade() {
+                for engine in lock(&inner.engines).values() {
+                    engine.increment_epoch();
+                }
+                drop(inner);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .context("starting the epoch ticker thread")?;
+    Ok(())
+}
+
+/// Locks a mutex, recovering it if a panic elsewhere poisoned it: every map
+/// guarded here stays consistent across a panic (single inserts and reads).
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Lower-case hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

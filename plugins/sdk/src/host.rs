@@ -1,0 +1,138 @@
+//! What the host offers a plugin: log, clock, metrics and a state store.
+//!
+//! On wasm these call the `medianode:plugin/host` imports. Natively (unit
+//! tests, benchmarks) they fall back to shims: log to stderr, a real
+//! monotonic clock, no-op metrics, and a per-thread in-memory state store.
+
+/// Severity of a log record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+#[cfg(target_arch = "wasm32")]
+pub(crate) mod wit {
+    wit_bindgen::generate!({
+        path: "../wit",
+        inline: "package medianode:sdk; world imports { import medianode:plugin/host@0.1.0; }",
+        world: "medianode:sdk/imports",
+        generate_all,
+    });
+    pub use medianode::plugin::host::*;
+}
+
+#[cfg(target_arch = "wasm32")]
+mod imp {
+    use super::{Level, wit};
+
+    pub fn log(level: Level, message: &str) {
+        let level = match level {
+            Level::Trace => wit::Level::Trace,
+            Level::Debug => wit::Level::Debug,
+            Level::Info => wit::Level::Info,
+            Level::Warn => wit::Level::Warn,
+            Level::Error => wit::Level::Error,
+        };
+        wit::log(level, message);
+    }
+    pub fn monotonic_now() -> u64 {
+        wit::monotonic_now()
+    }
+    pub fn counter_add(name: &str, delta: u64) {
+        wit::counter_add(name, delta)
+    }
+    pub fn gauge_set(name: &str, value: f64) {
+        wit::gauge_set(name, value)
+    }
+    pub fn state_get(key: &str) -> Option<Vec<u8>> {
+        wit::state_get(key)
+    }
+    pub fn state_put(key: &str, value: &[u8]) -> Result<(), String> {
+        wit::state_put(key, value)
+    }
+    pub fn state_delete(key: &str) {
+        wit::state_delete(key)
+    }
+    pub fn begin_item(index: u32) {
+        wit::begin_item(index)
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+mod imp {
+    use super::Level;
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use std::sync::OnceLock;
+    use std::time::Instant;
+
+    thread_local! {
+        static STATE: RefCell<HashMap<String, Vec<u8>>> = RefCell::new(HashMap::new());
+    }
+
+    pub fn log(level: Level, message: &str) {
+        eprintln!("[{level:?}] {message}");
+    }
+    pub fn monotonic_now() -> u64 {
+        static START: OnceLock<Instant> = OnceLock::new();
+        START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+    }
+    pub fn counter_add(_name: &str, _delta: u64) {}
+    pub fn gauge_set(_name: &str, _value: f64) {}
+    pub fn state_get(key: &str) -> Option<Vec<u8>> {
+        STATE.with_borrow(|s| s.get(key).cloned())
+    }
+    pub fn state_put(key: &str, value: &[u8]) -> Result<(), String> {
+        STATE.with_borrow_mut(|s| s.insert(key.to_owned(), value.to_vec()));
+        Ok(())
+    }
+    pub fn state_delete(key: &str) {
+        STATE.with_borrow_mut(|s| s.remove(key));
+    }
+    pub fn begin_item(_index: u32) {}
+}
+
+/// Writes a log record, tagged by the host with the stage id.
+pub fn log(level: Level, message: &str) {
+    imp::log(level, message)
+}
+
+/// Monotonic nanoseconds; only differences are meaningful.
+pub fn monotonic_now() -> u64 {
+    imp::monotonic_now()
+}
+
+/// Adds `delta` to the stage's counter `name`.
+pub fn counter_add(name: &str, delta: u64) {
+    imp::counter_add(name, delta)
+}
+
+/// Sets the stage's gauge `name`.
+pub fn gauge_set(name: &str, value: f64) {
+    imp::gauge_set(name, value)
+}
+
+/// Reads from the stage's state store, which survives re-instantiation.
+pub fn state_get(key: &str) -> Option<Vec<u8>> {
+    imp::state_get(key)
+}
+
+/// Writes to the stage's state store; fails past the stage's state quota.
+pub fn state_put(key: &str, value: &[u8]) -> Result<(), String> {
+    imp::state_put(key, value)
+}
+
+/// Removes a key from the stage's state store.
+pub fn state_delete(key: &str) {
+    imp::state_delete(key)
+}
+
+/// Marks the start of batch item `index`; the export glue calls this.
+#[doc(hidden)]
+pub fn begin_item(index: u32) {
+    imp::begin_item(index)
+}
