@@ -26,6 +26,7 @@ fn main() {
 
     println!("cargo:rerun-if-changed={}", workspace.join("plugins").display());
 
+    ensure_wasm_target();
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&workspace)
@@ -69,4 +70,19 @@ fn main() {
         ),
     )
     .unwrap();
+}
+
+/// Installs the wasm32-wasip2 standard library with rustup when it is
+/// missing, so that a fresh clone builds with plain `cargo build`.
+fn ensure_wasm_target() {
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = Command::new(rustc).args(["--print", "sysroot"]).output();
+    let installed = sysroot.ok().is_some_and(|out| {
+        let root = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        PathBuf::from(root).join("lib/rustlib/wasm32-wasip2").exists()
+    });
+    if !installed {
+        println!("cargo:warning=installing the wasm32-wasip2 target with rustup (needed to build plugins)");
+        let _ = Command::new("rustup").args(["target", "add", "wasm32-wasip2"]).status();
+    }
 }

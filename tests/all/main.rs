@@ -1,1 +1,8 @@
+//! Integration tests for medianode: one test binary (so wasmtime is linked
+//! once), one module per behaviour.
 
+mod common;
+mod config_errors;
+mod faults;
+mod pipelines;
+mod restart_policy;

@@ -106,10 +106,10 @@ fn check_cycles(cx: &Cx, stages: &[StageConfig]) -> Result<(), ConfigError> {
             let Some(&j) = index.get(input.from.as_str()) else { continue };
             match marks[j] {
                 Mark::Open => {
+                    // `path` runs from j to i, each stage reading the next.
                     let start = path.iter().position(|&k| k == j).unwrap_or(0);
                     let mut cycle: Vec<&str> = path[start..].iter().map(|&k| stages[k].id.as_str()).collect();
-                    cycle.reverse();
-                    cycle.insert(0, &stages[i].id);
+                    cycle.push(&stages[j].id);
                     return Err(cx.err_at(
                         input.span.clone(),
                         format!("cycle: {}", cycle.join(" <- ")),

@@ -292,7 +292,11 @@ fn classify(store: &mut Store<HostState>, error: wasmtime::Error, fallback: Trap
         .map(|bt| {
             bt.frames()
                 .iter()
-                .map(|f| format!("{}!{}", f.module().name().unwrap_or("<module>"), f.func_name().unwrap_or("<unknown>")))
+                .map(|f| {
+                    let module = f.module().name().unwrap_or("<module>");
+                    let func = f.func_name().map_or("<unknown>".to_string(), |n| format!("{:#}", rustc_demangle::demangle(n)));
+                    format!("{module}!{func}")
+                })
                 .collect()
         })
         .unwrap_or_default();

@@ -60,9 +60,10 @@ pub mod bindings {
         world: "medianode:node/node",
         additional_derives: [PartialEq],
     });
-    pub use exports::medianode::plugin::{dsp, forward, signal, transform};
-    pub use medianode::plugin::host;
-    pub use medianode::plugin::types::{AudioBlock, Frame};
+    // `self::` because the WIT namespace shares this crate's name.
+    pub use self::exports::medianode::plugin::{dsp, forward, signal, transform};
+    pub use self::medianode::plugin::host;
+    pub use self::medianode::plugin::types::{AudioBlock, Frame};
 }
 
 /// What a stage does, read from the interface its plugin exports.

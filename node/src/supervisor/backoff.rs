@@ -99,13 +99,23 @@ impl Backoff {
         self.retry_at = None;
     }
 
-    /// Records a failure at `now` and decides what follows.
-    pub fn on_failure(&mut self, now: Instant) -> Decision {
-        if let Some(since) = self.serving_since.take()
-            && now.saturating_duration_since(since) >= self.config.healthy_after
-        {
+    /// Records a failure at `now` and decides what follows. `serving_lost`
+    /// says whether the instance in service died; otherwise an instance
+    /// failed to start (a standby, say) while the serving one carries on.
+    pub fn on_failure(&mut self, now: Instant, serving_lost: bool) -> Decision {
+        let healthy = self
+            .serving_since
+            .is_some_and(|since| now.saturating_duration_since(since) >= self.config.healthy_after);
+        if healthy {
             self.consecutive = 0;
         }
+        // A start failure restarts the healthy clock, so that repeated start
+        // failures back off instead of each counting as the first.
+        self.serving_since = match (serving_lost, healthy) {
+            (true, _) => None,
+            (false, true) => Some(now),
+            (false, false) => self.serving_since,
+        };
         while self.recent.front().is_some_and(|&t| now.saturating_duration_since(t) >= self.config.window) {
             self.recent.pop_front();
         }
@@ -177,24 +187,24 @@ mod tests {
         let t0 = Instant::now();
         let mut b = Backoff::new(config(), 1);
         let ms = |n| Duration::from_millis(n);
-        assert_eq!(delay_of(b.on_failure(t0)), ms(0));
-        assert_eq!(delay_of(b.on_failure(t0 + ms(1))), ms(100));
+        assert_eq!(delay_of(b.on_failure(t0, true)), ms(0));
+        assert_eq!(delay_of(b.on_failure(t0 + ms(1), true)), ms(100));
         assert!(!b.may_start(t0 + ms(100)));
         assert!(b.may_start(t0 + ms(101)));
-        assert_eq!(delay_of(b.on_failure(t0 + ms(200))), ms(200));
-        assert_eq!(delay_of(b.on_failure(t0 + ms(500))), ms(350));
+        assert_eq!(delay_of(b.on_failure(t0 + ms(200), true)), ms(200));
+        assert_eq!(delay_of(b.on_failure(t0 + ms(500), true)), ms(350));
     }
 
     #[test]
     fn a_healthy_period_resets_the_backoff() {
         let t0 = Instant::now();
         let mut b = Backoff::new(config(), 1);
-        b.on_failure(t0);
+        b.on_failure(t0, true);
         b.on_started(t0);
-        assert_eq!(delay_of(b.on_failure(t0 + Duration::from_secs(1))), Duration::from_millis(100));
+        assert_eq!(delay_of(b.on_failure(t0 + Duration::from_secs(1), true)), Duration::from_millis(100));
         b.on_started(t0 + Duration::from_secs(2));
         // Served 5 s without failing: the next failure restarts at once.
-        assert_eq!(delay_of(b.on_failure(t0 + Duration::from_secs(7))), Duration::ZERO);
+        assert_eq!(delay_of(b.on_failure(t0 + Duration::from_secs(7), true)), Duration::ZERO);
     }
 
     #[test]
@@ -202,9 +212,9 @@ mod tests {
         let t0 = Instant::now();
         let mut b = Backoff::new(config(), 1);
         for i in 0..4 {
-            assert!(matches!(b.on_failure(t0 + Duration::from_secs(i)), Decision::Restart { .. }));
+            assert!(matches!(b.on_failure(t0 + Duration::from_secs(i), true), Decision::Restart { .. }));
         }
-        assert_eq!(b.on_failure(t0 + Duration::from_secs(4)), Decision::GiveUp { failures: 5 });
+        assert_eq!(b.on_failure(t0 + Duration::from_secs(4), true), Decision::GiveUp { failures: 5 });
         assert!(!b.may_start(t0 + Duration::from_secs(100)));
     }
 
@@ -213,18 +223,30 @@ mod tests {
         let t0 = Instant::now();
         let mut b = Backoff::new(config(), 1);
         for i in 0..20 {
-            let d = b.on_failure(t0 + Duration::from_secs(3 * i));
+            let d = b.on_failure(t0 + Duration::from_secs(3 * i), true);
             assert!(matches!(d, Decision::Restart { .. }), "failure {i}: {d:?}");
         }
+    }
+
+    #[test]
+    fn start_failures_back_off_without_stopping_the_healthy_clock() {
+        let t0 = Instant::now();
+        let mut b = Backoff::new(config(), 1);
+        b.on_started(t0);
+        // A standby fails to start twice while the active instance serves.
+        assert_eq!(delay_of(b.on_failure(t0 + Duration::from_secs(6), false)), Duration::ZERO);
+        assert_eq!(delay_of(b.on_failure(t0 + Duration::from_secs(7), false)), Duration::from_millis(100));
+        // The active instance has now served 5 s since the first start failure.
+        assert_eq!(delay_of(b.on_failure(t0 + Duration::from_secs(11), true)), Duration::ZERO);
     }
 
     #[test]
     fn jitter_stays_within_its_band() {
         let t0 = Instant::now();
         let mut b = Backoff::new(RestartConfig { jitter: 0.5, max_restarts: 100, ..config() }, 7);
-        b.on_failure(t0);
+        b.on_failure(t0, true);
         for i in 1..50 {
-            let d = delay_of(b.on_failure(t0 + Duration::from_millis(i)));
+            let d = delay_of(b.on_failure(t0 + Duration::from_millis(i), true));
             assert!(d >= Duration::from_millis(50) && d <= Duration::from_millis(350), "{d:?}");
         }
     }

@@ -159,7 +159,7 @@ impl Supervisor {
                     // before any mark): then nobody is retried.
                     let culprit = fault.item.filter(|&i| i < batch_size).or((batch_size == 1).then_some(0));
                     let poison = culprit.map(|i| items.take(i));
-                    self.on_fault(now, fault, poison.as_ref(), batch_size);
+                    self.on_fault(now, fault, poison.as_ref(), batch_size, true);
                     if poison.is_none() {
                         self.down(now, std::mem::replace(&mut items, out.empty_like()), &mut out);
                     }
@@ -188,7 +188,7 @@ impl Supervisor {
                 self.standby = Some(instance);
                 self.recorder.record(now, Action::StandbyReady { micros: started.elapsed().as_micros() as u32 });
             }
-            Err(fault) => self.on_fault(now, fault, None, 0),
+            Err(fault) => self.on_fault(now, fault, None, 0, false),
         }
     }
 
@@ -202,7 +202,7 @@ impl Supervisor {
                 None => match start_instance(&self.spec, &self.shared) {
                     Ok(instance) => (instance, false),
                     Err(fault) => {
-                        self.on_fault(now, fault, None, 0);
+                        self.on_fault(now, fault, None, 0, false);
                         continue;
                     }
                 },
@@ -232,7 +232,7 @@ impl Supervisor {
     }
 
     /// Records a fault, decides what follows and files the crash report.
-    fn on_fault(&mut self, now: Instant, fault: Fault, poison: Option<&Items>, batch_size: usize) {
+    fn on_fault(&mut self, now: Instant, fault: Fault, poison: Option<&Items>, batch_size: usize, serving_lost: bool) {
         self.faults += 1;
         Metrics::add(&self.shared.metrics.faults, 1);
         self.recorder.record(now, Action::Fault { kind: fault.kind, item: fault.item.map(|i| i as u32) });
@@ -243,7 +243,7 @@ impl Supervisor {
             }
             p.summary(0)
         });
-        let decision = self.backoff.on_failure(now);
+        let decision = self.backoff.on_failure(now, serving_lost);
         let (decision_name, next_delay_ms) = match decision {
             Decision::Restart { delay, .. } => ("restart", Some(delay.as_secs_f64() * 1000.0)),
             Decision::GiveUp { .. } => {

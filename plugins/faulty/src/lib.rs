@@ -50,6 +50,7 @@ fn default_slow_ms() -> u64 {
 }
 
 /// Passes audio through, failing as configured.
+#[derive(Debug)]
 pub struct Faulty {
     config: Config,
 }
@@ -69,7 +70,7 @@ impl Stage for Faulty {
             + 1;
         host::state_put(INITS_KEY, &inits.to_le_bytes())?;
         if inits > 1 && inits <= 1 + config.init_failures {
-            fail(config.fault, config.slow_ms, u64::MAX);
+            fail(config.fault, config.slow_ms, "in init");
         }
         Ok(Faulty { config })
     }
@@ -80,28 +81,29 @@ impl AudioDsp for Faulty {
         let scheduled = self.config.every.is_some_and(|n| block.sequence % n == n - 1);
         let poisoned = self.config.on_poison && block.samples.iter().any(|s| s.is_nan());
         if scheduled || poisoned {
-            fail(self.config.fault, self.config.slow_ms, block.sequence);
+            fail(self.config.fault, self.config.slow_ms, &format!("on block {}", block.sequence));
         }
     }
 }
 
-fn fail(fault: Fault, slow_ms: u64, sequence: u64) {
+fn fail(fault: Fault, slow_ms: u64, when: &str) {
     match fault {
-        Fault::Panic => panic!("faulty stage: planned panic on block {sequence}"),
+        Fault::Panic => panic!("faulty stage: planned panic {when}"),
         Fault::Unreachable => unreachable_instruction(),
         Fault::Loop => loop {
-            black_box(sequence);
+            black_box(when);
         },
         Fault::Slow => {
             let until = host::monotonic_now() + slow_ms * 1_000_000;
             while host::monotonic_now() < until {
-                black_box(sequence);
+                black_box(when);
             }
         }
         Fault::MemoryBomb => {
+            // Reserve without touching: growth, not page faults, is the point.
             let mut hoard: Vec<Vec<u8>> = Vec::new();
             loop {
-                hoard.push(vec![1u8; 1 << 20]);
+                hoard.push(Vec::with_capacity(1 << 20));
                 black_box(&hoard);
             }
         }
@@ -111,12 +113,11 @@ fn fail(fault: Fault, slow_ms: u64, sequence: u64) {
     }
 }
 
-/// Recurses without end; the frame array keeps the optimizer from turning it
-/// into a loop.
+/// Recurses without end; `black_box` and the addition after the call keep
+/// the optimizer from turning it into a loop.
 #[allow(unconditional_recursion)]
 fn recurse(depth: u64) -> u64 {
-    let frame = black_box([depth; 32]);
-    recurse(depth + 1) + frame[(depth % 32) as usize]
+    recurse(black_box(depth + 1)).wrapping_add(depth)
 }
 
 #[cfg(target_arch = "wasm32")]

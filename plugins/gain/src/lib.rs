@@ -14,6 +14,7 @@ pub struct Config {
 }
 
 /// Scales samples by `10^(gain_db / 20)`.
+#[derive(Debug)]
 pub struct Gain {
     factor: f32,
 }

@@ -6,6 +6,7 @@
 use medianode_sdk::{Frame, FrameTransform, NoConfig, Stage};
 
 /// Forwards every frame unchanged.
+#[derive(Debug)]
 pub struct Passthrough;
 
 impl Stage for Passthrough {

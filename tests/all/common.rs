@@ -1,0 +1,103 @@
+//! Running a pipeline from TOML text and collecting what came out.
+
+use medianode::config::{PipelineConfig, SinkKind};
+use medianode::pipeline::{BuildError, Pipeline, PipelineStats};
+use medianode::runtime::{Items, Runtime, RuntimeOptions};
+use medianode::supervisor::Stopped;
+use medianode::supervisor::crash_report::{CrashReport, CrashReporter};
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use tempfile::TempDir;
+
+/// One runtime for the whole test binary, so each plugin compiles once.
+pub fn runtime() -> &'static Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| Runtime::new(RuntimeOptions::default()).expect("runtime"))
+}
+
+/// What a finished pipeline left behind.
+pub struct Run {
+    pub result: Result<PipelineStats, Stopped>,
+    /// Batches received by each channel sink.
+    pub channels: HashMap<String, Vec<Items>>,
+    /// Crash reports, in memory.
+    pub reports: Vec<Arc<CrashReport>>,
+    /// Crash reports as written to disk.
+    pub report_files: Vec<serde_json::Value>,
+    _dir: TempDir,
+}
+
+impl Run {
+    pub fn stats(&self) -> &PipelineStats {
+        self.result.as_ref().expect("pipeline stopped with an error")
+    }
+
+    /// The sequence numbers a channel sink received, in arrival order.
+    pub fn sequences(&self, sink: &str) -> Vec<u64> {
+        self.channels[sink].iter().flat_map(|items| items.sequences().collect::<Vec<_>>()).collect()
+    }
+
+    /// A stage's host metric, e.g. `faults`.
+    pub fn metric(&self, stage: &str, name: &str) -> u64 {
+        self.stats().stage(stage).expect("stage").metrics.snapshot()[name].as_u64().expect("metric")
+    }
+
+    pub fn report_kinds(&self) -> Vec<&'static str> {
+        self.reports.iter().map(|r| r.trap_kind.name()).collect()
+    }
+}
+
+pub fn parse(toml: &str) -> (PipelineConfig, TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = PipelineConfig::parse(dir.path().join("test.toml"), toml.to_string())
+        .unwrap_or_else(|e| panic!("test pipeline is invalid:\n{e}"));
+    (config, dir)
+}
+
+pub fn build(toml: &str) -> Result<Pipeline, BuildError> {
+    let (config, _dir) = parse(toml);
+    Pipeline::build(runtime(), &config, &CrashReporter::new(None))
+}
+
+/// Builds and runs `toml` until its sources end.
+pub async fn run(toml: &str) -> Run {
+    let (config, dir) = parse(toml);
+    let crash_dir = dir.path().join("crash-reports");
+    let reporter = CrashReporter::new(Some(crash_dir.clone()));
+    let mut pipeline = Pipeline::build(runtime(), &config, &reporter).unwrap_or_else(|e| panic!("build failed: {e}"));
+    let mut readers: Vec<_> = config
+        .sinks
+        .iter()
+        .filter(|s| matches!(s.kind, SinkKind::Channel { .. }))
+        .map(|s| (s.id.clone(), pipeline.take_channel(&s.id).expect("channel")))
+        .collect();
+    let result = pipeline.run(std::future::pending()).await;
+    let mut channels = HashMap::new();
+    for (id, rx) in &mut readers {
+        let mut batches = Vec::new();
+        while let Ok(items) = rx.try_recv() {
+            batches.push(items);
+        }
+        channels.insert(id.clone(), batches);
+    }
+    reporter.flush();
+    let mut report_files: Vec<(String, serde_json::Value)> = std::fs::read_dir(&crash_dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| {
+                    let text = std::fs::read_to_string(e.path()).expect("read report");
+                    (e.file_name().to_string_lossy().into_owned(), serde_json::from_str(&text).expect("report is JSON"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    report_files.sort_by_key(|(name, _)| name.rsplit('-').next().and_then(|n| n.trim_end_matches(".json").parse::<u64>().ok()));
+    Run {
+        result,
+        channels,
+        reports: reporter.recent(),
+        report_files: report_files.into_iter().map(|(_, v)| v).collect(),
+        _dir: dir,
+    }
+}

@@ -1,0 +1,217 @@
+//! Bad pipeline files: each error names the file, line and column of the
+//! offending value, says what is wrong, and hints at the fix.
+
+use crate::common::{build, runtime};
+use medianode::config::{ConfigError, PipelineConfig};
+use medianode::pipeline::{BuildError, Pipeline};
+use medianode::supervisor::crash_report::CrashReporter;
+
+const SOURCE: &str = "[[source]]\nid = \"tone\"\nkind = \"tone\"\n";
+const SINK: &str = "[[sink]]\nid = \"out\"\nkind = \"null\"\ninputs = [\"tone\"]\n";
+
+/// Parses `text` (or builds it, for errors found once plugins load).
+fn error_of(text: &str) -> ConfigError {
+    match PipelineConfig::parse("bad.toml", text.to_string()) {
+        Err(e) => e,
+        Ok(config) => match Pipeline::build(runtime(), &config, &CrashReporter::new(None)) {
+            Err(BuildError::Config(e)) => e,
+            Err(other) => panic!("expected a config error, got: {other}"),
+            Ok(_) => panic!("expected an error for:\n{text}"),
+        },
+    }
+}
+
+#[track_caller]
+fn expect(text: &str, message: &str, line: usize, column: usize) {
+    let e = error_of(text);
+    assert!(e.message.contains(message), "message {:?} lacks {message:?}\n{e}", e.message);
+    assert_eq!((e.line, e.column), (line, column), "wrong position for {message:?}:\n{e}");
+    assert_eq!(e.file.to_str(), Some("bad.toml"));
+    assert!(!e.hint.is_empty());
+    let shown = e.to_string();
+    assert!(shown.starts_with(&format!("error: bad.toml:{line}:{column}: ")), "{shown}");
+    assert!(shown.contains("= hint: "), "{shown}");
+}
+
+#[test]
+fn syntax_error() {
+    expect("[pipeline\nname = \"x\"\n", "unclosed table", 1, 10);
+}
+
+#[test]
+fn unknown_key() {
+    expect(&format!("{SOURCE}frequncy = 440.0\n{SINK}"), "unknown field `frequncy`", 4, 1);
+}
+
+#[test]
+fn unknown_key_in_limits() {
+    let text = format!("{SOURCE}[[stage]]\nid = \"g\"\nplugin = \"stock:gain\"\ninputs = [\"tone\"]\nlimits = {{ memroy = \"1MiB\" }}\n{SINK}");
+    expect(&text, "unknown field `memroy`", 8, 12);
+}
+
+#[test]
+fn wrong_value_type() {
+    expect(&format!("{SOURCE}frequency = \"loud\"\n{SINK}"), "invalid type", 4, 13);
+}
+
+#[test]
+fn bad_duration_unit() {
+    let text = format!("{SOURCE}[[stage]]\nid = \"g\"\nplugin = \"stock:gain\"\ninputs = [\"tone\"]\nlimits = {{ deadline = \"5 parsecs\" }}\n{SINK}");
+    expect(&text, "bad duration `5 parsecs`", 8, 23);
+}
+
+#[test]
+fn bad_size_unit() {
+    let text = format!("{SOURCE}[[stage]]\nid = \"g\"\nplugin = \"stock:gain\"\ninputs = [\"tone\"]\nlimits = {{ memory = \"lots\" }}\n{SINK}");
+    expect(&text, "bad size `lots`", 8, 21);
+}
+
+#[test]
+fn missing_plugin_file() {
+    let text = format!("{SOURCE}[[stage]]\nid = \"g\"\nplugin = \"plugins/missing.wasm\"\ninputs = [\"tone\"]\n{SINK}");
+    expect(&text, "cannot read plugin file", 6, 10);
+}
+
+#[test]
+fn unknown_stock_plugin() {
+    let text = format!("{SOURCE}[[stage]]\nid = \"g\"\nplugin = \"stock:gian\"\ninputs = [\"tone\"]\n{SINK}");
+    let e = error_of(&text);
+    assert!(e.hint.contains("passthrough, gain, faulty"), "{e}");
+    expect(&text, "unknown stock plugin `gian`", 6, 10);
+}
+
+#[test]
+fn digest_mismatch() {
+    let text = format!(
+        "{SOURCE}[[stage]]\nid = \"g\"\nplugin = \"stock:gain\"\nsha256 = \"{}\"\ninputs = [\"tone\"]\n{SINK}",
+        "0".repeat(64)
+    );
+    expect(&text, "digest mismatch", 7, 10);
+}
+
+#[test]
+fn digest_pin_that_matches_is_accepted() {
+    let bytes = std::fs::read(medianode::runtime::stock::path("gain").unwrap()).unwrap();
+    let digest = runtime().load("stock:gain", &bytes, 512 << 10).unwrap().digest.clone();
+    let text = format!("{SOURCE}[[stage]]\nid = \"g\"\nplugin = \"stock:gain\"\nsha256 = \"{digest}\"\ninputs = [\"tone\"]\n{SINK}");
+    assert!(build(&text).is_ok());
+}
+
+#[test]
+fn type_mismatched_link() {
+    let text = "[[source]]\nid = \"frames\"\nkind = \"frames\"\n[[stage]]\nid = \"g\"\nplugin = \"stock:gain\"\ninputs = [\"frames\"]\n[[sink]]\nid = \"out\"\nkind = \"null\"\ninputs = [\"g\"]\n";
+    expect(text, "type mismatch: `frames` produces frames, but `g` (audio-dsp) takes audio blocks", 7, 11);
+}
+
+#[test]
+fn meter_sink_fed_frames() {
+    let text = "[[source]]\nid = \"frames\"\nkind = \"frames\"\n[[sink]]\nid = \"m\"\nkind = \"meter\"\ninputs = [\"frames\"]\n";
+    expect(text, "type mismatch", 7, 11);
+}
+
+#[test]
+fn cycle() {
+    let text = format!(
+        "{SOURCE}[[stage]]\nid = \"a\"\nplugin = \"stock:gain\"\ninputs = [\"tone\", \"b\"]\n[[stage]]\nid = \"b\"\nplugin = \"stock:gain\"\ninputs = [\"a\"]\n{SINK}"
+    );
+    expect(&text, "cycle: a <- b <- a", 11, 11);
+}
+
+#[test]
+fn dangling_link() {
+    expect(&format!("{SOURCE}[[sink]]\nid = \"out\"\nkind = \"null\"\ninputs = [\"nope\"]\n"), "unknown input `nope`", 7, 11);
+}
+
+#[test]
+fn sink_used_as_input() {
+    let text = format!("{SOURCE}{SINK}[[sink]]\nid = \"second\"\nkind = \"null\"\ninputs = [\"out\"]\n");
+    let e = error_of(&text);
+    assert!(e.hint.contains("sinks produce nothing"), "{e}");
+    expect(&text, "unknown input `out`", 11, 11);
+}
+
+#[test]
+fn self_input() {
+    let text = format!("{SOURCE}[[stage]]\nid = \"g\"\nplugin = \"stock:gain\"\ninputs = [\"g\"]\n{SINK}");
+    expect(&text, "`g` lists itself as an input", 7, 11);
+}
+
+#[test]
+fn duplicate_stage_id() {
+    let text = format!("{SOURCE}[[stage]]\nid = \"tone\"\nplugin = \"stock:gain\"\ninputs = [\"tone\"]\n{SINK}");
+    let e = error_of(&text);
+    assert!(e.hint.contains("already used on line 2"), "{e}");
+    expect(&text, "duplicate id `tone`", 5, 6);
+}
+
+#[test]
+fn bad_id() {
+    expect(&format!("[[source]]\nid = \"Tone 1\"\nkind = \"tone\"\n{SINK}"), "bad id `Tone 1`", 2, 6);
+}
+
+#[test]
+fn fail_open_on_an_e2ee_stage() {
+    let text = format!(
+        "{SOURCE}[[stage]]\nid = \"enc\"\nplugin = \"stock:gain\"\ninputs = [\"tone\"]\ne2ee = true\nfailure = \"fail-open\"\n{SINK}"
+    );
+    let e = error_of(&text);
+    assert!(e.hint.contains("in the clear"), "{e}");
+    expect(&text, "E2EE stage and cannot fail open", 9, 11);
+}
+
+#[test]
+fn unknown_failure_policy() {
+    let text = format!("{SOURCE}[[stage]]\nid = \"g\"\nplugin = \"stock:gain\"\ninputs = [\"tone\"]\nfailure = \"retry\"\n{SINK}");
+    expect(&text, "unknown failure policy `retry`", 8, 11);
+}
+
+#[test]
+fn unknown_source_kind() {
+    expect(&format!("[[source]]\nid = \"mic\"\nkind = \"microphone\"\n{SINK}"), "unknown source kind `microphone`", 3, 8);
+}
+
+#[test]
+fn setting_of_another_source_kind() {
+    expect(&format!("{SOURCE}size = \"1200B\"\n{SINK}"), "`size` is not a setting of tone sources", 4, 8);
+}
+
+#[test]
+fn no_sources() {
+    expect(SINK, "the pipeline has no sources", 1, 1);
+}
+
+#[test]
+fn empty_inputs() {
+    expect(&format!("{SOURCE}[[sink]]\nid = \"out\"\nkind = \"null\"\ninputs = []\n"), "`out` has no inputs", 7, 10);
+}
+
+#[test]
+fn jitter_out_of_range() {
+    let text = format!("{SOURCE}[[stage]]\nid = \"g\"\nplugin = \"stock:gain\"\ninputs = [\"tone\"]\nrestart = {{ jitter = 2.0 }}\n{SINK}");
+    expect(&text, "jitter out of range", 8, 22);
+}
+
+#[test]
+fn unknown_pace() {
+    expect(&format!("[pipeline]\npace = \"fast\"\n{SOURCE}{SINK}"), "unknown pace `fast`", 2, 8);
+}
+
+#[test]
+fn file_that_does_not_exist() {
+    let e = PipelineConfig::load(std::path::Path::new("/nonexistent/pipeline.toml")).unwrap_err();
+    assert_eq!(e.line, 0);
+    assert!(e.message.contains("cannot read the pipeline file"), "{e}");
+}
+
+#[test]
+fn plugin_config_rejected_by_init_is_a_start_error() {
+    let text = format!("{SOURCE}[[stage]]\nid = \"g\"\nplugin = \"stock:gain\"\ninputs = [\"tone\"]\nconfig = {{ gain-db = 100.0 }}\n{SINK}");
+    match build(&text) {
+        Err(BuildError::Start { stage, kind, message }) => {
+            assert_eq!((stage.as_str(), kind), ("g", "init-error"));
+            assert!(message.contains("out of range"), "{message}");
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("gain-db = 100 should be refused"),
+    }
+}
