@@ -176,6 +176,11 @@ fn setting_of_another_source_kind() {
 }
 
 #[test]
+fn setting_of_another_sink_kind() {
+    expect(&format!("{SOURCE}[[sink]]\nid = \"out\"\nkind = \"null\"\ninputs = [\"tone\"]\ncapacity = 8\n"), "`capacity` is not a setting of null sinks", 8, 12);
+}
+
+#[test]
 fn no_sources() {
     expect(SINK, "the pipeline has no sources", 1, 1);
 }

@@ -131,7 +131,7 @@ pub struct StageConfig {
     /// Flight recorder length.
     pub recorder: usize,
     pub failure: FailurePolicy,
-    pub failure_span: Option<Span>,
+    /// Encrypts or decrypts media: never bypassed (`fail-open` is refused).
     pub e2ee: bool,
     pub inputs: Vec<Input>,
 }

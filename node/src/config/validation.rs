@@ -193,6 +193,14 @@ impl Cx {
         }
     }
 
+    /// Rejects keys that belong to another kind of sink.
+    fn only_sink<T>(&self, kind: &str, key: &str, value: &Option<Spanned<T>>) -> Result<(), ConfigError> {
+        match value {
+            Some(v) => Err(self.err(v, format!("`{key}` is not a setting of {kind} sinks"), format!("remove `{key}`, or change `kind`"))),
+            None => Ok(()),
+        }
+    }
+
     fn source(&self, raw: &Spanned<RawSource>) -> Result<SourceConfig, ConfigError> {
         let s = raw.get_ref();
         let kind = match s.kind.get_ref().as_str() {
@@ -312,7 +320,6 @@ impl Cx {
             restart,
             recorder,
             failure,
-            failure_span: s.failure.as_ref().map(|f| f.span()),
             e2ee,
         })
     }
@@ -400,7 +407,14 @@ impl Cx {
     fn sink(&self, raw: &Spanned<RawSink>) -> Result<SinkConfig, ConfigError> {
         let s = raw.get_ref();
         let id = s.id.get_ref().clone();
-        let kind = match s.kind.get_ref().as_str() {
+        let kind_name = s.kind.get_ref().as_str();
+        if kind_name != "meter" {
+            self.only_sink(kind_name, "report-every", &s.report_every)?;
+        }
+        if kind_name != "channel" {
+            self.only_sink(kind_name, "capacity", &s.capacity)?;
+        }
+        let kind = match kind_name {
             "meter" => {
                 let report_every = match &s.report_every {
                     None => Duration::from_secs(1),

@@ -266,3 +266,24 @@ pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
     host::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::StateStore;
+
+    #[test]
+    fn state_store_enforces_its_quota_and_tracks_overwrites() {
+        let mut store = StateStore::new(10);
+        store.put("k".into(), vec![0; 5]).unwrap();
+        assert_eq!(store.used(), 6);
+        // Overwriting replaces the old value's share of the quota.
+        store.put("k".into(), vec![0; 9]).unwrap();
+        assert_eq!(store.used(), 10);
+        let err = store.put("j".into(), vec![0; 1]).unwrap_err();
+        assert!(err.contains("state quota exceeded"), "{err}");
+        assert_eq!(store.get("j"), None, "a refused write stores nothing");
+        store.delete("k");
+        assert_eq!(store.used(), 0);
+        store.delete("missing");
+    }
+}

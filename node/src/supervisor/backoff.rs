@@ -79,7 +79,7 @@ impl Backoff {
     /// A fresh policy; `seed` makes the jitter reproducible.
     pub fn new(config: RestartConfig, seed: u64) -> Backoff {
         Backoff {
-            recent: VecDeque::with_capacity(config.max_restarts as usize + 1),
+            recent: VecDeque::with_capacity((config.max_restarts as usize).saturating_add(1).min(64)),
             config,
             consecutive: 0,
             serving_since: None,

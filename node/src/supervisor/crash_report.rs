@@ -91,10 +91,11 @@ impl CrashReporter {
         tracing::error!(
             stage = %report.stage,
             trap = report.trap_kind.name(),
-            item = ?report.poison.as_ref().and_then(|p| p.get("sequence")),
+            item = report.poison.as_ref().and_then(|p| p["sequence"].as_u64()),
             decision = report.decision,
-            next_delay_ms = ?report.next_delay_ms,
-            "stage fault: {}", first_line(&report.message)
+            next_delay_ms = report.next_delay_ms,
+            "stage fault: {}",
+            report.message.replace('\n', " ")
         );
         let report = Arc::new(report);
         {
@@ -158,10 +159,6 @@ fn write_reports(dir: &Path, rx: Receiver<Job>) {
 /// Keeps file names to `[A-Za-z0-9_-]`.
 fn sanitize(id: &str) -> String {
     id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
-}
-
-fn first_line(s: &str) -> &str {
-    s.lines().next().unwrap_or("")
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).

@@ -32,6 +32,11 @@
 //! `Cargo.toml`, `crate-type = ["cdylib", "rlib"]`, and a build for
 //! `--target wasm32-wasip2`, which emits a component directly.
 //!
+//! Stage kinds with SDK support: audio DSP ([`AudioDsp`],
+//! [`export_audio_dsp!`]) and frame transform ([`FrameTransform`],
+//! [`export_frame_transform!`]). The WIT contract also defines the packet
+//! forwarding and signaling worlds; their SDK support comes with the SFU.
+//!
 //! The same crate builds natively too: the export macro then expands to
 //! nothing and [`host`] falls back to in-process shims, so a plugin's logic
 //! can be unit-tested and benchmarked without wasm.
@@ -78,18 +83,6 @@ pub trait AudioDsp: Stage {
 pub trait FrameTransform: Stage {
     /// Transforms one frame; `None` drops it.
     fn transform(&mut self, frame: Frame) -> Option<Frame>;
-}
-
-/// Packet forwarding: decides where each packet goes.
-pub trait PacketForwarding: Stage {
-    /// Decides for one packet. An empty subscriber list drops it.
-    fn forward(&mut self, packet: &PacketMeta) -> ForwardDecision;
-}
-
-/// Signaling: reacts to connection events with actions.
-pub trait Signaling: Stage {
-    /// Handles one event, pushing any actions to `out`.
-    fn handle(&mut self, event: SignalEvent, out: &mut Vec<SignalAction>);
 }
 
 /// Parses a config JSON document into a stage, as the `init` export does.

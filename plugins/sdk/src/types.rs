@@ -28,38 +28,3 @@ pub struct Frame {
     /// The frame's bytes.
     pub payload: Vec<u8>,
 }
-
-/// RTP packet metadata, never the payload.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct PacketMeta {
-    pub publisher: u32,
-    pub ssrc: u32,
-    pub sequence: u16,
-    pub timestamp: u32,
-    pub payload_type: u8,
-    pub marker: bool,
-    pub size: u32,
-    /// RFC 6464 level: 0 loudest, 127 silence.
-    pub audio_level: Option<u8>,
-}
-
-/// Where one packet goes; no subscribers means drop.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct ForwardDecision {
-    pub subscribers: Vec<u32>,
-}
-
-/// A connection event seen by a signaling stage.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SignalEvent {
-    Connected(u64),
-    Message { connection: u64, text: String },
-    Disconnected(u64),
-}
-
-/// An action a signaling stage asks of the host.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SignalAction {
-    Send { connection: u64, text: String },
-    Close { connection: u64, reason: String },
-}
