@@ -25,13 +25,14 @@ fn pipeline(fault: &str, trigger: &str, extra: &str) -> String {
         plugin = "stock:faulty"
         inputs = ["tone"]
         config = {{ fault = "{fault}", {trigger} }}
-        limits = {{ memory = "8MiB", stack = "256KiB", deadline = "5ms" }}
+        limits = {{ memory = "8MiB", stack = "256KiB", deadline = "50ms" }}
         restart = {{ healthy-after = "100ms", jitter = 0.0 }}
 
         [[stage]]
         id = "beside"
         plugin = "stock:gain"
         inputs = ["tone"]
+        limits = {{ deadline = "1s" }}
 
         [[sink]]
         id = "out"
@@ -97,7 +98,7 @@ async fn endless_loop_hits_the_deadline() {
 
 #[tokio::test(start_paused = true)]
 async fn slower_than_the_deadline() {
-    check_fault("slow", "every = 50, slow-ms = 50", "", "deadline").await;
+    check_fault("slow", "every = 50, slow-ms = 200", "", "deadline").await;
 }
 
 #[tokio::test(start_paused = true)]

@@ -44,6 +44,7 @@ async fn frames_pass_through_a_plugin_byte_for_byte() {
         id = "pass"
         plugin = "stock:passthrough"
         inputs = ["frames"]
+        limits = { deadline = "1s" }
         [[sink]]
         id = "out"
         kind = "channel"
@@ -78,6 +79,7 @@ async fn gain_changes_the_level_and_fan_out_feeds_every_reader() {
         plugin = "stock:gain"
         inputs = ["tone"]
         config = { gain-db = -6.0206 }
+        limits = { deadline = "1s" }
         [[sink]]
         id = "raw"
         kind = "channel"
@@ -120,6 +122,7 @@ async fn in_a_batch_only_the_poison_is_lost() {
         plugin = "stock:faulty"
         inputs = ["clean", "dirty"]
         config = { fault = "panic", on-poison = true }
+        limits = { deadline = "1s" }
         restart = { healthy-after = "50ms" }
         [[sink]]
         id = "out"

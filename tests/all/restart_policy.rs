@@ -22,6 +22,7 @@ fn always_trapping(restart: &str, failure: &str) -> String {
         plugin = "stock:faulty"
         inputs = ["tone"]
         config = {{ fault = "panic", every = 1 }}
+        limits = {{ deadline = "1s" }}
         restart = {{ {restart} }}
         failure = "{failure}"
 

@@ -72,6 +72,7 @@ pub struct RawStage {
 pub struct RawLimits {
     pub memory: Option<Spanned<String>>,
     pub deadline: Option<Spanned<String>>,
+    pub init_deadline: Option<Spanned<String>>,
     pub stack: Option<Spanned<String>>,
     pub state: Option<Spanned<String>>,
 }

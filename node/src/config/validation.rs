@@ -357,6 +357,12 @@ impl Cx {
                 return Err(self.err(d, "deadline out of range", "use 100us to 10s; audio stages want less than a block (\"5ms\")"));
             }
         }
+        if let Some(d) = &raw.init_deadline {
+            limits.init_deadline = self.duration(d)?;
+            if limits.init_deadline < Duration::from_millis(1) || limits.init_deadline > Duration::from_secs(60) {
+                return Err(self.err(d, "init-deadline out of range", "use 1ms to 60s"));
+            }
+        }
         if let Some(s) = &raw.stack {
             let stack = self.size(s)?;
             if stack < STACK_RANGE.0 || stack > STACK_RANGE.1 {

@@ -165,8 +165,10 @@ enum Exports {
 /// Per-call settings.
 #[derive(Debug, Clone, Copy)]
 pub struct CallLimits {
-    /// How long one call may run.
+    /// How long one processing call may run.
     pub deadline: Duration,
+    /// How long instantiation plus `init` may run.
+    pub init_deadline: Duration,
 }
 
 /// A live plugin instance.
@@ -187,7 +189,7 @@ impl Instance {
     ) -> Result<Instance, Fault> {
         let mut store = Store::new(plugin.engine(), HostState::new(stage, memory_limit));
         store.limiter(|state| state);
-        arm(&mut store, limits.deadline);
+        arm(&mut store, limits.init_deadline);
         let instance = plugin
             .pre
             .instantiate(&mut store)
@@ -209,7 +211,6 @@ impl Instance {
         .map_err(|e| Fault::new(TrapKind::Instantiate, format!("{e:#}")))?;
 
         let mut this = Instance { store, exports, limits };
-        this.arm();
         let result = match &this.exports {
             Exports::Dsp(g) => g.call_init(&mut this.store, config_json),
             Exports::Transform(g) => g.call_init(&mut this.store, config_json),

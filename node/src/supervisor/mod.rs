@@ -39,8 +39,13 @@ use std::time::{Duration, Instant};
 pub struct Limits {
     /// Linear memory ceiling in bytes.
     pub memory: u64,
-    /// Longest a single call may run.
+    /// Longest a single processing call may run. Measured in wall-clock
+    /// time (epochs), so a descheduled thread counts too: leave headroom on
+    /// a busy machine.
     pub deadline: Duration,
+    /// Longest instantiation plus `init` may run (start-up does more work
+    /// than a call, and happens off the hot path).
+    pub init_deadline: Duration,
     /// Wasm stack ceiling in bytes.
     pub stack: usize,
     /// State store quota in bytes.
@@ -49,7 +54,13 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { memory: 64 << 20, deadline: Duration::from_millis(5), stack: 512 << 10, state: 1 << 20 }
+        Limits {
+            memory: 64 << 20,
+            deadline: Duration::from_millis(5),
+            init_deadline: Duration::from_secs(1),
+            stack: 512 << 10,
+            state: 1 << 20,
+        }
     }
 }
 
@@ -278,6 +289,6 @@ fn start_instance(spec: &StageSpec, shared: &Arc<StageShared>) -> Result<Instanc
         shared.clone(),
         &spec.config_json,
         spec.limits.memory,
-        CallLimits { deadline: spec.limits.deadline },
+        CallLimits { deadline: spec.limits.deadline, init_deadline: spec.limits.init_deadline },
     )
 }
