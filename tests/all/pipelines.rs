@@ -152,3 +152,27 @@ fn graph_is_dot_with_every_link() {
         assert!(dot.contains(edge), "missing {edge} in\n{dot}");
     }
 }
+
+/// A plugin named by path is read relative to the pipeline file, and a pin
+/// of its digest is checked.
+#[test]
+fn plugin_files_are_found_relative_to_the_pipeline_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("plugins")).unwrap();
+    let wasm = std::fs::read(medianode::runtime::stock::path("gain").unwrap()).unwrap();
+    std::fs::write(dir.path().join("plugins/my-gain.wasm"), &wasm).unwrap();
+    let digest = crate::common::runtime().load("x", &wasm, 512 << 10).unwrap().digest.clone();
+    let text = format!(
+        "[[source]]\nid = \"tone\"\nkind = \"tone\"\n[[stage]]\nid = \"g\"\nplugin = \"plugins/my-gain.wasm\"\nsha256 = \"{digest}\"\ninputs = [\"tone\"]\n[[sink]]\nid = \"out\"\nkind = \"null\"\ninputs = [\"g\"]\n"
+    );
+    let path = dir.path().join("pipeline.toml");
+    std::fs::write(&path, text).unwrap();
+    let config = PipelineConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let pipeline = medianode::pipeline::Pipeline::build(
+        crate::common::runtime(),
+        &config,
+        &medianode::supervisor::crash_report::CrashReporter::new(None),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(pipeline.order(), vec!["tone", "g", "out"]);
+}

@@ -185,18 +185,11 @@ impl Cx {
         })
     }
 
-    /// Rejects keys that belong to another kind of source.
-    fn only<T>(&self, kind: &str, key: &str, value: &Option<Spanned<T>>) -> Result<(), ConfigError> {
+    /// Rejects a key that belongs to another kind of node; `owner` is e.g.
+    /// "tone sources".
+    fn not_for<T>(&self, owner: &str, key: &str, value: &Option<Spanned<T>>) -> Result<(), ConfigError> {
         match value {
-            Some(v) => Err(self.err(v, format!("`{key}` is not a setting of {kind} sources"), format!("remove `{key}`, or change `kind`"))),
-            None => Ok(()),
-        }
-    }
-
-    /// Rejects keys that belong to another kind of sink.
-    fn only_sink<T>(&self, kind: &str, key: &str, value: &Option<Spanned<T>>) -> Result<(), ConfigError> {
-        match value {
-            Some(v) => Err(self.err(v, format!("`{key}` is not a setting of {kind} sinks"), format!("remove `{key}`, or change `kind`"))),
+            Some(v) => Err(self.err(v, format!("`{key}` is not a setting of {owner}"), format!("remove `{key}`, or change `kind`"))),
             None => Ok(()),
         }
     }
@@ -205,8 +198,8 @@ impl Cx {
         let s = raw.get_ref();
         let kind = match s.kind.get_ref().as_str() {
             "tone" => {
-                self.only("tone", "size", &s.size)?;
-                self.only("tone", "per-tick", &s.per_tick)?;
+                self.not_for("tone sources", "size", &s.size)?;
+                self.not_for("tone sources", "per-tick", &s.per_tick)?;
                 let frequency = s.frequency.as_ref().map_or(440.0, |f| *f.get_ref());
                 if let Some(f) = &s.frequency && !(1.0..=24_000.0).contains(f.get_ref()) {
                     return Err(self.err(f, "frequency out of range", "use 1 to 24000 Hz (48 kHz audio)"));
@@ -222,9 +215,9 @@ impl Cx {
                 SourceKind::Tone { frequency, amplitude, channels }
             }
             "frames" => {
-                self.only("frames", "frequency", &s.frequency)?;
-                self.only("frames", "amplitude", &s.amplitude)?;
-                self.only("frames", "channels", &s.channels)?;
+                self.not_for("frames sources", "frequency", &s.frequency)?;
+                self.not_for("frames sources", "amplitude", &s.amplitude)?;
+                self.not_for("frames sources", "channels", &s.channels)?;
                 let size = match &s.size {
                     None => 1200,
                     Some(v) => {
@@ -414,11 +407,12 @@ impl Cx {
         let s = raw.get_ref();
         let id = s.id.get_ref().clone();
         let kind_name = s.kind.get_ref().as_str();
+        let owner = format!("{kind_name} sinks");
         if kind_name != "meter" {
-            self.only_sink(kind_name, "report-every", &s.report_every)?;
+            self.not_for(&owner, "report-every", &s.report_every)?;
         }
         if kind_name != "channel" {
-            self.only_sink(kind_name, "capacity", &s.capacity)?;
+            self.not_for(&owner, "capacity", &s.capacity)?;
         }
         let kind = match kind_name {
             "meter" => {
