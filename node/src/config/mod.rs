@@ -87,6 +87,17 @@ pub enum FailurePolicy {
     Stop,
 }
 
+impl FailurePolicy {
+    /// The name used in pipeline files.
+    pub fn name(self) -> &'static str {
+        match self {
+            FailurePolicy::FailClosed => "fail-closed",
+            FailurePolicy::FailOpen => "fail-open",
+            FailurePolicy::Stop => "stop",
+        }
+    }
+}
+
 /// A byte range in the pipeline file.
 pub type Span = Range<usize>;
 

@@ -19,11 +19,11 @@ pub fn to_dot(config: &PipelineConfig) -> String {
     for s in &config.stages {
         let _ = writeln!(
             dot,
-            "  {:?} [shape=box, label=\"{}\\n{}\\n{:?}\"];",
+            "  {:?} [shape=box, label=\"{}\\n{}\\n{}\"];",
             s.id,
             s.id,
             s.plugin_name.replace('"', "'"),
-            s.failure
+            s.failure.name()
         );
     }
     for s in &config.sinks {
