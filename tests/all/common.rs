@@ -37,6 +37,18 @@ impl Run {
         self.channels[sink].iter().flat_map(|items| items.sequences().collect::<Vec<_>>()).collect()
     }
 
+    /// The sequence numbers of the all-silent audio blocks a channel sink
+    /// received (the muted stand-ins; a test tone is never silent).
+    pub fn silent(&self, sink: &str) -> Vec<u64> {
+        let mut out = Vec::new();
+        for items in &self.channels[sink] {
+            if let Items::Audio(batch) = items {
+                out.extend(batch.iter().filter(|(_, s)| s.iter().all(|&x| x == 0.0)).map(|(b, _)| b.sequence));
+            }
+        }
+        out
+    }
+
     /// A stage's host metric, e.g. `faults`.
     pub fn metric(&self, stage: &str, name: &str) -> u64 {
         self.stats().stage(stage).expect("stage").metrics.snapshot()[name].as_u64().expect("metric")

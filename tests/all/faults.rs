@@ -56,9 +56,11 @@ async fn check_fault(fault: &str, trigger: &str, extra: &str, kind: &str) {
 
     // The stage beside lost nothing.
     assert_eq!(run.sequences("beside-out"), (0..200).collect::<Vec<_>>(), "{fault}: the neighbour lost items");
-    // The faulty stage lost exactly the poisoned blocks and served the next one each time.
-    let expected: Vec<u64> = (0..200).filter(|s| !POISONED.contains(s)).collect();
-    assert_eq!(run.sequences("out"), expected, "{fault}: wrong blocks out of the faulty stage");
+    // The faulty stage passed on every block, in order: the poisoned ones
+    // muted (an audio stream keeps its timing), the next one served each time.
+    assert_eq!(run.sequences("out"), (0..200).collect::<Vec<_>>(), "{fault}: wrong blocks out of the faulty stage");
+    assert_eq!(run.silent("out"), POISONED, "{fault}: wrong blocks muted");
+    assert_eq!(run.metric("faulty", "muted"), 4, "{fault}");
     // One fault per poisoned block: none was retried (a retry would fault again).
     assert_eq!(run.metric("faulty", "faults"), 4, "{fault}");
     assert_eq!(run.metric("faulty", "quarantined"), 4, "{fault}");
@@ -139,7 +141,7 @@ async fn trap_in_init() {
     assert_eq!(init_traps.len(), 2);
     assert!(init_traps.iter().all(|r| r.message.contains("planned panic in init")));
     assert!(init_traps[1].next_delay_ms.unwrap() > 0.0, "the second init failure backs off");
-    // Blocks lost: the four poisoned ones, nothing while the standby was failing.
-    let expected: Vec<u64> = (0..200).filter(|s| !POISONED.contains(s)).collect();
-    assert_eq!(run.sequences("out"), expected);
+    // Blocks muted: the four poisoned ones, nothing while the standby was failing.
+    assert_eq!(run.sequences("out"), (0..200).collect::<Vec<_>>());
+    assert_eq!(run.silent("out"), POISONED);
 }

@@ -106,18 +106,17 @@ impl Sink {
 
 impl Meter {
     fn add(&mut self, id: &str, items: &Items, stats: &SinkStats) {
-        let Items::Audio(blocks) = items else { return };
-        for block in blocks {
-            for &s in &block.samples {
+        let Items::Audio(batch) = items else { return };
+        for (block, samples) in batch.iter() {
+            for &s in samples {
                 if s.is_finite() {
                     self.sum_squares += (s as f64) * (s as f64);
                     self.peak = self.peak.max(s.abs());
                 }
             }
-            self.samples += block.samples.len() as u64;
+            self.samples += samples.len() as u64;
             self.blocks += 1;
-            let frames = block.samples.len() as f64 / block.channels.max(1) as f64;
-            self.period += Duration::from_secs_f64(frames / block.sample_rate.max(1) as f64);
+            self.period += Duration::from_secs_f64(block.frames as f64 / block.sample_rate.max(1) as f64);
         }
         if self.period >= self.report_every {
             let missing = stats.get().missing;

@@ -6,7 +6,7 @@
 use super::SAMPLE_RATE;
 use crate::config::{SourceConfig, SourceKind};
 use crate::runtime::Items;
-use crate::runtime::bindings::{AudioBlock, Frame};
+use crate::runtime::bindings::{AudioBatch, BlockInfo, FrameBatch, FrameInfo};
 use std::f64::consts::TAU;
 use std::time::Duration;
 
@@ -54,22 +54,25 @@ impl Source {
                 if self.is_poison(sequence) && let Some(first) = samples.first_mut() {
                     *first = f32::NAN;
                 }
-                Some(Items::Audio(vec![AudioBlock { sequence, sample_rate: SAMPLE_RATE, channels, samples }]))
+                let mut batch = AudioBatch::new();
+                batch.push(BlockInfo { sequence, sample_rate: SAMPLE_RATE, channels, frames: 0, level: None }, &samples);
+                Some(Items::Audio(batch))
             }
             SourceKind::Frames { size, per_tick } => {
                 let n = self.take(per_tick as u64)?;
-                let frames = (0..n)
-                    .map(|_| {
-                        let sequence = self.sequence();
-                        let mut payload: Vec<u8> = (0..size).map(|i| (sequence as usize + i) as u8).collect();
-                        if self.is_poison(sequence) {
-                            let n = POISON.len().min(size);
-                            payload[..n].copy_from_slice(&POISON[..n]);
-                        }
-                        Frame { stream: 0, sequence, timestamp: sequence * 960, payload }
-                    })
-                    .collect();
-                Some(Items::Frames(frames))
+                let mut batch = FrameBatch::new();
+                let mut payload = Vec::with_capacity(size);
+                for _ in 0..n {
+                    let sequence = self.sequence();
+                    payload.clear();
+                    payload.extend((0..size).map(|i| (sequence as usize + i) as u8));
+                    if self.is_poison(sequence) {
+                        let n = POISON.len().min(size);
+                        payload[..n].copy_from_slice(&POISON[..n]);
+                    }
+                    batch.push(FrameInfo { stream: 0, sequence, timestamp: sequence * 960, size: 0 }, &payload);
+                }
+                Some(Items::Frames(batch))
             }
         }
     }

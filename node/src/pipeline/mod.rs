@@ -320,7 +320,7 @@ fn gather(inputs: &[usize], outputs: &mut [Option<Items>], unread: &mut [usize])
         let items = if unread[j] == 0 { outputs[j].take() } else { outputs[j].clone() };
         if let Some(items) = items {
             match &mut gathered {
-                Some(g) => g.append(items),
+                Some(g) => g.append(&items),
                 None => gathered = Some(items),
             }
         }

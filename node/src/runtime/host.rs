@@ -103,6 +103,8 @@ pub struct Metrics {
     pub dropped: AtomicU64,
     /// Items passed around the stage because it was down (fail-open).
     pub bypassed: AtomicU64,
+    /// Audio blocks replaced by silence: quarantined, or the stage was down.
+    pub muted: AtomicU64,
     /// The plugin's own counters and gauges.
     pub plugin: Mutex<BTreeMap<String, f64>>,
 }
@@ -124,6 +126,7 @@ impl Metrics {
             "quarantined": get(&self.quarantined),
             "dropped": get(&self.dropped),
             "bypassed": get(&self.bypassed),
+            "muted": get(&self.muted),
             "plugin": *lock(&self.plugin),
         })
     }

@@ -7,94 +7,11 @@
 //! trapped; [`Instance`] makes that a type-level habit: a faulted call
 //! consumes nothing, but the supervisor never keeps a faulted instance.)
 
-use super::bindings::{self, AudioBlock, Frame};
-use super::{EPOCH_TICK, HostState, Plugin, StageKind, StageShared};
+use super::bindings::{self, AudioBatch, FrameBatch};
+use super::{EPOCH_TICK, HostState, Items, Plugin, StageKind, StageShared};
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::{Store, Trap, WasmBacktrace};
-
-/// A batch of items of one type, as it flows between pipeline nodes.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Items {
-    Audio(Vec<AudioBlock>),
-    Frames(Vec<Frame>),
-}
-
-impl Items {
-    pub fn len(&self) -> usize {
-        match self {
-            Items::Audio(v) => v.len(),
-            Items::Frames(v) => v.len(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// An empty batch of the same type.
-    pub fn empty_like(&self) -> Items {
-        match self {
-            Items::Audio(_) => Items::Audio(Vec::new()),
-            Items::Frames(_) => Items::Frames(Vec::new()),
-        }
-    }
-
-    /// Removes and returns item `index` as a one-item batch.
-    pub fn take(&mut self, index: usize) -> Items {
-        match self {
-            Items::Audio(v) => Items::Audio(vec![v.remove(index)]),
-            Items::Frames(v) => Items::Frames(vec![v.remove(index)]),
-        }
-    }
-
-    /// Appends `other` (of the same type; a mismatch is ignored, and the
-    /// pipeline's link type check makes it impossible).
-    pub fn append(&mut self, other: Items) {
-        match (self, other) {
-            (Items::Audio(a), Items::Audio(b)) => a.extend(b),
-            (Items::Frames(a), Items::Frames(b)) => a.extend(b),
-            _ => {}
-        }
-    }
-
-    /// The sequence number of each item, for gap detection and reports.
-    pub fn sequences(&self) -> impl Iterator<Item = u64> + '_ {
-        let (a, f): (&[AudioBlock], &[Frame]) = match self {
-            Items::Audio(v) => (v, &[]),
-            Items::Frames(v) => (&[], v),
-        };
-        a.iter().map(|b| b.sequence).chain(f.iter().map(|f| f.sequence))
-    }
-
-    /// A short description of item `index`, for crash reports.
-    pub fn summary(&self, index: usize) -> serde_json::Value {
-        match self {
-            Items::Audio(v) => v.get(index).map_or(serde_json::Value::Null, |b| {
-                let peak = b.samples.iter().fold(0f32, |m, s| m.max(s.abs()));
-                serde_json::json!({
-                    "type": "audio-block",
-                    "sequence": b.sequence,
-                    "sample_rate": b.sample_rate,
-                    "channels": b.channels,
-                    "samples": b.samples.len(),
-                    "peak": if peak.is_finite() { serde_json::json!(peak) } else { serde_json::json!(peak.to_string()) },
-                    "non_finite_samples": b.samples.iter().filter(|s| !s.is_finite()).count(),
-                })
-            }),
-            Items::Frames(v) => v.get(index).map_or(serde_json::Value::Null, |f| {
-                serde_json::json!({
-                    "type": "frame",
-                    "stream": f.stream,
-                    "sequence": f.sequence,
-                    "timestamp": f.timestamp,
-                    "size": f.payload.len(),
-                    "head": super::hex(&f.payload[..f.payload.len().min(16)]),
-                })
-            }),
-        }
-    }
-}
 
 /// Why a call failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -223,19 +140,25 @@ impl Instance {
     }
 
     /// Processes a batch. The output has the input's type; an audio stage
-    /// must return as many blocks as it got, each of the same length.
+    /// returns as many blocks as it got, each of the same length.
     pub fn call(&mut self, items: &Items) -> Result<Items, Fault> {
         self.arm();
         self.store.data_mut().current_item = None;
         let result = match (&self.exports, items) {
-            (Exports::Dsp(g), Items::Audio(blocks)) => g.call_process(&mut self.store, blocks).map(Items::Audio),
-            (Exports::Transform(g), Items::Frames(frames)) => {
-                g.call_transform(&mut self.store, frames).map(Items::Frames)
+            (Exports::Dsp(g), Items::Audio(batch)) => {
+                g.call_process(&mut self.store, &batch.blocks, &batch.samples).map(Items::Audio)
+            }
+            (Exports::Transform(g), Items::Frames(batch)) => {
+                g.call_transform(&mut self.store, &batch.frames, &batch.payloads).map(Items::Frames)
             }
             _ => return Err(Fault::new(TrapKind::Contract, "the batch type does not match the stage kind")),
         };
-        let output = result.map_err(|e| classify(&mut self.store, e, TrapKind::OtherTrap))?;
-        check_shape(items, &output)?;
+        let mut output = result.map_err(|e| classify(&mut self.store, e, TrapKind::OtherTrap))?;
+        match (items, &mut output) {
+            (Items::Audio(input), Items::Audio(output)) => check_audio(input, output)?,
+            (Items::Frames(input), Items::Frames(output)) => check_frames(input, output)?,
+            _ => {}
+        }
         Ok(output)
     }
 
@@ -251,16 +174,42 @@ fn arm(store: &mut Store<HostState>, deadline: Duration) {
     store.set_epoch_deadline(ticks);
 }
 
-fn check_shape(input: &Items, output: &Items) -> Result<(), Fault> {
-    if let (Items::Audio(i), Items::Audio(o)) = (input, output) {
-        let same = i.len() == o.len()
-            && i.iter().zip(o).all(|(a, b)| a.samples.len() == b.samples.len() && a.channels == b.channels);
-        if !same {
-            return Err(Fault::new(
-                TrapKind::Contract,
-                "an audio stage must return as many blocks as it got, each of the same length and channels",
-            ));
-        }
+/// An audio stage answers with its input's blocks, each as long as before.
+/// Only the samples and the level are the plugin's to change: the headers
+/// are restored from the input, so a plugin cannot renumber the stream.
+fn check_audio(input: &AudioBatch, output: &mut AudioBatch) -> Result<(), Fault> {
+    if output.blocks.len() != input.blocks.len() || output.samples.len() != input.samples.len() {
+        return Err(Fault::new(
+            TrapKind::Contract,
+            format!(
+                "an audio stage must return the blocks it got ({} blocks, {} samples), not {} blocks, {} samples",
+                input.blocks.len(),
+                input.samples.len(),
+                output.blocks.len(),
+                output.samples.len()
+            ),
+        ));
+    }
+    for (out, inp) in output.blocks.iter_mut().zip(&input.blocks) {
+        *out = bindings::BlockInfo { level: out.level, ..*inp };
+    }
+    Ok(())
+}
+
+/// A frame transform emits at most one frame per frame in, and its headers
+/// account for exactly the payload bytes it returned.
+fn check_frames(input: &FrameBatch, output: &FrameBatch) -> Result<(), Fault> {
+    let declared: u64 = output.frames.iter().map(|f| u64::from(f.size)).sum();
+    if output.frames.len() > input.frames.len() || declared != output.payloads.len() as u64 {
+        return Err(Fault::new(
+            TrapKind::Contract,
+            format!(
+                "a frame transform must return at most {} frames whose sizes add up to its payload bytes; got {} frames declaring {declared} bytes with {} bytes",
+                input.frames.len(),
+                output.frames.len(),
+                output.payloads.len()
+            ),
+        ));
     }
     Ok(())
 }

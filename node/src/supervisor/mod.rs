@@ -20,6 +20,11 @@
 //!    passed around the stage (`fail-open`), or, once the stage gives up
 //!    under `stop`, the pipeline stops.
 //!
+//! Audio is never dropped: a stream must keep its timing, so where frames
+//! would be dropped, an audio block is muted (same length, silence), and the
+//! quarantined block itself is muted or, under `fail-open`, passed through.
+//! The sink sees every block, in order.
+//!
 //! Spare instances are started in `maintain`, off the hot path.
 
 pub mod backoff;
@@ -89,6 +94,14 @@ pub struct Stopped {
     pub window: Duration,
 }
 
+/// A piece of a batch still to handle after a fault.
+enum Work {
+    /// Items for the plugin.
+    Process(Items),
+    /// A quarantined item, to be replaced by its stand-in.
+    StandIn(Items),
+}
+
 /// Keeps one stage serving.
 pub struct Supervisor {
     spec: StageSpec,
@@ -137,42 +150,68 @@ impl Supervisor {
         self.standby.is_some()
     }
 
-    /// Runs a batch through the stage. Returns the stage's output, which
-    /// lacks quarantined items and, while the stage is down, is empty
-    /// (`fail-closed`) or the input itself (`fail-open`).
-    pub fn process(&mut self, now: Instant, mut items: Items) -> Result<Items, Stopped> {
-        let shared = self.shared.clone();
-        Metrics::add(&shared.metrics.items_in, items.len() as u64);
+    /// Runs a batch through the stage. Returns the stage's output: every
+    /// item the plugin processed, in order, with the items it could not
+    /// process handled by the failure policy (see the module docs).
+    pub fn process(&mut self, now: Instant, items: Items) -> Result<Items, Stopped> {
+        Metrics::add(&self.shared.metrics.items_in, items.len() as u64);
         let mut out = items.empty_like();
-        while !items.is_empty() {
+        // Work left, last first: runs of items for the plugin, and
+        // quarantined items that get a stand-in. Stays empty (and so never
+        // allocates) unless a call faults.
+        let mut todo: Vec<Work> = Vec::new();
+        let mut next = Some(Work::Process(items));
+        while let Some(work) = next.take().or_else(|| todo.pop()) {
+            let batch = match work {
+                Work::Process(batch) if batch.is_empty() => continue,
+                Work::Process(batch) => batch,
+                Work::StandIn(poison) => {
+                    self.stand_in(&poison, &mut out);
+                    continue;
+                }
+            };
+            let shared = self.shared.clone();
             let Some(instance) = self.serving(now) else {
-                self.down(now, items, &mut out);
-                break;
+                self.down(now, &batch, &mut out);
+                continue;
             };
             Metrics::add(&shared.metrics.calls, 1);
             let started = Instant::now();
-            match instance.call(&items) {
+            match instance.call(&batch) {
                 Ok(result) => {
                     let action = Action::Call {
-                        items: items.len() as u32,
-                        first_sequence: items.sequences().next(),
+                        items: batch.len() as u32,
+                        first_sequence: batch.sequences().next(),
                         micros: started.elapsed().as_micros() as u32,
                     };
                     self.recorder.record(now, action);
-                    out.append(result);
-                    break;
+                    if out.is_empty() {
+                        out = result;
+                    } else {
+                        out.append(&result);
+                    }
                 }
                 Err(fault) => {
                     self.active = None;
-                    let batch_size = items.len();
+                    let n = batch.len();
                     // Which input to blame: the one the plugin marked, or the
                     // only one. Unknown in a larger batch (the trap came
-                    // before any mark): then nobody is retried.
-                    let culprit = fault.item.filter(|&i| i < batch_size).or((batch_size == 1).then_some(0));
-                    let poison = culprit.map(|i| items.take(i));
-                    self.on_fault(now, fault, poison.as_ref(), batch_size, true);
-                    if poison.is_none() {
-                        self.down(now, std::mem::replace(&mut items, out.empty_like()), &mut out);
+                    // before any mark): then the whole batch meets the policy.
+                    match fault.item.filter(|&i| i < n).or((n == 1).then_some(0)) {
+                        Some(i) => {
+                            let poison = batch.slice(i..i + 1);
+                            self.on_fault(now, fault, Some(&poison), n, true);
+                            // The items before the poison were processed by
+                            // the instance that trapped, but their output is
+                            // lost with it: they go again.
+                            todo.push(Work::Process(batch.slice(i + 1..n)));
+                            todo.push(Work::StandIn(poison));
+                            todo.push(Work::Process(batch.slice(0..i)));
+                        }
+                        None => {
+                            self.on_fault(now, fault, None, n, true);
+                            self.down(now, &batch, &mut out);
+                        }
                     }
                 }
             }
@@ -184,7 +223,7 @@ impl Supervisor {
                 window: self.spec.restart.window,
             });
         }
-        Metrics::add(&shared.metrics.items_out, out.len() as u64);
+        Metrics::add(&self.shared.metrics.items_out, out.len() as u64);
         Ok(out)
     }
 
@@ -226,20 +265,44 @@ impl Supervisor {
         self.active.as_mut()
     }
 
-    /// Applies the failure policy to items no instance can take.
-    fn down(&mut self, now: Instant, items: Items, out: &mut Items) {
-        let n = items.len() as u64;
+    /// Applies the failure policy to items no instance can take: passed
+    /// around the stage (`fail-open`), or else dropped, except audio blocks,
+    /// which are muted so that the stream keeps its timing.
+    fn down(&mut self, now: Instant, items: &Items, out: &mut Items) {
+        let n = items.len();
         if n == 0 {
             return;
         }
-        match self.spec.failure {
-            FailurePolicy::FailOpen => {
-                Metrics::add(&self.shared.metrics.bypassed, n);
+        let metrics = &self.shared.metrics;
+        match (self.spec.failure, items) {
+            (FailurePolicy::FailOpen, _) => {
+                Metrics::add(&metrics.bypassed, n as u64);
                 out.append(items);
             }
-            FailurePolicy::FailClosed | FailurePolicy::Stop => Metrics::add(&self.shared.metrics.dropped, n),
+            (_, Items::Audio(_)) => {
+                Metrics::add(&metrics.muted, n as u64);
+                (0..n).for_each(|i| out.push_muted(items, i));
+            }
+            (_, Items::Frames(_)) => Metrics::add(&metrics.dropped, n as u64),
         }
         self.recorder.record(now, Action::Down { items: n as u32, policy: self.spec.failure });
+    }
+
+    /// What takes a quarantined item's place in the output: an audio block
+    /// passes through (`fail-open`) or is muted; a frame is dropped.
+    fn stand_in(&mut self, poison: &Items, out: &mut Items) {
+        let metrics = &self.shared.metrics;
+        match (self.spec.failure, poison) {
+            (_, Items::Frames(_)) => {}
+            (FailurePolicy::FailOpen, Items::Audio(_)) => {
+                Metrics::add(&metrics.bypassed, 1);
+                out.append(poison);
+            }
+            (_, Items::Audio(_)) => {
+                Metrics::add(&metrics.muted, 1);
+                out.push_muted(poison, 0);
+            }
+        }
     }
 
     /// Records a fault, decides what follows and files the crash report.

@@ -77,7 +77,7 @@ impl Stage for Faulty {
 }
 
 impl AudioDsp for Faulty {
-    fn process(&mut self, block: &mut AudioBlock) {
+    fn process(&mut self, block: &mut AudioBlock<'_>) {
         let scheduled = self.config.every.is_some_and(|n| block.sequence % n == n - 1);
         let poisoned = self.config.on_poison && block.samples.iter().any(|s| s.is_nan());
         if scheduled || poisoned {

@@ -30,8 +30,8 @@ impl Stage for Gain {
 }
 
 impl AudioDsp for Gain {
-    fn process(&mut self, block: &mut AudioBlock) {
-        for sample in &mut block.samples {
+    fn process(&mut self, block: &mut AudioBlock<'_>) {
+        for sample in block.samples.iter_mut() {
             *sample *= self.factor;
         }
     }
@@ -46,10 +46,11 @@ mod tests {
     #[test]
     fn minus_six_db_halves_amplitude() {
         let mut gain: Gain = medianode_sdk::start(r#"{"gain-db": -6.0206}"#).unwrap();
-        let mut block = AudioBlock { samples: vec![1.0, -0.5], ..Default::default() };
+        let mut samples = [1.0, -0.5];
+        let mut block = AudioBlock { sequence: 0, sample_rate: 48_000, channels: 1, samples: &mut samples, level: None };
         gain.process(&mut block);
-        assert!((block.samples[0] - 0.5).abs() < 1e-4);
-        assert!((block.samples[1] + 0.25).abs() < 1e-4);
+        assert!((samples[0] - 0.5).abs() < 1e-4);
+        assert!((samples[1] + 0.25).abs() < 1e-4);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! The smallest possible plugin, and the yardstick of the host's per-call and
 //! per-item cost (see `node/benches/core.rs`).
 
-use medianode_sdk::{Frame, FrameTransform, NoConfig, Stage};
+use medianode_sdk::{FrameMeta, FrameTransform, NoConfig, Payload, Stage, Verdict};
 
 /// Forwards every frame unchanged.
 #[derive(Debug)]
@@ -17,8 +17,9 @@ impl Stage for Passthrough {
 }
 
 impl FrameTransform for Passthrough {
-    fn transform(&mut self, frame: Frame) -> Option<Frame> {
-        Some(frame)
+    fn transform(&mut self, _meta: &mut FrameMeta, payload: &[u8], out: &mut Payload<'_>) -> Verdict {
+        out.extend_from_slice(payload);
+        Verdict::Keep
     }
 }
 

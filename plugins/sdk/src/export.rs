@@ -2,8 +2,9 @@
 //! module and one export macro per stage kind.
 //!
 //! Each macro keeps the plugin value in a thread-local cell (a component
-//! instance is single-threaded), starts it in `init`, and loops over each
-//! batch calling [`crate::host::begin_item`] before every item. Nothing here
+//! instance is single-threaded), starts it in `init`, and hands each batch
+//! to [`crate::process_batch`] or [`crate::transform_batch`], which call
+//! [`crate::host::begin_item`] before every item. Nothing here
 //! panics on input: a missing `init` or a bad config becomes an error or a
 //! logged no-op, never a trap of the SDK's making.
 
@@ -20,30 +21,15 @@ pub fn init<S: Stage>(cell: &'static LocalKey<RefCell<Option<S>>>, config: Strin
     Ok(())
 }
 
-/// Runs `f` on every item of a batch, marking each item for the host.
-///
-/// Before `init` succeeded there is no stage; the batch is returned through
-/// `passthrough` and the host is told, rather than trapping.
-pub fn each<S, In, Out>(
-    cell: &'static LocalKey<RefCell<Option<S>>>,
-    items: Vec<In>,
-    passthrough: impl Fn(In) -> Option<Out>,
-    mut f: impl FnMut(&mut S, In) -> Option<Out>,
-) -> Vec<Out> {
+/// Runs `f` with the stage, or, before `init` succeeded (no stage), tells
+/// the host and returns `None` so that the caller passes the batch through
+/// rather than trapping.
+pub fn with_stage<S, R>(cell: &'static LocalKey<RefCell<Option<S>>>, f: impl FnOnce(&mut S) -> R) -> Option<R> {
     cell.with_borrow_mut(|slot| match slot.as_mut() {
-        Some(stage) => {
-            let mut out = Vec::with_capacity(items.len());
-            for (index, item) in items.into_iter().enumerate() {
-                host::begin_item(index as u32);
-                if let Some(result) = f(stage, item) {
-                    out.push(result);
-                }
-            }
-            out
-        }
+        Some(stage) => Some(f(stage)),
         None => {
             host::log(Level::Error, "called before a successful init; items passed through");
-            items.into_iter().filter_map(passthrough).collect()
+            None
         }
     })
 }
@@ -77,13 +63,41 @@ pub mod audio_dsp {
         default_bindings_module: "medianode_sdk::export::audio_dsp",
     });
     pub use exports::medianode::plugin::dsp::Guest as Dsp;
-    pub use medianode::plugin::types::AudioBlock as WitBlock;
+    pub use medianode::plugin::types::{AudioBatch, AudioLevel, BlockInfo};
+    use std::cell::RefCell;
+    use std::thread::LocalKey;
 
-    pub fn from_wit(b: WitBlock) -> crate::AudioBlock {
-        crate::AudioBlock { sequence: b.sequence, sample_rate: b.sample_rate, channels: b.channels, samples: b.samples }
+    /// The body of the `process` export.
+    pub fn process<S: crate::AudioDsp>(
+        cell: &'static LocalKey<RefCell<Option<S>>>,
+        blocks: Vec<BlockInfo>,
+        mut samples: Vec<f32>,
+    ) -> AudioBatch {
+        let mut infos: Vec<crate::BlockInfo> = blocks.iter().map(from_wit).collect();
+        if super::with_stage(cell, |stage| crate::process_batch(stage, &mut infos, &mut samples)).is_none() {
+            return AudioBatch { blocks, samples };
+        }
+        AudioBatch { blocks: infos.iter().map(to_wit).collect(), samples }
     }
-    pub fn to_wit(b: crate::AudioBlock) -> WitBlock {
-        WitBlock { sequence: b.sequence, sample_rate: b.sample_rate, channels: b.channels, samples: b.samples }
+
+    fn from_wit(b: &BlockInfo) -> crate::BlockInfo {
+        crate::BlockInfo {
+            sequence: b.sequence,
+            sample_rate: b.sample_rate,
+            channels: b.channels,
+            frames: b.frames,
+            level: b.level.map(|l| crate::AudioLevel { rms_dbfs: l.rms_dbfs, peak_dbfs: l.peak_dbfs, voice: l.voice }),
+        }
+    }
+
+    fn to_wit(b: &crate::BlockInfo) -> BlockInfo {
+        BlockInfo {
+            sequence: b.sequence,
+            sample_rate: b.sample_rate,
+            channels: b.channels,
+            frames: b.frames,
+            level: b.level.map(|l| AudioLevel { rms_dbfs: l.rms_dbfs, peak_dbfs: l.peak_dbfs, voice: l.voice }),
+        }
     }
 }
 
@@ -103,12 +117,11 @@ macro_rules! export_audio_dsp {
                 fn init(config: String) -> Result<(), String> {
                     $crate::export::init(&STAGE, config)
                 }
-                fn process(blocks: Vec<w::WitBlock>) -> Vec<w::WitBlock> {
-                    $crate::export::each(&STAGE, blocks, Some, |stage, block| {
-                        let mut block = w::from_wit(block);
-                        $crate::AudioDsp::process(stage, &mut block);
-                        Some(w::to_wit(block))
-                    })
+                fn process(
+                    blocks: Vec<w::BlockInfo>,
+                    samples: Vec<f32>,
+                ) -> w::AudioBatch {
+                    w::process(&STAGE, blocks, samples)
                 }
             }
             $crate::export::audio_dsp::__export_audio_dsp_world!(Glue with_types_in $crate::export::audio_dsp);
@@ -127,13 +140,34 @@ pub mod frame_transform {
         default_bindings_module: "medianode_sdk::export::frame_transform",
     });
     pub use exports::medianode::plugin::transform::Guest as Transform;
-    pub use medianode::plugin::types::Frame as WitFrame;
+    pub use medianode::plugin::types::{FrameBatch, FrameInfo};
+    use std::cell::RefCell;
+    use std::thread::LocalKey;
 
-    pub fn from_wit(f: WitFrame) -> crate::Frame {
-        crate::Frame { stream: f.stream, sequence: f.sequence, timestamp: f.timestamp, payload: f.payload }
+    /// The body of the `transform` export.
+    pub fn transform<S: crate::FrameTransform>(
+        cell: &'static LocalKey<RefCell<Option<S>>>,
+        frames: Vec<FrameInfo>,
+        payloads: Vec<u8>,
+    ) -> FrameBatch {
+        let infos: Vec<crate::FrameInfo> = frames.iter().map(from_wit).collect();
+        let mut out_frames = Vec::with_capacity(infos.len());
+        let mut out_payloads = Vec::with_capacity(payloads.len());
+        let ran = super::with_stage(cell, |stage| {
+            crate::transform_batch(stage, &infos, &payloads, &mut out_frames, &mut out_payloads)
+        });
+        match ran {
+            Some(()) => FrameBatch { frames: out_frames.iter().map(to_wit).collect(), payloads: out_payloads },
+            None => FrameBatch { frames, payloads },
+        }
     }
-    pub fn to_wit(f: crate::Frame) -> WitFrame {
-        WitFrame { stream: f.stream, sequence: f.sequence, timestamp: f.timestamp, payload: f.payload }
+
+    fn from_wit(f: &FrameInfo) -> crate::FrameInfo {
+        crate::FrameInfo { stream: f.stream, sequence: f.sequence, timestamp: f.timestamp, size: f.size }
+    }
+
+    fn to_wit(f: &crate::FrameInfo) -> FrameInfo {
+        FrameInfo { stream: f.stream, sequence: f.sequence, timestamp: f.timestamp, size: f.size }
     }
 }
 
@@ -153,10 +187,11 @@ macro_rules! export_frame_transform {
                 fn init(config: String) -> Result<(), String> {
                     $crate::export::init(&STAGE, config)
                 }
-                fn transform(frames: Vec<w::WitFrame>) -> Vec<w::WitFrame> {
-                    $crate::export::each(&STAGE, frames, Some, |stage, frame| {
-                        $crate::FrameTransform::transform(stage, w::from_wit(frame)).map(w::to_wit)
-                    })
+                fn transform(
+                    frames: Vec<w::FrameInfo>,
+                    payloads: Vec<u8>,
+                ) -> w::FrameBatch {
+                    w::transform(&STAGE, frames, payloads)
                 }
             }
             $crate::export::frame_transform::__export_frame_transform_world!(Glue with_types_in $crate::export::frame_transform);

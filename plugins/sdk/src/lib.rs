@@ -20,7 +20,7 @@
 //! }
 //!
 //! impl AudioDsp for Gain {
-//!     fn process(&mut self, block: &mut AudioBlock) {
+//!     fn process(&mut self, block: &mut AudioBlock<'_>) {
 //!         block.samples.iter_mut().for_each(|s| *s *= self.factor);
 //!     }
 //! }
@@ -43,10 +43,11 @@
 //!
 //! What the SDK does for you: it parses the config JSON into your `Config`
 //! type (a bad key or type becomes an `init` error the user sees), loops over
-//! each batch calling your per-item method, tells the host which item it is
-//! on (so that an item that makes the plugin trap is quarantined and the rest
-//! of the batch is processed by a fresh instance), and routes panic messages
-//! to the host log so that they end up in the crash report.
+//! each batch calling your per-item method ([`process_batch`],
+//! [`transform_batch`]), tells the host which item it is on (so that an item
+//! that makes the plugin trap is quarantined and the rest of the batch is
+//! processed by a fresh instance), and routes panic messages to the host log
+//! so that they end up in the crash report.
 
 pub mod host;
 mod types;
@@ -76,13 +77,68 @@ pub struct NoConfig {}
 /// Audio DSP: transforms one block in place, keeping its length and format.
 pub trait AudioDsp: Stage {
     /// Processes one block. Called once per block, in stream order.
-    fn process(&mut self, block: &mut AudioBlock);
+    fn process(&mut self, block: &mut AudioBlock<'_>);
 }
 
 /// Frame transform: each frame in gives at most one frame out.
 pub trait FrameTransform: Stage {
-    /// Transforms one frame; `None` drops it.
-    fn transform(&mut self, frame: Frame) -> Option<Frame>;
+    /// Transforms one frame: write the payload to emit to `out` (empty on
+    /// entry) and return [`Verdict::Keep`], or return [`Verdict::Drop`].
+    /// `meta` may be changed for the frame emitted.
+    fn transform(&mut self, meta: &mut FrameMeta, payload: &[u8], out: &mut Payload<'_>) -> Verdict;
+}
+
+/// Runs a DSP stage over a flat batch, in place: what the export glue does
+/// with each batch, and what native benchmarks call.
+///
+/// A header that claims more samples than the batch holds ends the batch
+/// (logged, not a trap): the rest is left unprocessed.
+pub fn process_batch<S: AudioDsp>(stage: &mut S, blocks: &mut [BlockInfo], mut samples: &mut [f32]) {
+    for (index, info) in blocks.iter_mut().enumerate() {
+        let Some((mine, rest)) = samples.split_at_mut_checked(info.len()) else {
+            host::log(host::Level::Error, "a block header claims more samples than the batch holds");
+            return;
+        };
+        samples = rest;
+        host::begin_item(index as u32);
+        let mut block = AudioBlock {
+            sequence: info.sequence,
+            sample_rate: info.sample_rate,
+            channels: info.channels,
+            samples: mine,
+            level: info.level,
+        };
+        stage.process(&mut block);
+        info.level = block.level;
+    }
+}
+
+/// Runs a frame transform over a flat batch, appending the frames it emits
+/// to `out_frames` and their payloads to `out_payloads`.
+pub fn transform_batch<S: FrameTransform>(
+    stage: &mut S,
+    frames: &[FrameInfo],
+    mut payloads: &[u8],
+    out_frames: &mut Vec<FrameInfo>,
+    out_payloads: &mut Vec<u8>,
+) {
+    for (index, info) in frames.iter().enumerate() {
+        let Some((payload, rest)) = payloads.split_at_checked(info.size as usize) else {
+            host::log(host::Level::Error, "a frame header claims more bytes than the batch holds");
+            return;
+        };
+        payloads = rest;
+        host::begin_item(index as u32);
+        let mut meta = FrameMeta { stream: info.stream, sequence: info.sequence, timestamp: info.timestamp };
+        let mut out = Payload::new(out_payloads);
+        match stage.transform(&mut meta, payload, &mut out) {
+            Verdict::Keep => {
+                let size = out.len() as u32;
+                out_frames.push(FrameInfo { stream: meta.stream, sequence: meta.sequence, timestamp: meta.timestamp, size });
+            }
+            Verdict::Drop => out.discard(),
+        }
+    }
 }
 
 /// Parses a config JSON document into a stage, as the `init` export does.

@@ -1,30 +1,143 @@
-//! Plain Rust mirrors of the WIT `types` interface.
+//! Plain Rust mirrors of the WIT `types` interface, and the views a plugin
+//! works on.
 //!
-//! Plugins see these rather than the generated bindings so that the same code
-//! compiles natively; on wasm the SDK converts by moving fields (no copies).
+//! Batches cross the boundary flat: one list of headers and one list of all
+//! samples (or payload bytes), so a batch costs two copies in and two out
+//! however many items it holds. A plugin never sees that layout: the SDK
+//! hands it one [`AudioBlock`] or one frame at a time. The same code compiles
+//! natively, where the mirrors below stand in for the generated bindings.
 
-/// A block of interleaved f32 PCM, normally 48 kHz and 10 ms long.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct AudioBlock {
+/// The level of an audio block, set by a meter stage and readable by every
+/// stage after it.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct AudioLevel {
+    /// Root-mean-square level in dBFS.
+    pub rms_dbfs: f32,
+    /// Highest absolute sample in dBFS.
+    pub peak_dbfs: f32,
+    /// Whether the block holds voice by the meter's rule.
+    pub voice: bool,
+}
+
+/// The header of one audio block in a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct BlockInfo {
+    pub sequence: u64,
+    pub sample_rate: u32,
+    pub channels: u8,
+    /// Frames (samples per channel).
+    pub frames: u32,
+    pub level: Option<AudioLevel>,
+}
+
+impl BlockInfo {
+    /// How many samples of the batch this block owns.
+    pub fn len(&self) -> usize {
+        self.frames as usize * self.channels as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One block of interleaved f32 PCM, normally 48 kHz and 10 ms long, that a
+/// DSP stage transforms in place.
+#[derive(Debug, PartialEq)]
+pub struct AudioBlock<'a> {
     /// Position of this block in its stream, counting from 0.
     pub sequence: u64,
     /// Samples per second per channel.
     pub sample_rate: u32,
     /// Interleaved channels.
     pub channels: u8,
-    /// Interleaved samples.
-    pub samples: Vec<f32>,
+    /// Interleaved samples; change them in place.
+    pub samples: &'a mut [f32],
+    /// The block's level, if a meter before this stage measured it; a meter
+    /// sets it.
+    pub level: Option<AudioLevel>,
 }
 
-/// An opaque media frame.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Frame {
+impl AudioBlock<'_> {
+    /// Frames (samples per channel) in this block.
+    pub fn frames(&self) -> usize {
+        self.samples.len() / usize::from(self.channels.max(1))
+    }
+}
+
+/// The header of one frame in a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FrameInfo {
+    pub stream: u32,
+    pub sequence: u64,
+    pub timestamp: u64,
+    /// Payload bytes.
+    pub size: u32,
+}
+
+/// Where a frame came from and where it sits in its stream. A transform may
+/// change these for the frame it emits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FrameMeta {
     /// Host-assigned stream id.
     pub stream: u32,
     /// Position of this frame in its stream.
     pub sequence: u64,
     /// Media timestamp in the stream's clock rate.
     pub timestamp: u64,
-    /// The frame's bytes.
-    pub payload: Vec<u8>,
+}
+
+/// What becomes of a frame after [`crate::FrameTransform::transform`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Emit the frame with the payload written to `out`.
+    Keep,
+    /// Drop the frame (anything written to `out` is discarded).
+    Drop,
+}
+
+/// The payload a frame transform emits, written straight into the batch's
+/// output list (no copy per frame). Starts empty for every frame.
+#[derive(Debug)]
+pub struct Payload<'a> {
+    buf: &'a mut Vec<u8>,
+    start: usize,
+}
+
+impl<'a> Payload<'a> {
+    pub(crate) fn new(buf: &'a mut Vec<u8>) -> Payload<'a> {
+        let start = buf.len();
+        Payload { buf, start }
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn push(&mut self, byte: u8) {
+        self.buf.push(byte);
+    }
+
+    pub fn extend_from_slice(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Grows (with `value`) or shrinks the payload to `len` bytes.
+    pub fn resize(&mut self, len: usize, value: u8) {
+        self.buf.resize(self.start + len, value);
+    }
+
+    /// The bytes written so far, to change in place (encrypt, for instance).
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.buf[self.start..]
+    }
+
+    pub(crate) fn discard(self) {
+        self.buf.truncate(self.start);
+    }
 }
