@@ -15,6 +15,11 @@ use std::process::Command;
 const PLUGINS: &[(&str, &str)] = &[
     ("passthrough", "medianode-passthrough"),
     ("gain", "medianode-gain"),
+    ("biquad", "medianode-biquad"),
+    ("gate", "medianode-gate"),
+    ("compressor", "medianode-compressor"),
+    ("limiter", "medianode-limiter"),
+    ("meter", "medianode-meter"),
     ("faulty", "medianode-faulty"),
 ];
 

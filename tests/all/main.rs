@@ -3,6 +3,7 @@
 
 mod common;
 mod config_errors;
+mod dsp;
 mod faults;
 mod pipelines;
 mod restart_policy;

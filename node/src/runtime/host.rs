@@ -9,7 +9,8 @@ use super::bindings::host::{self, Level};
 use super::lock;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use super::bindings::AudioLevel;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::ResourceLimiter;
@@ -105,8 +106,38 @@ pub struct Metrics {
     pub bypassed: AtomicU64,
     /// Audio blocks replaced by silence: quarantined, or the stage was down.
     pub muted: AtomicU64,
+    /// The level the stage last wrote on an audio block (a meter does).
+    pub level: LevelGauge,
     /// The plugin's own counters and gauges.
     pub plugin: Mutex<BTreeMap<String, f64>>,
+}
+
+/// The latest block level a stage measured: lock-free, so the audio path
+/// can publish it every block without allocating or waiting.
+#[derive(Debug, Default)]
+pub struct LevelGauge {
+    /// f32 bits of the RMS and peak dBFS.
+    rms_dbfs: AtomicU32,
+    peak_dbfs: AtomicU32,
+    voice: AtomicBool,
+    set: AtomicBool,
+}
+
+impl LevelGauge {
+    pub fn publish(&self, level: &AudioLevel) {
+        self.rms_dbfs.store(level.rms_dbfs.to_bits(), Ordering::Relaxed);
+        self.peak_dbfs.store(level.peak_dbfs.to_bits(), Ordering::Relaxed);
+        self.voice.store(level.voice, Ordering::Relaxed);
+        self.set.store(true, Ordering::Release);
+    }
+
+    pub fn get(&self) -> Option<AudioLevel> {
+        self.set.load(Ordering::Acquire).then(|| AudioLevel {
+            rms_dbfs: f32::from_bits(self.rms_dbfs.load(Ordering::Relaxed)),
+            peak_dbfs: f32::from_bits(self.peak_dbfs.load(Ordering::Relaxed)),
+            voice: self.voice.load(Ordering::Relaxed),
+        })
+    }
 }
 
 impl Metrics {
@@ -127,6 +158,9 @@ impl Metrics {
             "dropped": get(&self.dropped),
             "bypassed": get(&self.bypassed),
             "muted": get(&self.muted),
+            "level": self.level.get().map(|l| serde_json::json!({
+                "rms_dbfs": l.rms_dbfs, "peak_dbfs": l.peak_dbfs, "voice": l.voice,
+            })),
             "plugin": *lock(&self.plugin),
         })
     }

@@ -155,7 +155,16 @@ impl Instance {
         };
         let mut output = result.map_err(|e| classify(&mut self.store, e, TrapKind::OtherTrap))?;
         match (items, &mut output) {
-            (Items::Audio(input), Items::Audio(output)) => check_audio(input, output)?,
+            (Items::Audio(input), Items::Audio(output)) => {
+                check_audio(input, output)?;
+                // A level the plugin wrote (rather than one it passed on)
+                // becomes the stage's level gauge.
+                if let (Some(i), Some(o)) = (input.blocks.last(), output.blocks.last())
+                    && let Some(level) = o.level.filter(|l| Some(*l) != i.level)
+                {
+                    self.store.data().stage.metrics.level.publish(&level);
+                }
+            }
             (Items::Frames(input), Items::Frames(output)) => check_frames(input, output)?,
             _ => {}
         }
