@@ -8,7 +8,9 @@
 //! Compressor Design — A Tutorial and Analysis" (JAES 2012): the gain
 //! computer works on the peak level in dB, the gain reduction is smoothed by
 //! a decoupled peak detector (release, then attack), and the makeup gain is
-//! added last. Static curve, for an input level `x` (dB):
+//! added last. All of that runs once per [`CONTROL_FRAMES`] frames (a third
+//! of a millisecond) on their peak, and the gain is ramped linearly between
+//! steps: the per-sample work is one multiply. Static curve, for an input level `x` (dB):
 //!
 //! ```text
 //! x - T < -W/2:        y = x
@@ -74,15 +76,23 @@ impl Config {
     }
 }
 
+/// Frames per control step: the level detector and gain computer run once
+/// per step (on the step's peak) and the gain is interpolated linearly
+/// across it, which keeps dB math out of the per-sample loop.
+pub const CONTROL_FRAMES: usize = 16;
+
 #[derive(Debug)]
 pub struct Compressor {
     config: Config,
     sample_rate: u32,
+    /// Attack and release coefficients per control step.
     attack: f32,
     release: f32,
     /// Gain reduction (dB, >= 0) after the release stage, and after attack.
     peak: f32,
     reduction: f32,
+    /// The linear gain reached at the end of the last step.
+    gain: f32,
 }
 
 impl Stage for Compressor {
@@ -94,7 +104,8 @@ impl Stage for Compressor {
         check_range("attack-ms", config.attack_ms, 0.0..=1000.0)?;
         check_range("release-ms", config.release_ms, 0.0..=10_000.0)?;
         check_range("makeup-db", config.makeup_db, -24.0..=48.0)?;
-        let mut c = Compressor { config, sample_rate: 0, attack: 0.0, release: 0.0, peak: 0.0, reduction: 0.0 };
+        let gain = from_db(config.makeup_db);
+        let mut c = Compressor { config, sample_rate: 0, attack: 0.0, release: 0.0, peak: 0.0, reduction: 0.0, gain };
         c.set_rate(48_000);
         Ok(c)
     }
@@ -103,8 +114,9 @@ impl Stage for Compressor {
 impl Compressor {
     fn set_rate(&mut self, sample_rate: u32) {
         self.sample_rate = sample_rate;
-        self.attack = time_coefficient(self.config.attack_ms, sample_rate);
-        self.release = time_coefficient(self.config.release_ms, sample_rate);
+        let step_rate = sample_rate / CONTROL_FRAMES as u32;
+        self.attack = time_coefficient(self.config.attack_ms, step_rate);
+        self.release = time_coefficient(self.config.release_ms, step_rate);
     }
 
     /// The gain reduction applied now, in dB (>= 0).
@@ -120,14 +132,23 @@ impl AudioDsp for Compressor {
         }
         let channels = usize::from(block.channels.max(1));
         let (attack, release, makeup) = (self.attack, self.release, self.config.makeup_db);
-        for frame in block.samples.chunks_exact_mut(channels) {
-            let level = frame.iter().fold(0f32, |m, s| m.max(s.abs()));
+        for step in block.samples.chunks_mut(CONTROL_FRAMES * channels) {
+            let level = step.iter().fold(0f32, |m, s| m.max(s.abs()));
             let x = to_db(level);
             let wanted = x - (self.config.curve(x) - makeup); // reduction >= 0
             self.peak = wanted.max(release * self.peak + (1.0 - release) * wanted);
             self.reduction = attack * self.reduction + (1.0 - attack) * self.peak;
-            let gain = from_db(makeup - self.reduction);
-            frame.iter_mut().for_each(|s| *s *= gain);
+            let target = from_db(makeup - self.reduction);
+            if !target.is_finite() {
+                continue;
+            }
+            let frames = step.len() / channels;
+            let delta = (target - self.gain) / frames.max(1) as f32;
+            for (i, frame) in step.chunks_exact_mut(channels).enumerate() {
+                let gain = self.gain + delta * (i + 1) as f32;
+                frame.iter_mut().for_each(|s| *s *= gain);
+            }
+            self.gain = target;
         }
         if !(self.peak.is_finite() && self.reduction.is_finite()) {
             (self.peak, self.reduction) = (0.0, 0.0);

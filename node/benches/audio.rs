@@ -1,0 +1,195 @@
+//! Audio benchmarks: the 4-stage DSP chain (gate -> high-pass -> compressor
+//! -> gain) on 10 ms blocks of 48 kHz mono.
+//!
+//! Prints, measured in the same run:
+//! (a) time per block through the chain as wasm plugins under their
+//!     supervisors (the node's real path), against the same DSP code
+//!     compiled natively and run by the SDK's batch loop. Target ratio <= 1.5.
+//! (b) the realtime factor of the wasm chain on one core: 10 ms of audio
+//!     over the time to process it. Target >= 1000x.
+//! (c) heap allocations per block on the pipeline thread in steady state,
+//!     counted by a global allocator that counts. Target 0.
+//!
+//! Run: `cargo bench -p medianode --bench audio`
+
+use medianode::config::FailurePolicy;
+use medianode::runtime::bindings::{AudioBatch, BlockInfo};
+use medianode::runtime::{Items, Runtime, RuntimeOptions, stock};
+use medianode::supervisor::backoff::RestartConfig;
+use medianode::supervisor::crash_report::CrashReporter;
+use medianode::supervisor::{Limits, StageSpec, Supervisor};
+use medianode_dsp::{biquad::Biquad, compressor::Compressor, gain::Gain, gate::Gate};
+use medianode_sdk::start;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Counts every allocation, then defers to the system allocator.
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const FRAMES: usize = 480;
+
+/// The chain as (stock plugin, config JSON).
+const CHAIN: [(&str, &str); 4] = [
+    ("gate", r#"{"threshold-db": -50}"#),
+    ("biquad", r#"{"kind": "high-pass", "frequency": 80}"#),
+    ("compressor", r#"{"threshold-db": -20, "ratio": 4}"#),
+    ("gain", r#"{"gain-db": 3}"#),
+];
+
+/// A speech-like test block: a 150 Hz voice with harmonics, varying level.
+fn block(sequence: u64) -> Vec<f32> {
+    (0..FRAMES)
+        .map(|i| {
+            let t = (sequence as usize * FRAMES + i) as f32 / 48_000.0;
+            let envelope = 0.3 + 0.25 * (t * 4.0 * std::f32::consts::TAU).sin();
+            let voice: f32 = (1..6).map(|h| (t * 150.0 * h as f32 * std::f32::consts::TAU).sin() / h as f32).sum();
+            envelope * voice * 0.5
+        })
+        .collect()
+}
+
+fn supervisors(runtime: &Runtime) -> Vec<Supervisor> {
+    CHAIN
+        .iter()
+        .map(|(name, config)| {
+            let plugin = runtime.load(&format!("stock:{name}"), stock::bytes(name).unwrap(), 512 << 10).unwrap();
+            let spec = StageSpec {
+                id: name.to_string(),
+                plugin,
+                config_json: config.to_string(),
+                limits: Limits { deadline: Duration::from_millis(50), ..Limits::default() },
+                restart: RestartConfig::default(),
+                failure: FailurePolicy::FailOpen,
+                recorder: 50,
+                seed: 1,
+            };
+            Supervisor::start(spec, CrashReporter::new(None), Instant::now()).unwrap()
+        })
+        .collect()
+}
+
+/// The same DSP, natively, run block by block the way the SDK runs it.
+struct NativeChain {
+    gate: Gate,
+    filter: Biquad,
+    compressor: Compressor,
+    gain: Gain,
+}
+
+impl NativeChain {
+    fn new() -> NativeChain {
+        NativeChain {
+            gate: start(CHAIN[0].1).unwrap(),
+            filter: start(CHAIN[1].1).unwrap(),
+            compressor: start(CHAIN[2].1).unwrap(),
+            gain: start(CHAIN[3].1).unwrap(),
+        }
+    }
+
+    fn process(&mut self, info: &mut [medianode_sdk::BlockInfo], samples: &mut [f32]) {
+        medianode_sdk::process_batch(&mut self.gate, info, samples);
+        medianode_sdk::process_batch(&mut self.filter, info, samples);
+        medianode_sdk::process_batch(&mut self.compressor, info, samples);
+        medianode_sdk::process_batch(&mut self.gain, info, samples);
+    }
+}
+
+fn wasm_batch(sequence: u64, samples: &[f32]) -> Items {
+    let mut batch = AudioBatch::new();
+    batch.push(BlockInfo { sequence, sample_rate: 48_000, channels: 1, frames: 0, level: None }, samples);
+    Items::Audio(batch)
+}
+
+fn main() {
+    let runtime = Runtime::new(RuntimeOptions::default()).unwrap();
+    let mut chain = supervisors(&runtime);
+    let mut native = NativeChain::new();
+    let input: Vec<Vec<f32>> = (0..100).map(block).collect();
+    let rounds = 3000u64;
+
+    let run_wasm = |chain: &mut Vec<Supervisor>, n: u64| {
+        let mut items = wasm_batch(n, &input[(n % 100) as usize]);
+        let now = Instant::now();
+        for stage in chain.iter_mut() {
+            items = stage.process(now, items).unwrap();
+        }
+        black_box(items);
+    };
+    let mut scratch = vec![0f32; FRAMES];
+    let mut run_native = |native: &mut NativeChain, n: u64| {
+        scratch.copy_from_slice(&input[(n % 100) as usize]);
+        let mut info = [medianode_sdk::BlockInfo { sequence: n, sample_rate: 48_000, channels: 1, frames: FRAMES as u32, level: None }];
+        native.process(&mut info, &mut scratch);
+        black_box(&scratch);
+    };
+
+    // Warm up both, then alternate samples so that machine noise hits both.
+    for n in 0..500 {
+        run_wasm(&mut chain, n);
+        run_native(&mut native, n);
+    }
+    let (mut wasm_times, mut native_times) = (Vec::new(), Vec::new());
+    for sample in 0..9 {
+        let t = Instant::now();
+        for n in 0..rounds {
+            run_wasm(&mut chain, sample * rounds + n);
+        }
+        wasm_times.push(t.elapsed() / rounds as u32);
+        let t = Instant::now();
+        for n in 0..rounds {
+            run_native(&mut native, sample * rounds + n);
+        }
+        native_times.push(t.elapsed() / rounds as u32);
+    }
+    wasm_times.sort();
+    native_times.sort();
+    let (w, nat) = (wasm_times[4], native_times[4]);
+    println!("\n(a) 4-stage chain (gate, high-pass, compressor, gain), 10 ms mono blocks at 48 kHz");
+    println!(
+        "    wasm (supervised): {:>6.2} us/block, native: {:>6.2} us/block, ratio {:.2}x",
+        w.as_secs_f64() * 1e6,
+        nat.as_secs_f64() * 1e6,
+        w.as_secs_f64() / nat.as_secs_f64()
+    );
+    println!("(b) realtime factor on one core: wasm {:.0}x, native {:.0}x", 0.010 / w.as_secs_f64(), 0.010 / nat.as_secs_f64());
+
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for n in 0..1000 {
+        run_wasm(&mut chain, n);
+    }
+    let wasm_allocs = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for n in 0..1000 {
+        run_native(&mut native, n);
+    }
+    let native_allocs = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    println!(
+        "(c) heap allocations per block, steady state: wasm chain {:.2}, native chain {:.2}",
+        wasm_allocs as f64 / 1000.0,
+        native_allocs as f64 / 1000.0
+    );
+}
