@@ -177,6 +177,18 @@ fn main() {
     );
     println!("(b) realtime factor on one core: wasm {:.0}x, native {:.0}x", 0.010 / w.as_secs_f64(), 0.010 / nat.as_secs_f64());
 
+    // Where a stage's time goes: one gain stage, called directly, with a
+    // full block and with an empty one (the fixed cost of a call).
+    let mut gain = supervisors(&runtime).pop().unwrap();
+    for (label, samples) in [("480 samples", &input[0][..]), ("0 samples", &[][..])] {
+        let batch = wasm_batch(0, samples);
+        let t = Instant::now();
+        for _ in 0..20_000 {
+            black_box(gain.process(Instant::now(), batch.clone()).unwrap());
+        }
+        println!("    one gain stage, {label}: {:.2} us/call", t.elapsed().as_secs_f64() * 1e6 / 20_000.0);
+    }
+
     let before = ALLOCATIONS.load(Ordering::Relaxed);
     for n in 0..1000 {
         run_wasm(&mut chain, n);

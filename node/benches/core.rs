@@ -155,7 +155,7 @@ fn failover_times(supervisor: &mut Supervisor, rounds: usize) -> Vec<Duration> {
             supervisor.maintain(Instant::now()); // start the standby, off the clock
             let out = supervisor.process(Instant::now(), poison.clone()).unwrap();
             let Items::Audio(muted) = out else { unreachable!() };
-            assert!(muted.samples.iter().all(|&s| s == 0.0), "the poison block comes out muted");
+            assert!(muted.pcm().iter().all(|&s| s == 0.0), "the poison block comes out muted");
             let t = Instant::now();
             let out = supervisor.process(Instant::now(), good.clone()).unwrap();
             let elapsed = t.elapsed();

@@ -28,7 +28,7 @@ fn process(instance: &mut Instance, signal: &[f32]) -> Vec<f32> {
         let mut batch = AudioBatch::new();
         batch.push(BlockInfo { sequence: n as u64, sample_rate: RATE, channels: 1, frames: 0, level: None }, chunk);
         let Items::Audio(result) = instance.call(&Items::Audio(batch)).expect("call") else { unreachable!() };
-        out.extend_from_slice(&result.samples);
+        out.extend_from_slice(result.pcm());
     }
     out
 }

@@ -93,8 +93,8 @@ async fn gain_changes_the_level_and_fan_out_feeds_every_reader() {
     assert_eq!(run.sequences("raw").len(), 50);
     for (raw, out) in run.channels["raw"].iter().zip(&run.channels["out"]) {
         let (Items::Audio(raw), Items::Audio(out)) = (raw, out) else { panic!("audio expected") };
-        assert_eq!(raw.samples.len(), out.samples.len());
-        for (a, b) in raw.samples.iter().zip(&out.samples) {
+        assert_eq!(raw.pcm().len(), out.pcm().len());
+        for (a, b) in raw.pcm().iter().zip(out.pcm()) {
             assert!((a * 0.5 - b).abs() < 1e-6, "{a} * 0.5 != {b}");
         }
     }

@@ -12,7 +12,7 @@
 //!
 //! [[source]]
 //! id = "tone"
-//! kind = "tone"            # or "frames"
+//! kind = "tone"            # or "sweep", "wav", "frames"
 //! frequency = 440.0
 //!
 //! [[stage]]
@@ -25,7 +25,7 @@
 //!
 //! [[sink]]
 //! id = "out"
-//! kind = "meter"           # or "null", "channel"
+//! kind = "meter"           # or "wav", "null", "channel"
 //! inputs = ["gain"]
 //! ```
 //!
@@ -123,8 +123,31 @@ pub struct SourceConfig {
 pub enum SourceKind {
     /// A sine tone: 48 kHz f32 blocks, one per tick.
     Tone { frequency: f64, amplitude: f64, channels: u8 },
+    /// A sine sweeping exponentially from `from` to `to` Hz over `period`,
+    /// then again.
+    Sweep { from: f64, to: f64, period: Duration, amplitude: f64, channels: u8 },
+    /// A WAV file, converted to 48 kHz f32 with `channels` (the file's own
+    /// count when `None`); ends with the file.
+    Wav { path: PathBuf, path_span: Span, channels: Option<u8> },
     /// Numbered frames of `size` bytes, `per_tick` per tick.
     Frames { size: usize, per_tick: u32 },
+}
+
+impl SourceKind {
+    /// The `kind` as written in pipeline files.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SourceKind::Tone { .. } => "tone",
+            SourceKind::Sweep { .. } => "sweep",
+            SourceKind::Wav { .. } => "wav",
+            SourceKind::Frames { .. } => "frames",
+        }
+    }
+
+    /// Whether it makes audio (or else frames).
+    pub fn is_audio(&self) -> bool {
+        !matches!(self, SourceKind::Frames { .. })
+    }
 }
 
 #[derive(Debug)]
@@ -163,6 +186,20 @@ pub enum SinkKind {
     Null,
     /// Hands batches to an in-process reader ([`crate::pipeline::Pipeline::take_channel`]).
     Channel { capacity: usize },
+    /// Writes audio to a WAV file at 48 kHz.
+    Wav { path: PathBuf, format: crate::io::wav::WavFormat },
+}
+
+impl SinkKind {
+    /// The `kind` as written in pipeline files.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SinkKind::Meter { .. } => "meter",
+            SinkKind::Null => "null",
+            SinkKind::Channel { .. } => "channel",
+            SinkKind::Wav { .. } => "wav",
+        }
+    }
 }
 
 impl PipelineConfig {

@@ -48,6 +48,12 @@ pub struct RawSource {
     // frames
     pub size: Option<Spanned<String>>,
     pub per_tick: Option<Spanned<u32>>,
+    // wav
+    pub path: Option<Spanned<String>>,
+    // sweep
+    pub from: Option<Spanned<f64>>,
+    pub to: Option<Spanned<f64>>,
+    pub period: Option<Spanned<String>>,
 }
 
 /// `[[stage]]`: a plugin.
@@ -102,4 +108,7 @@ pub struct RawSink {
     pub report_every: Option<Spanned<String>>,
     /// channel: batches held for the reader before new ones are dropped.
     pub capacity: Option<Spanned<usize>>,
+    /// wav: the file to write, and its sample format.
+    pub path: Option<Spanned<String>>,
+    pub format: Option<Spanned<String>>,
 }

@@ -5,6 +5,7 @@
 
 use super::schema::{RawFile, RawLimits, RawRestart, RawSink, RawSource, RawStage};
 use super::*;
+use crate::io::wav::WavFormat;
 use crate::runtime::{MAX_MEMORY, hex, stock};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -196,28 +197,89 @@ impl Cx {
 
     fn source(&self, raw: &Spanned<RawSource>) -> Result<SourceConfig, ConfigError> {
         let s = raw.get_ref();
-        let kind = match s.kind.get_ref().as_str() {
-            "tone" => {
-                self.not_for("tone sources", "size", &s.size)?;
-                self.not_for("tone sources", "per-tick", &s.per_tick)?;
-                let frequency = s.frequency.as_ref().map_or(440.0, |f| *f.get_ref());
-                if let Some(f) = &s.frequency && !(1.0..=24_000.0).contains(f.get_ref()) {
-                    return Err(self.err(f, "frequency out of range", "use 1 to 24000 Hz (48 kHz audio)"));
+        let kind_name = s.kind.get_ref().as_str();
+        let owner = format!("{kind_name} sources");
+        // Which keys each kind takes; any other is refused where it stands.
+        let takes = |key: &str| -> bool {
+            match kind_name {
+                "tone" => ["frequency", "amplitude", "channels"].contains(&key),
+                "sweep" => ["from", "to", "period", "amplitude", "channels"].contains(&key),
+                "wav" => ["path", "channels"].contains(&key),
+                "frames" => ["size", "per-tick"].contains(&key),
+                _ => true,
+            }
+        };
+        let keys = [
+            ("frequency", s.frequency.as_ref().map(|v| v.span())),
+            ("amplitude", s.amplitude.as_ref().map(|v| v.span())),
+            ("channels", s.channels.as_ref().map(|v| v.span())),
+            ("size", s.size.as_ref().map(|v| v.span())),
+            ("per-tick", s.per_tick.as_ref().map(|v| v.span())),
+            ("path", s.path.as_ref().map(|v| v.span())),
+            ("from", s.from.as_ref().map(|v| v.span())),
+            ("to", s.to.as_ref().map(|v| v.span())),
+            ("period", s.period.as_ref().map(|v| v.span())),
+        ];
+        for (key, span) in keys {
+            if let Some(span) = span && !takes(key) {
+                return Err(self.err_at(span, format!("`{key}` is not a setting of {owner}"), format!("remove `{key}`, or change `kind`")));
+            }
+        }
+        let amplitude = || -> Result<f64, ConfigError> {
+            let a = s.amplitude.as_ref().map_or(0.25, |a| *a.get_ref());
+            match &s.amplitude {
+                Some(v) if !(0.0..=1.0).contains(&a) => Err(self.err(v, "amplitude out of range", "use 0.0 to 1.0 (full scale)")),
+                _ => Ok(a),
+            }
+        };
+        let channels = || -> Result<Option<u8>, ConfigError> {
+            match &s.channels {
+                Some(c) if !(1..=8).contains(c.get_ref()) => Err(self.err(c, "channels out of range", "use 1 to 8")),
+                other => Ok(other.as_ref().map(|c| *c.get_ref())),
+            }
+        };
+        let frequency = |value: &Option<Spanned<f64>>, default: f64| -> Result<f64, ConfigError> {
+            match value {
+                Some(f) if !(1.0..=24_000.0).contains(f.get_ref()) => {
+                    Err(self.err(f, "frequency out of range", "use 1 to 24000 Hz (48 kHz audio)"))
                 }
-                let amplitude = s.amplitude.as_ref().map_or(0.25, |a| *a.get_ref());
-                if let Some(a) = &s.amplitude && !(0.0..=1.0).contains(a.get_ref()) {
-                    return Err(self.err(a, "amplitude out of range", "use 0.0 to 1.0 (full scale)"));
+                other => Ok(other.as_ref().map_or(default, |f| *f.get_ref())),
+            }
+        };
+        let kind = match kind_name {
+            "tone" => SourceKind::Tone {
+                frequency: frequency(&s.frequency, 440.0)?,
+                amplitude: amplitude()?,
+                channels: channels()?.unwrap_or(1),
+            },
+            "sweep" => {
+                let period = match &s.period {
+                    None => Duration::from_secs(10),
+                    Some(v) => {
+                        let d = self.duration(v)?;
+                        if d < Duration::from_millis(100) {
+                            return Err(self.err(v, "sweep period too short", "use 100ms or more, e.g. \"10s\""));
+                        }
+                        d
+                    }
+                };
+                SourceKind::Sweep {
+                    from: frequency(&s.from, 20.0)?,
+                    to: frequency(&s.to, 20_000.0)?,
+                    period,
+                    amplitude: amplitude()?,
+                    channels: channels()?.unwrap_or(1),
                 }
-                let channels = s.channels.as_ref().map_or(1, |c| *c.get_ref());
-                if let Some(c) = &s.channels && !(1..=8).contains(c.get_ref()) {
-                    return Err(self.err(c, "channels out of range", "use 1 to 8"));
-                }
-                SourceKind::Tone { frequency, amplitude, channels }
+            }
+            "wav" => {
+                let Some(path) = &s.path else {
+                    return Err(self.err(&s.kind, "a wav source needs `path`", "add path = \"input.wav\" (relative to this file)"));
+                };
+                let full = self.file.dir().join(path.get_ref());
+                crate::io::wav::probe(&full).map_err(|e| self.err(path, e, "paths are relative to the pipeline file; give a PCM or float WAV file"))?;
+                SourceKind::Wav { path: full, path_span: path.span(), channels: channels()? }
             }
             "frames" => {
-                self.not_for("frames sources", "frequency", &s.frequency)?;
-                self.not_for("frames sources", "amplitude", &s.amplitude)?;
-                self.not_for("frames sources", "channels", &s.channels)?;
                 let size = match &s.size {
                     None => 1200,
                     Some(v) => {
@@ -235,7 +297,7 @@ impl Cx {
                 SourceKind::Frames { size, per_tick }
             }
             other => {
-                return Err(self.err(&s.kind, format!("unknown source kind `{other}`"), "source kinds are: tone, frames"));
+                return Err(self.err(&s.kind, format!("unknown source kind `{other}`"), "source kinds are: tone, sweep, wav, frames"));
             }
         };
         if let Some(p) = &s.poison_every && *p.get_ref() == 0 {
@@ -414,6 +476,10 @@ impl Cx {
         if kind_name != "channel" {
             self.not_for(&owner, "capacity", &s.capacity)?;
         }
+        if kind_name != "wav" {
+            self.not_for(&owner, "path", &s.path)?;
+            self.not_for(&owner, "format", &s.format)?;
+        }
         let kind = match kind_name {
             "meter" => {
                 let report_every = match &s.report_every {
@@ -424,7 +490,23 @@ impl Cx {
             }
             "null" => SinkKind::Null,
             "channel" => SinkKind::Channel { capacity: s.capacity.as_ref().map_or(1024, |c| *c.get_ref()) },
-            other => return Err(self.err(&s.kind, format!("unknown sink kind `{other}`"), "sink kinds are: meter, null, channel")),
+            "wav" => {
+                let Some(path) = &s.path else {
+                    return Err(self.err(&s.kind, "a wav sink needs `path`", "add path = \"output.wav\" (relative to this file)"));
+                };
+                let format = match s.format.as_ref().map(|f| f.get_ref().as_str()) {
+                    None | Some("f32") => WavFormat::F32,
+                    Some("s16") => WavFormat::S16,
+                    Some(other) => {
+                        let span = s.format.as_ref().map_or(0..0, |f| f.span());
+                        return Err(self.err_at(span, format!("unknown WAV format `{other}`"), "use \"f32\" (exact) or \"s16\""));
+                    }
+                };
+                SinkKind::Wav { path: self.file.dir().join(path.get_ref()), format }
+            }
+            other => {
+                return Err(self.err(&s.kind, format!("unknown sink kind `{other}`"), "sink kinds are: meter, wav, null, channel"));
+            }
         };
         Ok(SinkConfig { inputs: self.inputs(&id, &s.inputs)?, id, span: raw.span(), kind })
     }

@@ -4,6 +4,7 @@
 
 mod sinks;
 mod sources;
+pub mod wav;
 
 pub use sinks::{Sink, SinkStats};
 pub use sources::Source;

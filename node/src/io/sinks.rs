@@ -1,7 +1,8 @@
-//! Sinks: a level meter that logs, a counter, and a channel to in-process
-//! readers. Every sink counts what it received and the sequence gaps it saw,
+//! Sinks: a level meter that logs, a WAV file, a counter, and a channel to
+//! in-process readers. Every sink counts what it received and the sequence gaps it saw,
 //! which is how a user (or a test) sees what a fault cost.
 
+use super::wav::WavWriter;
 use crate::config::{SinkConfig, SinkKind};
 use crate::runtime::{Items, lock};
 use std::sync::{Arc, Mutex};
@@ -44,6 +45,7 @@ enum Output {
     Meter(Meter),
     Null,
     Channel(mpsc::Sender<Items>),
+    Wav(WavWriter),
 }
 
 /// Accumulates audio level over a report period.
@@ -66,6 +68,7 @@ impl Sink {
                 (Output::Meter(Meter { report_every: *report_every, ..Meter::zero() }), None)
             }
             SinkKind::Null => (Output::Null, None),
+            SinkKind::Wav { path, format } => (Output::Wav(WavWriter::new(path, *format)), None),
             SinkKind::Channel { capacity } => {
                 let (tx, rx) = mpsc::channel((*capacity).max(1));
                 (Output::Channel(tx), Some(rx))
@@ -100,6 +103,23 @@ impl Sink {
                     lock(&self.stats.counts).overflowed += 1;
                 }
             }
+            Output::Wav(writer) => {
+                if let Items::Audio(batch) = &items {
+                    for (info, samples) in batch.iter() {
+                        writer.write(info.channels, samples);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Completes what the sink writes (a WAV file's header) once the
+    /// pipeline stops.
+    pub fn finish(&mut self) {
+        if let Output::Wav(writer) = &mut self.kind
+            && let Err(e) = writer.finish()
+        {
+            tracing::error!(sink = %self.id, error = %e, "WAV sink could not finish its file");
         }
     }
 }

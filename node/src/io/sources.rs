@@ -1,9 +1,10 @@
-//! Generated sources: a sine tone and numbered frames.
+//! Sources: a sine tone, a sine sweep, a WAV file, and numbered frames.
 //!
-//! Both can mark every Nth item as poison (a NaN sample, or a payload that
+//! Each can mark every Nth item as poison (a NaN sample, or a payload that
 //! starts with `poison`), which is how tests and demos exercise quarantine.
 
 use super::SAMPLE_RATE;
+use super::wav::{self, Pcm};
 use crate::config::{SourceConfig, SourceKind};
 use crate::runtime::Items;
 use crate::runtime::bindings::{AudioBatch, BlockInfo, FrameBatch, FrameInfo};
@@ -13,68 +14,133 @@ use std::time::Duration;
 /// Marks a poison frame.
 pub const POISON: &[u8] = b"poison";
 
-/// A source: one batch per tick until its count runs out.
+/// A source: one batch per tick until its count (or its file) runs out.
 pub struct Source {
-    kind: SourceKind,
+    generator: Generator,
     /// Items still to make; `None` = endless.
     remaining: Option<u64>,
     poison_every: Option<u64>,
     next_sequence: u64,
-    /// Tone phase in radians.
-    phase: f64,
     /// Frames per channel in one tick.
     frames_per_tick: usize,
+    /// The block being made, reused every tick.
+    scratch: Vec<f32>,
+}
+
+/// What makes the items.
+enum Generator {
+    Tone { step: f64, amplitude: f64, channels: u8, phase: f64 },
+    Sweep { from: f64, ratio: f64, period_frames: u64, amplitude: f64, channels: u8, phase: f64, position: u64 },
+    Wav { pcm: Pcm, position: usize },
+    Frames { size: usize, per_tick: u32 },
 }
 
 impl Source {
-    pub fn new(config: &SourceConfig, tick: Duration) -> Source {
-        Source {
-            kind: config.kind.clone(),
+    /// Builds the source; a WAV source reads and converts its file here.
+    pub fn new(config: &SourceConfig, tick: Duration) -> Result<Source, String> {
+        let rate = f64::from(SAMPLE_RATE);
+        let generator = match &config.kind {
+            SourceKind::Tone { frequency, amplitude, channels } => {
+                Generator::Tone { step: TAU * frequency / rate, amplitude: *amplitude, channels: *channels, phase: 0.0 }
+            }
+            SourceKind::Sweep { from, to, period, amplitude, channels } => Generator::Sweep {
+                from: *from,
+                ratio: to / from,
+                period_frames: (period.as_secs_f64() * rate) as u64,
+                amplitude: *amplitude,
+                channels: *channels,
+                phase: 0.0,
+                position: 0,
+            },
+            SourceKind::Wav { path, channels, .. } => Generator::Wav { pcm: wav::load(path, *channels)?, position: 0 },
+            SourceKind::Frames { size, per_tick } => Generator::Frames { size: *size, per_tick: *per_tick },
+        };
+        Ok(Source {
+            generator,
             remaining: config.count,
             poison_every: config.poison_every,
             next_sequence: 0,
-            phase: 0.0,
-            frames_per_tick: (tick.as_secs_f64() * SAMPLE_RATE as f64).round() as usize,
-        }
+            frames_per_tick: (tick.as_secs_f64() * rate).round() as usize,
+            scratch: Vec::new(),
+        })
     }
 
     /// The next batch, or `None` once the source has ended.
     pub fn next(&mut self) -> Option<Items> {
-        match self.kind {
-            SourceKind::Tone { frequency, amplitude, channels } => {
-                self.take(1)?;
-                let sequence = self.sequence();
-                let mut samples = Vec::with_capacity(self.frames_per_tick * channels as usize);
-                let step = TAU * frequency / SAMPLE_RATE as f64;
-                for _ in 0..self.frames_per_tick {
-                    let v = (amplitude * self.phase.sin()) as f32;
-                    samples.extend(std::iter::repeat_n(v, channels as usize));
-                    self.phase = (self.phase + step) % TAU;
-                }
-                if self.is_poison(sequence) && let Some(first) = samples.first_mut() {
-                    *first = f32::NAN;
-                }
-                let mut batch = AudioBatch::new();
-                batch.push(BlockInfo { sequence, sample_rate: SAMPLE_RATE, channels, frames: 0, level: None }, &samples);
-                Some(Items::Audio(batch))
-            }
-            SourceKind::Frames { size, per_tick } => {
-                let n = self.take(per_tick as u64)?;
-                let mut batch = FrameBatch::new();
-                let mut payload = Vec::with_capacity(size);
-                for _ in 0..n {
-                    let sequence = self.sequence();
-                    payload.clear();
-                    payload.extend((0..size).map(|i| (sequence as usize + i) as u8));
-                    if self.is_poison(sequence) {
-                        let n = POISON.len().min(size);
-                        payload[..n].copy_from_slice(&POISON[..n]);
-                    }
-                    batch.push(FrameInfo { stream: 0, sequence, timestamp: sequence * 960, size: 0 }, &payload);
-                }
-                Some(Items::Frames(batch))
-            }
+        if let Generator::Frames { size, per_tick } = self.generator {
+            return self.frames(size, per_tick);
         }
+        if let Generator::Wav { pcm, position } = &self.generator
+            && *position >= pcm.samples.len()
+        {
+            return None;
+        }
+        self.take(1)?;
+        let channels = self.fill();
+        let n = self.frames_per_tick;
+        let sequence = self.sequence();
+        if self.is_poison(sequence) && let Some(first) = self.scratch.first_mut() {
+            *first = f32::NAN;
+        }
+        let mut batch = AudioBatch::new();
+        let info = BlockInfo { sequence, sample_rate: SAMPLE_RATE, channels, frames: n as u32, level: None };
+        batch.push(info, &self.scratch);
+        Some(Items::Audio(batch))
+    }
+
+    /// Makes one tick of audio into `scratch`; returns its channel count.
+    fn fill(&mut self) -> u8 {
+        let n = self.frames_per_tick;
+        self.scratch.clear();
+        match &mut self.generator {
+            Generator::Tone { step, amplitude, channels, phase } => {
+                for _ in 0..n {
+                    let v = (*amplitude * phase.sin()) as f32;
+                    self.scratch.extend(std::iter::repeat_n(v, usize::from(*channels)));
+                    *phase = (*phase + *step) % TAU;
+                }
+                *channels
+            }
+            Generator::Sweep { from, ratio, period_frames, amplitude, channels, phase, position } => {
+                for _ in 0..n {
+                    let v = (*amplitude * phase.sin()) as f32;
+                    self.scratch.extend(std::iter::repeat_n(v, usize::from(*channels)));
+                    // Exponential sweep: the frequency grows by `ratio` over a period.
+                    let t = (*position % (*period_frames).max(1)) as f64 / (*period_frames).max(1) as f64;
+                    let frequency = *from * ratio.powf(t);
+                    *phase = (*phase + TAU * frequency / f64::from(SAMPLE_RATE)) % TAU;
+                    *position += 1;
+                }
+                *channels
+            }
+            Generator::Wav { pcm, position } => {
+                // The last block is padded with silence: blocks keep one length.
+                let want = n * usize::from(pcm.channels);
+                let end = (*position + want).min(pcm.samples.len());
+                self.scratch.extend_from_slice(&pcm.samples[*position..end]);
+                self.scratch.resize(want, 0.0);
+                *position = end;
+                pcm.channels
+            }
+            Generator::Frames { .. } => 0,
+        }
+    }
+
+    fn frames(&mut self, size: usize, per_tick: u32) -> Option<Items> {
+        let n = self.take(u64::from(per_tick))?;
+        let mut batch = FrameBatch::new();
+        let mut payload = Vec::with_capacity(size);
+        for _ in 0..n {
+            let sequence = self.sequence();
+            payload.clear();
+            payload.extend((0..size).map(|i| (sequence as usize + i) as u8));
+            if self.is_poison(sequence) {
+                let n = POISON.len().min(size);
+                payload[..n].copy_from_slice(&POISON[..n]);
+            }
+            batch.push(FrameInfo { stream: 0, sequence, timestamp: sequence * 960, size: 0 }, &payload);
+        }
+        Some(Items::Frames(batch))
     }
 
     /// Takes up to `want` items from the count; `None` when none are left.

@@ -1,6 +1,6 @@
 //! The pipeline graph as Graphviz DOT, for `medianode graph`.
 
-use crate::config::{PipelineConfig, SinkKind, SourceKind};
+use crate::config::PipelineConfig;
 use std::fmt::Write;
 
 /// Renders the checked pipeline as a DOT digraph: sources as ellipses,
@@ -10,10 +10,7 @@ pub fn to_dot(config: &PipelineConfig) -> String {
     let mut dot = String::new();
     let _ = writeln!(dot, "digraph {:?} {{\n  rankdir=LR;", config.name);
     for s in &config.sources {
-        let kind = match s.kind {
-            SourceKind::Tone { .. } => "tone",
-            SourceKind::Frames { .. } => "frames",
-        };
+        let kind = s.kind.name();
         let _ = writeln!(dot, "  {:?} [shape=ellipse, label=\"{}\\n({kind})\"];", s.id, s.id);
     }
     for s in &config.stages {
@@ -27,11 +24,7 @@ pub fn to_dot(config: &PipelineConfig) -> String {
         );
     }
     for s in &config.sinks {
-        let kind = match s.kind {
-            SinkKind::Meter { .. } => "meter",
-            SinkKind::Null => "null",
-            SinkKind::Channel { .. } => "channel",
-        };
+        let kind = s.kind.name();
         let _ = writeln!(dot, "  {:?} [shape=doubleoctagon, label=\"{}\\n({kind})\"];", s.id, s.id);
     }
     for (id, inputs) in config.stages.iter().map(|s| (&s.id, &s.inputs)).chain(config.sinks.iter().map(|s| (&s.id, &s.inputs))) {

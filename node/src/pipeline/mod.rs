@@ -113,14 +113,18 @@ impl Pipeline {
         let mut stats = PipelineStats::default();
 
         for source in &config.sources {
-            let ty = match source.kind {
-                SourceKind::Tone { .. } => PortType::Audio,
-                SourceKind::Frames { .. } => PortType::Frames,
-            };
+            let ty = if source.kind.is_audio() { PortType::Audio } else { PortType::Frames };
+            let made = Source::new(source, config.tick).map_err(|message| {
+                let span = match &source.kind {
+                    SourceKind::Wav { path_span, .. } => path_span.clone(),
+                    _ => source.span.clone(),
+                };
+                config.error(span, message, "check the file: a PCM or float WAV")
+            })?;
             index.insert(&source.id, (nodes.len(), ty));
             nodes.push(Node {
                 id: source.id.clone(),
-                kind: NodeKind::Source(Source::new(source, config.tick)),
+                kind: NodeKind::Source(made),
                 inputs: Vec::new(),
                 readers: 0,
             });
@@ -169,7 +173,7 @@ impl Pipeline {
 
         for sink_config in &config.sinks {
             let wants = match sink_config.kind {
-                SinkKind::Meter { .. } => Some(PortType::Audio),
+                SinkKind::Meter { .. } | SinkKind::Wav { .. } => Some(PortType::Audio),
                 SinkKind::Null | SinkKind::Channel { .. } => None,
             };
             let inputs = link(config, &index, &sink_config.id, &sink_config.inputs, wants, "sink")?;
@@ -206,27 +210,33 @@ impl Pipeline {
         tokio::pin!(shutdown);
         let mut interval = tokio::time::interval(self.tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        loop {
+        let result = loop {
             match self.pace {
                 Pace::Realtime => tokio::select! {
                     biased;
-                    _ = &mut shutdown => break,
+                    _ = &mut shutdown => break Ok(()),
                     _ = interval.tick() => {}
                 },
                 Pace::Asap => tokio::select! {
                     biased;
-                    _ = &mut shutdown => break,
+                    _ = &mut shutdown => break Ok(()),
                     _ = tokio::task::yield_now() => {}
                 },
             }
             let now = tokio::time::Instant::now().into_std();
-            if !self.tick(now)? {
-                break;
+            match self.tick(now) {
+                Ok(true) => self.maintain(now),
+                Ok(false) => break Ok(()),
+                Err(stopped) => break Err(stopped),
             }
-            self.maintain(now);
+        };
+        for node in &mut self.nodes {
+            if let NodeKind::Sink(sink) = &mut node.kind {
+                sink.finish();
+            }
         }
         tracing::info!(pipeline = %self.name, stats = %self.stats.to_json(), "pipeline stopped");
-        Ok(self.stats)
+        result.map(|()| self.stats)
     }
 
     /// One tick: every source makes a batch that flows to the sinks. Returns

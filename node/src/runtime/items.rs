@@ -24,12 +24,23 @@ impl AudioBatch {
     pub fn push(&mut self, mut info: BlockInfo, samples: &[f32]) {
         info.frames = (samples.len() / usize::from(info.channels.max(1))) as u32;
         self.blocks.push(info);
-        self.samples.extend_from_slice(samples);
+        self.samples.extend_from_slice(bytemuck::cast_slice(samples));
+    }
+
+    /// All samples as f32. (The `samples` field holds their bit patterns,
+    /// which cross the wasm boundary faster; see the WIT.)
+    pub fn pcm(&self) -> &[f32] {
+        bytemuck::cast_slice(&self.samples)
+    }
+
+    /// All samples as f32, to change in place.
+    pub fn pcm_mut(&mut self) -> &mut [f32] {
+        bytemuck::cast_slice_mut(&mut self.samples)
     }
 
     /// Each block's header and samples, in order.
     pub fn iter(&self) -> impl Iterator<Item = (&BlockInfo, &[f32])> {
-        let mut rest = self.samples.as_slice();
+        let mut rest = self.pcm();
         self.blocks.iter().map(move |info| {
             let (mine, tail) = rest.split_at(block_len(info).min(rest.len()));
             rest = tail;
@@ -155,7 +166,7 @@ impl Items {
             && let Some((info, samples)) = b.iter().nth(index)
         {
             a.blocks.push(BlockInfo { level: None, ..*info });
-            a.samples.resize(a.samples.len() + samples.len(), 0.0);
+            a.samples.resize(a.samples.len() + samples.len(), 0.0f32.to_bits());
         }
     }
 
@@ -213,12 +224,12 @@ mod tests {
         batch.push(block(2), &[7.0, 8.0]);
         let items = Items::Audio(batch);
         let Items::Audio(tail) = items.slice(1..3) else { unreachable!() };
-        assert_eq!(tail.samples, [3.0, 4.0, 5.0, 6.0, 7.0, 8.0]);
+        assert_eq!(tail.pcm(), [3.0, 4.0, 5.0, 6.0, 7.0, 8.0]);
         assert_eq!(tail.blocks[0].frames, 2);
         let mut out = items.slice(0..1);
         out.push_muted(&items, 1);
         let Items::Audio(out) = out else { unreachable!() };
-        assert_eq!(out.samples, [1.0, 2.0, 0.0, 0.0, 0.0, 0.0]);
+        assert_eq!(out.pcm(), [1.0, 2.0, 0.0, 0.0, 0.0, 0.0]);
         assert_eq!(out.blocks.iter().map(|b| b.sequence).collect::<Vec<_>>(), [0, 1]);
     }
 

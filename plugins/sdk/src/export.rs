@@ -71,10 +71,12 @@ pub mod audio_dsp {
     pub fn process<S: crate::AudioDsp>(
         cell: &'static LocalKey<RefCell<Option<S>>>,
         blocks: Vec<BlockInfo>,
-        mut samples: Vec<f32>,
+        mut samples: Vec<u32>,
     ) -> AudioBatch {
         let mut infos: Vec<crate::BlockInfo> = blocks.iter().map(from_wit).collect();
-        if super::with_stage(cell, |stage| crate::process_batch(stage, &mut infos, &mut samples)).is_none() {
+        // f32 bit patterns (see the WIT): the same buffer, read as f32.
+        let pcm: &mut [f32] = bytemuck::cast_slice_mut(&mut samples);
+        if super::with_stage(cell, |stage| crate::process_batch(stage, &mut infos, pcm)).is_none() {
             return AudioBatch { blocks, samples };
         }
         AudioBatch { blocks: infos.iter().map(to_wit).collect(), samples }
@@ -119,7 +121,7 @@ macro_rules! export_audio_dsp {
                 }
                 fn process(
                     blocks: Vec<w::BlockInfo>,
-                    samples: Vec<f32>,
+                    samples: Vec<u32>,
                 ) -> w::AudioBatch {
                     w::process(&STAGE, blocks, samples)
                 }
