@@ -9,11 +9,13 @@
 //! - [`supervisor`]: per-stage supervision — standby, restart backoff,
 //!   quarantine of poison inputs, flight recorder, crash reports.
 //! - [`pipeline`]: the graph of sources, stages and sinks, and its run loop.
-//! - [`io`]: the host's sources and sinks.
+//! - [`io`]: the host's sources and sinks (tone, sweep, WAV, meter...).
+//! - [`builtin`]: native stages in the host (the Opus codec).
 //! - [`telemetry`]: logging setup.
 //!
 //! The `medianode` binary (`src/main.rs`) wires these into a CLI.
 
+pub mod builtin;
 pub mod config;
 pub mod io;
 pub mod pipeline;

@@ -220,3 +220,27 @@ fn plugin_config_rejected_by_init_is_a_start_error() {
         Ok(_) => panic!("gain-db = 100 should be refused"),
     }
 }
+
+#[test]
+fn sandbox_settings_on_a_builtin_stage() {
+    let text = format!("{SOURCE}[[stage]]\nid = \"enc\"\nbuiltin = \"opus-encoder\"\ninputs = [\"tone\"]\nfailure = \"fail-open\"\n{SINK}");
+    expect(&text, "`failure` is not a setting of built-in stages", 8, 11);
+}
+
+#[test]
+fn bad_opus_bitrate() {
+    let text = format!("{SOURCE}[[stage]]\nid = \"enc\"\nbuiltin = \"opus-encoder\"\ninputs = [\"tone\"]\nconfig = {{ bitrate = 1 }}\n{SINK}");
+    expect(&text, "bitrate = 1 is out of range", 8, 10);
+}
+
+#[test]
+fn opus_decoder_fed_audio() {
+    let text = format!("{SOURCE}[[stage]]\nid = \"dec\"\nbuiltin = \"opus-decoder\"\ninputs = [\"tone\"]\n{SINK}");
+    expect(&text, "type mismatch: `tone` produces audio blocks", 7, 11);
+}
+
+#[test]
+fn wav_source_without_a_file() {
+    let text = "[[source]]\nid = \"in\"\nkind = \"wav\"\npath = \"nowhere.wav\"\n[[sink]]\nid = \"out\"\nkind = \"null\"\ninputs = [\"in\"]\n";
+    expect(text, "cannot read WAV file", 4, 8);
+}

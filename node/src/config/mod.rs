@@ -17,7 +17,8 @@
 //!
 //! [[stage]]
 //! id = "gain"
-//! plugin = "stock:gain"    # or a path to a .wasm component
+//! plugin = "stock:gain"    # or a path to a .wasm component, or
+//!                          # builtin = "opus-encoder" (native, in the host)
 //! inputs = ["tone"]
 //! config = { gain-db = -6.0 }
 //! limits = { memory = "16MiB", deadline = "2ms" }
@@ -154,11 +155,8 @@ impl SourceKind {
 pub struct StageConfig {
     pub id: String,
     pub span: Span,
-    /// `stock:NAME` or the file path as written.
-    pub plugin_name: String,
-    pub plugin_span: Span,
-    /// The component's bytes (read once, checked against `sha256`).
-    pub plugin_bytes: Arc<[u8]>,
+    /// What runs the stage.
+    pub runs: Runs,
     pub config_json: String,
     pub limits: Limits,
     pub restart: RestartConfig,
@@ -168,6 +166,36 @@ pub struct StageConfig {
     /// Encrypts or decrypts media: never bypassed (`fail-open` is refused).
     pub e2ee: bool,
     pub inputs: Vec<Input>,
+}
+
+/// What runs a stage.
+#[derive(Debug)]
+pub enum Runs {
+    /// A wasm plugin, supervised.
+    Plugin(PluginRef),
+    /// Native code in the host (see [`crate::builtin`]); `limits`, `restart`
+    /// and `failure` do not apply.
+    Builtin(crate::builtin::Builtin),
+}
+
+/// A stage's plugin.
+#[derive(Debug)]
+pub struct PluginRef {
+    /// `stock:NAME` or the file path as written.
+    pub name: String,
+    pub span: Span,
+    /// The component's bytes (read once, checked against `sha256`).
+    pub bytes: Arc<[u8]>,
+}
+
+impl StageConfig {
+    /// The plugin name, or `builtin:NAME`.
+    pub fn runs_name(&self) -> String {
+        match &self.runs {
+            Runs::Plugin(p) => p.name.clone(),
+            Runs::Builtin(b) => format!("builtin:{}", b.name()),
+        }
+    }
 }
 
 #[derive(Debug)]

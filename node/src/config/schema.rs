@@ -56,12 +56,13 @@ pub struct RawSource {
     pub period: Option<Spanned<String>>,
 }
 
-/// `[[stage]]`: a plugin.
+/// `[[stage]]`: a plugin, or a built-in stage.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawStage {
     pub id: Spanned<String>,
-    pub plugin: Spanned<String>,
+    pub plugin: Option<Spanned<String>>,
+    pub builtin: Option<Spanned<String>>,
     pub sha256: Option<Spanned<String>>,
     pub inputs: Spanned<Vec<Spanned<String>>>,
     pub config: Option<Spanned<toml::Table>>,

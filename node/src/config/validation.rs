@@ -5,6 +5,7 @@
 
 use super::schema::{RawFile, RawLimits, RawRestart, RawSink, RawSource, RawStage};
 use super::*;
+use crate::builtin::Builtin;
 use crate::io::wav::WavFormat;
 use crate::runtime::{MAX_MEMORY, hex, stock};
 use sha2::{Digest, Sha256};
@@ -322,7 +323,20 @@ impl Cx {
     fn stage(&self, raw: &Spanned<RawStage>) -> Result<StageConfig, ConfigError> {
         let s = raw.get_ref();
         let id = s.id.get_ref().clone();
-        let plugin_bytes = self.plugin_bytes(&s.plugin)?;
+        let config_json = match &s.config {
+            None => "{}".to_string(),
+            Some(table) => serde_json::to_string(table.get_ref())
+                .map_err(|e| self.err(table, format!("config cannot be passed to the plugin: {e}"), "use strings, numbers, booleans, arrays and tables"))?,
+        };
+        let plugin = match (&s.plugin, &s.builtin) {
+            (Some(plugin), None) => plugin,
+            (None, Some(name)) => return self.builtin_stage(raw, name, config_json),
+            (Some(_), Some(b)) => return Err(self.err(b, "a stage runs a plugin or a built-in, not both", "remove `plugin` or `builtin`")),
+            (None, None) => {
+                return Err(self.err(&s.id, format!("stage `{id}` has neither `plugin` nor `builtin`"), "add plugin = \"stock:gain\" (or a .wasm path), or builtin = \"opus-encoder\""));
+            }
+        };
+        let plugin_bytes = self.plugin_bytes(plugin)?;
         if let Some(pin) = &s.sha256 {
             let want = pin.get_ref().to_ascii_lowercase();
             if want.len() != 64 || !want.chars().all(|c| c.is_ascii_hexdigit()) {
@@ -337,11 +351,6 @@ impl Cx {
                 ));
             }
         }
-        let config_json = match &s.config {
-            None => "{}".to_string(),
-            Some(table) => serde_json::to_string(table.get_ref())
-                .map_err(|e| self.err(table, format!("config cannot be passed to the plugin: {e}"), "use strings, numbers, booleans, arrays and tables"))?,
-        };
         let limits = self.limits(s.limits.as_ref())?;
         let (restart, recorder) = self.restart(s.restart.as_ref())?;
         let e2ee = s.e2ee.as_ref().is_some_and(|e| *e.get_ref());
@@ -367,15 +376,44 @@ impl Cx {
             inputs: self.inputs(&id, &s.inputs)?,
             id,
             span: raw.span(),
-            plugin_name: s.plugin.get_ref().clone(),
-            plugin_span: s.plugin.span(),
-            plugin_bytes,
+            runs: Runs::Plugin(PluginRef { name: plugin.get_ref().clone(), span: plugin.span(), bytes: plugin_bytes }),
             config_json,
             limits,
             restart,
             recorder,
             failure,
             e2ee,
+        })
+    }
+
+    /// A `builtin = "..."` stage: native, so none of the sandbox settings.
+    fn builtin_stage(&self, raw: &Spanned<RawStage>, name: &Spanned<String>, config_json: String) -> Result<StageConfig, ConfigError> {
+        let s = raw.get_ref();
+        let owner = "built-in stages (they run natively in the host)";
+        self.not_for(owner, "sha256", &s.sha256)?;
+        self.not_for(owner, "failure", &s.failure)?;
+        self.not_for(owner, "e2ee", &s.e2ee)?;
+        if s.limits.is_some() || s.restart.is_some() {
+            return Err(self.err(name, "`limits` and `restart` apply to plugins, not to built-in stages", "remove them from this stage"));
+        }
+        if !Builtin::NAMES.contains(&name.get_ref().as_str()) {
+            return Err(self.err(name, format!("unknown built-in stage `{}`", name.get_ref()), format!("built-in stages are: {}", Builtin::NAMES.join(", "))));
+        }
+        let builtin = Builtin::parse(name.get_ref(), &config_json).map_err(|e| match &s.config {
+            Some(table) => self.err(table, e, "see the stage's settings in `medianode::builtin`"),
+            None => self.err(name, e, "see the stage's settings in `medianode::builtin`"),
+        })?;
+        Ok(StageConfig {
+            id: s.id.get_ref().clone(),
+            span: raw.span(),
+            inputs: self.inputs(s.id.get_ref(), &s.inputs)?,
+            runs: Runs::Builtin(builtin),
+            config_json,
+            limits: Limits::default(),
+            restart: RestartConfig::default(),
+            recorder: 0,
+            failure: FailurePolicy::FailClosed,
+            e2ee: false,
         })
     }
 

@@ -19,7 +19,7 @@ pub fn to_dot(config: &PipelineConfig) -> String {
             "  {:?} [shape=box, label=\"{}\\n{}\\n{}\"];",
             s.id,
             s.id,
-            s.plugin_name.replace('"', "'"),
+            s.runs_name().replace('"', "'"),
             s.failure.name()
         );
     }

@@ -16,7 +16,8 @@ mod graph;
 
 pub use graph::to_dot;
 
-use crate::config::{ConfigError, PipelineConfig, Pace, SourceKind, SinkKind};
+use crate::builtin::BuiltinStage;
+use crate::config::{ConfigError, Pace, PipelineConfig, Runs, SinkKind, SourceKind};
 use crate::io::{Sink, SinkStats, Source};
 use crate::runtime::{Items, Runtime, StageKind, StageShared};
 use crate::supervisor::crash_report::CrashReporter;
@@ -56,6 +57,7 @@ pub enum BuildError {
 enum NodeKind {
     Source(Source),
     Stage(Supervisor),
+    Builtin(Box<dyn BuiltinStage>),
     Sink(Sink),
 }
 
@@ -138,15 +140,27 @@ impl Pipeline {
                 return Err(config.error(pending[0].span.clone(), "stage inputs cannot be ordered", "remove the cycle among these stages").into());
             };
             let stage = pending.remove(ready);
-            let plugin = runtime.load(&stage.plugin_name, &stage.plugin_bytes, stage.limits.stack).map_err(|e| {
-                config.error(stage.plugin_span.clone(), format!("{e:#}"), "check that the file is a component built with medianode-sdk for wasm32-wasip2")
+            let plugin_ref = match &stage.runs {
+                Runs::Plugin(p) => p,
+                Runs::Builtin(builtin) => {
+                    let (takes_audio, makes_audio) = builtin.ports();
+                    let port = |audio| if audio { PortType::Audio } else { PortType::Frames };
+                    let inputs = link(config, &index, &stage.id, &stage.inputs, Some(port(takes_audio)), builtin.name())?;
+                    let running = builtin.start().map_err(|message| BuildError::Start { stage: stage.id.clone(), kind: "builtin", message })?;
+                    index.insert(&stage.id, (nodes.len(), port(makes_audio)));
+                    nodes.push(Node { id: stage.id.clone(), kind: NodeKind::Builtin(running), inputs, readers: 0 });
+                    continue;
+                }
+            };
+            let plugin = runtime.load(&plugin_ref.name, &plugin_ref.bytes, stage.limits.stack).map_err(|e| {
+                config.error(plugin_ref.span.clone(), format!("{e:#}"), "check that the file is a component built with medianode-sdk for wasm32-wasip2")
             })?;
             let ty = match plugin.kind {
                 StageKind::AudioDsp => PortType::Audio,
                 StageKind::FrameTransform => PortType::Frames,
                 other => {
                     return Err(config
-                        .error(stage.plugin_span.clone(), format!("{} plugins cannot run in a pipeline yet", other.name()), "use an audio-dsp or frame-transform plugin")
+                        .error(plugin_ref.span.clone(), format!("{} plugins cannot run in a pipeline yet", other.name()), "use an audio-dsp or frame-transform plugin")
                         .into());
                 }
             };
@@ -255,6 +269,11 @@ impl Pipeline {
                 NodeKind::Stage(supervisor) => {
                     if let Some(items) = input.filter(|items| !items.is_empty()) {
                         outputs[i] = Some(supervisor.process(now, items)?);
+                    }
+                }
+                NodeKind::Builtin(stage) => {
+                    if let Some(items) = input.filter(|items| !items.is_empty()) {
+                        outputs[i] = Some(stage.process(items));
                     }
                 }
                 NodeKind::Sink(sink) => {
