@@ -41,6 +41,8 @@ enum Command {
     },
     /// Print a pipeline's graph as Graphviz DOT.
     Graph { file: PathBuf },
+    /// List the audio devices that `kind = "device"` sources and sinks can name.
+    Devices,
 }
 
 #[derive(clap::Args)]
@@ -69,6 +71,10 @@ fn main() -> ExitCode {
             }
             Err(e) => fail_config(&e),
         },
+        Command::Devices => {
+            print!("{}", medianode::io::device::describe());
+            ExitCode::SUCCESS
+        }
     }
 }
 

@@ -244,3 +244,12 @@ fn wav_source_without_a_file() {
     let text = "[[source]]\nid = \"in\"\nkind = \"wav\"\npath = \"nowhere.wav\"\n[[sink]]\nid = \"out\"\nkind = \"null\"\ninputs = [\"in\"]\n";
     expect(text, "cannot read WAV file", 4, 8);
 }
+
+#[test]
+fn audio_device_that_does_not_exist() {
+    let text = "[[source]]\nid = \"mic\"\nkind = \"device\"\ndevice = \"no such microphone\"\n[[sink]]\nid = \"out\"\nkind = \"null\"\ninputs = [\"mic\"]\n";
+    let e = error_of(text);
+    assert!(e.message.contains("no audio input device named `no such microphone`"), "{e}");
+    assert!(e.message.contains("input devices: "), "the error lists the devices there are: {e}");
+    assert!(e.hint.contains("medianode devices"), "{e}");
+}

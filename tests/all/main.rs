@@ -4,6 +4,7 @@
 mod common;
 mod audio_files;
 mod config_errors;
+mod devices;
 mod dsp;
 mod faults;
 mod pipelines;

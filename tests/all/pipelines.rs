@@ -2,7 +2,7 @@
 //! and fan-out.
 
 use crate::common::{build, run};
-use medianode::config::PipelineConfig;
+use medianode::config::{PipelineConfig, SinkKind, SourceKind};
 use medianode::pipeline::to_dot;
 use medianode::runtime::Items;
 
@@ -21,12 +21,18 @@ fn every_shipped_pipeline_builds() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
             let config = PipelineConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
-            medianode::pipeline::Pipeline::build(crate::common::runtime(), &config, &medianode::supervisor::crash_report::CrashReporter::new(None))
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            // Pipelines with audio devices are built and run against test
+            // devices in `devices::the_live_pipeline_runs_on_test_devices`.
+            let uses_devices = config.sources.iter().any(|s| matches!(s.kind, SourceKind::Device { .. }))
+                || config.sinks.iter().any(|s| matches!(s.kind, SinkKind::Device { .. }));
+            if !uses_devices {
+                medianode::pipeline::Pipeline::build(crate::common::runtime(), &config, &medianode::supervisor::crash_report::CrashReporter::new(None))
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            }
             checked += 1;
         }
     }
-    assert!(checked >= 1);
+    assert!(checked >= 3);
 }
 
 #[tokio::test]

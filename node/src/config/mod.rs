@@ -12,7 +12,7 @@
 //!
 //! [[source]]
 //! id = "tone"
-//! kind = "tone"            # or "sweep", "wav", "frames"
+//! kind = "tone"            # or "sweep", "wav", "device", "frames"
 //! frequency = 440.0
 //!
 //! [[stage]]
@@ -26,7 +26,7 @@
 //!
 //! [[sink]]
 //! id = "out"
-//! kind = "meter"           # or "wav", "null", "channel"
+//! kind = "meter"           # or "wav", "device", "null", "channel"
 //! inputs = ["gain"]
 //! ```
 //!
@@ -130,6 +130,8 @@ pub enum SourceKind {
     /// A WAV file, converted to 48 kHz f32 with `channels` (the file's own
     /// count when `None`); ends with the file.
     Wav { path: PathBuf, path_span: Span, channels: Option<u8> },
+    /// An audio input device (`None`: the default one).
+    Device { device: Option<String>, channels: u8 },
     /// Numbered frames of `size` bytes, `per_tick` per tick.
     Frames { size: usize, per_tick: u32 },
 }
@@ -141,6 +143,7 @@ impl SourceKind {
             SourceKind::Tone { .. } => "tone",
             SourceKind::Sweep { .. } => "sweep",
             SourceKind::Wav { .. } => "wav",
+            SourceKind::Device { .. } => "device",
             SourceKind::Frames { .. } => "frames",
         }
     }
@@ -216,6 +219,8 @@ pub enum SinkKind {
     Channel { capacity: usize },
     /// Writes audio to a WAV file at 48 kHz.
     Wav { path: PathBuf, format: crate::io::wav::WavFormat },
+    /// Plays audio on an output device (`None`: the default one).
+    Device { device: Option<String>, channels: u8 },
 }
 
 impl SinkKind {
@@ -226,6 +231,7 @@ impl SinkKind {
             SinkKind::Null => "null",
             SinkKind::Channel { .. } => "channel",
             SinkKind::Wav { .. } => "wav",
+            SinkKind::Device { .. } => "device",
         }
     }
 }

@@ -50,6 +50,8 @@ pub struct RawSource {
     pub per_tick: Option<Spanned<u32>>,
     // wav
     pub path: Option<Spanned<String>>,
+    // device: its name as `medianode devices` lists it (default device when absent)
+    pub device: Option<Spanned<String>>,
     // sweep
     pub from: Option<Spanned<f64>>,
     pub to: Option<Spanned<f64>>,
@@ -112,4 +114,8 @@ pub struct RawSink {
     /// wav: the file to write, and its sample format.
     pub path: Option<Spanned<String>>,
     pub format: Option<Spanned<String>>,
+    /// device: the output device's name (default device when absent) and
+    /// channel count.
+    pub device: Option<Spanned<String>>,
+    pub channels: Option<Spanned<u8>>,
 }

@@ -206,6 +206,7 @@ impl Cx {
                 "tone" => ["frequency", "amplitude", "channels"].contains(&key),
                 "sweep" => ["from", "to", "period", "amplitude", "channels"].contains(&key),
                 "wav" => ["path", "channels"].contains(&key),
+                "device" => ["device", "channels"].contains(&key),
                 "frames" => ["size", "per-tick"].contains(&key),
                 _ => true,
             }
@@ -217,6 +218,7 @@ impl Cx {
             ("size", s.size.as_ref().map(|v| v.span())),
             ("per-tick", s.per_tick.as_ref().map(|v| v.span())),
             ("path", s.path.as_ref().map(|v| v.span())),
+            ("device", s.device.as_ref().map(|v| v.span())),
             ("from", s.from.as_ref().map(|v| v.span())),
             ("to", s.to.as_ref().map(|v| v.span())),
             ("period", s.period.as_ref().map(|v| v.span())),
@@ -280,6 +282,7 @@ impl Cx {
                 crate::io::wav::probe(&full).map_err(|e| self.err(path, e, "paths are relative to the pipeline file; give a PCM or float WAV file"))?;
                 SourceKind::Wav { path: full, path_span: path.span(), channels: channels()? }
             }
+            "device" => SourceKind::Device { device: s.device.as_ref().map(|d| d.get_ref().clone()), channels: channels()?.unwrap_or(1) },
             "frames" => {
                 let size = match &s.size {
                     None => 1200,
@@ -298,7 +301,7 @@ impl Cx {
                 SourceKind::Frames { size, per_tick }
             }
             other => {
-                return Err(self.err(&s.kind, format!("unknown source kind `{other}`"), "source kinds are: tone, sweep, wav, frames"));
+                return Err(self.err(&s.kind, format!("unknown source kind `{other}`"), "source kinds are: tone, sweep, wav, device, frames"));
             }
         };
         if let Some(p) = &s.poison_every && *p.get_ref() == 0 {
@@ -518,6 +521,10 @@ impl Cx {
             self.not_for(&owner, "path", &s.path)?;
             self.not_for(&owner, "format", &s.format)?;
         }
+        if kind_name != "device" {
+            self.not_for(&owner, "device", &s.device)?;
+            self.not_for(&owner, "channels", &s.channels)?;
+        }
         let kind = match kind_name {
             "meter" => {
                 let report_every = match &s.report_every {
@@ -542,8 +549,15 @@ impl Cx {
                 };
                 SinkKind::Wav { path: self.file.dir().join(path.get_ref()), format }
             }
+            "device" => {
+                let channels = match &s.channels {
+                    Some(c) if !(1..=8).contains(c.get_ref()) => return Err(self.err(c, "channels out of range", "use 1 to 8")),
+                    other => other.as_ref().map_or(2, |c| *c.get_ref()),
+                };
+                SinkKind::Device { device: s.device.as_ref().map(|d| d.get_ref().clone()), channels }
+            }
             other => {
-                return Err(self.err(&s.kind, format!("unknown sink kind `{other}`"), "sink kinds are: meter, wav, null, channel"));
+                return Err(self.err(&s.kind, format!("unknown sink kind `{other}`"), "sink kinds are: meter, wav, device, null, channel"));
             }
         };
         Ok(SinkConfig { inputs: self.inputs(&id, &s.inputs)?, id, span: raw.span(), kind })

@@ -2,6 +2,7 @@
 //! consume them. Devices, files and network endpoints live here, never in
 //! plugins.
 
+pub mod device;
 mod sinks;
 mod sources;
 pub mod wav;

@@ -2,6 +2,7 @@
 //! in-process readers. Every sink counts what it received and the sequence gaps it saw,
 //! which is how a user (or a test) sees what a fault cost.
 
+use super::device::DeviceOutput;
 use super::wav::WavWriter;
 use crate::config::{SinkConfig, SinkKind};
 use crate::runtime::{Items, lock};
@@ -46,6 +47,7 @@ enum Output {
     Null,
     Channel(mpsc::Sender<Items>),
     Wav(WavWriter),
+    Device(DeviceOutput),
 }
 
 /// Accumulates audio level over a report period.
@@ -61,21 +63,23 @@ struct Meter {
 }
 
 impl Sink {
-    /// Creates the sink; a channel sink also returns its reader.
-    pub fn new(config: &SinkConfig) -> (Sink, Option<mpsc::Receiver<Items>>) {
+    /// Creates the sink (a device sink opens its device); a channel sink
+    /// also returns its reader.
+    pub fn new(config: &SinkConfig) -> Result<(Sink, Option<mpsc::Receiver<Items>>), String> {
         let (kind, reader) = match &config.kind {
             SinkKind::Meter { report_every } => {
                 (Output::Meter(Meter { report_every: *report_every, ..Meter::zero() }), None)
             }
             SinkKind::Null => (Output::Null, None),
             SinkKind::Wav { path, format } => (Output::Wav(WavWriter::new(path, *format)), None),
+            SinkKind::Device { device, channels } => (Output::Device(DeviceOutput::open(device.as_deref(), *channels)?), None),
             SinkKind::Channel { capacity } => {
                 let (tx, rx) = mpsc::channel((*capacity).max(1));
                 (Output::Channel(tx), Some(rx))
             }
         };
         let sink = Sink { id: config.id.clone(), stats: Arc::default(), next_sequence: None, kind };
-        (sink, reader)
+        Ok((sink, reader))
     }
 
     pub fn stats(&self) -> &Arc<SinkStats> {
@@ -110,16 +114,27 @@ impl Sink {
                     }
                 }
             }
+            Output::Device(device) => {
+                if let Items::Audio(batch) = &items {
+                    for (info, samples) in batch.iter() {
+                        device.write(info.channels, samples);
+                    }
+                }
+            }
         }
     }
 
-    /// Completes what the sink writes (a WAV file's header) once the
-    /// pipeline stops.
+    /// Completes what the sink writes once the pipeline stops: a WAV file's
+    /// header; the last queued audio of a device (waiting 2 s at most).
     pub fn finish(&mut self) {
-        if let Output::Wav(writer) = &mut self.kind
-            && let Err(e) = writer.finish()
-        {
-            tracing::error!(sink = %self.id, error = %e, "WAV sink could not finish its file");
+        match &mut self.kind {
+            Output::Wav(writer) => {
+                if let Err(e) = writer.finish() {
+                    tracing::error!(sink = %self.id, error = %e, "WAV sink could not finish its file");
+                }
+            }
+            Output::Device(device) => device.drain(std::time::Duration::from_secs(2)),
+            _ => {}
         }
     }
 }

@@ -1,9 +1,11 @@
-//! Sources: a sine tone, a sine sweep, a WAV file, and numbered frames.
+//! Sources: a sine tone, a sine sweep, a WAV file, an audio input device,
+//! and numbered frames.
 //!
 //! Each can mark every Nth item as poison (a NaN sample, or a payload that
 //! starts with `poison`), which is how tests and demos exercise quarantine.
 
 use super::SAMPLE_RATE;
+use super::device::DeviceInput;
 use super::wav::{self, Pcm};
 use crate::config::{SourceConfig, SourceKind};
 use crate::runtime::Items;
@@ -32,8 +34,13 @@ enum Generator {
     Tone { step: f64, amplitude: f64, channels: u8, phase: f64 },
     Sweep { from: f64, ratio: f64, period_frames: u64, amplitude: f64, channels: u8, phase: f64, position: u64 },
     Wav { pcm: Pcm, position: usize },
+    Device(DeviceInput),
     Frames { size: usize, per_tick: u32 },
 }
+
+/// The most blocks a device source hands on in one tick: enough to catch
+/// up when the device's clock runs ahead of the pipeline's.
+const MAX_DEVICE_BLOCKS: usize = 4;
 
 impl Source {
     /// Builds the source; a WAV source reads and converts its file here.
@@ -53,6 +60,7 @@ impl Source {
                 position: 0,
             },
             SourceKind::Wav { path, channels, .. } => Generator::Wav { pcm: wav::load(path, *channels)?, position: 0 },
+            SourceKind::Device { device, channels } => Generator::Device(DeviceInput::open(device.as_deref(), *channels)?),
             SourceKind::Frames { size, per_tick } => Generator::Frames { size: *size, per_tick: *per_tick },
         };
         Ok(Source {
@@ -69,6 +77,9 @@ impl Source {
     pub fn next(&mut self) -> Option<Items> {
         if let Generator::Frames { size, per_tick } = self.generator {
             return self.frames(size, per_tick);
+        }
+        if matches!(self.generator, Generator::Device(_)) {
+            return self.device_blocks();
         }
         if let Generator::Wav { pcm, position } = &self.generator
             && *position >= pcm.samples.len()
@@ -122,8 +133,27 @@ impl Source {
                 *position = end;
                 pcm.channels
             }
-            Generator::Frames { .. } => 0,
+            Generator::Device(_) | Generator::Frames { .. } => 0,
         }
+    }
+
+    /// The whole blocks a device has captured since the last tick (none is
+    /// fine: the batch is empty and nothing downstream runs this tick).
+    fn device_blocks(&mut self) -> Option<Items> {
+        let Generator::Device(input) = &mut self.generator else { return None };
+        let (channels, block_len) = (input.channels, self.frames_per_tick * usize::from(input.channels));
+        self.scratch.clear();
+        let blocks = input.read_blocks(block_len, MAX_DEVICE_BLOCKS, &mut self.scratch);
+        let mut batch = AudioBatch::new();
+        for b in 0..blocks {
+            if self.take(1).is_none() {
+                return if batch.blocks.is_empty() { None } else { Some(Items::Audio(batch)) };
+            }
+            let sequence = self.sequence();
+            let info = BlockInfo { sequence, sample_rate: SAMPLE_RATE, channels, frames: self.frames_per_tick as u32, level: None };
+            batch.push(info, &self.scratch[b * block_len..(b + 1) * block_len]);
+        }
+        Some(Items::Audio(batch))
     }
 
     fn frames(&mut self, size: usize, per_tick: u32) -> Option<Items> {

@@ -121,7 +121,11 @@ impl Pipeline {
                     SourceKind::Wav { path_span, .. } => path_span.clone(),
                     _ => source.span.clone(),
                 };
-                config.error(span, message, "check the file: a PCM or float WAV")
+                let hint = match &source.kind {
+                    SourceKind::Device { .. } => "list the audio devices with `medianode devices`",
+                    _ => "check the file: a PCM or float WAV",
+                };
+                config.error(span, message, hint)
             })?;
             index.insert(&source.id, (nodes.len(), ty));
             nodes.push(Node {
@@ -187,11 +191,12 @@ impl Pipeline {
 
         for sink_config in &config.sinks {
             let wants = match sink_config.kind {
-                SinkKind::Meter { .. } | SinkKind::Wav { .. } => Some(PortType::Audio),
+                SinkKind::Meter { .. } | SinkKind::Wav { .. } | SinkKind::Device { .. } => Some(PortType::Audio),
                 SinkKind::Null | SinkKind::Channel { .. } => None,
             };
             let inputs = link(config, &index, &sink_config.id, &sink_config.inputs, wants, "sink")?;
-            let (sink, reader) = Sink::new(sink_config);
+            let (sink, reader) = Sink::new(sink_config)
+                .map_err(|message| config.error(sink_config.span.clone(), message, "list the audio devices with `medianode devices`"))?;
             stats.sinks.push((sink_config.id.clone(), sink.stats().clone()));
             if let Some(reader) = reader {
                 channels.insert(sink_config.id.clone(), reader);
