@@ -2,6 +2,7 @@
 //! once), one module per behaviour.
 
 mod common;
+mod audio_faults;
 mod audio_files;
 mod config_errors;
 mod devices;
