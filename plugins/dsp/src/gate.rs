@@ -7,8 +7,11 @@
 //! how fast it closes), `range-db` (default -80: the attenuation when closed).
 //!
 //! Static curve: 0 dB above the threshold, `range-db` below. Channels are
-//! linked (the loudest decides), so a stereo image does not wander.
+//! linked (the loudest decides), so a stereo image does not wander. Like the
+//! compressor, it decides once per control step of 16 frames and ramps the
+//! gain across the step.
 
+use crate::compressor::{CONTROL_FRAMES, ramp};
 use crate::math::db_to_amplitude;
 use crate::{check_range, time_coefficient};
 use medianode_sdk::{AudioBlock, AudioDsp, Stage};
@@ -60,6 +63,8 @@ pub struct Gate {
     attack: f32,
     release: f32,
     detector_release: f32,
+    /// `detector_release` over a whole control step.
+    detector_release_step: f32,
     hold_frames: u32,
     /// Peak envelope of the input.
     envelope: f32,
@@ -86,6 +91,7 @@ impl Stage for Gate {
             attack: 0.0,
             release: 0.0,
             detector_release: 0.0,
+            detector_release_step: 0.0,
             hold_frames: 0,
             envelope: 0.0,
             hold_left: 0,
@@ -101,6 +107,7 @@ impl Gate {
         self.attack = time_coefficient(self.config.attack_ms, sample_rate);
         self.release = time_coefficient(self.config.release_ms, sample_rate);
         self.detector_release = time_coefficient(DETECTOR_RELEASE_MS, sample_rate);
+        self.detector_release_step = self.detector_release.powi(CONTROL_FRAMES as i32);
         self.hold_frames = (self.config.hold_ms * 0.001 * sample_rate as f32) as u32;
     }
 
@@ -116,24 +123,29 @@ impl AudioDsp for Gate {
             self.set_rate(block.sample_rate);
         }
         let channels = usize::from(block.channels.max(1));
-        for frame in block.samples.chunks_exact_mut(channels) {
-            let level = frame.iter().fold(0f32, |m, s| m.max(s.abs()));
-            self.envelope = if level > self.envelope { level } else { self.envelope * self.detector_release };
+        // Decide once per control step (a third of a millisecond), on the
+        // step's peak; ramp the gain across the step.
+        for step in block.samples.chunks_mut(CONTROL_FRAMES * channels) {
+            let frames = (step.len() / channels) as i32;
+            let level = step.iter().fold(0f32, |m, s| m.max(s.abs()));
+            let decay = if frames == CONTROL_FRAMES as i32 { self.detector_release_step } else { self.detector_release.powi(frames) };
+            self.envelope = level.max(self.envelope * decay);
             let target = if self.envelope > self.threshold {
                 self.hold_left = self.hold_frames;
                 1.0
             } else if self.hold_left > 0 {
-                self.hold_left -= 1;
+                self.hold_left = self.hold_left.saturating_sub(frames as u32);
                 1.0
             } else {
                 self.range
             };
             let k = if target > self.gain { self.attack } else { self.release };
-            self.gain = target + (self.gain - target) * k;
-            frame.iter_mut().for_each(|s| *s *= self.gain);
+            let end = target + (self.gain - target) * k.powi(frames);
+            ramp(step, channels, self.gain, end);
+            self.gain = end;
         }
-        if !self.envelope.is_finite() {
-            self.envelope = 0.0;
+        if !(self.envelope.is_finite() && self.gain.is_finite()) {
+            (self.envelope, self.gain) = (0.0, self.range);
         }
     }
 }
