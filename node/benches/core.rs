@@ -19,7 +19,8 @@
 use criterion::{Criterion, criterion_group};
 use medianode::config::{FailurePolicy, PipelineConfig};
 use medianode::pipeline::Pipeline;
-use medianode::runtime::bindings::{AudioBatch, BlockInfo, FrameBatch, FrameInfo};
+use medianode::runtime::AudioBatch;
+use medianode::runtime::bindings::{BlockInfo, FrameBatch, FrameInfo};
 use medianode::runtime::{CallLimits, Instance, Items, Runtime, RuntimeOptions, StageShared, stock};
 use medianode::supervisor::backoff::RestartConfig;
 use medianode::supervisor::crash_report::CrashReporter;

@@ -4,7 +4,8 @@
 //! limiter's ceiling, and the meter's levels read by a later stage.
 
 use crate::common::{run, runtime};
-use medianode::runtime::bindings::{AudioBatch, BlockInfo};
+use medianode::runtime::AudioBatch;
+use medianode::runtime::bindings::BlockInfo;
 use medianode::runtime::{CallLimits, Instance, Items, StageShared, stock};
 use std::f64::consts::{PI, TAU};
 use std::sync::Arc;

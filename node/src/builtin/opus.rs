@@ -21,7 +21,8 @@
 use super::BuiltinStage;
 use crate::io::SAMPLE_RATE;
 use crate::runtime::Items;
-use crate::runtime::bindings::{AudioBatch, BlockInfo, FrameBatch, FrameInfo};
+use crate::runtime::AudioBatch;
+use crate::runtime::bindings::{BlockInfo, FrameBatch, FrameInfo};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

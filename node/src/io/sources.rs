@@ -9,7 +9,8 @@ use super::device::DeviceInput;
 use super::wav::{self, Pcm};
 use crate::config::{SourceConfig, SourceKind};
 use crate::runtime::Items;
-use crate::runtime::bindings::{AudioBatch, BlockInfo, FrameBatch, FrameInfo};
+use crate::runtime::AudioBatch;
+use crate::runtime::bindings::{BlockInfo, FrameBatch, FrameInfo};
 use std::f64::consts::TAU;
 use std::time::Duration;
 

@@ -9,10 +9,11 @@ use super::bindings::host::{self, Level};
 use super::lock;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
-use super::bindings::AudioLevel;
+use super::bindings::{AudioLevel, BlockInfo};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::StoreContextMut;
+use wasmtime::component::{HasSelf, Linker, ResourceTable, WasmList};
 use wasmtime::ResourceLimiter;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -112,6 +113,15 @@ pub struct Metrics {
     pub plugin: Mutex<BTreeMap<String, f64>>,
 }
 
+/// An audio DSP plugin's answer, in buffers reused from call to call.
+#[derive(Debug, Default)]
+pub(crate) struct DspOutput {
+    pub blocks: Vec<BlockInfo>,
+    pub samples: Vec<u32>,
+    /// Whether the plugin called `output` during this call.
+    pub given: bool,
+}
+
 /// The latest block level a stage measured: lock-free, so the audio path
 /// can publish it every block without allocating or waiting.
 #[derive(Debug, Default)]
@@ -178,6 +188,8 @@ pub struct HostState {
     pub(crate) panic_message: Option<String>,
     /// Set when a memory or table growth hit the limit (the trap's cause).
     pub(crate) limit_hit: Option<String>,
+    /// What an audio DSP plugin handed back through `dsp-output`.
+    pub(crate) dsp_output: DspOutput,
     memory_limit: u64,
     started: Instant,
 }
@@ -200,6 +212,7 @@ impl HostState {
             current_item: None,
             panic_message: None,
             limit_hit: None,
+            dsp_output: DspOutput::default(),
             memory_limit,
             started: Instant::now(),
         }
@@ -301,6 +314,24 @@ impl super::bindings::medianode::plugin::types::Host for HostState {}
 pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_sync(linker)?;
     host::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)?;
+    // By hand rather than generated: `WasmList` borrows the lists in the
+    // plugin's memory for the length of the call, so copying them into the
+    // reused buffers allocates nothing (generated code would build Vecs).
+    linker.instance("medianode:plugin/dsp-output@0.1.0")?.func_wrap(
+        "output",
+        |mut store: StoreContextMut<'_, HostState>, (blocks, samples): (WasmList<BlockInfo>, WasmList<u32>)| {
+            let mut out = std::mem::take(&mut store.data_mut().dsp_output);
+            out.blocks.clear();
+            out.samples.clear();
+            for block in blocks.iter(&mut store)? {
+                out.blocks.push(block?);
+            }
+            out.samples.extend_from_slice(samples.as_le_slice(&store));
+            out.given = true;
+            store.data_mut().dsp_output = out;
+            Ok(())
+        },
+    )?;
     Ok(())
 }
 

@@ -7,8 +7,8 @@
 //! trapped; [`Instance`] makes that a type-level habit: a faulted call
 //! consumes nothing, but the supervisor never keeps a faulted instance.)
 
-use super::bindings::{self, AudioBatch, FrameBatch};
-use super::{EPOCH_TICK, HostState, Items, Plugin, StageKind, StageShared};
+use super::bindings::{self, FrameBatch};
+use super::{AudioBatch, EPOCH_TICK, HostState, Items, Plugin, StageKind, StageShared};
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::{Store, Trap, WasmBacktrace};
@@ -142,38 +142,55 @@ impl Instance {
     /// Processes a batch. The output has the input's type; an audio stage
     /// returns as many blocks as it got, each of the same length.
     pub fn call(&mut self, items: &Items) -> Result<Items, Fault> {
-        self.arm();
-        self.store.data_mut().current_item = None;
-        let result = match (&self.exports, items) {
-            (Exports::Dsp(g), Items::Audio(batch)) => {
-                g.call_process(&mut self.store, &batch.blocks, &batch.samples).map(Items::Audio)
+        match (&self.exports, items) {
+            (Exports::Dsp(_), Items::Audio(batch)) => {
+                let mut out = AudioBatch::new();
+                self.call_audio(batch, &mut out)?;
+                Ok(Items::Audio(out))
             }
             (Exports::Transform(g), Items::Frames(batch)) => {
-                g.call_transform(&mut self.store, &batch.frames, &batch.payloads).map(Items::Frames)
+                arm(&mut self.store, self.limits.deadline);
+                self.store.data_mut().current_item = None;
+                let output = g
+                    .call_transform(&mut self.store, &batch.frames, &batch.payloads)
+                    .map_err(|e| classify(&mut self.store, e, TrapKind::OtherTrap))?;
+                check_frames(batch, &output)?;
+                Ok(Items::Frames(output))
             }
-            _ => return Err(Fault::new(TrapKind::Contract, "the batch type does not match the stage kind")),
-        };
-        let mut output = result.map_err(|e| classify(&mut self.store, e, TrapKind::OtherTrap))?;
-        match (items, &mut output) {
-            (Items::Audio(input), Items::Audio(output)) => {
-                check_audio(input, output)?;
-                // A level the plugin wrote (rather than one it passed on)
-                // becomes the stage's level gauge.
-                if let (Some(i), Some(o)) = (input.blocks.last(), output.blocks.last())
-                    && let Some(level) = o.level.filter(|l| Some(*l) != i.level)
-                {
-                    self.store.data().stage.metrics.level.publish(&level);
-                }
-            }
-            (Items::Frames(input), Items::Frames(output)) => check_frames(input, output)?,
-            _ => {}
+            _ => Err(Fault::new(TrapKind::Contract, "the batch type does not match the stage kind")),
         }
-        Ok(output)
     }
 
-    fn arm(&mut self) {
+    /// Runs an audio batch through a DSP plugin into `output`, whose buffers
+    /// are swapped with the instance's own: after the first calls, nothing
+    /// is allocated.
+    pub fn call_audio(&mut self, input: &AudioBatch, output: &mut AudioBatch) -> Result<(), Fault> {
+        let Exports::Dsp(g) = &self.exports else {
+            return Err(Fault::new(TrapKind::Contract, "the batch type does not match the stage kind"));
+        };
         arm(&mut self.store, self.limits.deadline);
+        let state = self.store.data_mut();
+        state.current_item = None;
+        state.dsp_output.given = false;
+        g.call_process(&mut self.store, &input.blocks, &input.samples)
+            .map_err(|e| classify(&mut self.store, e, TrapKind::OtherTrap))?;
+        let state = self.store.data_mut();
+        if !state.dsp_output.given {
+            return Err(Fault::new(TrapKind::Contract, "process returned without handing its output to dsp-output.output"));
+        }
+        std::mem::swap(&mut output.blocks, &mut state.dsp_output.blocks);
+        std::mem::swap(&mut output.samples, &mut state.dsp_output.samples);
+        check_audio(input, output)?;
+        // A level the plugin wrote (rather than one it passed on) becomes
+        // the stage's level gauge.
+        if let (Some(i), Some(o)) = (input.blocks.last(), output.blocks.last())
+            && let Some(level) = o.level.filter(|l| Some(*l) != i.level)
+        {
+            state.stage.metrics.level.publish(&level);
+        }
+        Ok(())
     }
+
 }
 
 /// Sets the epoch deadline for the next call: the deadline in ticks, plus

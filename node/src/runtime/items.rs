@@ -6,7 +6,7 @@
 //! lists each way however many items the batch holds, instead of two per
 //! item. The helpers here give item-by-item views over that layout.
 
-use super::bindings::types::{AudioBatch, BlockInfo, FrameBatch, FrameInfo};
+use super::bindings::types::{BlockInfo, FrameBatch, FrameInfo};
 
 /// A batch of items of one type.
 #[derive(Debug, Clone, PartialEq)]
@@ -15,9 +15,17 @@ pub enum Items {
     Frames(FrameBatch),
 }
 
+/// A batch of audio blocks: the headers, and every block's interleaved
+/// samples back to back, as f32 bit patterns (see the WIT).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AudioBatch {
+    pub blocks: Vec<BlockInfo>,
+    pub samples: Vec<u32>,
+}
+
 impl AudioBatch {
     pub fn new() -> AudioBatch {
-        AudioBatch { blocks: Vec::new(), samples: Vec::new() }
+        AudioBatch::default()
     }
 
     /// Appends a block; its header's `frames` is taken from `samples`.
@@ -52,12 +60,6 @@ impl AudioBatch {
     pub fn clear(&mut self) {
         self.blocks.clear();
         self.samples.clear();
-    }
-}
-
-impl Default for AudioBatch {
-    fn default() -> Self {
-        AudioBatch::new()
     }
 }
 

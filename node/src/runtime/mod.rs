@@ -25,7 +25,7 @@ pub mod stock;
 
 pub use host::{HostState, Metrics, StageShared, StateStore};
 pub use instance::{CallLimits, Fault, Instance, TrapKind};
-pub use items::Items;
+pub use items::{AudioBatch, Items};
 
 use wasmtime::error::Context;
 use wasmtime::{Result, bail};
@@ -65,7 +65,7 @@ pub mod bindings {
     // `self::` because the WIT namespace shares this crate's name.
     pub use self::exports::medianode::plugin::{dsp, forward, signal, transform};
     pub use self::medianode::plugin::host;
-    pub use self::medianode::plugin::types::{self as types, AudioBatch, AudioLevel, BlockInfo, FrameBatch, FrameInfo};
+    pub use self::medianode::plugin::types::{self as types, AudioLevel, BlockInfo, FrameBatch, FrameInfo};
 }
 
 /// What a stage does, read from the interface its plugin exports.

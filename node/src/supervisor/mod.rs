@@ -32,7 +32,7 @@ pub mod crash_report;
 pub mod recorder;
 
 use crate::config::FailurePolicy;
-use crate::runtime::{CallLimits, Fault, Instance, Items, Metrics, Plugin, StageShared};
+use crate::runtime::{AudioBatch, CallLimits, Fault, Instance, Items, Metrics, Plugin, StageShared};
 use backoff::{Backoff, Decision, RestartConfig};
 use crash_report::{CrashReport, CrashReporter, unix_ms};
 use recorder::{Action, FlightRecorder};
@@ -156,66 +156,114 @@ impl Supervisor {
     pub fn process(&mut self, now: Instant, items: Items) -> Result<Items, Stopped> {
         Metrics::add(&self.shared.metrics.items_in, items.len() as u64);
         let mut out = items.empty_like();
-        // Work left, last first: runs of items for the plugin, and
-        // quarantined items that get a stand-in. Stays empty (and so never
-        // allocates) unless a call faults.
-        let mut todo: Vec<Work> = Vec::new();
-        let mut next = Some(Work::Process(items));
-        while let Some(work) = next.take().or_else(|| todo.pop()) {
+        self.drive(now, vec![Work::Process(items)], &mut out);
+        self.finish(&out)?;
+        Ok(out)
+    }
+
+    /// The audio path, without allocating: while the active instance
+    /// serves, `input` goes in and the answer comes back in `output`'s
+    /// buffers (reused from call to call). A fault falls back to
+    /// [`Supervisor::process`]'s handling, which may allocate.
+    pub fn process_audio(&mut self, now: Instant, input: &AudioBatch, output: &mut AudioBatch) -> Result<(), Stopped> {
+        let metrics = &self.shared.metrics;
+        Metrics::add(&metrics.items_in, input.blocks.len() as u64);
+        let fault = match self.active.as_mut() {
+            Some(instance) => {
+                Metrics::add(&metrics.calls, 1);
+                let started = Instant::now();
+                match instance.call_audio(input, output) {
+                    Ok(()) => {
+                        let sequence = input.blocks.first().map(|b| b.sequence);
+                        self.recorded_call(now, input.blocks.len(), sequence, started);
+                        Metrics::add(&self.shared.metrics.items_out, output.blocks.len() as u64);
+                        return Ok(());
+                    }
+                    Err(fault) => Some(fault),
+                }
+            }
+            None => None,
+        };
+        let items = Items::Audio(input.clone());
+        let mut out = items.empty_like();
+        let mut todo = Vec::new();
+        match fault {
+            Some(fault) => self.on_call_fault(now, items, fault, &mut todo, &mut out),
+            None => todo.push(Work::Process(items)),
+        }
+        self.drive(now, todo, &mut out);
+        self.finish(&out)?;
+        if let Items::Audio(batch) = out {
+            *output = batch;
+        }
+        Ok(())
+    }
+
+    /// Works through `todo` (last first): runs of items for the plugin, and
+    /// quarantined items that get a stand-in.
+    fn drive(&mut self, now: Instant, mut todo: Vec<Work>, out: &mut Items) {
+        while let Some(work) = todo.pop() {
             let batch = match work {
                 Work::Process(batch) if batch.is_empty() => continue,
                 Work::Process(batch) => batch,
                 Work::StandIn(poison) => {
-                    self.stand_in(&poison, &mut out);
+                    self.stand_in(&poison, out);
                     continue;
                 }
             };
             let shared = self.shared.clone();
             let Some(instance) = self.serving(now) else {
-                self.down(now, &batch, &mut out);
+                self.down(now, &batch, out);
                 continue;
             };
             Metrics::add(&shared.metrics.calls, 1);
             let started = Instant::now();
             match instance.call(&batch) {
                 Ok(result) => {
-                    let action = Action::Call {
-                        items: batch.len() as u32,
-                        first_sequence: batch.sequences().next(),
-                        micros: started.elapsed().as_micros() as u32,
-                    };
-                    self.recorder.record(now, action);
+                    self.recorded_call(now, batch.len(), batch.sequences().next(), started);
                     if out.is_empty() {
-                        out = result;
+                        *out = result;
                     } else {
                         out.append(&result);
                     }
                 }
-                Err(fault) => {
-                    self.active = None;
-                    let n = batch.len();
-                    // Which input to blame: the one the plugin marked, or the
-                    // only one. Unknown in a larger batch (the trap came
-                    // before any mark): then the whole batch meets the policy.
-                    match fault.item.filter(|&i| i < n).or((n == 1).then_some(0)) {
-                        Some(i) => {
-                            let poison = batch.slice(i..i + 1);
-                            self.on_fault(now, fault, Some(&poison), n, true);
-                            // The items before the poison were processed by
-                            // the instance that trapped, but their output is
-                            // lost with it: they go again.
-                            todo.push(Work::Process(batch.slice(i + 1..n)));
-                            todo.push(Work::StandIn(poison));
-                            todo.push(Work::Process(batch.slice(0..i)));
-                        }
-                        None => {
-                            self.on_fault(now, fault, None, n, true);
-                            self.down(now, &batch, &mut out);
-                        }
-                    }
-                }
+                Err(fault) => self.on_call_fault(now, batch, fault, &mut todo, out),
             }
         }
+    }
+
+    /// A call on `batch` faulted: drop the instance, quarantine the culprit
+    /// and queue what is left.
+    fn on_call_fault(&mut self, now: Instant, batch: Items, fault: Fault, todo: &mut Vec<Work>, out: &mut Items) {
+        self.active = None;
+        let n = batch.len();
+        // Which input to blame: the one the plugin marked, or the only one.
+        // Unknown in a larger batch (the trap came before any mark): then the
+        // whole batch meets the policy.
+        match fault.item.filter(|&i| i < n).or((n == 1).then_some(0)) {
+            Some(i) => {
+                let poison = batch.slice(i..i + 1);
+                self.on_fault(now, fault, Some(&poison), n, true);
+                // The items before the poison were processed by the instance
+                // that trapped, but their output is lost with it: they go again.
+                todo.push(Work::Process(batch.slice(i + 1..n)));
+                todo.push(Work::StandIn(poison));
+                todo.push(Work::Process(batch.slice(0..i)));
+            }
+            None => {
+                self.on_fault(now, fault, None, n, true);
+                self.down(now, &batch, out);
+            }
+        }
+    }
+
+    fn recorded_call(&mut self, now: Instant, items: usize, first_sequence: Option<u64>, started: Instant) {
+        let micros = started.elapsed().as_micros() as u32;
+        self.recorder.record(now, Action::Call { items: items as u32, first_sequence, micros });
+    }
+
+    /// Counts the output; a stage that gave up under `stop` stops the pipeline.
+    fn finish(&mut self, out: &Items) -> Result<(), Stopped> {
         if self.backoff.gave_up() && self.spec.failure == FailurePolicy::Stop {
             return Err(Stopped {
                 stage: self.spec.id.clone(),
@@ -224,7 +272,7 @@ impl Supervisor {
             });
         }
         Metrics::add(&self.shared.metrics.items_out, out.len() as u64);
-        Ok(out)
+        Ok(())
     }
 
     /// Idle-time work: start a spare instance if one is wanted and allowed.

@@ -63,23 +63,22 @@ pub mod audio_dsp {
         default_bindings_module: "medianode_sdk::export::audio_dsp",
     });
     pub use exports::medianode::plugin::dsp::Guest as Dsp;
-    pub use medianode::plugin::types::{AudioBatch, AudioLevel, BlockInfo};
+    pub use medianode::plugin::types::{AudioLevel, BlockInfo};
     use std::cell::RefCell;
     use std::thread::LocalKey;
 
-    /// The body of the `process` export.
-    pub fn process<S: crate::AudioDsp>(
-        cell: &'static LocalKey<RefCell<Option<S>>>,
-        blocks: Vec<BlockInfo>,
-        mut samples: Vec<u32>,
-    ) -> AudioBatch {
+    /// The body of the `process` export: processes the batch in place and
+    /// hands it back through the `dsp-output` import.
+    pub fn process<S: crate::AudioDsp>(cell: &'static LocalKey<RefCell<Option<S>>>, blocks: Vec<BlockInfo>, mut samples: Vec<u32>) {
         let mut infos: Vec<crate::BlockInfo> = blocks.iter().map(from_wit).collect();
         // f32 bit patterns (see the WIT): the same buffer, read as f32.
         let pcm: &mut [f32] = bytemuck::cast_slice_mut(&mut samples);
         if super::with_stage(cell, |stage| crate::process_batch(stage, &mut infos, pcm)).is_none() {
-            return AudioBatch { blocks, samples };
+            medianode::plugin::dsp_output::output(&blocks, &samples);
+            return;
         }
-        AudioBatch { blocks: infos.iter().map(to_wit).collect(), samples }
+        let out: Vec<BlockInfo> = infos.iter().map(to_wit).collect();
+        medianode::plugin::dsp_output::output(&out, &samples);
     }
 
     fn from_wit(b: &BlockInfo) -> crate::BlockInfo {
@@ -119,10 +118,7 @@ macro_rules! export_audio_dsp {
                 fn init(config: String) -> Result<(), String> {
                     $crate::export::init(&STAGE, config)
                 }
-                fn process(
-                    blocks: Vec<w::BlockInfo>,
-                    samples: Vec<u32>,
-                ) -> w::AudioBatch {
+                fn process(blocks: Vec<w::BlockInfo>, samples: Vec<u32>) {
                     w::process(&STAGE, blocks, samples)
                 }
             }
