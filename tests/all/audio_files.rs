@@ -3,10 +3,8 @@
 //! checked against the same input processed by the reference: the node's
 //! own file conversion, then the same DSP code run natively.
 
-use crate::common::{parse, runtime};
+use crate::common::run;
 use medianode::io::wav;
-use medianode::pipeline::Pipeline;
-use medianode::supervisor::crash_report::CrashReporter;
 use medianode_dsp::{biquad::Biquad, compressor::Compressor, gain::Gain, gate::Gate};
 use medianode_sdk::{BlockInfo, process_batch, start};
 use std::f64::consts::TAU;
@@ -137,10 +135,8 @@ async fn a_wav_file_through_the_voice_chain_matches_the_reference() {
         input = input_path.display(),
         output = dir.path().join("out.wav").display(),
     );
-    let (config, _dir) = parse(&text);
-    let pipeline = Pipeline::build(runtime(), &config, &CrashReporter::new(None)).unwrap_or_else(|e| panic!("{e}"));
-    let stats = pipeline.run(std::future::pending()).await.expect("runs to the end of the file");
-    assert_eq!(stats.sink("out").unwrap().get().missing, 0);
+    let run = run(&text).await;
+    assert_eq!(run.stats().sink("out").unwrap().get().missing, 0);
 
     let output = wav::load(&dir.path().join("out.wav"), None).unwrap();
     assert_eq!(output.channels, 1);
@@ -221,9 +217,7 @@ async fn opus_round_trip(application: &str) -> (f64, f64, usize) {
         "#,
         dir = dir.path().display()
     );
-    let (config, _dir) = parse(&text);
-    let pipeline = Pipeline::build(runtime(), &config, &CrashReporter::new(None)).unwrap_or_else(|e| panic!("{e}"));
-    pipeline.run(std::future::pending()).await.expect("runs");
+    run(&text).await.stats();
     let decoded = wav::load(&dir.path().join("out.wav"), None).unwrap().samples;
     assert_eq!(decoded.len(), source.len().div_ceil(480) * 480, "one decoded block per block");
     let (r, lag) = aligned_correlation(&source, &decoded, 2000);

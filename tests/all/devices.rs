@@ -14,7 +14,7 @@
 //! must fill with silence (counted) rather than stall when it outruns the
 //! pipeline.
 
-use crate::common::{parse, runtime};
+use crate::common::{run, runtime};
 use medianode::io::wav;
 use medianode::pipeline::Pipeline;
 use medianode::supervisor::crash_report::CrashReporter;
@@ -123,10 +123,7 @@ async fn capture_child() {
         "#,
         dir.display()
     );
-    let (config, _tmp) = parse(&text);
-    let pipeline = Pipeline::build(runtime(), &config, &CrashReporter::new(None)).unwrap_or_else(|e| panic!("{e}"));
-    let stats = pipeline.run(std::future::pending()).await.unwrap();
-    assert_eq!(stats.sink("file").unwrap().get().missing, 0);
+    assert_eq!(run(&text).await.stats().sink("file").unwrap().get().missing, 0);
 }
 
 #[test]
@@ -179,9 +176,7 @@ async fn playback_child() {
         "#,
         dir.display()
     );
-    let (config, _tmp) = parse(&text);
-    let pipeline = Pipeline::build(runtime(), &config, &CrashReporter::new(None)).unwrap_or_else(|e| panic!("{e}"));
-    pipeline.run(std::future::pending()).await.unwrap();
+    run(&text).await.stats();
 }
 
 #[test]
