@@ -94,13 +94,18 @@ pub trait FrameTransform: Stage {
 /// A header that claims more samples than the batch holds ends the batch
 /// (logged, not a trap): the rest is left unprocessed.
 pub fn process_batch<S: AudioDsp>(stage: &mut S, blocks: &mut [BlockInfo], mut samples: &mut [f32]) {
+    let mark = blocks.len() > 1;
     for (index, info) in blocks.iter_mut().enumerate() {
         let Some((mine, rest)) = samples.split_at_mut_checked(info.len()) else {
             host::log(host::Level::Error, "a block header claims more samples than the batch holds");
             return;
         };
         samples = rest;
-        host::begin_item(index as u32);
+        // In a one-item batch the host knows the culprit of a trap without
+        // a mark, and a mark is a host call.
+        if mark {
+            host::begin_item(index as u32);
+        }
         let mut block = AudioBlock {
             sequence: info.sequence,
             sample_rate: info.sample_rate,
@@ -122,13 +127,16 @@ pub fn transform_batch<S: FrameTransform>(
     out_frames: &mut Vec<FrameInfo>,
     out_payloads: &mut Vec<u8>,
 ) {
+    let mark = frames.len() > 1;
     for (index, info) in frames.iter().enumerate() {
         let Some((payload, rest)) = payloads.split_at_checked(info.size as usize) else {
             host::log(host::Level::Error, "a frame header claims more bytes than the batch holds");
             return;
         };
         payloads = rest;
-        host::begin_item(index as u32);
+        if mark {
+            host::begin_item(index as u32);
+        }
         let mut meta = FrameMeta { stream: info.stream, sequence: info.sequence, timestamp: info.timestamp };
         let mut out = Payload::new(out_payloads);
         match stage.transform(&mut meta, payload, &mut out) {
