@@ -126,11 +126,14 @@ impl DeviceInput {
         let (mut producer, ring) = rtrb::RingBuffer::new(ring_capacity(channels));
         let stats = Arc::new(DeviceStats::default());
         let counts = stats.clone();
+        let width = usize::from(channels.max(1));
         let on_data = move |data: &[f32], _: &cpal::InputCallbackInfo| {
-            let (pushed, dropped) = producer.push_partial_slice(data);
+            // Whole frames only, so that the channels never slip.
+            let fit = data.len().min(producer.slots()) / width * width;
+            let (pushed, _) = producer.push_partial_slice(&data[..fit]);
             counts.samples.fetch_add(pushed.len() as u64, Ordering::Relaxed);
-            if !dropped.is_empty() {
-                counts.overflowed.fetch_add(dropped.len() as u64, Ordering::Relaxed);
+            if fit < data.len() {
+                counts.overflowed.fetch_add((data.len() - fit) as u64, Ordering::Relaxed);
             }
         };
         let on_error = |e: cpal::Error| tracing::warn!(error = %e, "audio input device error");
@@ -201,23 +204,21 @@ impl DeviceOutput {
     }
 
     /// Queues interleaved samples with `channels` channels for playback,
-    /// spreading mono to every device channel; what does not fit is
-    /// dropped (counted as overflow), never waited for.
+    /// spreading mono to every device channel. Only whole frames go in, so
+    /// the channels never slip; frames that do not fit are dropped (counted
+    /// as overflow), never waited for.
     pub fn write(&mut self, channels: u8, samples: &[f32]) {
-        if channels == self.channels {
-            let (_, rest) = self.ring.push_partial_slice(samples);
-            self.stats.overflowed.fetch_add(rest.len() as u64, Ordering::Relaxed);
-            return;
+        let (from, to) = (usize::from(channels.max(1)), usize::from(self.channels.max(1)));
+        let frames = samples.len() / from;
+        let fit = frames.min(self.ring.slots() / to);
+        if fit < frames {
+            self.stats.overflowed.fetch_add(((frames - fit) * to) as u64, Ordering::Relaxed);
         }
-        let (from, to) = (usize::from(channels.max(1)), usize::from(self.channels));
-        for frame in samples.chunks_exact(from) {
-            for c in 0..to {
-                // Mono spreads; otherwise channels map one to one, extras silent.
-                let s = if from == 1 { frame[0] } else { frame.get(c).copied().unwrap_or(0.0) };
-                if self.ring.push(s).is_err() {
-                    self.stats.overflowed.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
+        let Ok(chunk) = self.ring.write_chunk_uninit(fit * to) else { return };
+        // Mono spreads; otherwise channels map one to one, extras silent.
+        let spread = samples.chunks_exact(from).take(fit).flat_map(|frame| {
+            (0..to).map(move |c| if from == 1 { frame[0] } else { frame.get(c).copied().unwrap_or(0.0) })
+        });
+        chunk.fill_from_iter(spread);
     }
 }
