@@ -202,6 +202,18 @@ fn main() {
     per_stage("compressor", &mut |i, s| medianode_sdk::process_batch(&mut n2.compressor, i, s));
     per_stage("gain", &mut |i, s| medianode_sdk::process_batch(&mut n2.gain, i, s));
 
+    // And in wasm, stage by stage, on the allocation-free path.
+    let mut stages = supervisors(&runtime);
+    let mut out = AudioBatch::new();
+    for (stage, (name, _)) in stages.iter_mut().zip(CHAIN) {
+        let batch = { let mut b = AudioBatch::new(); b.push(BlockInfo { sequence: 0, sample_rate: 48_000, channels: 1, frames: 0, level: None }, &input[0]); b };
+        let t = Instant::now();
+        for _ in 0..20_000 {
+            stage.process_audio(Instant::now(), &batch, &mut out).unwrap();
+        }
+        println!("    wasm {name}: {:.2} us/block", t.elapsed().as_secs_f64() * 1e6 / 20_000.0);
+    }
+
     // Where a stage's time goes: one gain stage, called directly, with a
     // full block and with an empty one (the fixed cost of a call).
     let mut gain = supervisors(&runtime).pop().unwrap();

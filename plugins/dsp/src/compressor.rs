@@ -19,7 +19,7 @@
 //! ```
 //! plus makeup. Channels are linked.
 
-use crate::math::{from_db, to_db};
+use crate::math::{from_db, peak, to_db};
 use crate::{check_range, time_coefficient};
 use medianode_sdk::{AudioBlock, AudioDsp, Stage};
 use serde::Deserialize;
@@ -133,7 +133,7 @@ impl AudioDsp for Compressor {
         let channels = usize::from(block.channels.max(1));
         let (attack, release, makeup) = (self.attack, self.release, self.config.makeup_db);
         for step in block.samples.chunks_mut(CONTROL_FRAMES * channels) {
-            let level = step.iter().fold(0f32, |m, s| m.max(s.abs()));
+            let level = peak(step);
             let x = to_db(level);
             let wanted = x - (self.config.curve(x) - makeup); // reduction >= 0
             self.peak = wanted.max(release * self.peak + (1.0 - release) * wanted);
@@ -156,13 +156,14 @@ impl AudioDsp for Compressor {
 pub(crate) fn ramp(samples: &mut [f32], channels: usize, from: f32, to: f32) {
     let frames = samples.len() / channels.max(1);
     let delta = (to - from) / frames.max(1) as f32;
+    // i32 indices: their conversion to f32 vectorizes; usize's does not.
     if channels == 1 {
         for (i, s) in samples.iter_mut().enumerate() {
-            *s *= from + delta * (i + 1) as f32;
+            *s *= from + delta * (i as i32 + 1) as f32;
         }
     } else {
         for (i, frame) in samples.chunks_exact_mut(channels).enumerate() {
-            let gain = from + delta * (i + 1) as f32;
+            let gain = from + delta * (i as i32 + 1) as f32;
             frame.iter_mut().for_each(|s| *s *= gain);
         }
     }

@@ -12,7 +12,7 @@
 //! gain across the step.
 
 use crate::compressor::{CONTROL_FRAMES, ramp};
-use crate::math::db_to_amplitude;
+use crate::math::{db_to_amplitude, peak};
 use crate::{check_range, time_coefficient};
 use medianode_sdk::{AudioBlock, AudioDsp, Stage};
 use serde::Deserialize;
@@ -127,7 +127,7 @@ impl AudioDsp for Gate {
         // step's peak; ramp the gain across the step.
         for step in block.samples.chunks_mut(CONTROL_FRAMES * channels) {
             let frames = (step.len() / channels) as i32;
-            let level = step.iter().fold(0f32, |m, s| m.max(s.abs()));
+            let level = peak(step);
             let decay = if frames == CONTROL_FRAMES as i32 { self.detector_release_step } else { self.detector_release.powi(frames) };
             self.envelope = level.max(self.envelope * decay);
             let target = if self.envelope > self.threshold {

@@ -69,7 +69,7 @@ pub fn levels(samples: &[f32]) -> (f32, f32) {
     let (mut sum, mut peak, mut n) = (0f64, 0f32, 0usize);
     for &s in samples.iter().filter(|s| s.is_finite()) {
         sum += f64::from(s) * f64::from(s);
-        peak = peak.max(s.abs());
+        peak = if s.abs() > peak { s.abs() } else { peak };
         n += 1;
     }
     let db = |x: f64| if x > 0.0 { ((20.0 * x.log10()) as f32).max(SILENCE_DB) } else { SILENCE_DB };
