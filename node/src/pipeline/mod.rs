@@ -19,7 +19,7 @@ pub use graph::to_dot;
 use crate::builtin::BuiltinStage;
 use crate::config::{ConfigError, Pace, PipelineConfig, Runs, SinkKind, SourceKind};
 use crate::io::{Sink, SinkStats, Source};
-use crate::runtime::{Items, Runtime, StageKind, StageShared};
+use crate::runtime::{AudioBatch, Items, Runtime, StageKind, StageShared};
 use crate::supervisor::crash_report::CrashReporter;
 use crate::supervisor::{StageSpec, Stopped, Supervisor};
 use std::collections::HashMap;
@@ -56,7 +56,9 @@ pub enum BuildError {
 
 enum NodeKind {
     Source(Source),
-    Stage(Supervisor),
+    /// A plugin stage, with the audio buffers its next output will use (the
+    /// previous input's, recycled: the stage allocates nothing per block).
+    Stage(Supervisor, AudioBatch),
     Builtin(Box<dyn BuiltinStage>),
     Sink(Sink),
 }
@@ -186,7 +188,7 @@ impl Pipeline {
             })?;
             stats.stages.push(supervisor.shared().clone());
             index.insert(&stage.id, (nodes.len(), ty));
-            nodes.push(Node { id: stage.id.clone(), kind: NodeKind::Stage(supervisor), inputs, readers: 0 });
+            nodes.push(Node { id: stage.id.clone(), kind: NodeKind::Stage(supervisor, AudioBatch::new()), inputs, readers: 0 });
         }
 
         for sink_config in &config.sinks {
@@ -271,10 +273,16 @@ impl Pipeline {
                     outputs[i] = source.next();
                     any_source |= outputs[i].is_some();
                 }
-                NodeKind::Stage(supervisor) => {
-                    if let Some(items) = input.filter(|items| !items.is_empty()) {
-                        outputs[i] = Some(supervisor.process(now, items)?);
-                    }
+                NodeKind::Stage(supervisor, spare) => {
+                    outputs[i] = match input.filter(|items| !items.is_empty()) {
+                        Some(Items::Audio(batch)) => {
+                            let mut out = std::mem::replace(spare, batch);
+                            supervisor.process_audio(now, spare, &mut out)?;
+                            Some(Items::Audio(out))
+                        }
+                        Some(items) => Some(supervisor.process(now, items)?),
+                        None => None,
+                    };
                 }
                 NodeKind::Builtin(stage) => {
                     if let Some(items) = input.filter(|items| !items.is_empty()) {
@@ -294,7 +302,7 @@ impl Pipeline {
     /// Idle-time work for every stage.
     pub fn maintain(&mut self, now: Instant) {
         for node in &mut self.nodes {
-            if let NodeKind::Stage(supervisor) = &mut node.kind {
+            if let NodeKind::Stage(supervisor, _) = &mut node.kind {
                 supervisor.maintain(now);
             }
         }
