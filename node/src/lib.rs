@@ -11,6 +11,8 @@
 //! - [`pipeline`]: the graph of sources, stages and sinks, and its run loop.
 //! - [`io`]: the host's sources and sinks (tone, sweep, WAV, meter...).
 //! - [`builtin`]: native stages in the host (the Opus codec).
+//! - [`signaling`]: the host's side of signaling connections: heartbeat,
+//!   rate limit, room tokens.
 //! - [`telemetry`]: logging setup.
 //!
 //! The `medianode` binary (`src/main.rs`) wires these into a CLI.
@@ -20,5 +22,6 @@ pub mod config;
 pub mod io;
 pub mod pipeline;
 pub mod runtime;
+pub mod signaling;
 pub mod supervisor;
 pub mod telemetry;
