@@ -21,6 +21,7 @@ const PLUGINS: &[(&str, &str)] = &[
     ("limiter", "medianode-limiter"),
     ("meter", "medianode-meter"),
     ("faulty", "medianode-faulty"),
+    ("signaling", "medianode-signaling"),
 ];
 
 fn main() {

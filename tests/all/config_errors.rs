@@ -76,7 +76,7 @@ fn missing_plugin_file() {
 fn unknown_stock_plugin() {
     let text = format!("{SOURCE}[[stage]]\nid = \"g\"\nplugin = \"stock:gian\"\ninputs = [\"tone\"]\n{SINK}");
     let e = error_of(&text);
-    assert!(e.hint.contains("passthrough, gain, biquad, gate, compressor, limiter, meter, faulty"), "{e}");
+    assert!(e.hint.contains("passthrough, gain, biquad, gate, compressor, limiter, meter, faulty, signaling"), "{e}");
     expect(&text, "unknown stock plugin `gian`", 6, 10);
 }
 

@@ -196,3 +196,63 @@ macro_rules! export_frame_transform {
         };
     };
 }
+
+#[cfg(target_arch = "wasm32")]
+pub mod signaling {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "medianode:plugin/signaling",
+        with: { "medianode:plugin/host@0.1.0": crate::host::wit::medianode::plugin::host },
+        pub_export_macro: true,
+        export_macro_name: "__export_signaling_world",
+        default_bindings_module: "medianode_sdk::export::signaling",
+    });
+    pub use exports::medianode::plugin::signal::Guest as Signal;
+    pub use medianode::plugin::types::{SignalAction, SignalEvent, SignalMessage};
+    use std::cell::RefCell;
+    use std::thread::LocalKey;
+
+    /// The body of the `handle` export.
+    pub fn handle<S: crate::Signaling>(cell: &'static LocalKey<RefCell<Option<S>>>, events: Vec<SignalEvent>) -> Vec<SignalAction> {
+        let events: Vec<crate::SignalEvent> = events
+            .into_iter()
+            .map(|e| match e {
+                SignalEvent::Connected(c) => crate::SignalEvent::Connected(c),
+                SignalEvent::Message(m) => crate::SignalEvent::Message { connection: m.connection, text: m.text },
+                SignalEvent::Disconnected(c) => crate::SignalEvent::Disconnected(c),
+            })
+            .collect();
+        let actions = super::with_stage(cell, |stage| crate::handle_batch(stage, events)).unwrap_or_default();
+        actions
+            .into_iter()
+            .map(|a| match a {
+                crate::SignalAction::Send { connection, text } => SignalAction::Send(SignalMessage { connection, text }),
+                crate::SignalAction::Close { connection, reason } => SignalAction::Close(SignalMessage { connection, text: reason }),
+            })
+            .collect()
+    }
+}
+
+/// Exports a type implementing [`crate::Signaling`] as a signaling component.
+#[macro_export]
+macro_rules! export_signaling {
+    ($stage:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            use $crate::export::signaling as w;
+            ::std::thread_local! {
+                static STAGE: ::std::cell::RefCell<Option<$stage>> = const { ::std::cell::RefCell::new(None) };
+            }
+            struct Glue;
+            impl w::Signal for Glue {
+                fn init(config: String) -> Result<(), String> {
+                    $crate::export::init(&STAGE, config)
+                }
+                fn handle(events: Vec<w::SignalEvent>) -> Vec<w::SignalAction> {
+                    w::handle(&STAGE, events)
+                }
+            }
+            $crate::export::signaling::__export_signaling_world!(Glue with_types_in $crate::export::signaling);
+        };
+    };
+}

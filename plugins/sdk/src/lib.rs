@@ -33,9 +33,10 @@
 //! `--target wasm32-wasip2`, which emits a component directly.
 //!
 //! Stage kinds with SDK support: audio DSP ([`AudioDsp`],
-//! [`export_audio_dsp!`]) and frame transform ([`FrameTransform`],
-//! [`export_frame_transform!`]). The WIT contract also defines the packet
-//! forwarding and signaling worlds; their SDK support comes with the SFU.
+//! [`export_audio_dsp!`]), frame transform ([`FrameTransform`],
+//! [`export_frame_transform!`]) and signaling ([`Signaling`],
+//! [`export_signaling!`]). The WIT contract also defines the packet
+//! forwarding world; its SDK support comes with the SFU.
 //!
 //! The same crate builds natively too: the export macro then expands to
 //! nothing and [`host`] falls back to in-process shims, so a plugin's logic
@@ -86,6 +87,27 @@ pub trait FrameTransform: Stage {
     /// entry) and return [`Verdict::Keep`], or return [`Verdict::Drop`].
     /// `meta` may be changed for the frame emitted.
     fn transform(&mut self, meta: &mut FrameMeta, payload: &[u8], out: &mut Payload<'_>) -> Verdict;
+}
+
+/// Signaling: connection events in, actions out. The host owns the
+/// connections; the stage owns what the messages mean (rooms, presence),
+/// and keeps what must survive a crash in the host state store.
+pub trait Signaling: Stage {
+    /// Handles one event, pushing the actions it causes to `out`.
+    fn handle(&mut self, event: SignalEvent, out: &mut Vec<SignalAction>);
+}
+
+/// Runs a signaling stage over a batch of events, marking each one.
+pub fn handle_batch<S: Signaling>(stage: &mut S, events: Vec<SignalEvent>) -> Vec<SignalAction> {
+    let mark = events.len() > 1;
+    let mut out = Vec::new();
+    for (index, event) in events.into_iter().enumerate() {
+        if mark {
+            host::begin_item(index as u32);
+        }
+        stage.handle(event, &mut out);
+    }
+    out
 }
 
 /// Runs a DSP stage over a flat batch, in place: what the export glue does

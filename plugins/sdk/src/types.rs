@@ -141,3 +141,23 @@ impl<'a> Payload<'a> {
         self.buf.truncate(self.start);
     }
 }
+
+/// Something that happened on a signaling connection (host-assigned ids).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignalEvent {
+    /// A connection was accepted.
+    Connected(u64),
+    /// A text message arrived on a connection.
+    Message { connection: u64, text: String },
+    /// A connection closed (by the peer, the heartbeat or the host).
+    Disconnected(u64),
+}
+
+/// What a signaling stage asks the host to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignalAction {
+    /// Send a text message on a connection.
+    Send { connection: u64, text: String },
+    /// Close a connection, with a reason the peer sees.
+    Close { connection: u64, reason: String },
+}

@@ -1,0 +1,355 @@
+//! The stock signaling stage: rooms, members, presence, publish state, and
+//! typing / ack / read events, over the JSON protocol below. The host owns
+//! the WebSocket connections (heartbeat, size and rate limits); this stage
+//! owns what the messages mean.
+//!
+//! Client to node (`type` selects the message):
+//!
+//! | type | fields | effect |
+//! |---|---|---|
+//! | `join` | `room`, `user` | joins; answered with `joined` (members), others get `presence` |
+//! | `leave` | | leaves (idempotent: `left` even when not joined) |
+//! | `publish` | `kinds` (`"audio"`, `"video"`) | others get `published` |
+//! | `unpublish` | | others get `unpublished` |
+//! | `subscribe` | `publisher` | checked against the room; answered with `subscribed` |
+//! | `typing` | optional `room`, `user` | others get `typing` |
+//! | `ack`, `read` | `id`, optional `room`, `user` | others get the same event |
+//!
+//! Optional `room` and `user` fields must name the sender's own room and
+//! user: a client cannot speak for another. Every problem is answered with
+//! `{"type": "error", "code", "message", "ref"}` (`ref`: the offending
+//! message's type) and the connection stays open: codes `bad-json`,
+//! `unknown-type`, `bad-message`, `not-joined`, `already-joined`,
+//! `user-taken`, `room-full`, `wrong-room`, `wrong-user`, `no-such-publisher`.
+//!
+//! Rooms live in the host state store (key `rooms`), written after every
+//! change and read back by `init`: a crash of this stage loses no room.
+
+use medianode_sdk::{SignalAction, SignalEvent, Signaling, Stage, host};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    #[serde(default = "default_room_size")]
+    pub max_room_size: usize,
+}
+
+fn default_room_size() -> usize {
+    50
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+enum ClientMessage {
+    Join { room: String, user: String },
+    Leave {},
+    Publish { kinds: Vec<MediaKind> },
+    Unpublish {},
+    Subscribe { publisher: String },
+    Typing { room: Option<String>, user: Option<String> },
+    Ack { id: String, room: Option<String>, user: Option<String> },
+    Read { id: String, room: Option<String>, user: Option<String> },
+}
+
+const TYPES: &[&str] = &["join", "leave", "publish", "unpublish", "subscribe", "typing", "ack", "read"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum MediaKind {
+    Audio,
+    Video,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Rooms {
+    rooms: BTreeMap<String, BTreeMap<String, Member>>,
+    seats: BTreeMap<u64, Seat>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Member {
+    connection: u64,
+    publishing: Vec<MediaKind>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Seat {
+    room: String,
+    user: String,
+}
+
+const STATE_KEY: &str = "rooms";
+
+/// The stage: rooms and who is in them.
+#[derive(Debug)]
+pub struct RoomServer {
+    config: Config,
+    state: Rooms,
+}
+
+
+impl Stage for RoomServer {
+    type Config = Config;
+    fn new(config: Config) -> Result<Self, String> {
+        // A previous instance's rooms, if it crashed; a damaged record starts empty.
+        let state = host::state_get(STATE_KEY).and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        Ok(RoomServer { config, state })
+    }
+}
+
+/// An error reply.
+fn error(connection: u64, code: &str, message: impl Into<String>, reference: Option<&str>) -> SignalAction {
+    let text = json!({"type": "error", "code": code, "message": message.into(), "ref": reference}).to_string();
+    SignalAction::Send { connection, text }
+}
+
+fn send(connection: u64, value: Value) -> SignalAction {
+    SignalAction::Send { connection, text: value.to_string() }
+}
+
+impl RoomServer {
+    fn save(&self) {
+        if let Err(e) = host::state_put(STATE_KEY, &serde_json::to_vec(&self.state).unwrap_or_default()) {
+            host::log(host::Level::Error, &format!("cannot save rooms: {e}"));
+        }
+    }
+
+    /// Sends `value` to every member of `room` but `except`.
+    fn broadcast(&self, room: &str, except: u64, value: &Value, out: &mut Vec<SignalAction>) {
+        if let Some(members) = self.state.rooms.get(room) {
+            out.extend(members.values().filter(|m| m.connection != except).map(|m| send(m.connection, value.clone())));
+        }
+    }
+
+    /// Removes a connection's seat (leave or disconnect); idempotent.
+    fn vacate(&mut self, connection: u64, out: &mut Vec<SignalAction>) -> bool {
+        let Some(seat) = self.state.seats.remove(&connection) else { return false };
+        if let Some(members) = self.state.rooms.get_mut(&seat.room) {
+            members.remove(&seat.user);
+            if members.is_empty() {
+                self.state.rooms.remove(&seat.room);
+            }
+        }
+        let presence = json!({"type": "presence", "room": seat.room, "user": seat.user, "state": "left"});
+        self.broadcast(&seat.room, connection, &presence, out);
+        true
+    }
+
+    fn message(&mut self, connection: u64, text: &str, out: &mut Vec<SignalAction>) {
+        let value: Value = match serde_json::from_str(text) {
+            Ok(v) => v,
+            Err(e) => return out.push(error(connection, "bad-json", format!("not JSON: {e}"), None)),
+        };
+        let Some(kind) = value.get("type").and_then(Value::as_str).map(str::to_owned) else {
+            return out.push(error(connection, "bad-message", "a message is a JSON object with a string `type`", None));
+        };
+        if !TYPES.contains(&kind.as_str()) {
+            return out.push(error(connection, "unknown-type", format!("unknown type `{kind}`; types: {}", TYPES.join(", ")), Some(&kind)));
+        }
+        let message: ClientMessage = match serde_json::from_value(value) {
+            Ok(m) => m,
+            Err(e) => return out.push(error(connection, "bad-message", e.to_string(), Some(&kind))),
+        };
+        let seat = self.state.seats.get(&connection).cloned();
+        // Everything but join needs a seat; join needs none.
+        let seat = match (&message, seat) {
+            (ClientMessage::Join { .. }, Some(seat)) => {
+                return out.push(error(connection, "already-joined", format!("already in room `{}` as `{}`", seat.room, seat.user), Some(&kind)));
+            }
+            (ClientMessage::Join { room, user }, None) => return self.join(connection, room, user, out),
+            (ClientMessage::Leave {}, None) => return out.push(send(connection, json!({"type": "left"}))),
+            (_, None) => return out.push(error(connection, "not-joined", "join a room first", Some(&kind))),
+            (_, Some(seat)) => seat,
+        };
+        let own = |room: &Option<String>, user: &Option<String>| -> Result<(), SignalAction> {
+            if room.as_ref().is_some_and(|r| *r != seat.room) {
+                return Err(error(connection, "wrong-room", format!("you are in room `{}`", seat.room), Some(&kind)));
+            }
+            if user.as_ref().is_some_and(|u| *u != seat.user) {
+                return Err(error(connection, "wrong-user", format!("you are `{}`", seat.user), Some(&kind)));
+            }
+            Ok(())
+        };
+        let (room, user) = (seat.room.as_str(), seat.user.as_str());
+        match message {
+            ClientMessage::Join { .. } => {}
+            ClientMessage::Leave {} => {
+                self.vacate(connection, out);
+                self.save();
+                out.push(send(connection, json!({"type": "left"})));
+            }
+            ClientMessage::Publish { kinds } => {
+                if let Some(member) = self.state.rooms.get_mut(room).and_then(|m| m.get_mut(user)) {
+                    member.publishing = kinds.clone();
+                }
+                self.save();
+                self.broadcast(room, connection, &json!({"type": "published", "room": room, "user": user, "kinds": kinds}), out);
+            }
+            ClientMessage::Unpublish {} => {
+                if let Some(member) = self.state.rooms.get_mut(room).and_then(|m| m.get_mut(user)) {
+                    member.publishing.clear();
+                }
+                self.save();
+                self.broadcast(room, connection, &json!({"type": "unpublished", "room": room, "user": user}), out);
+            }
+            ClientMessage::Subscribe { publisher } => {
+                let publishing = self.state.rooms.get(room).and_then(|m| m.get(&publisher)).map(|m| m.publishing.clone());
+                match publishing {
+                    Some(kinds) if publisher != user => {
+                        out.push(send(connection, json!({"type": "subscribed", "room": room, "publisher": publisher, "kinds": kinds})))
+                    }
+                    _ => out.push(error(connection, "no-such-publisher", format!("no other member `{publisher}` in room `{room}`"), Some(&kind))),
+                }
+            }
+            ClientMessage::Typing { room: r, user: u } => match own(&r, &u) {
+                Ok(()) => self.broadcast(room, connection, &json!({"type": "typing", "room": room, "user": user}), out),
+                Err(e) => out.push(e),
+            },
+            ClientMessage::Ack { id, room: r, user: u } | ClientMessage::Read { id, room: r, user: u } => match own(&r, &u) {
+                Ok(()) => self.broadcast(room, connection, &json!({"type": kind, "room": room, "user": user, "id": id}), out),
+                Err(e) => out.push(e),
+            },
+        }
+    }
+
+    fn join(&mut self, connection: u64, room: &str, user: &str, out: &mut Vec<SignalAction>) {
+        if room.is_empty() || user.is_empty() || room.len() > 128 || user.len() > 128 {
+            return out.push(error(connection, "bad-message", "room and user are 1 to 128 characters", Some("join")));
+        }
+        let members = self.state.rooms.get(room);
+        if members.is_some_and(|m| m.contains_key(user)) {
+            return out.push(error(connection, "user-taken", format!("`{user}` is already in room `{room}`"), Some("join")));
+        }
+        if members.is_some_and(|m| m.len() >= self.config.max_room_size) {
+            return out.push(error(connection, "room-full", format!("room `{room}` has {} members", self.config.max_room_size), Some("join")));
+        }
+        let members = self.state.rooms.entry(room.to_string()).or_default();
+        members.insert(user.to_string(), Member { connection, publishing: Vec::new() });
+        let list: Vec<Value> = members.iter().map(|(u, m)| json!({"user": u, "publishing": m.publishing})).collect();
+        self.state.seats.insert(connection, Seat { room: room.to_string(), user: user.to_string() });
+        self.save();
+        out.push(send(connection, json!({"type": "joined", "room": room, "user": user, "members": list})));
+        self.broadcast(room, connection, &json!({"type": "presence", "room": room, "user": user, "state": "joined"}), out);
+    }
+}
+
+impl Signaling for RoomServer {
+    fn handle(&mut self, event: SignalEvent, out: &mut Vec<SignalAction>) {
+        match event {
+            SignalEvent::Connected(_) => {}
+            SignalEvent::Message { connection, text } => self.message(connection, &text, out),
+            SignalEvent::Disconnected(connection) => {
+                if self.vacate(connection, out) {
+                    self.save();
+                }
+            }
+        }
+    }
+}
+
+medianode_sdk::export_signaling!(RoomServer);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use medianode_sdk::start;
+
+    fn server() -> RoomServer {
+        host::state_delete(STATE_KEY);
+        start("{}").unwrap()
+    }
+
+    /// Sends `text` on `connection`; returns (to, parsed message) pairs.
+    fn say(s: &mut RoomServer, connection: u64, text: &str) -> Vec<(u64, Value)> {
+        let mut out = Vec::new();
+        s.handle(SignalEvent::Message { connection, text: text.into() }, &mut out);
+        out.into_iter()
+            .map(|a| match a {
+                SignalAction::Send { connection, text } => (connection, serde_json::from_str(&text).unwrap()),
+                SignalAction::Close { connection, reason } => (connection, json!({"closed": reason})),
+            })
+            .collect()
+    }
+
+    fn code(replies: &[(u64, Value)]) -> &str {
+        replies[0].1["code"].as_str().unwrap_or("")
+    }
+
+    #[test]
+    fn join_presence_publish_subscribe_leave() {
+        let mut s = server();
+        let r = say(&mut s, 1, r#"{"type":"join","room":"r","user":"alice"}"#);
+        assert_eq!(r[0].1["type"], "joined");
+        let r = say(&mut s, 2, r#"{"type":"join","room":"r","user":"bob"}"#);
+        assert_eq!((r[0].0, r[0].1["members"].as_array().unwrap().len()), (2, 2));
+        assert_eq!((r[1].0, r[1].1["type"].as_str(), r[1].1["user"].as_str()), (1, Some("presence"), Some("bob")));
+        let r = say(&mut s, 1, r#"{"type":"publish","kinds":["audio","video"]}"#);
+        assert_eq!((r[0].0, r[0].1["type"].as_str()), (2, Some("published")));
+        let r = say(&mut s, 2, r#"{"type":"subscribe","publisher":"alice"}"#);
+        assert_eq!(r[0].1["kinds"], json!(["audio", "video"]));
+        let r = say(&mut s, 1, r#"{"type":"unpublish"}"#);
+        assert_eq!(r[0].1["type"], "unpublished");
+        let r = say(&mut s, 1, r#"{"type":"leave"}"#);
+        assert!(r.iter().any(|(to, v)| *to == 2 && v["state"] == "left"));
+        assert!(r.iter().any(|(to, v)| *to == 1 && v["type"] == "left"));
+    }
+
+    /// The seed's WebSocket handler panicked on every Typing and Ack event.
+    #[test]
+    fn typing_ack_and_read_reach_the_others() {
+        let mut s = server();
+        say(&mut s, 1, r#"{"type":"join","room":"r","user":"alice"}"#);
+        say(&mut s, 2, r#"{"type":"join","room":"r","user":"bob"}"#);
+        for text in [r#"{"type":"typing"}"#, r#"{"type":"ack","id":"m1"}"#, r#"{"type":"read","id":"m1","room":"r","user":"alice"}"#] {
+            let r = say(&mut s, 1, text);
+            assert_eq!(r.len(), 1, "{text}: {r:?}");
+            assert_eq!((r[0].0, r[0].1["user"].as_str()), (2, Some("alice")), "{text}");
+        }
+    }
+
+    #[test]
+    fn bad_messages_get_error_replies() {
+        let mut s = server();
+        assert_eq!(code(&say(&mut s, 1, "{nope")), "bad-json");
+        assert_eq!(code(&say(&mut s, 1, "[1,2]")), "bad-message");
+        assert_eq!(code(&say(&mut s, 1, r#"{"type":"dance"}"#)), "unknown-type");
+        assert_eq!(code(&say(&mut s, 1, r#"{"type":"typing"}"#)), "not-joined");
+        assert_eq!(code(&say(&mut s, 1, r#"{"type":"join","room":"r"}"#)), "bad-message");
+        say(&mut s, 1, r#"{"type":"join","room":"r","user":"alice"}"#);
+        assert_eq!(code(&say(&mut s, 1, r#"{"type":"join","room":"r","user":"alice"}"#)), "already-joined");
+        assert_eq!(code(&say(&mut s, 2, r#"{"type":"join","room":"r","user":"alice"}"#)), "user-taken");
+        assert_eq!(code(&say(&mut s, 1, r#"{"type":"typing","room":"other"}"#)), "wrong-room");
+        assert_eq!(code(&say(&mut s, 1, r#"{"type":"ack","id":"x","user":"bob"}"#)), "wrong-user");
+        assert_eq!(code(&say(&mut s, 1, r#"{"type":"subscribe","publisher":"ghost"}"#)), "no-such-publisher");
+        assert_eq!(code(&say(&mut s, 1, r#"{"type":"publish","kinds":["smell"]}"#)), "bad-message");
+    }
+
+    #[test]
+    fn leaving_is_idempotent_and_a_disconnect_leaves() {
+        let mut s = server();
+        assert_eq!(say(&mut s, 1, r#"{"type":"leave"}"#)[0].1["type"], "left");
+        say(&mut s, 1, r#"{"type":"join","room":"r","user":"alice"}"#);
+        say(&mut s, 2, r#"{"type":"join","room":"r","user":"bob"}"#);
+        let mut out = Vec::new();
+        s.handle(SignalEvent::Disconnected(2), &mut out);
+        s.handle(SignalEvent::Disconnected(2), &mut out);
+        s.handle(SignalEvent::Disconnected(99), &mut out);
+        assert_eq!(out.len(), 1, "one presence message for bob: {out:?}");
+        assert_eq!(say(&mut s, 1, r#"{"type":"leave"}"#).len(), 1);
+        assert_eq!(say(&mut s, 1, r#"{"type":"leave"}"#)[0].1["type"], "left");
+    }
+
+    #[test]
+    fn a_fresh_instance_keeps_the_rooms() {
+        let mut s = server();
+        say(&mut s, 1, r#"{"type":"join","room":"r","user":"alice"}"#);
+        drop(s);
+        let mut again: RoomServer = start("{}").unwrap();
+        let r = say(&mut again, 2, r#"{"type":"join","room":"r","user":"bob"}"#);
+        assert_eq!(r[0].1["members"].as_array().unwrap().len(), 2, "alice is still there");
+        assert_eq!(r[1].0, 1, "and alice's connection hears of bob");
+    }
+}
