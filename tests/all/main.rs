@@ -10,3 +10,4 @@ mod dsp;
 mod faults;
 mod pipelines;
 mod restart_policy;
+mod signaling;

@@ -7,7 +7,7 @@
 //! trapped; [`Instance`] makes that a type-level habit: a faulted call
 //! consumes nothing, but the supervisor never keeps a faulted instance.)
 
-use super::bindings::{self, FrameBatch};
+use super::bindings::{self, FrameBatch, SignalAction, SignalEvent};
 use super::{AudioBatch, EPOCH_TICK, HostState, Items, Plugin, StageKind, StageShared};
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,6 +77,7 @@ impl Fault {
 enum Exports {
     Dsp(bindings::dsp::Guest),
     Transform(bindings::transform::Guest),
+    Signal(bindings::signal::Guest),
 }
 
 /// Per-call settings.
@@ -118,11 +119,11 @@ impl Instance {
             StageKind::FrameTransform => bindings::transform::GuestIndices::new(&plugin.pre)
                 .and_then(|ix| ix.load(&mut store, &instance))
                 .map(Exports::Transform),
+            StageKind::Signaling => bindings::signal::GuestIndices::new(&plugin.pre)
+                .and_then(|ix| ix.load(&mut store, &instance))
+                .map(Exports::Signal),
             other => {
-                return Err(Fault::new(
-                    TrapKind::Instantiate,
-                    format!("{} stages are not supported in pipelines yet", other.name()),
-                ));
+                return Err(Fault::new(TrapKind::Instantiate, format!("{} stages cannot run yet", other.name())));
             }
         }
         .map_err(|e| Fault::new(TrapKind::Instantiate, format!("{e:#}")))?;
@@ -131,6 +132,7 @@ impl Instance {
         let result = match &this.exports {
             Exports::Dsp(g) => g.call_init(&mut this.store, config_json),
             Exports::Transform(g) => g.call_init(&mut this.store, config_json),
+            Exports::Signal(g) => g.call_init(&mut this.store, config_json),
         };
         match result {
             Ok(Ok(())) => Ok(this),
@@ -159,6 +161,16 @@ impl Instance {
             }
             _ => Err(Fault::new(TrapKind::Contract, "the batch type does not match the stage kind")),
         }
+    }
+
+    /// Hands connection events to a signaling plugin; returns its actions.
+    pub fn handle_signals(&mut self, events: &[SignalEvent]) -> Result<Vec<SignalAction>, Fault> {
+        let Exports::Signal(g) = &self.exports else {
+            return Err(Fault::new(TrapKind::Contract, "signal events for a stage that is not a signaling stage"));
+        };
+        arm(&mut self.store, self.limits.deadline);
+        self.store.data_mut().current_item = None;
+        g.call_handle(&mut self.store, events).map_err(|e| classify(&mut self.store, e, TrapKind::OtherTrap))
     }
 
     /// Runs an audio batch through a DSP plugin into `output`, whose buffers

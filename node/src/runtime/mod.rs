@@ -65,7 +65,9 @@ pub mod bindings {
     // `self::` because the WIT namespace shares this crate's name.
     pub use self::exports::medianode::plugin::{dsp, forward, signal, transform};
     pub use self::medianode::plugin::host;
-    pub use self::medianode::plugin::types::{self as types, AudioLevel, BlockInfo, FrameBatch, FrameInfo};
+    pub use self::medianode::plugin::types::{
+        self as types, AudioLevel, BlockInfo, FrameBatch, FrameInfo, SignalAction, SignalEvent, SignalMessage,
+    };
 }
 
 /// What a stage does, read from the interface its plugin exports.
