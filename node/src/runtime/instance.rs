@@ -202,7 +202,6 @@ impl Instance {
         }
         Ok(())
     }
-
 }
 
 /// Sets the epoch deadline for the next call: the deadline in ticks, plus
