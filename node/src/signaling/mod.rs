@@ -10,8 +10,9 @@
 //!   30 s of silence.
 //! - [`rate_limit::TokenBucket`]: a per-connection message budget with bursts.
 //! - [`token`]: room access tokens, HMAC-SHA256 over room, user and expiry
-//!   with a configured secret.
+//!   with a configured secret (the `medianode-token` crate, which also
+//!   builds for wasm so that a signaling plugin can check them on `join`).
 
 pub mod heartbeat;
 pub mod rate_limit;
-pub mod token;
+pub use medianode_token as token;

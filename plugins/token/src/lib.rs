@@ -1,4 +1,5 @@
-//! Room access tokens: who may join which room, until when.
+//! Room access tokens for medianode: who may join which room, until when.
+//! Shared by the node and the signaling plugin (it builds for wasm too).
 //!
 //! A token is `v1.<claims>.<signature>`: the claims (`{"room", "user",
 //! "exp"}` as JSON, `exp` in Unix seconds) and an HMAC-SHA256 of them under
