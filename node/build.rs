@@ -13,6 +13,8 @@ use std::process::Command;
 
 /// (stock name, crate name) of every plugin the node ships.
 const PLUGINS: &[(&str, &str)] = &[
+    ("faulty-signaling", "medianode-faulty-signaling"),
+    ("faulty-forward", "medianode-faulty-forward"),
     ("passthrough", "medianode-passthrough"),
     ("gain", "medianode-gain"),
     ("biquad", "medianode-biquad"),
@@ -22,7 +24,15 @@ const PLUGINS: &[(&str, &str)] = &[
     ("meter", "medianode-meter"),
     ("faulty", "medianode-faulty"),
     ("signaling", "medianode-signaling"),
+    ("forward", "medianode-forward"),
 ];
+
+/// The faulty wrappers link the stock stages without their exports (feature
+/// `export` off), which a build together with the stock crates would turn
+/// back on (features unify within one build): they get a build of their own,
+/// first, because it also leaves an export-less `.wasm` of each stage it
+/// wraps, which the stock build then replaces.
+const SEPARATE_BUILD: usize = 2;
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
@@ -33,30 +43,9 @@ fn main() {
     println!("cargo:rerun-if-changed={}", workspace.join("plugins").display());
 
     ensure_wasm_target();
-    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(&workspace)
-        .args(["build", "--target", "wasm32-wasip2", "--profile", "plugin"])
-        .arg("--target-dir")
-        .arg(&target_dir)
-        // The outer build's flags are for the host, not for wasm.
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_BUILD_RUSTFLAGS")
-        .env_remove("CARGO_MAKEFLAGS")
-        .env_remove("RUSTC_WORKSPACE_WRAPPER")
-        .env_remove("CARGO_PROFILE_RELEASE_DEBUG")
-        // simd128 makes DSP and crypto loops 3-5x faster in wasm.
-        .env("CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS", "-C target-feature=+simd128");
-    for (_, krate) in PLUGINS {
-        cmd.args(["-p", krate]);
-    }
-    let status = cmd.status().expect("failed to run cargo for the stock plugins");
-    if !status.success() {
-        panic!(
-            "building the stock plugins failed (see above). If the error is about a missing \
-             target, run: rustup target add wasm32-wasip2"
-        );
+    let (wrappers, stock) = PLUGINS.split_at(SEPARATE_BUILD);
+    for group in [wrappers, stock] {
+        build_plugins(&workspace, &target_dir, group);
     }
 
     let mut rows = String::new();
@@ -76,6 +65,35 @@ fn main() {
         ),
     )
     .unwrap();
+}
+
+/// One nested `cargo build` of `plugins` for wasm32-wasip2.
+fn build_plugins(workspace: &std::path::Path, target_dir: &std::path::Path, plugins: &[(&str, &str)]) {
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace)
+        .args(["build", "--target", "wasm32-wasip2", "--profile", "plugin"])
+        .arg("--target-dir")
+        .arg(target_dir)
+        // The outer build's flags are for the host, not for wasm.
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_BUILD_RUSTFLAGS")
+        .env_remove("CARGO_MAKEFLAGS")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("CARGO_PROFILE_RELEASE_DEBUG")
+        // simd128 makes DSP and crypto loops 3-5x faster in wasm.
+        .env("CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS", "-C target-feature=+simd128");
+    for (_, krate) in plugins {
+        cmd.args(["-p", krate]);
+    }
+    let status = cmd.status().expect("failed to run cargo for the stock plugins");
+    if !status.success() {
+        panic!(
+            "building the stock plugins failed (see above). If the error is about a missing \
+             target, run: rustup target add wasm32-wasip2"
+        );
+    }
 }
 
 /// Installs the wasm32-wasip2 standard library with rustup when it is

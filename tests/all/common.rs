@@ -113,3 +113,26 @@ pub async fn run(toml: &str) -> Run {
         _dir: dir,
     }
 }
+
+/// A supervised stage running a stock plugin, with a restart policy that
+/// always restarts at once (the standby takes over).
+pub fn stock_stage(plugin: &str, config_json: &str) -> medianode::supervisor::Supervisor {
+    use medianode::config::FailurePolicy;
+    use medianode::runtime::stock;
+    use medianode::supervisor::backoff::RestartConfig;
+    use medianode::supervisor::{Limits, StageSpec, Supervisor};
+    use std::time::{Duration, Instant};
+    let bytes = stock::bytes(plugin).unwrap_or_else(|| panic!("no stock plugin {plugin}"));
+    let plugin = runtime().load(&format!("stock:{plugin}"), bytes, 512 << 10).expect("load");
+    let spec = StageSpec {
+        id: plugin.source.trim_start_matches("stock:").to_string(),
+        plugin,
+        config_json: config_json.into(),
+        limits: Limits { deadline: Duration::from_millis(100), ..Limits::default() },
+        restart: RestartConfig { max_restarts: u32::MAX, healthy_after: Duration::ZERO, jitter: 0.0, ..RestartConfig::default() },
+        failure: FailurePolicy::FailClosed,
+        recorder: 50,
+        seed: 1,
+    };
+    Supervisor::start(spec, CrashReporter::new(None), Instant::now()).unwrap_or_else(|f| panic!("{}", f.message))
+}

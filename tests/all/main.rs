@@ -11,3 +11,4 @@ mod faults;
 mod pipelines;
 mod restart_policy;
 mod signaling;
+mod signaling_server;

@@ -20,8 +20,9 @@ fn say(instance: &mut Instance, connection: u64, text: &str) -> Vec<(u64, Value)
         .handle_signals(&events)
         .expect("no trap")
         .into_iter()
-        .map(|a| match a {
-            SignalAction::Send(m) | SignalAction::Close(m) => (m.connection, serde_json::from_str(&m.text).expect("JSON reply")),
+        .filter_map(|a| match a {
+            SignalAction::Send(m) | SignalAction::Close(m) => Some((m.connection, serde_json::from_str(&m.text).expect("JSON reply"))),
+            SignalAction::Seated(_) | SignalAction::Unseated(_) => None,
         })
         .collect()
 }

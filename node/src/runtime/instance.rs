@@ -7,7 +7,7 @@
 //! trapped; [`Instance`] makes that a type-level habit: a faulted call
 //! consumes nothing, but the supervisor never keeps a faulted instance.)
 
-use super::bindings::{self, FrameBatch, SignalAction, SignalEvent};
+use super::bindings::{self, ForwardBatch, FrameBatch, PacketMeta, RouteChange, SignalAction, SignalEvent};
 use super::{AudioBatch, EPOCH_TICK, HostState, Items, Plugin, StageKind, StageShared};
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,6 +78,7 @@ enum Exports {
     Dsp(bindings::dsp::Guest),
     Transform(bindings::transform::Guest),
     Signal(bindings::signal::Guest),
+    Forward(bindings::forward::Guest),
 }
 
 /// Per-call settings.
@@ -94,6 +95,9 @@ pub struct Instance {
     store: Store<HostState>,
     exports: Exports,
     limits: CallLimits,
+    /// Whether the supervisor's caller has brought this instance up to date
+    /// (a forwarding stage is told the current rooms, for instance).
+    pub primed: bool,
 }
 
 impl Instance {
@@ -122,17 +126,18 @@ impl Instance {
             StageKind::Signaling => bindings::signal::GuestIndices::new(&plugin.pre)
                 .and_then(|ix| ix.load(&mut store, &instance))
                 .map(Exports::Signal),
-            other => {
-                return Err(Fault::new(TrapKind::Instantiate, format!("{} stages cannot run yet", other.name())));
-            }
+            StageKind::PacketForwarding => bindings::forward::GuestIndices::new(&plugin.pre)
+                .and_then(|ix| ix.load(&mut store, &instance))
+                .map(Exports::Forward),
         }
         .map_err(|e| Fault::new(TrapKind::Instantiate, format!("{e:#}")))?;
 
-        let mut this = Instance { store, exports, limits };
+        let mut this = Instance { store, exports, limits, primed: false };
         let result = match &this.exports {
             Exports::Dsp(g) => g.call_init(&mut this.store, config_json),
             Exports::Transform(g) => g.call_init(&mut this.store, config_json),
             Exports::Signal(g) => g.call_init(&mut this.store, config_json),
+            Exports::Forward(g) => g.call_init(&mut this.store, config_json),
         };
         match result {
             Ok(Ok(())) => Ok(this),
@@ -171,6 +176,38 @@ impl Instance {
         arm(&mut self.store, self.limits.deadline);
         self.store.data_mut().current_item = None;
         g.call_handle(&mut self.store, events).map_err(|e| classify(&mut self.store, e, TrapKind::OtherTrap))
+    }
+
+    /// Tells a forwarding plugin who is in which room now.
+    pub fn update_routes(&mut self, changes: &[RouteChange]) -> Result<(), Fault> {
+        let Exports::Forward(g) = &self.exports else {
+            return Err(Fault::new(TrapKind::Contract, "route changes for a stage that is not a forwarding stage"));
+        };
+        arm(&mut self.store, self.limits.deadline);
+        self.store.data_mut().current_item = None;
+        g.call_update(&mut self.store, changes).map_err(|e| classify(&mut self.store, e, TrapKind::OtherTrap))
+    }
+
+    /// Asks a forwarding plugin where each packet goes. The answer is
+    /// checked: one count per packet, and as many subscribers as counted.
+    pub fn forward(&mut self, packets: &[PacketMeta]) -> Result<ForwardBatch, Fault> {
+        let Exports::Forward(g) = &self.exports else {
+            return Err(Fault::new(TrapKind::Contract, "packets for a stage that is not a forwarding stage"));
+        };
+        arm(&mut self.store, self.limits.deadline);
+        self.store.data_mut().current_item = None;
+        let batch = g.call_forward(&mut self.store, packets).map_err(|e| classify(&mut self.store, e, TrapKind::OtherTrap))?;
+        let counted: u64 = batch.counts.iter().map(|&c| u64::from(c)).sum();
+        if batch.counts.len() != packets.len() || counted != batch.subscribers.len() as u64 {
+            let message = format!(
+                "forward returned {} counts summing to {counted} for {} packets and {} subscribers",
+                batch.counts.len(),
+                packets.len(),
+                batch.subscribers.len()
+            );
+            return Err(Fault::new(TrapKind::Contract, message));
+        }
+        Ok(batch)
     }
 
     /// Runs an audio batch through a DSP plugin into `output`, whose buffers

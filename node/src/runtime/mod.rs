@@ -66,7 +66,8 @@ pub mod bindings {
     pub use self::exports::medianode::plugin::{dsp, forward, signal, transform};
     pub use self::medianode::plugin::host;
     pub use self::medianode::plugin::types::{
-        self as types, AudioLevel, BlockInfo, FrameBatch, FrameInfo, SignalAction, SignalEvent, SignalMessage,
+        self as types, AudioLevel, BlockInfo, ForwardBatch, FrameBatch, FrameInfo, MediaKind, PacketMeta, RouteChange,
+        RouteMember, Seat, SeatGrant, SignalAction, SignalEvent, SignalMessage, SignalPeer,
     };
 }
 

@@ -3,16 +3,22 @@
 //!
 //! The host owns the connections and everything about them that involves
 //! time or abuse; a signaling plugin owns what the messages mean. The
-//! pieces here are sans-IO state machines, driven with explicit instants so
-//! that tests run them on a simulated clock:
+//! protocol is documented in `docs/protocol.md`.
 //!
-//! - [`heartbeat::Heartbeat`]: ping every 10 s, declare the peer dead after
-//!   30 s of silence.
-//! - [`rate_limit::TokenBucket`]: a per-connection message budget with bursts.
+//! - [`server`]: the axum router: the web client page and `/ws`, one task
+//!   per connection (heartbeat, size and rate limits, token check).
+//! - [`hub`]: the thread that runs the supervised signaling stage, one
+//!   event per call.
+//! - [`connections`]: bounded outboxes, one per connection.
+//! - [`heartbeat::Heartbeat`] and [`rate_limit::TokenBucket`]: sans-IO state
+//!   machines, driven with explicit instants so tests run them on a
+//!   simulated clock.
 //! - [`token`]: room access tokens, HMAC-SHA256 over room, user and expiry
-//!   with a configured secret (the `medianode-token` crate, which also
-//!   builds for wasm so that a signaling plugin can check them on `join`).
+//!   with a configured secret (the `medianode-token` crate).
 
+pub mod connections;
 pub mod heartbeat;
+pub mod hub;
 pub mod rate_limit;
+pub mod server;
 pub use medianode_token as token;

@@ -199,6 +199,78 @@ impl Supervisor {
         Ok(())
     }
 
+    /// The supervised path for stage kinds whose output is not a batch like
+    /// their input (signaling, forwarding). `call` runs a slice of `items`
+    /// on an instance and appends its answer to `out` only when it
+    /// succeeds. `prime` brings a new instance up to date before its first
+    /// call. When a call faults, the item the plugin marked is quarantined
+    /// and handed to `lost(item, false, out)` (its stand-in: an error reply,
+    /// a dropped packet), and the items around it go to the next instance;
+    /// items no instance may take go to `lost(item, bypass, out)`, where
+    /// `bypass` says the stage's policy is `fail-open`.
+    pub fn run<I: Clone, O>(
+        &mut self,
+        now: Instant,
+        items: &[I],
+        out: &mut O,
+        mut prime: impl FnMut(&mut Instance) -> Result<(), Fault>,
+        mut call: impl FnMut(&mut Instance, &[I], &mut O) -> Result<(), Fault>,
+        mut lost: impl FnMut(&I, bool, &mut O),
+    ) -> Result<(), Stopped> {
+        let metrics = self.shared.clone();
+        Metrics::add(&metrics.metrics.items_in, items.len() as u64);
+        // (range, quarantined) pieces still to do, last first.
+        let mut todo = vec![(0..items.len(), false)];
+        while let Some((range, quarantined)) = todo.pop() {
+            if range.is_empty() {
+                continue;
+            }
+            if quarantined {
+                lost(&items[range.start], false, out);
+                continue;
+            }
+            let Some(instance) = self.serving(now) else {
+                let bypass = self.spec.failure == FailurePolicy::FailOpen;
+                let counter = if bypass { &metrics.metrics.bypassed } else { &metrics.metrics.dropped };
+                Metrics::add(counter, range.len() as u64);
+                items[range.clone()].iter().for_each(|item| lost(item, bypass, out));
+                self.recorder.record(now, Action::Down { items: range.len() as u32, policy: self.spec.failure });
+                continue;
+            };
+            Metrics::add(&metrics.metrics.calls, 1);
+            let started = Instant::now();
+            let result = match instance.primed {
+                true => Ok(()),
+                false => prime(instance).inspect(|()| instance.primed = true),
+            };
+            match result.and_then(|()| call(instance, &items[range.clone()], out)) {
+                Ok(()) => {
+                    self.recorded_call(now, range.len(), None, started);
+                    Metrics::add(&metrics.metrics.items_out, range.len() as u64);
+                }
+                Err(fault) => {
+                    self.active = None;
+                    let n = range.len();
+                    match fault.item.map(|i| i as usize).filter(|&i| i < n).or((n == 1).then_some(0)) {
+                        Some(i) => {
+                            self.on_fault(now, fault, None, n, true);
+                            Metrics::add(&metrics.metrics.quarantined, 1);
+                            let poison = range.start + i;
+                            todo.push((poison + 1..range.end, false));
+                            todo.push((poison..poison + 1, true));
+                            todo.push((range.start..poison, false));
+                        }
+                        None => {
+                            self.on_fault(now, fault, None, n, true);
+                            todo.push((range, false));
+                        }
+                    }
+                }
+            }
+        }
+        self.finish_run()
+    }
+
     /// Works through `todo` (last first): runs of items for the plugin, and
     /// quarantined items that get a stand-in.
     fn drive(&mut self, now: Instant, mut todo: Vec<Work>, out: &mut Items) {
@@ -264,6 +336,13 @@ impl Supervisor {
 
     /// Counts the output; a stage that gave up under `stop` stops the pipeline.
     fn finish(&mut self, out: &Items) -> Result<(), Stopped> {
+        self.finish_run()?;
+        Metrics::add(&self.shared.metrics.items_out, out.len() as u64);
+        Ok(())
+    }
+
+    /// A stage that gave up under `stop` stops the pipeline.
+    fn finish_run(&self) -> Result<(), Stopped> {
         if self.backoff.gave_up() && self.spec.failure == FailurePolicy::Stop {
             return Err(Stopped {
                 stage: self.spec.id.clone(),
@@ -271,7 +350,6 @@ impl Supervisor {
                 window: self.spec.restart.window,
             });
         }
-        Metrics::add(&self.shared.metrics.items_out, out.len() as u64);
         Ok(())
     }
 

@@ -198,6 +198,88 @@ macro_rules! export_frame_transform {
 }
 
 #[cfg(target_arch = "wasm32")]
+pub mod forwarding {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "medianode:plugin/packet-forwarding",
+        with: { "medianode:plugin/host@0.1.0": crate::host::wit::medianode::plugin::host },
+        pub_export_macro: true,
+        export_macro_name: "__export_forwarding_world",
+        default_bindings_module: "medianode_sdk::export::forwarding",
+    });
+    pub use exports::medianode::plugin::forward::Guest as Forward;
+    pub use medianode::plugin::types::{ForwardBatch, MediaKind, PacketMeta, RouteChange};
+    use std::cell::RefCell;
+    use std::thread::LocalKey;
+
+    /// The body of the `update` export.
+    pub fn update<S: crate::Forwarding>(cell: &'static LocalKey<RefCell<Option<S>>>, changes: Vec<RouteChange>) {
+        super::with_stage(cell, |stage| {
+            for change in changes {
+                stage.update(match change {
+                    RouteChange::Joined(m) => crate::RouteChange::Joined { participant: m.participant, room: m.room },
+                    RouteChange::Left(p) => crate::RouteChange::Left(p),
+                });
+            }
+        });
+    }
+
+    /// The body of the `forward` export.
+    pub fn forward<S: crate::Forwarding>(cell: &'static LocalKey<RefCell<Option<S>>>, packets: Vec<PacketMeta>) -> ForwardBatch {
+        let packets: Vec<crate::PacketMeta> = packets.iter().map(from_wit).collect();
+        let mut counts = Vec::with_capacity(packets.len());
+        let mut subscribers = Vec::with_capacity(packets.len() * 4);
+        super::with_stage(cell, |stage| crate::forward_batch(stage, &packets, &mut counts, &mut subscribers));
+        ForwardBatch { counts, subscribers }
+    }
+
+    fn from_wit(p: &PacketMeta) -> crate::PacketMeta {
+        crate::PacketMeta {
+            publisher: p.publisher,
+            kind: match p.kind {
+                MediaKind::Audio => crate::MediaKind::Audio,
+                MediaKind::Video => crate::MediaKind::Video,
+            },
+            ssrc: p.ssrc,
+            sequence: p.sequence,
+            timestamp: p.timestamp,
+            payload_type: p.payload_type,
+            marker: p.marker,
+            size: p.size,
+            audio_level: p.audio_level,
+        }
+    }
+}
+
+/// Exports a type implementing [`crate::Forwarding`] as a packet forwarding
+/// component.
+#[macro_export]
+macro_rules! export_forwarding {
+    ($stage:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            use $crate::export::forwarding as w;
+            ::std::thread_local! {
+                static STAGE: ::std::cell::RefCell<Option<$stage>> = const { ::std::cell::RefCell::new(None) };
+            }
+            struct Glue;
+            impl w::Forward for Glue {
+                fn init(config: String) -> Result<(), String> {
+                    $crate::export::init(&STAGE, config)
+                }
+                fn update(changes: Vec<w::RouteChange>) {
+                    w::update(&STAGE, changes)
+                }
+                fn forward(packets: Vec<w::PacketMeta>) -> w::ForwardBatch {
+                    w::forward(&STAGE, packets)
+                }
+            }
+            $crate::export::forwarding::__export_forwarding_world!(Glue with_types_in $crate::export::forwarding);
+        };
+    };
+}
+
+#[cfg(target_arch = "wasm32")]
 pub mod signaling {
     wit_bindgen::generate!({
         path: "../wit",
@@ -208,7 +290,7 @@ pub mod signaling {
         default_bindings_module: "medianode_sdk::export::signaling",
     });
     pub use exports::medianode::plugin::signal::Guest as Signal;
-    pub use medianode::plugin::types::{SignalAction, SignalEvent, SignalMessage};
+    pub use medianode::plugin::types::{Seat, SignalAction, SignalEvent, SignalMessage};
     use std::cell::RefCell;
     use std::thread::LocalKey;
 
@@ -217,7 +299,10 @@ pub mod signaling {
         let events: Vec<crate::SignalEvent> = events
             .into_iter()
             .map(|e| match e {
-                SignalEvent::Connected(c) => crate::SignalEvent::Connected(c),
+                SignalEvent::Connected(p) => crate::SignalEvent::Connected {
+                    connection: p.connection,
+                    grant: p.grant.map(|g| crate::Grant { room: g.room, user: g.user }),
+                },
                 SignalEvent::Message(m) => crate::SignalEvent::Message { connection: m.connection, text: m.text },
                 SignalEvent::Disconnected(c) => crate::SignalEvent::Disconnected(c),
             })
@@ -228,6 +313,8 @@ pub mod signaling {
             .map(|a| match a {
                 crate::SignalAction::Send { connection, text } => SignalAction::Send(SignalMessage { connection, text }),
                 crate::SignalAction::Close { connection, reason } => SignalAction::Close(SignalMessage { connection, text: reason }),
+                crate::SignalAction::Seated { connection, room, user } => SignalAction::Seated(Seat { connection, room, user }),
+                crate::SignalAction::Unseated(connection) => SignalAction::Unseated(connection),
             })
             .collect()
     }

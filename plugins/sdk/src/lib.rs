@@ -34,9 +34,9 @@
 //!
 //! Stage kinds with SDK support: audio DSP ([`AudioDsp`],
 //! [`export_audio_dsp!`]), frame transform ([`FrameTransform`],
-//! [`export_frame_transform!`]) and signaling ([`Signaling`],
-//! [`export_signaling!`]). The WIT contract also defines the packet
-//! forwarding world; its SDK support comes with the SFU.
+//! [`export_frame_transform!`]), packet forwarding ([`Forwarding`],
+//! [`export_forwarding!`]) and signaling ([`Signaling`],
+//! [`export_signaling!`]).
 //!
 //! The same crate builds natively too: the export macro then expands to
 //! nothing and [`host`] falls back to in-process shims, so a plugin's logic
@@ -95,6 +95,31 @@ pub trait FrameTransform: Stage {
 pub trait Signaling: Stage {
     /// Handles one event, pushing the actions it causes to `out`.
     fn handle(&mut self, event: SignalEvent, out: &mut Vec<SignalAction>);
+}
+
+/// Packet forwarding: decides which participants receive each packet. The
+/// host owns payloads, sockets and SSRC/sequence rewriting.
+pub trait Forwarding: Stage {
+    /// Room membership changed. A new instance is told the whole table
+    /// before its first packet.
+    fn update(&mut self, change: RouteChange);
+    /// Pushes the participants that get `packet` to `out` (nothing = drop).
+    fn forward(&mut self, packet: &PacketMeta, out: &mut Vec<u64>);
+}
+
+/// Runs a forwarding stage over a batch: `counts[i]` of `subscribers` are
+/// packet `i`'s. Marks each packet, so one that makes the plugin trap is
+/// quarantined alone.
+pub fn forward_batch<S: Forwarding>(stage: &mut S, packets: &[PacketMeta], counts: &mut Vec<u32>, subscribers: &mut Vec<u64>) {
+    let mark = packets.len() > 1;
+    for (index, packet) in packets.iter().enumerate() {
+        if mark {
+            host::begin_item(index as u32);
+        }
+        let before = subscribers.len();
+        stage.forward(packet, subscribers);
+        counts.push((subscribers.len() - before) as u32);
+    }
 }
 
 /// Runs a signaling stage over a batch of events, marking each one.

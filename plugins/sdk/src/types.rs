@@ -145,12 +145,21 @@ impl<'a> Payload<'a> {
 /// Something that happened on a signaling connection (host-assigned ids).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SignalEvent {
-    /// A connection was accepted.
-    Connected(u64),
+    /// A connection was accepted. When the node checks room access tokens,
+    /// `grant` is the room and user the token allows; a join anywhere else
+    /// must be refused.
+    Connected { connection: u64, grant: Option<Grant> },
     /// A text message arrived on a connection.
     Message { connection: u64, text: String },
     /// A connection closed (by the peer, the heartbeat or the host).
     Disconnected(u64),
+}
+
+/// The room and user a connection's access token allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub room: String,
+    pub user: String,
 }
 
 /// What a signaling stage asks the host to do.
@@ -160,4 +169,41 @@ pub enum SignalAction {
     Send { connection: u64, text: String },
     /// Close a connection, with a reason the peer sees.
     Close { connection: u64, reason: String },
+    /// The connection is now `user` in `room`: the host carries its media.
+    Seated { connection: u64, room: String, user: String },
+    /// The connection left its room: the host tears its media down.
+    Unseated(u64),
+}
+
+/// Audio or video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MediaKind {
+    Audio,
+    Video,
+}
+
+/// What the forwarding stage sees of one RTP packet (never its payload).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PacketMeta {
+    /// The publishing participant (its signaling connection id).
+    pub publisher: u64,
+    pub kind: MediaKind,
+    pub ssrc: u32,
+    pub sequence: u16,
+    pub timestamp: u32,
+    pub payload_type: u8,
+    pub marker: bool,
+    /// Payload bytes.
+    pub size: u32,
+    /// RFC 6464 level in -dBov (0 loudest, 127 silence), when sent.
+    pub audio_level: Option<u8>,
+}
+
+/// A change in who is in which room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteChange {
+    /// A participant entered a room (one room at a time).
+    Joined { participant: u64, room: String },
+    /// A participant left its room.
+    Left(u64),
 }

@@ -20,12 +20,21 @@
 //! `{"type": "error", "code", "message", "ref"}` (`ref`: the offending
 //! message's type) and the connection stays open: codes `bad-json`,
 //! `unknown-type`, `bad-message`, `not-joined`, `already-joined`,
-//! `user-taken`, `room-full`, `wrong-room`, `wrong-user`, `no-such-publisher`.
+//! `user-taken`, `room-full`, `wrong-room`, `wrong-user`, `no-such-publisher`,
+//! `token-scope`.
+//!
+//! When the node checks access tokens, each connection arrives with the room
+//! and user its token grants, and a join anywhere else is refused with
+//! `token-scope`.
+//!
+//! A join tells the host the connection's seat (`seated`), so that its media
+//! (SDP, ICE, RTP) is carried from then on; a leave or disconnect takes the
+//! seat back (`unseated`).
 //!
 //! Rooms live in the host state store (key `rooms`), written after every
 //! change and read back by `init`: a crash of this stage loses no room.
 
-use medianode_sdk::{SignalAction, SignalEvent, Signaling, Stage, host};
+use medianode_sdk::{Grant, SignalAction, SignalEvent, Signaling, Stage, host};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -67,6 +76,9 @@ enum MediaKind {
 struct Rooms {
     rooms: BTreeMap<String, BTreeMap<String, Member>>,
     seats: BTreeMap<u64, Seat>,
+    /// What each connection's token allows, when tokens are checked.
+    #[serde(default)]
+    grants: BTreeMap<u64, (String, String)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -133,6 +145,7 @@ impl RoomServer {
                 self.state.rooms.remove(&seat.room);
             }
         }
+        out.push(SignalAction::Unseated(connection));
         let presence = json!({"type": "presence", "room": seat.room, "user": seat.user, "state": "left"});
         self.broadcast(&seat.room, connection, &presence, out);
         true
@@ -219,6 +232,12 @@ impl RoomServer {
         if room.is_empty() || user.is_empty() || room.len() > 128 || user.len() > 128 {
             return out.push(error(connection, "bad-message", "room and user are 1 to 128 characters", Some("join")));
         }
+        if let Some((granted_room, granted_user)) = self.state.grants.get(&connection)
+            && (granted_room != room || granted_user != user)
+        {
+            let message = format!("your token is for room `{granted_room}` as `{granted_user}`");
+            return out.push(error(connection, "token-scope", message, Some("join")));
+        }
         let members = self.state.rooms.get(room);
         if members.is_some_and(|m| m.contains_key(user)) {
             return out.push(error(connection, "user-taken", format!("`{user}` is already in room `{room}`"), Some("join")));
@@ -232,6 +251,7 @@ impl RoomServer {
         self.state.seats.insert(connection, Seat { room: room.to_string(), user: user.to_string() });
         self.save();
         out.push(send(connection, json!({"type": "joined", "room": room, "user": user, "members": list})));
+        out.push(SignalAction::Seated { connection, room: room.to_string(), user: user.to_string() });
         self.broadcast(room, connection, &json!({"type": "presence", "room": room, "user": user, "state": "joined"}), out);
     }
 }
@@ -239,10 +259,16 @@ impl RoomServer {
 impl Signaling for RoomServer {
     fn handle(&mut self, event: SignalEvent, out: &mut Vec<SignalAction>) {
         match event {
-            SignalEvent::Connected(_) => {}
+            SignalEvent::Connected { connection, grant } => {
+                if let Some(Grant { room, user }) = grant {
+                    self.state.grants.insert(connection, (room, user));
+                    self.save();
+                }
+            }
             SignalEvent::Message { connection, text } => self.message(connection, &text, out),
             SignalEvent::Disconnected(connection) => {
-                if self.vacate(connection, out) {
+                let granted = self.state.grants.remove(&connection).is_some();
+                if self.vacate(connection, out) || granted {
                     self.save();
                 }
             }
@@ -250,6 +276,7 @@ impl Signaling for RoomServer {
     }
 }
 
+#[cfg(feature = "export")]
 medianode_sdk::export_signaling!(RoomServer);
 
 #[cfg(test)]
@@ -270,7 +297,10 @@ mod tests {
             .map(|a| match a {
                 SignalAction::Send { connection, text } => (connection, serde_json::from_str(&text).unwrap()),
                 SignalAction::Close { connection, reason } => (connection, json!({"closed": reason})),
+                SignalAction::Seated { connection, room, user } => (connection, json!({"seated": [room, user]})),
+                SignalAction::Unseated(connection) => (connection, json!({"unseated": true})),
             })
+            .filter(|(_, v)| v.get("seated").is_none() && v.get("unseated").is_none())
             .collect()
     }
 
@@ -337,9 +367,26 @@ mod tests {
         s.handle(SignalEvent::Disconnected(2), &mut out);
         s.handle(SignalEvent::Disconnected(2), &mut out);
         s.handle(SignalEvent::Disconnected(99), &mut out);
-        assert_eq!(out.len(), 1, "one presence message for bob: {out:?}");
+        assert_eq!(out.len(), 2, "bob unseated, and one presence message for him: {out:?}");
+        assert_eq!(out[0], SignalAction::Unseated(2));
         assert_eq!(say(&mut s, 1, r#"{"type":"leave"}"#).len(), 1);
         assert_eq!(say(&mut s, 1, r#"{"type":"leave"}"#)[0].1["type"], "left");
+    }
+
+    #[test]
+    fn joins_tell_the_host_the_seat_and_tokens_scope_them() {
+        let mut s = server();
+        let mut out = Vec::new();
+        let grant = Some(Grant { room: "r".into(), user: "alice".into() });
+        s.handle(SignalEvent::Connected { connection: 1, grant }, &mut out);
+        assert!(out.is_empty());
+        assert_eq!(code(&say(&mut s, 1, r#"{"type":"join","room":"r","user":"mallory"}"#)), "token-scope");
+        assert_eq!(code(&say(&mut s, 1, r#"{"type":"join","room":"q","user":"alice"}"#)), "token-scope");
+        s.handle(SignalEvent::Message { connection: 1, text: r#"{"type":"join","room":"r","user":"alice"}"#.into() }, &mut out);
+        assert!(out.contains(&SignalAction::Seated { connection: 1, room: "r".into(), user: "alice".into() }), "{out:?}");
+        out.clear();
+        s.handle(SignalEvent::Message { connection: 1, text: r#"{"type":"leave"}"#.into() }, &mut out);
+        assert_eq!(out[0], SignalAction::Unseated(1));
     }
 
     #[test]

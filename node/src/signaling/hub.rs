@@ -1,0 +1,119 @@
+//! The signaling stage's thread: connection events in, actions out.
+//!
+//! One thread owns the stage's [`Supervisor`] (plugin calls are synchronous
+//! and take microseconds) and handles one event per call, so that a trap
+//! blames exactly the message that caused it: that message gets an
+//! `internal` error reply, the standby instance takes over, and the rooms
+//! (kept by the plugin in the host state store) are still there. No socket
+//! is closed by a plugin fault.
+//!
+//! Actions go out through [`Connections`]; seats go to the media side (the
+//! SFU), which carries a connection's media only while it has one.
+
+use super::connections::{Connections, Outgoing, error_reply};
+use crate::runtime::bindings::{SeatGrant, SignalAction, SignalEvent, SignalMessage, SignalPeer};
+use crate::supervisor::{Stopped, Supervisor};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Events queued for the stage before new messages are refused as `busy`.
+pub const QUEUE: usize = 4096;
+
+/// Where seats go: the SFU, when the node carries media.
+pub trait SeatSink: Send + 'static {
+    fn seated(&self, connection: u64, room: &str, user: &str);
+    fn unseated(&self, connection: u64);
+}
+
+/// A handle for sending connection events to the stage thread.
+#[derive(Clone)]
+pub struct Hub {
+    events: mpsc::SyncSender<SignalEvent>,
+}
+
+impl Hub {
+    /// Starts the stage thread. It ends when every [`Hub`] handle is gone,
+    /// or when the stage gives up under the `stop` policy (then `stopped`
+    /// gets the reason).
+    pub fn start(
+        mut stage: Supervisor,
+        connections: Connections,
+        seats: Option<Box<dyn SeatSink>>,
+        stopped: tokio::sync::oneshot::Sender<Stopped>,
+    ) -> std::io::Result<Hub> {
+        let (tx, rx) = mpsc::sync_channel::<SignalEvent>(QUEUE);
+        std::thread::Builder::new().name(format!("stage-{}", stage.id())).spawn(move || {
+            loop {
+                let event = match rx.recv_timeout(Duration::from_millis(50)) {
+                    Ok(event) => event,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        stage.maintain(Instant::now());
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                };
+                let mut actions = Vec::new();
+                let ran = stage.run(
+                    Instant::now(),
+                    std::slice::from_ref(&event),
+                    &mut actions,
+                    |_| Ok(()),
+                    |instance, events, out| instance.handle_signals(events).map(|a| out.extend(a)),
+                    |event, _, out| {
+                        if let SignalEvent::Message(m) = event {
+                            let text = error_reply("internal", "the signaling stage failed on this message; it was not applied", None);
+                            out.push(SignalAction::Send(SignalMessage { connection: m.connection, text }));
+                        }
+                    },
+                );
+                dispatch(actions, &connections, seats.as_deref());
+                if let Err(reason) = ran {
+                    tracing::error!("{reason}");
+                    let _ = stopped.send(reason);
+                    return;
+                }
+                stage.maintain(Instant::now());
+            }
+        })?;
+        Ok(Hub { events: tx })
+    }
+
+    pub fn connected(&self, connection: u64, grant: Option<(String, String)>) {
+        let grant = grant.map(|(room, user)| SeatGrant { room, user });
+        // Connects and disconnects wait for room: losing one would leave a
+        // ghost in a room.
+        let _ = self.events.send(SignalEvent::Connected(SignalPeer { connection, grant }));
+    }
+
+    /// Queues a message; false when the stage is too far behind.
+    pub fn message(&self, connection: u64, text: String) -> bool {
+        self.events.try_send(SignalEvent::Message(SignalMessage { connection, text })).is_ok()
+    }
+
+    pub fn disconnected(&self, connection: u64) {
+        let _ = self.events.send(SignalEvent::Disconnected(connection));
+    }
+}
+
+fn dispatch(actions: Vec<SignalAction>, connections: &Connections, seats: Option<&dyn SeatSink>) {
+    for action in actions {
+        match action {
+            SignalAction::Send(m) => {
+                connections.send(m.connection, Outgoing::Text(m.text));
+            }
+            SignalAction::Close(m) => {
+                connections.send(m.connection, Outgoing::Close(m.text));
+            }
+            SignalAction::Seated(seat) => {
+                if let Some(seats) = seats {
+                    seats.seated(seat.connection, &seat.room, &seat.user);
+                }
+            }
+            SignalAction::Unseated(connection) => {
+                if let Some(seats) = seats {
+                    seats.unseated(connection);
+                }
+            }
+        }
+    }
+}

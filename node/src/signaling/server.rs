@@ -1,0 +1,290 @@
+//! The node's HTTP side: the web client page and the signaling WebSocket.
+//!
+//! `GET /` serves the web client, `GET /ws` upgrades to a signaling
+//! connection (`/ws?token=...` when the node checks room access tokens).
+//! Every response carries `Cross-Origin-Opener-Policy: same-origin`,
+//! `Cross-Origin-Embedder-Policy: require-corp` and
+//! `Cross-Origin-Resource-Policy: same-site`, so the page is cross-origin
+//! isolated.
+//!
+//! Each connection is one task that owns what involves time or abuse:
+//!
+//! - **heartbeat** ([`super::heartbeat`]): ping after 10 s of silence, close
+//!   after 30 s;
+//! - **size limit**: a text message over `max_message` bytes gets a
+//!   `too-big` error reply and is dropped (frames over four times that are
+//!   refused by the WebSocket layer itself, which closes with 1009);
+//! - **rate limit** ([`super::rate_limit`]): messages beyond the budget get
+//!   one `rate-limited` reply per second and are dropped;
+//! - binary messages get a `bad-message` reply.
+//!
+//! The connection stays open through all of these. Media messages (`offer`,
+//! `answer`, `candidate`) go to the SFU; everything else goes to the
+//! signaling stage ([`super::hub`]).
+
+use super::connections::{Connections, Outgoing, error_reply};
+use super::heartbeat::{Beat, Heartbeat};
+use super::hub::Hub;
+use super::rate_limit::TokenBucket;
+use super::token;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The settings of the signaling server (`[server]` in a pipeline file).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerOptions {
+    /// Largest text message handled, in bytes.
+    pub max_message: usize,
+    /// Messages per second per connection, and the burst allowed above it.
+    pub rate: f64,
+    pub burst: u32,
+    pub heartbeat_interval: Duration,
+    pub heartbeat_timeout: Duration,
+    /// When set, `/ws` needs `?token=` signed with this secret.
+    pub token_secret: Option<Vec<u8>>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            max_message: 64 << 10,
+            rate: 50.0,
+            burst: 100,
+            heartbeat_interval: super::heartbeat::INTERVAL,
+            heartbeat_timeout: super::heartbeat::TIMEOUT,
+            token_secret: None,
+        }
+    }
+}
+
+/// Where media messages go: the SFU.
+pub trait MediaSink: Send + Sync + 'static {
+    /// A media message (`offer`, `answer`, `candidate`) from `connection`.
+    fn media_message(&self, connection: u64, message: serde_json::Value);
+    /// The connection closed.
+    fn closed(&self, connection: u64);
+}
+
+/// Message types the SFU handles rather than the signaling stage.
+pub const MEDIA_TYPES: &[&str] = &["offer", "answer", "candidate"];
+
+struct Shared {
+    options: ServerOptions,
+    hub: Hub,
+    connections: Connections,
+    media: Option<Arc<dyn MediaSink>>,
+    next_id: AtomicU64,
+}
+
+/// The router: the page, its script, and the WebSocket endpoint.
+pub fn router(options: ServerOptions, hub: Hub, connections: Connections, media: Option<Arc<dyn MediaSink>>) -> Router {
+    let shared = Arc::new(Shared { options, hub, connections, media, next_id: AtomicU64::new(1) });
+    Router::new()
+        .route("/", get(|| async { page("text/html; charset=utf-8", include_str!("page/index.html")) }))
+        .route("/client.js", get(|| async { page("text/javascript; charset=utf-8", include_str!("page/client.js")) }))
+        .route("/ws", get(upgrade))
+        .layer(axum::middleware::map_response(isolation_headers))
+        .with_state(shared)
+}
+
+fn page(content_type: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body).into_response()
+}
+
+async fn isolation_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert("cross-origin-opener-policy", HeaderValue::from_static("same-origin"));
+    headers.insert("cross-origin-embedder-policy", HeaderValue::from_static("require-corp"));
+    headers.insert("cross-origin-resource-policy", HeaderValue::from_static("same-site"));
+    response
+}
+
+async fn upgrade(ws: WebSocketUpgrade, Query(query): Query<HashMap<String, String>>, State(shared): State<Arc<Shared>>) -> Response {
+    let grant = match &shared.options.token_secret {
+        None => None,
+        Some(secret) => {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let Some(given) = query.get("token") else {
+                let body = Json(serde_json::json!({"type": "error", "code": "token-missing", "message": "connect to /ws?token=<room token>"}));
+                return (StatusCode::UNAUTHORIZED, body).into_response();
+            };
+            match token::open(secret, given, now) {
+                Ok(claims) => Some((claims.room, claims.user)),
+                Err(e) => {
+                    let body = Json(serde_json::json!({"type": "error", "code": e.code(), "message": e.to_string()}));
+                    return (StatusCode::UNAUTHORIZED, body).into_response();
+                }
+            }
+        }
+    };
+    let limit = shared.options.max_message;
+    ws.max_message_size(limit * 4).max_frame_size(limit * 4).on_upgrade(move |socket| connection(socket, shared, grant))
+}
+
+/// One connection, from upgrade to close.
+async fn connection(mut socket: WebSocket, shared: Arc<Shared>, grant: Option<(String, String)>) {
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let mut outbox = shared.connections.open(id);
+    shared.hub.connected(id, grant);
+    let options = &shared.options;
+    let start = Instant::now().into_std();
+    let mut heartbeat = Heartbeat::new(start, options.heartbeat_interval, options.heartbeat_timeout);
+    let mut budget = TokenBucket::new(start, options.rate, options.burst);
+    let mut last_rate_reply: Option<Instant> = None;
+    let reason = loop {
+        let wake = match heartbeat.poll(Instant::now().into_std()) {
+            Beat::Dead => break "heartbeat timeout".to_string(),
+            Beat::Ping => {
+                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    break "send failed".into();
+                }
+                continue;
+            }
+            Beat::WaitUntil(at) => Instant::from_std(at),
+        };
+        tokio::select! {
+            incoming = socket.recv() => {
+                let now = Instant::now();
+                let message = match incoming {
+                    None | Some(Ok(Message::Close(_))) => break "closed by peer".into(),
+                    Some(Err(e)) => break format!("socket error: {e}"),
+                    Some(Ok(message)) => message,
+                };
+                heartbeat.heard(now.into_std());
+                let text = match message {
+                    Message::Text(text) => text,
+                    Message::Binary(_) => {
+                        reply(&shared, id, error_reply("bad-message", "messages are JSON text, not binary", None));
+                        continue;
+                    }
+                    Message::Ping(_) | Message::Pong(_) | Message::Close(_) => continue,
+                };
+                if !budget.allow(now.into_std()) {
+                    if last_rate_reply.is_none_or(|t| now - t >= Duration::from_secs(1)) {
+                        last_rate_reply = Some(now);
+                        let message = format!("more than {} messages per second; messages are being dropped", options.rate);
+                        reply(&shared, id, error_reply("rate-limited", &message, None));
+                    }
+                    continue;
+                }
+                if text.len() > options.max_message {
+                    let message = format!("{} bytes; the limit is {} bytes", text.len(), options.max_message);
+                    reply(&shared, id, error_reply("too-big", &message, None));
+                    continue;
+                }
+                route(&shared, id, text.as_str());
+            }
+            outgoing = outbox.recv() => match outgoing {
+                Some(Outgoing::Text(text)) => {
+                    if socket.send(Message::Text(text.into())).await.is_err() {
+                        break "send failed".into();
+                    }
+                }
+                Some(Outgoing::Close(reason)) => break reason,
+                None => break "slow-consumer".into(),
+            },
+            _ = tokio::time::sleep_until(wake) => {}
+        }
+    };
+    tracing::debug!(connection = id, %reason, "signaling connection closed");
+    shared.connections.remove(id);
+    let frame = CloseFrame { code: axum::extract::ws::close_code::NORMAL, reason: truncate(&reason, 120).into() };
+    let _ = socket.send(Message::Close(Some(frame))).await;
+    if let Some(media) = &shared.media {
+        media.closed(id);
+    }
+    shared.hub.disconnected(id);
+}
+
+/// Media messages to the SFU, the rest to the signaling stage.
+fn route(shared: &Shared, id: u64, text: &str) {
+    let kind = media_type(text);
+    match (kind, &shared.media) {
+        (Some((_, value)), Some(media)) => media.media_message(id, value),
+        (Some((kind, _)), None) => {
+            reply(shared, id, error_reply("no-media", "this node carries no media", Some(&kind)));
+        }
+        (None, _) => {
+            if !shared.hub.message(id, text.to_string()) {
+                reply(shared, id, error_reply("busy", "the signaling stage is behind; send again later", None));
+            }
+        }
+    }
+}
+
+/// A media message's type and body. Anything else (not JSON included) is
+/// the signaling stage's to answer.
+fn media_type(text: &str) -> Option<(String, serde_json::Value)> {
+    // Cheap pre-check: only parse what could be a media message.
+    if !MEDIA_TYPES.iter().any(|t| text.contains(t)) {
+        return None;
+    }
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    let kind = value.get("type")?.as_str()?.to_string();
+    MEDIA_TYPES.contains(&kind.as_str()).then_some((kind, value))
+}
+
+fn reply(shared: &Shared, id: u64, text: String) {
+    shared.connections.send(id, Outgoing::Text(text));
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// A running signaling server: the stage thread and the HTTP listener.
+pub struct Server {
+    /// Where it listens (the port is the OS's pick when asked for 0).
+    pub addr: std::net::SocketAddr,
+    pub connections: Connections,
+    stopped: tokio::sync::oneshot::Receiver<crate::supervisor::Stopped>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Binds `listen`, starts the signaling stage's thread and serves.
+    pub async fn start(
+        listen: std::net::SocketAddr,
+        options: ServerOptions,
+        stage: crate::supervisor::Supervisor,
+        media: Option<Arc<dyn MediaSink>>,
+        seats: Option<Box<dyn super::hub::SeatSink>>,
+    ) -> std::io::Result<Server> {
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let connections = Connections::default();
+        let (stop_tx, stopped) = tokio::sync::oneshot::channel();
+        let hub = Hub::start(stage, connections.clone(), seats, stop_tx)?;
+        let app = router(options, hub, connections.clone(), media);
+        let task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!("signaling server failed: {e}");
+            }
+        });
+        Ok(Server { addr, connections, stopped, task })
+    }
+
+    /// Resolves when the signaling stage gives up under the `stop` policy.
+    pub async fn stopped(&mut self) -> Option<crate::supervisor::Stopped> {
+        (&mut self.stopped).await.ok()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,53 @@
+//! The stock forwarding stage, made to fail on purpose (tests and demos).
+//!
+//! `[stage.config]`: `panic-every = N` panics on every Nth packet it is asked
+//! about (counted across instances in the host state store, so a fresh
+//! instance does not fail on the packet after the poison); the rest is the
+//! stock stage's (`medianode-forward`).
+
+use medianode_forward::RoomForwarder;
+use medianode_sdk::{Forwarding, PacketMeta, RouteChange, Stage, host};
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    pub panic_every: u64,
+}
+
+pub struct FaultyForward {
+    inner: RoomForwarder,
+    every: u64,
+    seen: u64,
+}
+
+const COUNT_KEY: &str = "faulty-count";
+
+impl Stage for FaultyForward {
+    type Config = Config;
+    fn new(config: Config) -> Result<Self, String> {
+        if config.panic_every == 0 {
+            return Err("panic-every must be at least 1".into());
+        }
+        let seen = host::state_get(COUNT_KEY).and_then(|b| b.try_into().ok()).map_or(0, u64::from_le_bytes);
+        let inner = RoomForwarder::new(Default::default())?;
+        Ok(FaultyForward { inner, every: config.panic_every, seen })
+    }
+}
+
+impl Forwarding for FaultyForward {
+    fn update(&mut self, change: RouteChange) {
+        self.inner.update(change);
+    }
+
+    fn forward(&mut self, packet: &PacketMeta, out: &mut Vec<u64>) {
+        self.seen += 1;
+        if self.seen % self.every == 0 {
+            let _ = host::state_put(COUNT_KEY, &self.seen.to_le_bytes());
+            panic!("asked to fail on packet {}", self.seen);
+        }
+        self.inner.forward(packet, out);
+    }
+}
+
+medianode_sdk::export_forwarding!(FaultyForward);

@@ -1,0 +1,37 @@
+//! The stock signaling stage, made to fail on purpose (tests and demos).
+//!
+//! Any message whose text contains `"fault":"panic"` makes it panic, and
+//! `"fault":"loop"` makes it spin until the deadline; everything else is
+//! the stock stage's (`medianode-signaling`), rooms in the state store and all.
+
+use medianode_sdk::{SignalAction, SignalEvent, Signaling, Stage};
+use medianode_signaling::{Config, RoomServer};
+use std::hint::black_box;
+
+pub struct FaultySignaling(RoomServer);
+
+impl Stage for FaultySignaling {
+    type Config = Config;
+    fn new(config: Config) -> Result<Self, String> {
+        RoomServer::new(config).map(FaultySignaling)
+    }
+}
+
+impl Signaling for FaultySignaling {
+    fn handle(&mut self, event: SignalEvent, out: &mut Vec<SignalAction>) {
+        if let SignalEvent::Message { text, .. } = &event {
+            if text.contains(r#""fault":"panic""#) {
+                panic!("asked to fail on this message");
+            }
+            if text.contains(r#""fault":"loop""#) {
+                let mut n = 0u64;
+                while black_box(n) != u64::MAX {
+                    n = black_box(n.wrapping_add(1) | 1);
+                }
+            }
+        }
+        self.0.handle(event, out);
+    }
+}
+
+medianode_sdk::export_signaling!(FaultySignaling);

@@ -1,0 +1,263 @@
+//! The signaling server over real WebSocket connections: every message
+//! type, every kind of bad input, the limits, the heartbeat, tokens, and a
+//! signaling plugin that traps mid-conversation.
+
+use crate::common::stock_stage;
+use futures_util::{SinkExt, StreamExt};
+use medianode::signaling::server::{Server, ServerOptions};
+use medianode::signaling::token;
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+async fn server(plugin: &str, options: ServerOptions) -> Server {
+    let stage = stock_stage(plugin, "{}");
+    Server::start("127.0.0.1:0".parse().expect("addr"), options, stage, None, None).await.expect("server starts")
+}
+
+async fn connect(server: &Server) -> Socket {
+    connect_async(format!("ws://{}/ws", server.addr)).await.expect("connects").0
+}
+
+async fn say(socket: &mut Socket, message: Value) {
+    socket.send(Message::text(message.to_string())).await.expect("sends");
+}
+
+/// The next text message, as JSON (pings are answered by the client itself).
+async fn next(socket: &mut Socket) -> Value {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(5), socket.next()).await.expect("a message within 5 s");
+        match message.expect("socket open").expect("no socket error") {
+            Message::Text(text) => return serde_json::from_str(&text).expect("JSON"),
+            Message::Close(frame) => panic!("closed: {frame:?}"),
+            _ => continue,
+        }
+    }
+}
+
+/// The next message must be an error with this code.
+async fn expect_error(socket: &mut Socket, code: &str) -> Value {
+    let reply = next(socket).await;
+    assert_eq!((reply["type"].as_str(), reply["code"].as_str()), (Some("error"), Some(code)), "{reply}");
+    reply
+}
+
+async fn joined(server: &Server, room: &str, user: &str) -> Socket {
+    let mut socket = connect(server).await;
+    say(&mut socket, json!({"type": "join", "room": room, "user": user})).await;
+    assert_eq!(next(&mut socket).await["type"], "joined");
+    socket
+}
+
+#[tokio::test]
+async fn every_message_type_over_a_real_websocket() {
+    let server = server("signaling", ServerOptions::default()).await;
+    let mut alice = joined(&server, "r", "alice").await;
+    let mut bob = joined(&server, "r", "bob").await;
+    assert_eq!(next(&mut alice).await, json!({"type": "presence", "room": "r", "user": "bob", "state": "joined"}));
+
+    say(&mut alice, json!({"type": "publish", "kinds": ["audio", "video"]})).await;
+    assert_eq!(next(&mut bob).await["type"], "published");
+    say(&mut bob, json!({"type": "subscribe", "publisher": "alice"})).await;
+    assert_eq!(next(&mut bob).await["kinds"], json!(["audio", "video"]));
+    // The seed's handler panicked on every Typing and Ack event.
+    for message in [json!({"type": "typing"}), json!({"type": "ack", "id": "m1"}), json!({"type": "read", "id": "m1"})] {
+        say(&mut alice, message.clone()).await;
+        let heard = next(&mut bob).await;
+        assert_eq!((heard["type"].clone(), heard["user"].as_str()), (message["type"].clone(), Some("alice")));
+    }
+    say(&mut alice, json!({"type": "unpublish"})).await;
+    assert_eq!(next(&mut bob).await["type"], "unpublished");
+    // Media messages need a node that carries media.
+    say(&mut alice, json!({"type": "offer", "sdp": "v=0"})).await;
+    expect_error(&mut alice, "no-media").await;
+    say(&mut alice, json!({"type": "leave"})).await;
+    assert_eq!(next(&mut alice).await["type"], "left");
+    assert_eq!(next(&mut bob).await["state"], "left");
+}
+
+#[tokio::test]
+async fn bad_input_gets_error_replies_and_the_connection_stays_up() {
+    let options = ServerOptions { max_message: 1024, ..ServerOptions::default() };
+    let server = server("signaling", options).await;
+    let mut alice = joined(&server, "r", "alice").await;
+    let mut bob = joined(&server, "r", "bob").await;
+    next(&mut alice).await; // bob's presence
+
+    alice.send(Message::text("{\"type\": \"join\", ")).await.expect("sends");
+    expect_error(&mut alice, "bad-json").await;
+    say(&mut alice, json!({"type": "dance"})).await;
+    expect_error(&mut alice, "unknown-type").await;
+    say(&mut alice, json!({"type": "typing", "room": "other"})).await;
+    expect_error(&mut alice, "wrong-room").await;
+    say(&mut alice, json!({"type": "ack", "id": "x", "user": "bob"})).await;
+    expect_error(&mut alice, "wrong-user").await;
+    say(&mut alice, json!({"type": "publish", "kinds": "everything"})).await;
+    expect_error(&mut alice, "bad-message").await;
+    alice.send(Message::binary(vec![1, 2, 3])).await.expect("sends");
+    expect_error(&mut alice, "bad-message").await;
+    let big = json!({"type": "typing", "pad": "x".repeat(2000)});
+    say(&mut alice, big).await;
+    let reply = expect_error(&mut alice, "too-big").await;
+    assert!(reply["message"].as_str().is_some_and(|m| m.contains("1024")), "{reply}");
+
+    // Still in the room, still heard.
+    say(&mut alice, json!({"type": "typing"})).await;
+    assert_eq!(next(&mut bob).await["user"], "alice");
+}
+
+#[tokio::test]
+async fn a_flood_is_rate_limited_and_the_connection_stays_up() {
+    let options = ServerOptions { rate: 20.0, burst: 10, ..ServerOptions::default() };
+    let server = server("signaling", options).await;
+    let mut alice = joined(&server, "r", "alice").await;
+    let mut bob = joined(&server, "r", "bob").await;
+    next(&mut alice).await;
+
+    for _ in 0..200 {
+        say(&mut alice, json!({"type": "typing"})).await;
+    }
+    // At most the burst (less the join) gets through; then one rate-limited reply.
+    let reply = expect_error(&mut alice, "rate-limited").await;
+    assert!(reply["message"].as_str().is_some_and(|m| m.contains("20")), "{reply}");
+    let mut heard = 0;
+    while let Ok(Some(Ok(Message::Text(_)))) = tokio::time::timeout(Duration::from_millis(300), bob.next()).await {
+        heard += 1;
+    }
+    assert!((9..=12).contains(&heard), "bob heard {heard} of 200 typing events");
+    // The budget refills: the connection works again.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    say(&mut alice, json!({"type": "typing"})).await;
+    assert_eq!(next(&mut bob).await["user"], "alice");
+}
+
+/// A peer that stops answering is closed by the heartbeat: ping after 10 s
+/// of silence, closed after 30 s, on tokio's paused clock. (The paused
+/// clock jumps ahead whenever the runtime idles, so the connection may have
+/// started up to one ping interval before `connected` is taken: hence the
+/// 19 s bound.)
+#[tokio::test(start_paused = true)]
+async fn a_silent_peer_is_closed_by_the_heartbeat() {
+    let server = server("signaling", ServerOptions::default()).await;
+    let mut silent = connect(&server).await;
+    let connected = tokio::time::Instant::now();
+    tokio::time::sleep_until(connected + Duration::from_secs(19)).await;
+    assert_eq!(server.connections.len(), 1, "still open 19 s in");
+    tokio::time::sleep_until(connected + Duration::from_secs(31)).await;
+    assert_eq!(server.connections.len(), 0, "closed 30 s after it last answered");
+    // What the silent client finds when it reads again: the pings it never
+    // answered, then the end (a close frame saying why, unless answering a
+    // ping hit the closed socket first).
+    let mut seen = Vec::new();
+    while let Some(Ok(message)) = silent.next().await {
+        match message {
+            Message::Ping(_) => seen.push("ping".to_string()),
+            Message::Close(Some(frame)) => seen.push(frame.reason.to_string()),
+            other => seen.push(format!("{other:?}")),
+        }
+    }
+    assert!(seen.first().is_some_and(|m| m == "ping"), "{seen:?}");
+    assert!(seen.iter().all(|m| m == "ping" || m == "heartbeat timeout"), "{seen:?}");
+}
+
+/// A peer that answers pings stays, however quiet it is otherwise (real
+/// time, short intervals).
+#[tokio::test]
+async fn a_quiet_peer_that_answers_pings_stays() {
+    let options = ServerOptions {
+        heartbeat_interval: Duration::from_millis(100),
+        heartbeat_timeout: Duration::from_millis(300),
+        ..ServerOptions::default()
+    };
+    let server = server("signaling", options).await;
+    let mut quiet = joined(&server, "r", "quiet").await;
+    let mut pings = 0;
+    // Reading answers pings (the client library does it).
+    while let Ok(Some(Ok(message))) = tokio::time::timeout(Duration::from_millis(1500), quiet.next()).await {
+        assert!(matches!(message, Message::Ping(_)), "{message:?}");
+        pings += 1;
+        if pings == 10 {
+            break;
+        }
+    }
+    assert_eq!(pings, 10, "pinged every 100 ms and still open");
+    assert_eq!(server.connections.len(), 1);
+}
+
+/// A signaling plugin that traps mid-conversation closes no socket and
+/// loses no room; the message that made it trap gets an error reply.
+#[tokio::test]
+async fn a_signaling_plugin_trap_keeps_every_socket_and_room() {
+    let server = server("faulty-signaling", ServerOptions::default()).await;
+    let mut alice = joined(&server, "r", "alice").await;
+    let mut bob = joined(&server, "r", "bob").await;
+    next(&mut alice).await;
+
+    say(&mut alice, json!({"type": "typing", "fault": "panic"})).await;
+    expect_error(&mut alice, "internal").await;
+    say(&mut bob, json!({"type": "typing", "fault": "loop"})).await;
+    expect_error(&mut bob, "internal").await;
+
+    // Both sockets are open and the room is whole.
+    say(&mut bob, json!({"type": "typing"})).await;
+    assert_eq!(next(&mut alice).await["user"], "bob");
+    say(&mut alice, json!({"type": "ack", "id": "7"})).await;
+    assert_eq!(next(&mut bob).await["id"], "7");
+    let mut carol = connect(&server).await;
+    say(&mut carol, json!({"type": "join", "room": "r", "user": "carol"})).await;
+    let members = next(&mut carol).await["members"].as_array().map(Vec::len);
+    assert_eq!(members, Some(3), "alice and bob are still in the room");
+    assert_eq!(server.connections.len(), 3);
+}
+
+#[tokio::test]
+async fn tokens_are_checked_at_the_door_and_scope_the_join() {
+    let secret = b"a test secret".to_vec();
+    let options = ServerOptions { token_secret: Some(secret.clone()), ..ServerOptions::default() };
+    let server = server("signaling", options).await;
+    let url = format!("ws://{}/ws", server.addr);
+
+    let refused = |result: Result<_, tokio_tungstenite::tungstenite::Error>| match result {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("connected without a valid token"),
+    };
+    assert_eq!(refused(connect_async(url.clone()).await.map(|_| ())), 401);
+    let far = u64::MAX / 2;
+    let forged = token::sign(b"another secret", &token::Claims { room: "r".into(), user: "alice".into(), exp: far });
+    assert_eq!(refused(connect_async(format!("{url}?token={forged}")).await.map(|_| ())), 401);
+    let expired = token::sign(&secret, &token::Claims { room: "r".into(), user: "alice".into(), exp: 1 });
+    assert_eq!(refused(connect_async(format!("{url}?token={expired}")).await.map(|_| ())), 401);
+
+    let good = token::sign(&secret, &token::Claims { room: "r".into(), user: "alice".into(), exp: far });
+    let (mut alice, _) = connect_async(format!("{url}?token={good}")).await.expect("a valid token connects");
+    say(&mut alice, json!({"type": "join", "room": "r", "user": "mallory"})).await;
+    expect_error(&mut alice, "token-scope").await;
+    say(&mut alice, json!({"type": "join", "room": "r", "user": "alice"})).await;
+    assert_eq!(next(&mut alice).await["type"], "joined");
+}
+
+#[tokio::test]
+async fn the_page_is_served_cross_origin_isolated() {
+    let server = server("signaling", ServerOptions::default()).await;
+    for path in ["/", "/client.js"] {
+        let mut stream = TcpStream::connect(server.addr).await.expect("connects");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes()).await.expect("writes");
+        let mut response = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut response).await.expect("reads");
+        let head = response.to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "{path}: {}", &response[..response.len().min(200)]);
+        for header in [
+            "cross-origin-opener-policy: same-origin",
+            "cross-origin-embedder-policy: require-corp",
+            "cross-origin-resource-policy: same-site",
+        ] {
+            assert!(head.contains(header), "{path} lacks {header}");
+        }
+    }
+}
