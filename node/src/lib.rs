@@ -22,6 +22,7 @@ pub mod config;
 pub mod io;
 pub mod pipeline;
 pub mod runtime;
+pub mod sfu;
 pub mod signaling;
 pub mod supervisor;
 pub mod telemetry;

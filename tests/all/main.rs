@@ -12,3 +12,4 @@ mod pipelines;
 mod restart_policy;
 mod signaling;
 mod signaling_server;
+mod sfu;

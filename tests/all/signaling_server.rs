@@ -16,7 +16,7 @@ type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 async fn server(plugin: &str, options: ServerOptions) -> Server {
     let stage = stock_stage(plugin, "{}");
-    Server::start("127.0.0.1:0".parse().expect("addr"), options, stage, None, None).await.expect("server starts")
+    Server::start("127.0.0.1:0".parse().expect("addr"), options, stage, Default::default(), None, None).await.expect("server starts")
 }
 
 async fn connect(server: &Server) -> Socket {

@@ -256,16 +256,18 @@ pub struct Server {
 
 impl Server {
     /// Binds `listen`, starts the signaling stage's thread and serves.
+    /// `connections` is shared with the SFU, when there is one (`media`
+    /// and `seats`).
     pub async fn start(
         listen: std::net::SocketAddr,
         options: ServerOptions,
         stage: crate::supervisor::Supervisor,
+        connections: Connections,
         media: Option<Arc<dyn MediaSink>>,
         seats: Option<Box<dyn super::hub::SeatSink>>,
     ) -> std::io::Result<Server> {
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
-        let connections = Connections::default();
         let (stop_tx, stopped) = tokio::sync::oneshot::channel();
         let hub = Hub::start(stage, connections.clone(), seats, stop_tx)?;
         let app = router(options, hub, connections.clone(), media);

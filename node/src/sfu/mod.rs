@@ -1,0 +1,537 @@
+//! The SFU: one WebRTC peer connection per participant (webrtc-rs, UDP on
+//! the configured address), publish and subscribe of Opus audio and VP8
+//! video, and the forwarding loop ([`router`]).
+//!
+//! Negotiation: the client offers first (its own tracks, send-only); the
+//! node answers. Whenever the node adds tracks to a participant's
+//! connection (someone else published) or must restart ICE, it sends its
+//! own `offer` and the client answers. One node offer is in flight at a
+//! time; changes meanwhile are folded into the next one.
+//!
+//! ICE, per participant: `disconnected` waits (it often heals by itself);
+//! `failed` restarts ICE (a node offer with new credentials); `closed`
+//! tears the participant's media down for good.
+//!
+//! Media messages (`offer`, `answer`, `candidate`) come from the signaling
+//! server; seats (who is in which room) from the signaling stage.
+
+pub mod rewrite;
+pub mod router;
+pub mod speaker;
+
+use crate::runtime::bindings::MediaKind;
+use crate::signaling::connections::{Connections, Outgoing, error_reply};
+use crate::signaling::hub::SeatSink;
+use crate::signaling::server::MediaSink;
+use router::{Decide, RouterMsg, RouterStats};
+use rtc::interceptor::Registry;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::transport::RTCIceCandidateInit;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceConnectionState, RTCPeerConnectionIceEvent,
+};
+
+/// The RFC 6464 header extension that carries audio levels.
+pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+
+/// Settings of the SFU (`[server]` in a pipeline file).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SfuOptions {
+    /// The address media (UDP) binds to and announces.
+    pub rtc_ip: IpAddr,
+}
+
+/// A published stream.
+#[derive(Clone)]
+struct Published {
+    ssrc: u32,
+    kind: MediaKind,
+    codec: rtc::rtp_transceiver::rtp_sender::RTCRtpCodec,
+    remote: Arc<dyn TrackRemote>,
+}
+
+struct Participant {
+    room: String,
+    user: String,
+    pc: Option<Arc<dyn PeerConnection>>,
+    published: Vec<Published>,
+    /// (publisher, ssrc) pairs this participant already receives.
+    receiving: Vec<(u64, u32)>,
+    /// A node offer is waiting for its answer.
+    offering: bool,
+    /// Changes arrived while offering: offer again after the answer.
+    again: bool,
+}
+
+/// Seats, leaves and media messages, handled one at a time in arrival
+/// order (a seat before its offer, an offer before its candidates).
+enum Control {
+    Seat { connection: u64, room: String, user: String },
+    Leave(u64),
+    Media(u64, Value),
+}
+
+struct Inner {
+    options: SfuOptions,
+    control: mpsc::UnboundedSender<Control>,
+    connections: Connections,
+    participants: tokio::sync::Mutex<HashMap<u64, Participant>>,
+    router: mpsc::Sender<RouterMsg>,
+    stats: Arc<Mutex<RouterStats>>,
+    speakers: Mutex<HashMap<String, speaker::SpeakerDetector>>,
+}
+
+/// The SFU. Cheap to clone; every clone is the same SFU.
+#[derive(Clone)]
+pub struct Sfu {
+    inner: Arc<Inner>,
+}
+
+/// Packets queued for the router before publishers' reads wait.
+const ROUTER_QUEUE: usize = 4096;
+
+impl Sfu {
+    /// Starts the router with `decide` making the forwarding decisions.
+    pub fn start(options: SfuOptions, connections: Connections, decide: Box<dyn Decide>) -> Sfu {
+        let (router, rx) = mpsc::channel(ROUTER_QUEUE);
+        let stats = Arc::new(Mutex::new(RouterStats::default()));
+        tokio::spawn(router::run(rx, decide, stats.clone()));
+        let (control, mut control_rx) = mpsc::unbounded_channel();
+        let sfu = Sfu {
+            inner: Arc::new(Inner {
+                options,
+                control,
+                connections,
+                participants: tokio::sync::Mutex::new(HashMap::new()),
+                router,
+                stats,
+                speakers: Mutex::new(HashMap::new()),
+            }),
+        };
+        // The control task holds a weak handle: dropping every `Sfu` ends it.
+        let weak = Arc::downgrade(&sfu.inner);
+        tokio::spawn(async move {
+            while let Some(control) = control_rx.recv().await {
+                let Some(inner) = weak.upgrade() else { return };
+                let sfu = Sfu { inner };
+                match control {
+                    Control::Seat { connection, room, user } => sfu.seat(connection, room, user).await,
+                    Control::Leave(connection) => sfu.leave(connection).await,
+                    Control::Media(connection, message) => sfu.media(connection, message).await,
+                }
+            }
+        });
+        sfu
+    }
+
+    /// The router's counters.
+    pub fn stats(&self) -> RouterStats {
+        *self.inner.stats.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn send(&self, connection: u64, value: Value) {
+        self.inner.connections.send(connection, Outgoing::Text(value.to_string()));
+    }
+
+    fn error(&self, connection: u64, code: &str, message: &str, reference: &str) {
+        self.inner.connections.send(connection, Outgoing::Text(error_reply(code, message, Some(reference))));
+    }
+
+    async fn seat(&self, connection: u64, room: String, user: String) {
+        let participant = Participant { room: room.clone(), user, pc: None, published: Vec::new(), receiving: Vec::new(), offering: false, again: false };
+        self.inner.participants.lock().await.insert(connection, participant);
+        let _ = self.inner.router.send(RouterMsg::Joined { participant: connection, room }).await;
+    }
+
+    /// Tears a participant's media down: its connection, its tracks at the
+    /// others (who then get a new offer without them).
+    async fn leave(&self, connection: u64) {
+        let (gone, room) = {
+            let mut participants = self.inner.participants.lock().await;
+            let Some(gone) = participants.remove(&connection) else { return };
+            let room = gone.room.clone();
+            (gone, room)
+        };
+        let _ = self.inner.router.send(RouterMsg::Left(connection)).await;
+        let _ = self.inner.router.send(RouterMsg::Forget(connection)).await;
+        if let Some(pc) = gone.pc {
+            let _ = pc.close().await;
+        }
+        if let Ok(mut speakers) = self.inner.speakers.lock()
+            && let Some(detector) = speakers.get_mut(&room)
+        {
+            detector.forget(connection);
+        }
+        // The others stop receiving the leaver's streams.
+        let others: Vec<u64> = {
+            let mut participants = self.inner.participants.lock().await;
+            participants
+                .iter_mut()
+                .filter(|(_, p)| p.room == room)
+                .map(|(&id, p)| {
+                    p.receiving.retain(|(publisher, _)| *publisher != connection);
+                    id
+                })
+                .collect()
+        };
+        for other in others {
+            self.remove_tracks_of(other, connection).await;
+        }
+    }
+
+    async fn remove_tracks_of(&self, subscriber: u64, publisher: u64) {
+        let pc = self.inner.participants.lock().await.get(&subscriber).and_then(|p| p.pc.clone());
+        let Some(pc) = pc else { return };
+        let prefix = format!("p{publisher}-");
+        let mut removed = false;
+        for sender in pc.get_senders().await {
+            if sender.track().track_id().await.starts_with(&prefix) {
+                removed |= pc.remove_track(&sender).await.is_ok();
+            }
+        }
+        if removed {
+            self.renegotiate(subscriber).await;
+        }
+    }
+
+    async fn media(&self, connection: u64, message: Value) {
+        let kind = message.get("type").and_then(Value::as_str).unwrap_or_default().to_string();
+        let seated = self.inner.participants.lock().await.contains_key(&connection);
+        if !seated {
+            return self.error(connection, "not-joined", "join a room before sending media messages", &kind);
+        }
+        let result = match kind.as_str() {
+            "offer" => match message.get("sdp").and_then(Value::as_str) {
+                Some(sdp) => self.on_offer(connection, sdp.to_string()).await,
+                None => Err("an offer needs `sdp`".to_string()),
+            },
+            "answer" => match message.get("sdp").and_then(Value::as_str) {
+                Some(sdp) => self.on_answer(connection, sdp.to_string()).await,
+                None => Err("an answer needs `sdp`".to_string()),
+            },
+            "candidate" => match message.get("candidate").cloned().map(serde_json::from_value::<RTCIceCandidateInit>) {
+                Some(Ok(candidate)) => self.on_candidate(connection, candidate).await,
+                Some(Err(e)) => Err(format!("not an ICE candidate: {e}")),
+                None => Err("a candidate message needs `candidate`".to_string()),
+            },
+            _ => Err(format!("unknown media message `{kind}`")),
+        };
+        if let Err(message) = result {
+            self.error(connection, "bad-media", &message, &kind);
+        }
+    }
+
+    async fn on_offer(&self, connection: u64, sdp: String) -> Result<(), String> {
+        let offer = RTCSessionDescription::offer(sdp).map_err(|e| format!("bad offer: {e}"))?;
+        let pc = match self.peer_connection(connection).await? {
+            Some(pc) => pc,
+            None => return Ok(()),
+        };
+        pc.set_remote_description(offer).await.map_err(|e| format!("cannot apply the offer: {e}"))?;
+        let answer = pc.create_answer(None).await.map_err(|e| format!("cannot answer: {e}"))?;
+        pc.set_local_description(answer.clone()).await.map_err(|e| format!("cannot answer: {e}"))?;
+        self.send(connection, json!({"type": "answer", "sdp": answer.sdp}));
+        // What the others already publish comes in a node offer.
+        self.subscribe_to_room(connection).await;
+        Ok(())
+    }
+
+    async fn on_answer(&self, connection: u64, sdp: String) -> Result<(), String> {
+        let answer = RTCSessionDescription::answer(sdp).map_err(|e| format!("bad answer: {e}"))?;
+        let pc = self.inner.participants.lock().await.get(&connection).and_then(|p| p.pc.clone());
+        let pc = pc.ok_or("no offer to answer")?;
+        pc.set_remote_description(answer).await.map_err(|e| format!("cannot apply the answer: {e}"))?;
+        let again = {
+            let mut participants = self.inner.participants.lock().await;
+            match participants.get_mut(&connection) {
+                Some(p) => {
+                    p.offering = false;
+                    std::mem::take(&mut p.again)
+                }
+                None => false,
+            }
+        };
+        if again {
+            self.renegotiate(connection).await;
+        }
+        Ok(())
+    }
+
+    async fn on_candidate(&self, connection: u64, candidate: RTCIceCandidateInit) -> Result<(), String> {
+        let pc = self.inner.participants.lock().await.get(&connection).and_then(|p| p.pc.clone());
+        let pc = pc.ok_or("send an offer first")?;
+        pc.add_ice_candidate(candidate).await.map_err(|e| format!("bad candidate: {e}"))
+    }
+
+    /// The participant's peer connection, made on first use.
+    async fn peer_connection(&self, connection: u64) -> Result<Option<Arc<dyn PeerConnection>>, String> {
+        if let Some(pc) = self.inner.participants.lock().await.get(&connection).and_then(|p| p.pc.clone()) {
+            return Ok(Some(pc));
+        }
+        let mut media = MediaEngine::default();
+        media.register_default_codecs().map_err(|e| e.to_string())?;
+        let level = RTCRtpHeaderExtensionCapability { uri: AUDIO_LEVEL_URI.to_string() };
+        media.register_header_extension(level, RtpCodecKind::Audio, None).map_err(|e| e.to_string())?;
+        let registry = register_default_interceptors(Registry::new(), &mut media).map_err(|e| e.to_string())?;
+        let handler = Arc::new(Handler { sfu: self.clone(), connection });
+        let pc = PeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_media_engine(media)
+            .with_interceptor_registry(registry)
+            .with_handler(handler)
+            .with_udp_addrs(vec![format!("{}:0", self.inner.options.rtc_ip)])
+            .build()
+            .await
+            .map_err(|e| format!("cannot open a peer connection: {e}"))?;
+        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+        let mut participants = self.inner.participants.lock().await;
+        match participants.get_mut(&connection) {
+            Some(p) => {
+                p.pc = Some(pc.clone());
+                Ok(Some(pc))
+            }
+            // Left while the connection was being built.
+            None => {
+                drop(participants);
+                let _ = pc.close().await;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Adds every stream the room publishes to `subscriber`'s connection.
+    async fn subscribe_to_room(&self, subscriber: u64) {
+        let streams: Vec<(u64, String, Published)> = {
+            let participants = self.inner.participants.lock().await;
+            let Some(me) = participants.get(&subscriber) else { return };
+            participants
+                .iter()
+                .filter(|(id, p)| **id != subscriber && p.room == me.room)
+                .flat_map(|(id, p)| p.published.iter().map(move |s| (*id, p.user.clone(), s.clone())))
+                .collect()
+        };
+        let mut added = false;
+        for (publisher, user, stream) in streams {
+            added |= self.add_stream(subscriber, publisher, &user, &stream).await;
+        }
+        if added {
+            self.renegotiate(subscriber).await;
+        }
+    }
+
+    /// Gives `subscriber` a track carrying `stream`; false if it already has one.
+    async fn add_stream(&self, subscriber: u64, publisher: u64, user: &str, stream: &Published) -> bool {
+        let pc = {
+            let mut participants = self.inner.participants.lock().await;
+            let Some(p) = participants.get_mut(&subscriber) else { return false };
+            if p.receiving.contains(&(publisher, stream.ssrc)) {
+                return false;
+            }
+            let Some(pc) = p.pc.clone() else { return false };
+            p.receiving.push((publisher, stream.ssrc));
+            pc
+        };
+        let out_ssrc = rand::random::<u32>();
+        let kind = match stream.kind {
+            MediaKind::Audio => RtpCodecKind::Audio,
+            MediaKind::Video => RtpCodecKind::Video,
+        };
+        let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+            user.to_string(),
+            format!("p{publisher}-{}", stream.ssrc),
+            format!("{user} {kind}"),
+            kind,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(out_ssrc), ..Default::default() },
+                codec: stream.codec.clone(),
+                ..Default::default()
+            }],
+        )));
+        if let Err(e) = pc.add_track(track.clone() as Arc<dyn TrackLocal>).await {
+            tracing::warn!(subscriber, publisher, "cannot add a track: {e}");
+            return false;
+        }
+        let _ = self.inner.router.send(RouterMsg::Subscribe { subscriber, ssrc: stream.ssrc, track, out_ssrc }).await;
+        // A new viewer needs a key frame.
+        if stream.kind == MediaKind::Video {
+            let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc: stream.ssrc };
+            let _ = stream.remote.write_rtcp(vec![Box::new(pli)]).await;
+        }
+        true
+    }
+
+    /// Sends a node offer (or folds the change into the next one).
+    async fn renegotiate(&self, connection: u64) {
+        let pc = {
+            let mut participants = self.inner.participants.lock().await;
+            let Some(p) = participants.get_mut(&connection) else { return };
+            let Some(pc) = p.pc.clone() else { return };
+            if p.offering {
+                p.again = true;
+                return;
+            }
+            p.offering = true;
+            pc
+        };
+        let offer = match pc.create_offer(None).await {
+            Ok(offer) => offer,
+            Err(e) => return tracing::warn!(connection, "cannot make an offer: {e}"),
+        };
+        if let Err(e) = pc.set_local_description(offer.clone()).await {
+            return tracing::warn!(connection, "cannot apply the offer: {e}");
+        }
+        self.send(connection, json!({"type": "offer", "sdp": offer.sdp}));
+    }
+
+    /// A publisher's track arrived: read it into the router, and give it to
+    /// everyone else in the room.
+    async fn on_track(&self, publisher: u64, remote: Arc<dyn TrackRemote>) {
+        let Some(&ssrc) = remote.ssrcs().await.first() else { return };
+        let Some(codec) = remote.codec(ssrc).await else { return };
+        let kind = match remote.kind().await {
+            RtpCodecKind::Audio => MediaKind::Audio,
+            _ => MediaKind::Video,
+        };
+        let stream = Published { ssrc, kind, codec, remote: remote.clone() };
+        let (user, room, subscribers) = {
+            let mut participants = self.inner.participants.lock().await;
+            let Some(p) = participants.get_mut(&publisher) else { return };
+            p.published.push(stream.clone());
+            let (user, room) = (p.user.clone(), p.room.clone());
+            let subscribers: Vec<u64> =
+                participants.iter().filter(|(id, p)| **id != publisher && p.room == room && p.pc.is_some()).map(|(id, _)| *id).collect();
+            (user, room, subscribers)
+        };
+        tracing::info!(publisher, %user, ssrc, ?kind, "publishing");
+        let router = self.inner.router.clone();
+        let sfu = self.clone();
+        tokio::spawn(async move {
+            while let Some(event) = remote.poll().await {
+                if let TrackRemoteEvent::OnRtpPacket(packet) = event {
+                    let audio_level = sfu.audio_level(&room, publisher, kind, &packet);
+                    if router.send(RouterMsg::Packet { publisher, kind, audio_level, packet }).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        for subscriber in subscribers {
+            if self.add_stream(subscriber, publisher, &user, &stream).await {
+                self.renegotiate(subscriber).await;
+            }
+        }
+    }
+
+    /// The packet's RFC 6464 level, fed to the room's speaker detector.
+    fn audio_level(&self, room: &str, publisher: u64, kind: MediaKind, packet: &rtc::rtp::Packet) -> Option<u8> {
+        if kind != MediaKind::Audio {
+            return None;
+        }
+        // Browsers negotiate the extension with id 1 for audio; a one-byte
+        // extension whose first byte is the level (low 7 bits).
+        let level = packet.header.get_extension(1).and_then(|b| b.first().copied()).map(|b| b & 0x7f)?;
+        let changed = {
+            let mut speakers = self.inner.speakers.lock().unwrap_or_else(PoisonError::into_inner);
+            let detector = speakers.entry(room.to_string()).or_insert_with(|| speaker::SpeakerDetector::new(60, Duration::from_millis(300)));
+            detector.level(Instant::now(), publisher, level)
+        };
+        if let Some(speaker) = changed {
+            let sfu = self.clone();
+            let room = room.to_string();
+            tokio::spawn(async move { sfu.announce_speaker(&room, speaker).await });
+        }
+        Some(level)
+    }
+
+    async fn announce_speaker(&self, room: &str, speaker: u64) {
+        let participants = self.inner.participants.lock().await;
+        let Some(user) = participants.get(&speaker).map(|p| p.user.clone()) else { return };
+        for (&id, p) in participants.iter() {
+            if p.room == room {
+                self.send(id, json!({"type": "active-speaker", "room": room, "user": user}));
+            }
+        }
+    }
+
+    async fn on_ice_state(&self, connection: u64, state: RTCIceConnectionState) {
+        self.send(connection, json!({"type": "media-state", "state": state.to_string()}));
+        match state {
+            // Often heals by itself (a moment of loss, a Wi-Fi hand-over).
+            RTCIceConnectionState::Disconnected => tracing::info!(connection, "ICE disconnected; waiting"),
+            RTCIceConnectionState::Failed => {
+                tracing::info!(connection, "ICE failed; restarting ICE");
+                let pc = self.inner.participants.lock().await.get(&connection).and_then(|p| p.pc.clone());
+                if let Some(pc) = pc
+                    && pc.restart_ice().await.is_ok()
+                {
+                    self.renegotiate(connection).await;
+                }
+            }
+            RTCIceConnectionState::Closed => {
+                tracing::info!(connection, "ICE closed; tearing down");
+                let _ = self.inner.control.send(Control::Leave(connection));
+            }
+            _ => {}
+        }
+    }
+}
+
+struct Handler {
+    sfu: Sfu,
+    connection: u64,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        if let Ok(candidate) = event.candidate.to_json() {
+            self.sfu.send(self.connection, json!({"type": "candidate", "candidate": candidate}));
+        }
+    }
+
+    async fn on_ice_connection_state_change(&self, state: RTCIceConnectionState) {
+        let (sfu, connection) = (self.sfu.clone(), self.connection);
+        // Off the driver's task: tearing down awaits the connection itself.
+        tokio::spawn(async move { sfu.on_ice_state(connection, state).await });
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let (sfu, connection) = (self.sfu.clone(), self.connection);
+        tokio::spawn(async move { sfu.on_track(connection, track).await });
+    }
+}
+
+impl SeatSink for Sfu {
+    fn seated(&self, connection: u64, room: &str, user: &str) {
+        let _ = self.inner.control.send(Control::Seat { connection, room: room.to_string(), user: user.to_string() });
+    }
+
+    fn unseated(&self, connection: u64) {
+        let _ = self.inner.control.send(Control::Leave(connection));
+    }
+}
+
+impl MediaSink for Sfu {
+    fn media_message(&self, connection: u64, message: Value) {
+        let _ = self.inner.control.send(Control::Media(connection, message));
+    }
+
+    fn closed(&self, connection: u64) {
+        let _ = self.inner.control.send(Control::Leave(connection));
+    }
+}
