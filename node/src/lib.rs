@@ -11,8 +11,10 @@
 //! - [`pipeline`]: the graph of sources, stages and sinks, and its run loop.
 //! - [`io`]: the host's sources and sinks (tone, sweep, WAV, meter...).
 //! - [`builtin`]: native stages in the host (the Opus codec).
-//! - [`signaling`]: the host's side of signaling connections: heartbeat,
-//!   rate limit, room tokens.
+//! - [`signaling`]: the host's side of signaling connections: the HTTP
+//!   server and its page, heartbeat, limits, room tokens, the stage thread.
+//! - [`sfu`]: WebRTC peer connections and the packet forwarding loop.
+//! - [`server`]: `[server]` from a pipeline file: signaling server + SFU.
 //! - [`telemetry`]: logging setup.
 //!
 //! The `medianode` binary (`src/main.rs`) wires these into a CLI.
@@ -22,6 +24,7 @@ pub mod config;
 pub mod io;
 pub mod pipeline;
 pub mod runtime;
+pub mod server;
 pub mod sfu;
 pub mod signaling;
 pub mod supervisor;

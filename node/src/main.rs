@@ -1,7 +1,8 @@
 //! The `medianode` command line.
 //!
-//! - `medianode run [FILE]` runs a pipeline (the built-in demo without FILE)
-//!   until Ctrl-C or SIGTERM, or until its sources end.
+//! - `medianode run [FILE]` runs a pipeline until Ctrl-C or SIGTERM, or
+//!   until its sources end. Without FILE: the SFU with its web page on
+//!   http://127.0.0.1:8080 (`pipelines/sfu.toml`).
 //! - `medianode check FILE` validates a pipeline: the file, its plugins, their
 //!   link types and their `init` with the given config.
 //! - `medianode graph FILE` prints the pipeline as Graphviz DOT.
@@ -87,7 +88,12 @@ fn run(file: Option<PathBuf>, dirs: Dirs) -> ExitCode {
         Ok(config) => config,
         Err(e) => return fail_config(&e),
     };
-    let tokio = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    // The SFU's peer connections each run a driver task: give them threads.
+    let tokio = match &config.server {
+        Some(_) => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+        None => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+    };
+    let tokio = match tokio {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
     };
@@ -99,6 +105,25 @@ fn run(file: Option<PathBuf>, dirs: Dirs) -> ExitCode {
             Ok(built) => built,
             Err(code) => return code,
         };
+        let mut serving = match &config.server {
+            None => None,
+            Some(_) => match medianode::server::start(&runtime, &config, &reporter).await {
+                Ok(running) => Some(running),
+                Err(BuildError::Config(e)) => return fail_config(&e),
+                Err(e) => return fail(&e.to_string()),
+            },
+        };
+        if let Some(running) = serving.as_mut()
+            && config.sources.is_empty()
+        {
+            return tokio::select! {
+                _ = shutdown_signal() => ExitCode::SUCCESS,
+                stopped = running.server.stopped() => match stopped {
+                    Some(stopped) => fail(&stopped.to_string()),
+                    None => ExitCode::SUCCESS,
+                },
+            };
+        }
         match pipeline.run(shutdown_signal()).await {
             Ok(_) => ExitCode::SUCCESS,
             Err(stopped) => {
@@ -117,7 +142,25 @@ fn check(file: PathBuf, dirs: Dirs) -> ExitCode {
         Err(e) => return fail_config(&e),
     };
     match build(&config, &dirs, &CrashReporter::new(None)) {
-        Ok((_, pipeline)) => {
+        Ok((runtime, pipeline)) => {
+            if let Some(server) = &config.server {
+                // Starting the server checks its stages; it listens on a
+                // spare port so that a running node does not fail the check.
+                let mut probe = medianode::config::PipelineConfig::load(&file).ok();
+                if let Some(p) = probe.as_mut().and_then(|p| p.server.as_mut()) {
+                    p.listen.set_port(0);
+                }
+                let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build();
+                let started = match (tokio, probe) {
+                    (Ok(rt), Some(probe)) => rt.block_on(async { medianode::server::start(&runtime, &probe, &CrashReporter::new(None)).await.map(|_| ()) }),
+                    _ => Ok(()),
+                };
+                match started {
+                    Ok(()) => println!("ok: server on {} (media on {})", server.listen, server.media_ip),
+                    Err(BuildError::Config(e)) => return fail_config(&e),
+                    Err(e) => return fail(&e.to_string()),
+                }
+            }
             println!(
                 "ok: pipeline `{}`: {} sources, {} stages, {} sinks; run order: {}",
                 config.name,

@@ -253,3 +253,48 @@ fn audio_device_that_does_not_exist() {
     assert!(e.message.contains("input devices: "), "the error lists the devices there are: {e}");
     assert!(e.hint.contains("medianode devices"), "{e}");
 }
+
+const SERVER: &str = "[server]\nlisten = \"127.0.0.1:0\"\n";
+const ROOMS: &str = "[[stage]]\nid = \"rooms\"\nplugin = \"stock:signaling\"\n";
+
+/// Errors that starting the `[server]` finds (its stages' kinds).
+fn server_error_of(text: &str) -> ConfigError {
+    let config = PipelineConfig::parse("bad.toml", text.to_string()).unwrap_or_else(|e| panic!("{e}"));
+    let tokio = tokio::runtime::Runtime::new().expect("runtime");
+    match tokio.block_on(medianode::server::start(runtime(), &config, &CrashReporter::new(None))) {
+        Err(BuildError::Config(e)) => e,
+        Err(other) => panic!("expected a config error, got: {other}"),
+        Ok(_) => panic!("expected an error for:\n{text}"),
+    }
+}
+
+#[test]
+fn server_values_are_checked() {
+    expect("[server]\nlisten = \"localhost\"\n", "`localhost` is not an address with a port", 2, 10);
+    expect("[server]\nmedia-ip = \"the lan\"\n", "`the lan` is not an IP address", 2, 12);
+    expect("[server]\nrate = -1.0\n", "rate must be a positive number", 2, 8);
+    expect("[server]\nheartbeat = \"30s\"\nheartbeat-timeout = \"10s\"\n", "heartbeat-timeout must be longer", 3, 21);
+    expect("[server]\ntoken-secret-env = \"MEDIANODE_TEST_UNSET_SECRET\"\n", "$MEDIANODE_TEST_UNSET_SECRET is not set", 2, 20);
+}
+
+#[test]
+fn a_stage_without_inputs_needs_a_server() {
+    expect(&format!("{SOURCE}{ROOMS}{SINK}"), "`rooms` has no inputs", 5, 6);
+}
+
+#[test]
+fn a_signaling_plugin_in_a_media_pipeline_is_refused() {
+    expect(&format!("{SOURCE}{ROOMS}inputs = [\"tone\"]\n{SINK}"), "signaling plugins serve the [server]", 6, 10);
+}
+
+#[test]
+fn the_server_needs_one_signaling_stage_and_media_stages_need_inputs() {
+    let e = server_error_of(SERVER);
+    assert!(e.message.contains("no signaling stage"), "{e}");
+    assert_eq!(e.line, 1);
+    let e = server_error_of(&format!("{SERVER}{ROOMS}[[stage]]\nid = \"again\"\nplugin = \"stock:signaling\"\n"));
+    assert!(e.message.contains("a second signaling stage `again`"), "{e}");
+    let e = server_error_of(&format!("{SERVER}{ROOMS}[[stage]]\nid = \"g\"\nplugin = \"stock:gain\"\n"));
+    assert!(e.message.contains("`g` has no inputs, but audio-dsp stages need them"), "{e}");
+    assert!(e.hint.contains("inputs"));
+}

@@ -1,16 +1,28 @@
 //! Pipelines as a whole: the shipped files, data integrity, batches, fan-in
 //! and fan-out.
 
-use crate::common::{build, run};
+use crate::common::run;
+use medianode::supervisor::crash_report::CrashReporter;
 use medianode::config::{PipelineConfig, SinkKind, SourceKind};
 use medianode::pipeline::to_dot;
 use medianode::runtime::Items;
 
-#[test]
-fn the_built_in_default_pipeline_builds() {
-    let config = PipelineConfig::default_pipeline().unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(config.name, "demo");
-    build(medianode::config::DEFAULT_PIPELINE).unwrap_or_else(|e| panic!("{e}"));
+/// `medianode run` with no file: the SFU, its page and its WebSocket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_built_in_default_serves_the_sfu_and_its_page() {
+    use futures_util::{SinkExt, StreamExt};
+    let mut config = PipelineConfig::default_pipeline().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.name, "sfu");
+    let server = config.server.as_mut().expect("a [server]");
+    assert_eq!(server.listen.to_string(), "127.0.0.1:8080");
+    server.listen.set_port(0);
+    let running = medianode::server::start(crate::common::runtime(), &config, &CrashReporter::new(None))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", running.server.addr)).await.expect("connects");
+    ws.send(tokio_tungstenite::tungstenite::Message::text(r#"{"type":"join","room":"r","user":"u"}"#)).await.expect("sends");
+    let Some(Ok(tokio_tungstenite::tungstenite::Message::Text(reply))) = ws.next().await else { panic!("no reply") };
+    assert!(reply.contains("\"joined\""), "{reply}");
 }
 
 #[test]
@@ -152,7 +164,8 @@ async fn in_a_batch_only_the_poison_is_muted() {
 
 #[test]
 fn graph_is_dot_with_every_link() {
-    let config = PipelineConfig::default_pipeline().unwrap();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines/demo.toml");
+    let config = PipelineConfig::load(&path).unwrap();
     let dot = to_dot(&config);
     assert!(dot.starts_with("digraph \"demo\" {"), "{dot}");
     for edge in ["\"tone\" -> \"gain\"", "\"gain\" -> \"flaky\"", "\"flaky\" -> \"meter\""] {

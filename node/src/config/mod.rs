@@ -30,6 +30,10 @@
 //! inputs = ["gain"]
 //! ```
 //!
+//! A file with a `[server]` table also runs the signaling server and the
+//! SFU; its stages without `inputs` serve it (see [`ServerConfig`]), and it
+//! needs no sources or sinks.
+//!
 //! Loading is strict: unknown keys, bad units, dangling or cyclic links,
 //! duplicate ids, missing plugins and digest mismatches are all errors, and
 //! every error names file, line and column with a hint ([`ConfigError`]).
@@ -50,8 +54,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The pipeline the node runs when `medianode run` is given no file.
-pub const DEFAULT_PIPELINE: &str = include_str!("../../../pipelines/demo.toml");
+/// The pipeline the node runs when `medianode run` is given no file: the
+/// SFU with its web page on 127.0.0.1.
+pub const DEFAULT_PIPELINE: &str = include_str!("../../../pipelines/sfu.toml");
 
 /// A checked pipeline file.
 #[derive(Debug)]
@@ -65,6 +70,20 @@ pub struct PipelineConfig {
     pub sources: Vec<SourceConfig>,
     pub stages: Vec<StageConfig>,
     pub sinks: Vec<SinkConfig>,
+    /// The signaling server and SFU, when the file has `[server]`.
+    pub server: Option<ServerConfig>,
+}
+
+/// `[server]`: where the node serves its page, signaling and media. The
+/// stages without `inputs` serve it: one signaling stage (required) and at
+/// most one packet-forwarding stage (without one, every packet goes to the
+/// rest of its room).
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub span: Span,
+    pub listen: std::net::SocketAddr,
+    pub media_ip: std::net::IpAddr,
+    pub options: crate::signaling::server::ServerOptions,
 }
 
 /// How fast the pipeline runs.
@@ -168,6 +187,7 @@ pub struct StageConfig {
     pub failure: FailurePolicy,
     /// Encrypts or decrypts media: never bypassed (`fail-open` is refused).
     pub e2ee: bool,
+    /// Empty for a stage that serves `[server]`.
     pub inputs: Vec<Input>,
 }
 
@@ -192,6 +212,11 @@ pub struct PluginRef {
 }
 
 impl StageConfig {
+    /// Whether the stage serves `[server]` (it has no `inputs`).
+    pub fn serves(&self) -> bool {
+        self.inputs.is_empty()
+    }
+
     /// The plugin name, or `builtin:NAME`.
     pub fn runs_name(&self) -> String {
         match &self.runs {

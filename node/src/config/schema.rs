@@ -12,6 +12,7 @@ use toml::Spanned;
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawFile {
     pub pipeline: Option<RawPipeline>,
+    pub server: Option<Spanned<RawServer>>,
     #[serde(default)]
     pub source: Vec<Spanned<RawSource>>,
     #[serde(default)]
@@ -28,6 +29,25 @@ pub struct RawPipeline {
     /// `"realtime"` (one tick per `tick`) or `"asap"`.
     pub pace: Option<Spanned<String>>,
     pub tick: Option<Spanned<String>>,
+}
+
+/// `[server]`: the signaling server and the SFU.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawServer {
+    /// HTTP address of the page and `/ws` ("127.0.0.1:8080").
+    pub listen: Option<Spanned<String>>,
+    /// Address media (UDP) binds to and announces.
+    pub media_ip: Option<Spanned<String>>,
+    pub max_message: Option<Spanned<String>>,
+    /// Messages per second per connection, and the burst above it.
+    pub rate: Option<Spanned<f64>>,
+    pub burst: Option<Spanned<u32>>,
+    pub heartbeat: Option<Spanned<String>>,
+    pub heartbeat_timeout: Option<Spanned<String>>,
+    /// Environment variable holding the room token secret; when given,
+    /// connections need a token.
+    pub token_secret_env: Option<Spanned<String>>,
 }
 
 /// `[[source]]`: items made by the host.
@@ -66,7 +86,8 @@ pub struct RawStage {
     pub plugin: Option<Spanned<String>>,
     pub builtin: Option<Spanned<String>>,
     pub sha256: Option<Spanned<String>>,
-    pub inputs: Spanned<Vec<Spanned<String>>>,
+    /// Absent for the stages that serve `[server]` (signaling, forwarding).
+    pub inputs: Option<Spanned<Vec<Spanned<String>>>>,
     pub config: Option<Spanned<toml::Table>>,
     pub limits: Option<RawLimits>,
     pub restart: Option<RawRestart>,

@@ -3,7 +3,8 @@
 //! Every rule that fails returns a [`ConfigError`] pointing at the value at
 //! fault, with a hint that says what to write instead.
 
-use super::schema::{RawFile, RawLimits, RawRestart, RawSink, RawSource, RawStage};
+use super::schema::{RawFile, RawLimits, RawRestart, RawServer, RawSink, RawSource, RawStage};
+use crate::signaling::server::ServerOptions;
 use super::*;
 use crate::builtin::Builtin;
 use crate::io::wav::WavFormat;
@@ -39,10 +40,11 @@ pub(super) fn check(file: Arc<SourceFile>) -> Result<PipelineConfig, ConfigError
         }
     };
 
-    if raw.source.is_empty() {
-        return Err(cx.err_at(0..0, "the pipeline has no sources", "add a [[source]] table, e.g. kind = \"tone\""));
+    let server = raw.server.as_ref().map(|s| cx.server(s)).transpose()?;
+    if server.is_none() && raw.source.is_empty() {
+        return Err(cx.err_at(0..0, "the pipeline has no sources", "add a [[source]] table, e.g. kind = \"tone\" (or a [server] table to run the SFU)"));
     }
-    if raw.sink.is_empty() {
+    if server.is_none() && raw.sink.is_empty() {
         return Err(cx.err_at(0..0, "the pipeline has no sinks", "add a [[sink]] table, e.g. kind = \"meter\""));
     }
 
@@ -60,7 +62,7 @@ pub(super) fn check(file: Arc<SourceFile>) -> Result<PipelineConfig, ConfigError
     }
 
     let sources = raw.source.iter().map(|s| cx.source(s)).collect::<Result<Vec<_>, _>>()?;
-    let stages = raw.stage.iter().map(|s| cx.stage(s)).collect::<Result<Vec<_>, _>>()?;
+    let stages = raw.stage.iter().map(|s| cx.stage(s, server.is_some())).collect::<Result<Vec<_>, _>>()?;
     let sinks = raw.sink.iter().map(|s| cx.sink(s)).collect::<Result<Vec<_>, _>>()?;
 
     // Links: every input names a source or a stage; sinks feed nothing.
@@ -86,7 +88,7 @@ pub(super) fn check(file: Arc<SourceFile>) -> Result<PipelineConfig, ConfigError
     }
     check_cycles(&cx, &stages)?;
 
-    Ok(PipelineConfig { file, name, pace, tick, sources, stages, sinks })
+    Ok(PipelineConfig { file, name, pace, tick, sources, stages, sinks, server })
 }
 
 /// Rejects cycles among stages (sources have no inputs and sinks no
@@ -323,7 +325,70 @@ impl Cx {
         Ok(inputs.get_ref().iter().map(|i| Input { from: i.get_ref().clone(), span: i.span() }).collect())
     }
 
-    fn stage(&self, raw: &Spanned<RawStage>) -> Result<StageConfig, ConfigError> {
+    /// A stage's inputs; none (the key absent) for a stage that serves `[server]`.
+    fn stage_inputs(&self, owner: &str, raw: &Spanned<RawStage>, has_server: bool) -> Result<Vec<Input>, ConfigError> {
+        match &raw.get_ref().inputs {
+            Some(inputs) => self.inputs(owner, inputs),
+            None if has_server => Ok(Vec::new()),
+            None => Err(self.err(
+                &raw.get_ref().id,
+                format!("`{owner}` has no inputs"),
+                "list its inputs, e.g. inputs = [\"tone\"]; only stages serving a [server] (signaling, forwarding) go without",
+            )),
+        }
+    }
+
+    fn server(&self, raw: &Spanned<RawServer>) -> Result<ServerConfig, ConfigError> {
+        let s = raw.get_ref();
+        let mut options = ServerOptions::default();
+        let listen: std::net::SocketAddr = match &s.listen {
+            None => std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
+            Some(l) => l.get_ref().parse().map_err(|_| self.err(l, format!("`{}` is not an address with a port", l.get_ref()), "e.g. listen = \"127.0.0.1:8080\""))?,
+        };
+        let media_ip = match &s.media_ip {
+            None => listen.ip(),
+            Some(ip) => ip.get_ref().parse().map_err(|_| self.err(ip, format!("`{}` is not an IP address", ip.get_ref()), "e.g. media-ip = \"127.0.0.1\""))?,
+        };
+        if let Some(size) = &s.max_message {
+            let bytes = self.size(size)?;
+            if !(256..=16 << 20).contains(&bytes) {
+                return Err(self.err(size, "max-message must be between 256B and 16MiB", "the default is \"64KiB\""));
+            }
+            options.max_message = bytes as usize;
+        }
+        if let Some(rate) = &s.rate {
+            if !(rate.get_ref().is_finite() && *rate.get_ref() > 0.0) {
+                return Err(self.err(rate, "rate must be a positive number of messages per second", "the default is 50"));
+            }
+            options.rate = *rate.get_ref();
+        }
+        if let Some(burst) = &s.burst {
+            if *burst.get_ref() == 0 {
+                return Err(self.err(burst, "burst must be at least 1", "the default is 100"));
+            }
+            options.burst = *burst.get_ref();
+        }
+        if let Some(d) = &s.heartbeat {
+            options.heartbeat_interval = self.duration(d)?;
+        }
+        if let Some(d) = &s.heartbeat_timeout {
+            options.heartbeat_timeout = self.duration(d)?;
+        }
+        if options.heartbeat_interval.is_zero() || options.heartbeat_timeout <= options.heartbeat_interval {
+            let at = s.heartbeat_timeout.as_ref().or(s.heartbeat.as_ref()).map_or(raw.span(), |d| d.span());
+            return Err(self.err_at(at, "heartbeat-timeout must be longer than a non-zero heartbeat", "the defaults are \"10s\" and \"30s\""));
+        }
+        if let Some(var) = &s.token_secret_env {
+            match std::env::var(var.get_ref()) {
+                Ok(secret) if secret.len() >= 16 => options.token_secret = Some(secret.into_bytes()),
+                Ok(_) => return Err(self.err(var, format!("the secret in ${} is shorter than 16 bytes", var.get_ref()), "use a long random secret, e.g. `openssl rand -hex 32`")),
+                Err(_) => return Err(self.err(var, format!("${} is not set", var.get_ref()), "export the room token secret in that variable, or remove token-secret-env to admit everyone")),
+            }
+        }
+        Ok(ServerConfig { span: raw.span(), listen, media_ip, options })
+    }
+
+    fn stage(&self, raw: &Spanned<RawStage>, has_server: bool) -> Result<StageConfig, ConfigError> {
         let s = raw.get_ref();
         let id = s.id.get_ref().clone();
         let config_json = match &s.config {
@@ -376,7 +441,7 @@ impl Cx {
             },
         };
         Ok(StageConfig {
-            inputs: self.inputs(&id, &s.inputs)?,
+            inputs: self.stage_inputs(&id, raw, has_server)?,
             id,
             span: raw.span(),
             runs: Runs::Plugin(PluginRef { name: plugin.get_ref().clone(), span: plugin.span(), bytes: plugin_bytes }),
@@ -409,7 +474,7 @@ impl Cx {
         Ok(StageConfig {
             id: s.id.get_ref().clone(),
             span: raw.span(),
-            inputs: self.inputs(s.id.get_ref(), &s.inputs)?,
+            inputs: self.stage_inputs(s.id.get_ref(), raw, false)?,
             runs: Runs::Builtin(builtin),
             config_json,
             limits: Limits::default(),

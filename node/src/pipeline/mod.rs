@@ -139,7 +139,8 @@ impl Pipeline {
         }
 
         // Stages in dependency order (the config check ruled out cycles).
-        let mut pending: Vec<_> = config.stages.iter().collect();
+        // (Stages without inputs serve `[server]`: see `crate::server`.)
+        let mut pending: Vec<_> = config.stages.iter().filter(|s| !s.serves()).collect();
         while !pending.is_empty() {
             let ready = pending.iter().position(|s| s.inputs.iter().all(|i| index.contains_key(i.from.as_str())));
             let Some(ready) = ready else {
@@ -165,9 +166,9 @@ impl Pipeline {
                 StageKind::AudioDsp => PortType::Audio,
                 StageKind::FrameTransform => PortType::Frames,
                 other => {
-                    return Err(config
-                        .error(plugin_ref.span.clone(), format!("{} plugins cannot run in a pipeline yet", other.name()), "use an audio-dsp or frame-transform plugin")
-                        .into());
+                    let message = format!("{} plugins serve the [server], not a pipeline of sources and sinks", other.name());
+                    let hint = "remove this stage's `inputs` and add a [server] table (see pipelines/sfu.toml)";
+                    return Err(config.error(plugin_ref.span.clone(), message, hint).into());
                 }
             };
             let inputs = link(config, &index, &stage.id, &stage.inputs, Some(ty), plugin.kind.name())?;

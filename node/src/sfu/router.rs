@@ -89,6 +89,18 @@ fn full_table(all: &BTreeMap<u64, String>) -> Vec<RouteChange> {
     all.iter().map(|(&participant, room)| RouteChange::Joined(RouteMember { participant, room: room.clone() })).collect()
 }
 
+/// The native decision, without a plugin: every other member of the
+/// publisher's room (also the baseline of the forwarding benchmark).
+pub struct RoomFanOut;
+
+impl Decide for RoomFanOut {
+    fn update(&mut self, _: &RouteChange, _: &BTreeMap<u64, String>) {}
+
+    fn decide(&mut self, packets: &[PacketMeta], all: &BTreeMap<u64, String>, out: &mut ForwardBatch) {
+        packets.iter().for_each(|p| room_fan_out(p, all, out));
+    }
+}
+
 /// The default decision: every other member of the publisher's room.
 pub fn room_fan_out(packet: &PacketMeta, all: &BTreeMap<u64, String>, out: &mut ForwardBatch) {
     let before = out.subscribers.len();

@@ -1,0 +1,90 @@
+//! The node's network side, from a pipeline file's `[server]` table: the
+//! signaling server (page + WebSocket) and the SFU, with the stages that
+//! serve them (the stages without `inputs`).
+//!
+//! A signaling plugin serves the rooms; a packet-forwarding plugin makes
+//! the SFU's forwarding decisions (without one, packets go to the rest of
+//! their room, decided natively).
+
+use crate::config::{PipelineConfig, Runs, ServerConfig, StageConfig};
+use crate::pipeline::BuildError;
+use crate::runtime::{Runtime, StageKind};
+use crate::sfu::router::{Decide, PluginDecider, RoomFanOut};
+use crate::sfu::{Sfu, SfuOptions};
+use crate::signaling::connections::Connections;
+use crate::signaling::server::Server;
+use crate::supervisor::crash_report::CrashReporter;
+use crate::supervisor::{StageSpec, Supervisor};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The running server and SFU.
+pub struct Running {
+    pub server: Server,
+    pub sfu: Sfu,
+}
+
+/// Starts the server described by `config.server` (there must be one).
+pub async fn start(runtime: &Runtime, config: &PipelineConfig, reporter: &CrashReporter) -> Result<Running, BuildError> {
+    let Some(server_config) = &config.server else {
+        return Err(config.error(0..0, "the pipeline has no [server] table", "add one (see pipelines/sfu.toml)").into());
+    };
+    let mut signaling = None;
+    let mut forwarding = None;
+    for stage in config.stages.iter().filter(|s| s.serves()) {
+        let (kind, supervisor) = supervise(runtime, config, stage, reporter)?;
+        let slot = match kind {
+            StageKind::Signaling => &mut signaling,
+            StageKind::PacketForwarding => &mut forwarding,
+            other => {
+                let message = format!("`{}` has no inputs, but {} stages need them", stage.id, other.name());
+                return Err(config.error(stage.span.clone(), message, "list its inputs, e.g. inputs = [\"tone\"]").into());
+            }
+        };
+        if slot.is_some() {
+            let message = format!("a second {} stage `{}`", kind.name(), stage.id);
+            return Err(config.error(stage.span.clone(), message, "the server takes one signaling and at most one packet-forwarding stage").into());
+        }
+        *slot = Some(supervisor);
+    }
+    let Some(signaling) = signaling else {
+        let hint = "add a stage without inputs running plugin = \"stock:signaling\"";
+        return Err(config.error(server_config.span.clone(), "the [server] has no signaling stage", hint).into());
+    };
+    let decide: Box<dyn Decide> = match forwarding {
+        Some(stage) => Box::new(PluginDecider(stage)),
+        None => Box::new(RoomFanOut),
+    };
+    let ServerConfig { listen, media_ip, options, .. } = server_config.clone();
+    let connections = Connections::default();
+    let sfu = Sfu::start(SfuOptions { rtc_ip: media_ip }, connections.clone(), decide);
+    let server = Server::start(listen, options, signaling, connections, Some(Arc::new(sfu.clone())), Some(Box::new(sfu.clone())))
+        .await
+        .map_err(|e| config.error(server_config.span.clone(), format!("cannot listen on {listen}: {e}"), "pick a free port in `listen`"))?;
+    tracing::info!("serving the web client on http://{} (media on {media_ip})", server.addr);
+    Ok(Running { server, sfu })
+}
+
+fn supervise(runtime: &Runtime, config: &PipelineConfig, stage: &StageConfig, reporter: &CrashReporter) -> Result<(StageKind, Supervisor), BuildError> {
+    let Runs::Plugin(plugin_ref) = &stage.runs else {
+        let hint = "built-in stages take inputs; the server's stages are signaling and forwarding plugins";
+        return Err(config.error(stage.span.clone(), format!("`{}` has no inputs", stage.id), hint).into());
+    };
+    let plugin = runtime.load(&plugin_ref.name, &plugin_ref.bytes, stage.limits.stack).map_err(|e| {
+        config.error(plugin_ref.span.clone(), format!("{e:#}"), "check that the file is a component built with medianode-sdk for wasm32-wasip2")
+    })?;
+    let kind = plugin.kind;
+    let spec = StageSpec {
+        id: stage.id.clone(),
+        plugin,
+        config_json: stage.config_json.clone(),
+        limits: stage.limits.clone(),
+        restart: stage.restart.clone(),
+        failure: stage.failure,
+        recorder: stage.recorder,
+        seed: rand::random(),
+    };
+    let supervisor = Supervisor::start(spec, reporter.clone(), Instant::now())
+        .map_err(|fault| BuildError::Start { stage: stage.id.clone(), kind: fault.kind.name(), message: fault.message })?;
+    Ok((kind, supervisor))
+}
