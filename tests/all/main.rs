@@ -4,6 +4,7 @@
 mod common;
 mod audio_faults;
 mod audio_files;
+mod browser;
 mod config_errors;
 mod devices;
 mod dsp;

@@ -32,6 +32,7 @@ use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -362,11 +363,23 @@ impl Sfu {
                 ..Default::default()
             }],
         )));
-        if let Err(e) = pc.add_track(track.clone() as Arc<dyn TrackLocal>).await {
-            tracing::warn!(subscriber, publisher, "cannot add a track: {e}");
-            return false;
-        }
-        let _ = self.inner.router.send(RouterMsg::Subscribe { subscriber, ssrc: stream.ssrc, track, out_ssrc }).await;
+        // A transceiver of its own (a new m-line), send-only: `add_track`
+        // would reuse the subscriber's own send-only transceiver of that
+        // kind, on which a browser receives nothing.
+        let init = RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Sendonly, ..Default::default() };
+        let added = pc.add_transceiver_from_track(track.clone() as Arc<dyn TrackLocal>, Some(init)).await;
+        let sender = match added {
+            Ok(transceiver) => match transceiver.sender().await {
+                Ok(Some(sender)) => sender,
+                _ => return false,
+            },
+            Err(e) => {
+                tracing::warn!(subscriber, publisher, "cannot add a track: {e}");
+                return false;
+            }
+        };
+        let mime = stream.codec.mime_type.clone();
+        let _ = self.inner.router.send(RouterMsg::Subscribe { subscriber, ssrc: stream.ssrc, track, sender, mime, out_ssrc }).await;
         // A new viewer needs a key frame.
         if stream.kind == MediaKind::Video {
             let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc: stream.ssrc };
@@ -408,22 +421,28 @@ impl Sfu {
             _ => MediaKind::Video,
         };
         let stream = Published { ssrc, kind, codec, remote: remote.clone() };
-        let (user, room, subscribers) = {
+        let is_audio = kind == MediaKind::Audio;
+        let (user, room, subscribers, pc) = {
             let mut participants = self.inner.participants.lock().await;
             let Some(p) = participants.get_mut(&publisher) else { return };
             p.published.push(stream.clone());
+            let pc = p.pc.clone();
             let (user, room) = (p.user.clone(), p.room.clone());
             let subscribers: Vec<u64> =
                 participants.iter().filter(|(id, p)| **id != publisher && p.room == room && p.pc.is_some()).map(|(id, _)| *id).collect();
-            (user, room, subscribers)
+            (user, room, subscribers, pc)
         };
         tracing::info!(publisher, %user, ssrc, ?kind, "publishing");
+        let level_id = match pc {
+            Some(pc) if is_audio => pc.remote_description().await.and_then(|d| extension_id(&d.sdp, AUDIO_LEVEL_URI)),
+            _ => None,
+        };
         let router = self.inner.router.clone();
         let sfu = self.clone();
         tokio::spawn(async move {
             while let Some(event) = remote.poll().await {
                 if let TrackRemoteEvent::OnRtpPacket(packet) = event {
-                    let audio_level = sfu.audio_level(&room, publisher, kind, &packet);
+                    let audio_level = level_id.and_then(|id| sfu.audio_level(&room, publisher, id, &packet));
                     if router.send(RouterMsg::Packet { publisher, kind, audio_level, packet }).await.is_err() {
                         return;
                     }
@@ -437,14 +456,11 @@ impl Sfu {
         }
     }
 
-    /// The packet's RFC 6464 level, fed to the room's speaker detector.
-    fn audio_level(&self, room: &str, publisher: u64, kind: MediaKind, packet: &rtc::rtp::Packet) -> Option<u8> {
-        if kind != MediaKind::Audio {
-            return None;
-        }
-        // Browsers negotiate the extension with id 1 for audio; a one-byte
-        // extension whose first byte is the level (low 7 bits).
-        let level = packet.header.get_extension(1).and_then(|b| b.first().copied()).map(|b| b & 0x7f)?;
+    /// The packet's RFC 6464 level (extension `id`), fed to the room's
+    /// speaker detector.
+    fn audio_level(&self, room: &str, publisher: u64, id: u8, packet: &rtc::rtp::Packet) -> Option<u8> {
+        // One byte: V (voice activity) and the level in its low 7 bits.
+        let level = packet.header.get_extension(id).and_then(|b| b.first().copied()).map(|b| b & 0x7f)?;
         let changed = {
             let mut speakers = self.inner.speakers.lock().unwrap_or_else(PoisonError::into_inner);
             let detector = speakers.entry(room.to_string()).or_insert_with(|| speaker::SpeakerDetector::new(60, Duration::from_millis(300)));
@@ -491,9 +507,30 @@ impl Sfu {
     }
 }
 
+/// The id an SDP gives a header extension (`a=extmap:ID URI`). Audio and
+/// video sections of one description agree on ids (BUNDLE).
+fn extension_id(sdp: &str, uri: &str) -> Option<u8> {
+    sdp.lines().find_map(|line| {
+        let rest = line.trim().strip_prefix("a=extmap:")?;
+        let (id, rest) = rest.split_once(' ')?;
+        let id = id.split('/').next()?.parse().ok()?;
+        (rest.split_whitespace().next()? == uri).then_some(id)
+    })
+}
+
 struct Handler {
     sfu: Sfu,
     connection: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn extension_ids_are_read_from_the_sdp() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid\r\na=extmap:1/sendonly urn:ietf:params:rtp-hdrext:ssrc-audio-level vad=on\r\n";
+        assert_eq!(super::extension_id(sdp, super::AUDIO_LEVEL_URI), Some(1));
+        assert_eq!(super::extension_id(sdp, "urn:x"), None);
+    }
 }
 
 #[async_trait::async_trait]

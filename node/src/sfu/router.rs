@@ -17,6 +17,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::rtp_transceiver::RtpSender;
 
 /// Largest batch handed to the forwarding decision.
 pub const MAX_BATCH: usize = 64;
@@ -27,8 +28,9 @@ pub enum RouterMsg {
     Packet { publisher: u64, kind: MediaKind, audio_level: Option<u8>, packet: rtp::Packet },
     Joined { participant: u64, room: String },
     Left(u64),
-    /// `subscriber` now has a track carrying `publisher`'s stream `ssrc`.
-    Subscribe { subscriber: u64, ssrc: u32, track: Arc<TrackLocalStaticRTP>, out_ssrc: u32 },
+    /// `subscriber` now has a track carrying `publisher`'s stream `ssrc`
+    /// (codec `mime`), sent by `sender`.
+    Subscribe { subscriber: u64, ssrc: u32, track: Arc<TrackLocalStaticRTP>, sender: Arc<dyn RtpSender>, mime: String, out_ssrc: u32 },
     /// Everything `participant` sent or received is gone.
     Forget(u64),
 }
@@ -113,8 +115,30 @@ pub fn room_fan_out(packet: &PacketMeta, all: &BTreeMap<u64, String>, out: &mut 
 /// One forwarded stream at one subscriber.
 struct Outgoing {
     track: Arc<TrackLocalStaticRTP>,
+    sender: Arc<dyn RtpSender>,
+    mime: String,
+    /// The codec's payload type on the subscriber's leg, once known.
+    payload_type: Option<u8>,
     ssrc: u32,
     sequence: SequenceRewriter,
+}
+
+impl Outgoing {
+    /// The subscriber leg's payload type for the codec: negotiated per leg,
+    /// so not necessarily the publisher's.
+    async fn payload_type(&mut self) -> Option<u8> {
+        if self.payload_type.is_none()
+            && let Ok(parameters) = self.sender.get_parameters().await
+        {
+            self.payload_type = parameters
+                .rtp_parameters
+                .codecs
+                .iter()
+                .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&self.mime))
+                .map(|c| c.payload_type);
+        }
+        self.payload_type
+    }
 }
 
 /// Counters the router keeps (read by tests and benchmarks).
@@ -164,8 +188,8 @@ pub async fn run(mut rx: mpsc::Receiver<RouterMsg>, mut decide: Box<dyn Decide>,
                     routes.remove(&participant);
                     decide.update(&RouteChange::Left(participant), &routes);
                 }
-                RouterMsg::Subscribe { subscriber, ssrc, track, out_ssrc } => {
-                    let out = Outgoing { track, ssrc: out_ssrc, sequence: SequenceRewriter::default() };
+                RouterMsg::Subscribe { subscriber, ssrc, track, sender, mime, out_ssrc } => {
+                    let out = Outgoing { track, sender, mime, payload_type: None, ssrc: out_ssrc, sequence: SequenceRewriter::default() };
                     outgoing.entry(ssrc).or_default().insert(subscriber, out);
                 }
                 RouterMsg::Forget(participant) => {
@@ -197,9 +221,18 @@ pub async fn run(mut rx: mpsc::Receiver<RouterMsg>, mut decide: Box<dyn Decide>,
                     out.sequence.withhold();
                     continue;
                 }
+                let Some(payload_type) = out.payload_type().await else {
+                    local.write_errors += 1;
+                    continue;
+                };
                 let mut copy = packet.clone();
                 copy.header.ssrc = out.ssrc;
                 copy.header.sequence_number = out.sequence.forward(meta.sequence);
+                copy.header.payload_type = payload_type;
+                // Header extension ids are negotiated per leg too; none is
+                // carried over (the publisher's would be refused).
+                copy.header.extension = false;
+                copy.header.extensions.clear();
                 match out.track.write_rtp(copy).await {
                     Ok(()) => local.packets_out += 1,
                     Err(_) => local.write_errors += 1,

@@ -32,7 +32,12 @@ async function join(room, user, wantVideo, wantAudio) {
   client.ws = ws;
   ws.onopen = () => { showState(); send({ type: 'join', room, user }); };
   ws.onclose = (e) => { log(`signaling closed: ${e.reason || e.code}`); showState(); };
-  ws.onmessage = (e) => onMessage(JSON.parse(e.data), wantVideo, wantAudio).catch((err) => log(`error: ${err}`));
+  // One message at a time, in order: a candidate must not overtake the
+  // description it belongs to.
+  let queue = Promise.resolve();
+  ws.onmessage = (e) => {
+    queue = queue.then(() => onMessage(JSON.parse(e.data), wantVideo, wantAudio)).catch((err) => log(`error: ${err}`));
+  };
 }
 
 async function onMessage(msg, wantVideo, wantAudio) {
