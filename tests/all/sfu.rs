@@ -39,11 +39,15 @@ pub struct Node {
 }
 
 pub async fn node(forward_plugin: &str, forward_config: &str) -> Node {
+    node_with(forward_plugin, forward_config, SfuOptions::new("127.0.0.1".parse().expect("ip"))).await
+}
+
+pub async fn node_with(forward_plugin: &str, forward_config: &str, options: SfuOptions) -> Node {
     let connections = Connections::default();
     let stage = stock_stage(forward_plugin, forward_config);
     let forward = stage.shared().clone();
     let decide = Box::new(PluginDecider(stage));
-    let sfu = Sfu::start(SfuOptions { rtc_ip: "127.0.0.1".parse().expect("ip") }, connections.clone(), decide);
+    let sfu = Sfu::start(options, connections.clone(), decide);
     let server = Server::start(
         "127.0.0.1:0".parse().expect("addr"),
         ServerOptions::default(),
@@ -108,7 +112,12 @@ pub struct Peer {
 }
 
 pub async fn peer(node: &Node, room: &str, user: &str, publish: bool) -> Peer {
-    let (ws, _) = connect_async(format!("ws://{}/ws", node.server.addr)).await.expect("connects");
+    peer_at(node.server.addr, room, user, publish).await
+}
+
+/// A participant of the node at `addr` (on whatever runtime calls this).
+pub async fn peer_at(addr: std::net::SocketAddr, room: &str, user: &str, publish: bool) -> Peer {
+    let (ws, _) = connect_async(format!("ws://{addr}/ws")).await.expect("connects");
     let (mut ws_tx, mut ws_rx) = ws.split();
     let (out, mut out_rx) = mpsc::unbounded_channel::<Value>();
     tokio::spawn(async move {
@@ -351,4 +360,71 @@ async fn until_flowing_more(publisher: &Peer, subscriber: &Peer, before: u64) {
         }
     }
     panic!("the rejoined publisher never reached the subscriber");
+}
+
+/// ICE `failed` on the node's side makes it restart ICE: the subscriber
+/// goes silent (its whole runtime frozen) past the failed timeout; the
+/// node sends an offer with new ICE credentials; once the subscriber is
+/// back it answers, ICE connects again and media flows again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_failed_restarts_ice_and_media_resumes() {
+    let mut options = SfuOptions::new("127.0.0.1".parse().expect("ip"));
+    options.ice_disconnected = Duration::from_millis(500);
+    options.ice_failed = Duration::from_millis(1500);
+    options.ice_keepalive = Duration::from_millis(200);
+    let node = node_with("forward", "{}", options).await;
+    let publisher = peer(&node, "room", "pub", true).await;
+
+    // The subscriber lives on a runtime of its own, so that it can be frozen.
+    let addr = node.server.addr;
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (freeze_tx, freeze_rx) = std::sync::mpsc::channel::<Duration>();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async move {
+            let subscriber = peer_at(addr, "room", "sub", false).await;
+            subscriber.connected().await;
+            let _ = ready_tx.send(subscriber.seen.clone());
+            loop {
+                match freeze_rx.try_recv() {
+                    // Blocks this runtime's only thread: no ICE, no DTLS, no reads.
+                    Ok(pause) => std::thread::sleep(pause),
+                    Err(std::sync::mpsc::TryRecvError::Empty) => tokio::time::sleep(Duration::from_millis(20)).await,
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
+                }
+            }
+        });
+    });
+    let seen = tokio::task::spawn_blocking(move || ready_rx.recv_timeout(Duration::from_secs(20)))
+        .await
+        .expect("join")
+        .expect("the subscriber connects");
+    publisher.connected().await;
+    let received = || seen.packets.load(Ordering::Relaxed);
+    for round in 0..100u16 {
+        publisher.send_audio(round * 10, 10, Duration::from_millis(5)).await;
+        if received() > 0 {
+            break;
+        }
+    }
+    assert!(received() > 0, "media flows before the freeze");
+    let offers_before = seen.messages.lock().expect("lock").iter().filter(|m| m["type"] == "offer").count();
+
+    freeze_tx.send(Duration::from_secs(3)).expect("freeze");
+    publisher.send_audio(2000, 1000, Duration::from_millis(5)).await; // ~5 s, spanning the freeze
+    let before = received();
+    publisher.send_audio(4000, 300, Duration::from_millis(5)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = received() - before;
+    assert!(after >= 270, "media resumed after the ICE restart: {after} of 300");
+
+    let messages = seen.messages.lock().expect("lock").clone();
+    let states: Vec<&str> = messages.iter().filter(|m| m["type"] == "media-state").filter_map(|m| m["state"].as_str()).collect();
+    let failed = states.iter().position(|s| *s == "failed").unwrap_or_else(|| panic!("the node saw no failure: {states:?}"));
+    assert!(states[failed..].contains(&"connected"), "connected again after failing: {states:?}");
+    let offers: Vec<&str> = messages.iter().filter(|m| m["type"] == "offer").filter_map(|m| m["sdp"].as_str()).collect();
+    assert!(offers.len() > offers_before, "the node sent a restart offer");
+    let ufrag = |sdp: &str| sdp.lines().find_map(|l| l.trim().strip_prefix("a=ice-ufrag:").map(str::to_string));
+    assert_ne!(ufrag(offers[0]), ufrag(offers[offers.len() - 1]), "with new ICE credentials");
+    drop(freeze_tx);
 }

@@ -45,6 +45,7 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceConnectionState, RTCPeerConnectionIceEvent,
+    SettingEngineBuilder,
 };
 
 /// The RFC 6464 header extension that carries audio levels.
@@ -55,6 +56,24 @@ pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 pub struct SfuOptions {
     /// The address media (UDP) binds to and announces.
     pub rtc_ip: IpAddr,
+    /// ICE: silence before `disconnected`, and before `failed`; how often
+    /// to send keepalives.
+    pub ice_disconnected: Duration,
+    pub ice_failed: Duration,
+    pub ice_keepalive: Duration,
+}
+
+impl SfuOptions {
+    /// The defaults on `rtc_ip`: 5 s to disconnected, 25 s to failed, 2 s
+    /// keepalives (webrtc-rs's and browsers' usual values).
+    pub fn new(rtc_ip: IpAddr) -> SfuOptions {
+        SfuOptions {
+            rtc_ip,
+            ice_disconnected: Duration::from_secs(5),
+            ice_failed: Duration::from_secs(25),
+            ice_keepalive: Duration::from_secs(2),
+        }
+    }
 }
 
 /// A published stream.
@@ -290,8 +309,13 @@ impl Sfu {
         media.register_header_extension(level, RtpCodecKind::Audio, None).map_err(|e| e.to_string())?;
         let registry = register_default_interceptors(Registry::new(), &mut media).map_err(|e| e.to_string())?;
         let handler = Arc::new(Handler { sfu: self.clone(), connection });
+        let options = &self.inner.options;
+        let settings = SettingEngineBuilder::new()
+            .with_ice_timeouts(Some(options.ice_disconnected), Some(options.ice_failed), Some(options.ice_keepalive))
+            .build();
         let pc = PeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_setting_engine(settings)
             .with_media_engine(media)
             .with_interceptor_registry(registry)
             .with_handler(handler)
