@@ -14,3 +14,4 @@ mod restart_policy;
 mod signaling;
 mod signaling_server;
 mod sfu;
+mod webrtc_peers;

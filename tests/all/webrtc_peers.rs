@@ -1,0 +1,330 @@
+//! In-process WebRTC participants (webrtc-rs, UDP on 127.0.0.1) that join a
+//! node through its own signaling WebSocket: what the SFU tests and the SFU
+//! benchmark drive.
+
+use crate::common::stock_stage;
+use futures_util::{SinkExt, StreamExt};
+use medianode::sfu::router::PluginDecider;
+use medianode::sfu::{Sfu, SfuOptions};
+use medianode::signaling::connections::Connections;
+use medianode::signaling::server::{Server, ServerOptions};
+use rtc::interceptor::Registry;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MediaEngine};
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::transport::RTCIceCandidateInit;
+use rtc::rtp;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_tungstenite::connect_async;
+use tokio_tungstenite::tungstenite::Message;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceConnectionState, RTCPeerConnectionIceEvent};
+
+/// A node: signaling server + SFU with the given forwarding plugin.
+pub struct Node {
+    pub server: Server,
+    pub sfu: Sfu,
+    /// The forwarding stage's metrics.
+    pub forward: Arc<medianode::runtime::StageShared>,
+}
+
+pub async fn node(forward_plugin: &str, forward_config: &str) -> Node {
+    node_with(forward_plugin, forward_config, SfuOptions::new("127.0.0.1".parse().expect("ip"))).await
+}
+
+pub async fn node_with(forward_plugin: &str, forward_config: &str, options: SfuOptions) -> Node {
+    let stage = stock_stage(forward_plugin, forward_config);
+    let forward = stage.shared().clone();
+    let (server, sfu) = node_deciding(Box::new(PluginDecider(stage)), options).await;
+    Node { server, sfu, forward }
+}
+
+/// A node whose forwarding decisions `decide` makes.
+pub async fn node_deciding(decide: Box<dyn medianode::sfu::router::Decide>, options: SfuOptions) -> (Server, Sfu) {
+    let connections = Connections::default();
+    let sfu = Sfu::start(options, connections.clone(), decide);
+    let server = Server::start(
+        "127.0.0.1:0".parse().expect("addr"),
+        ServerOptions::default(),
+        stock_stage("signaling", "{}"),
+        connections,
+        Some(Arc::new(sfu.clone())),
+        Some(Box::new(sfu.clone())),
+    )
+    .await
+    .expect("server starts");
+    (server, sfu)
+}
+
+/// What a test peer saw.
+#[derive(Default)]
+pub struct Seen {
+    /// RTP packets received, all tracks.
+    pub packets: AtomicU64,
+    /// Distinct (ssrc, sequence) pairs received.
+    pub unique: Mutex<HashSet<(u32, u16)>>,
+    pub ice: Mutex<Vec<RTCIceConnectionState>>,
+    pub messages: Mutex<Vec<Value>>,
+    /// Send-to-receive times of timed packets ([`Peer::send_timed`]), ns.
+    pub latencies: Mutex<Vec<u64>>,
+}
+
+/// Timed packets carry nanoseconds since this instant, then this tag.
+static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+const TIMED: [u8; 8] = *b"medianod";
+
+fn since_origin() -> u64 {
+    ORIGIN.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64
+}
+
+struct PeerHandler {
+    seen: Arc<Seen>,
+    out: mpsc::UnboundedSender<Value>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for PeerHandler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        if let Ok(candidate) = event.candidate.to_json() {
+            let _ = self.out.send(json!({"type": "candidate", "candidate": candidate}));
+        }
+    }
+    async fn on_ice_connection_state_change(&self, state: RTCIceConnectionState) {
+        self.seen.ice.lock().expect("lock").push(state);
+    }
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let seen = self.seen.clone();
+        tokio::spawn(async move {
+            while let Some(event) = track.poll().await {
+                if let TrackRemoteEvent::OnRtpPacket(p) = event {
+                    if p.payload.len() >= 16 && p.payload[8..16] == TIMED {
+                        let sent = u64::from_le_bytes(p.payload[..8].try_into().unwrap_or_default());
+                        seen.latencies.lock().expect("lock").push(since_origin().saturating_sub(sent));
+                    }
+                    seen.packets.fetch_add(1, Ordering::Relaxed);
+                    seen.unique.lock().expect("lock").insert((p.header.ssrc, p.header.sequence_number));
+                }
+            }
+        });
+    }
+}
+
+/// An in-process WebRTC participant driven over the node's WebSocket.
+pub struct Peer {
+    pub pc: Arc<dyn PeerConnection>,
+    pub seen: Arc<Seen>,
+    /// Messages to the node.
+    pub out: mpsc::UnboundedSender<Value>,
+    /// The audio track it publishes, if any.
+    pub track: Option<Arc<TrackLocalStaticRTP>>,
+    pub ssrc: u32,
+}
+
+#[allow(dead_code)] // the benchmark joins by address
+pub async fn peer(node: &Node, room: &str, user: &str, publish: bool) -> Peer {
+    peer_at(node.server.addr, room, user, publish).await
+}
+
+/// A peer connection on 127.0.0.1 that publishes one Opus track or
+/// receives audio; its ICE candidates go to `out` as `candidate` messages.
+async fn endpoint(user: &str, publish: bool, out: mpsc::UnboundedSender<Value>) -> (Arc<dyn PeerConnection>, Arc<Seen>, Option<Arc<TrackLocalStaticRTP>>, u32) {
+    let seen = Arc::new(Seen::default());
+    let mut media = MediaEngine::default();
+    media.register_default_codecs().expect("codecs");
+    let registry = register_default_interceptors(Registry::new(), &mut media).expect("interceptors");
+    let pc: Arc<dyn PeerConnection> = Arc::new(
+        PeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_media_engine(media)
+            .with_interceptor_registry(registry)
+            .with_handler(Arc::new(PeerHandler { seen: seen.clone(), out }))
+            .with_udp_addrs(vec!["127.0.0.1:0"])
+            .build()
+            .await
+            .expect("peer connection"),
+    );
+    let ssrc = rand::random::<u32>();
+    let track = if publish {
+        let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+            format!("{user}-stream"),
+            format!("{user}-audio"),
+            format!("{user} audio"),
+            RtpCodecKind::Audio,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+                codec: RTCRtpCodec { mime_type: MIME_TYPE_OPUS.to_owned(), clock_rate: 48000, channels: 2, ..Default::default() },
+                ..Default::default()
+            }],
+        )));
+        pc.add_track(track.clone() as Arc<dyn TrackLocal>).await.expect("add track");
+        Some(track)
+    } else {
+        let init = RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Recvonly, ..Default::default() };
+        pc.add_transceiver_from_kind(RtpCodecKind::Audio, Some(init)).await.expect("transceiver");
+        None
+    };
+    (pc, seen, track, ssrc)
+}
+
+/// A publisher and a subscriber connected directly, without a node: the
+/// baseline for the latency the node adds.
+#[allow(dead_code)] // used by the benchmark
+pub async fn direct_pair() -> (Peer, Peer) {
+    let (a_out, a_candidates) = mpsc::unbounded_channel::<Value>();
+    let (b_out, b_candidates) = mpsc::unbounded_channel::<Value>();
+    let (a_pc, a_seen, a_track, a_ssrc) = endpoint("direct-a", true, a_out.clone()).await;
+    let (b_pc, b_seen, _, b_ssrc) = endpoint("direct-b", false, b_out.clone()).await;
+    for (to, mut from) in [(b_pc.clone(), a_candidates), (a_pc.clone(), b_candidates)] {
+        tokio::spawn(async move {
+            while let Some(v) = from.recv().await {
+                if let Ok(c) = serde_json::from_value::<RTCIceCandidateInit>(v["candidate"].clone()) {
+                    let _ = to.add_ice_candidate(c).await;
+                }
+            }
+        });
+    }
+    let offer = a_pc.create_offer(None).await.expect("offer");
+    a_pc.set_local_description(offer.clone()).await.expect("local offer");
+    b_pc.set_remote_description(offer).await.expect("remote offer");
+    let answer = b_pc.create_answer(None).await.expect("answer");
+    b_pc.set_local_description(answer.clone()).await.expect("local answer");
+    a_pc.set_remote_description(answer).await.expect("remote answer");
+    let a = Peer { pc: a_pc, seen: a_seen, out: a_out, track: a_track, ssrc: a_ssrc };
+    let b = Peer { pc: b_pc, seen: b_seen, out: b_out, track: None, ssrc: b_ssrc };
+    (a, b)
+}
+
+/// A participant of the node at `addr` (on whatever runtime calls this).
+pub async fn peer_at(addr: std::net::SocketAddr, room: &str, user: &str, publish: bool) -> Peer {
+    let (ws, _) = connect_async(format!("ws://{addr}/ws")).await.expect("connects");
+    let (mut ws_tx, mut ws_rx) = ws.split();
+    let (out, mut out_rx) = mpsc::unbounded_channel::<Value>();
+    tokio::spawn(async move {
+        while let Some(v) = out_rx.recv().await {
+            if ws_tx.send(Message::text(v.to_string())).await.is_err() {
+                return;
+            }
+        }
+    });
+    let (pc, seen, track, ssrc) = endpoint(user, publish, out.clone()).await;
+    // Signaling: join, then offer; answer the node's offers.
+    let (joined_tx, joined_rx) = tokio::sync::oneshot::channel();
+    let mut joined_tx = Some(joined_tx);
+    let (pc2, out2, seen2) = (pc.clone(), out.clone(), seen.clone());
+    tokio::spawn(async move {
+        while let Some(Ok(message)) = ws_rx.next().await {
+            let Message::Text(text) = message else { continue };
+            let Ok(v) = serde_json::from_str::<Value>(&text) else { continue };
+            seen2.messages.lock().expect("lock").push(v.clone());
+            match v["type"].as_str() {
+                Some("joined") => {
+                    if let Some(tx) = joined_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                Some("answer") => {
+                    let sdp = v["sdp"].as_str().unwrap_or_default().to_string();
+                    if let Ok(answer) = RTCSessionDescription::answer(sdp) {
+                        let _ = pc2.set_remote_description(answer).await;
+                    }
+                }
+                Some("offer") => {
+                    let sdp = v["sdp"].as_str().unwrap_or_default().to_string();
+                    let Ok(offer) = RTCSessionDescription::offer(sdp) else { continue };
+                    if pc2.set_remote_description(offer).await.is_err() {
+                        continue;
+                    }
+                    if let Ok(answer) = pc2.create_answer(None).await {
+                        let _ = pc2.set_local_description(answer.clone()).await;
+                        let _ = out2.send(json!({"type": "answer", "sdp": answer.sdp}));
+                    }
+                }
+                Some("candidate") => {
+                    if let Ok(c) = serde_json::from_value::<RTCIceCandidateInit>(v["candidate"].clone()) {
+                        let _ = pc2.add_ice_candidate(c).await;
+                    }
+                }
+                _ => {}
+            }
+        }
+    });
+    let _ = out.send(json!({"type": "join", "room": room, "user": user}));
+    tokio::time::timeout(Duration::from_secs(5), joined_rx).await.expect("joined in time").expect("joined");
+    let offer = pc.create_offer(None).await.expect("offer");
+    pc.set_local_description(offer.clone()).await.expect("local offer");
+    let _ = out.send(json!({"type": "offer", "sdp": offer.sdp}));
+    Peer { pc, seen, out, track, ssrc }
+}
+
+impl Peer {
+    /// Waits until ICE is connected.
+    pub async fn connected(&self) {
+        for _ in 0..200 {
+            if self.seen.ice.lock().expect("lock").contains(&RTCIceConnectionState::Connected) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("ICE never connected: {:?}", self.seen.ice.lock().expect("lock"));
+    }
+
+    /// Sends `n` audio packets, one per `gap`, numbered from `first`.
+    pub async fn send_audio(&self, first: u16, n: u16, gap: Duration) {
+        for i in 0..n {
+            self.send_one(first.wrapping_add(i), vec![0xAB; 120]).await;
+            tokio::time::sleep(gap).await;
+        }
+    }
+
+    #[allow(dead_code)] // used by the benchmark
+    /// Sends one packet of `size` bytes stamped with the time it was sent
+    /// (receivers record the latency).
+    pub async fn send_timed(&self, sequence: u16, size: usize) {
+        let mut payload = vec![0xCD; size.max(16)];
+        payload[..8].copy_from_slice(&since_origin().to_le_bytes());
+        payload[8..16].copy_from_slice(&TIMED);
+        self.send_one(sequence, payload).await;
+    }
+
+    async fn send_one(&self, sequence: u16, payload: Vec<u8>) {
+        let track = self.track.as_ref().expect("a publisher");
+        let header = rtp::header::Header {
+            version: 2,
+            payload_type: 111,
+            sequence_number: sequence,
+            timestamp: u32::from(sequence) * 960,
+            ssrc: self.ssrc,
+            ..Default::default()
+        };
+        let _ = track.write_rtp(rtp::Packet { header, payload: payload.into() }).await;
+    }
+
+    pub fn received(&self) -> u64 {
+        self.seen.packets.load(Ordering::Relaxed)
+    }
+}
+
+/// Waits until every subscriber has a track (the node's offer answered)
+/// by sending a trickle of packets until each has received some.
+pub async fn until_flowing(publisher: &Peer, subscribers: &[Peer]) {
+    for round in 0..100u16 {
+        publisher.send_audio(60000u16.wrapping_add(round * 10), 10, Duration::from_millis(5)).await;
+        if subscribers.iter().all(|s| s.received() > 0) {
+            return;
+        }
+    }
+    let counts: Vec<u64> = subscribers.iter().map(Peer::received).collect();
+    panic!("media never reached every subscriber: {counts:?}");
+}
+
