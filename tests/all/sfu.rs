@@ -1,7 +1,7 @@
 //! The SFU with real WebRTC peers (webrtc-rs, in process, UDP on
 //! 127.0.0.1) that join through the node's own signaling WebSocket.
 
-use crate::webrtc_peers::{Peer, node, node_with, peer, peer_at, until_flowing};
+use crate::webrtc_peers::{Peer, node, node_with, peer, peer_at, peer_at_with, until_flowing};
 use medianode::sfu::SfuOptions;
 use medianode::sfu::router;
 use serde_json::json;
@@ -174,4 +174,48 @@ async fn ice_failed_restarts_ice_and_media_resumes() {
     let ufrag = |sdp: &str| sdp.lines().find_map(|l| l.trim().strip_prefix("a=ice-ufrag:").map(str::to_string));
     assert_ne!(ufrag(offers[0]), ufrag(offers[offers.len() - 1]), "with new ICE credentials");
     drop(freeze_tx);
+}
+
+/// A subscriber's keyframe request (PLI) for a forwarded video track
+/// reaches the publisher as a PLI for its own stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyframe_requests_are_relayed_to_the_publisher() {
+    let node = node("forward", "{}").await;
+    let publisher = peer_at_with(node.server.addr, "room", "pub", true, true).await;
+    let subscriber = peer(&node, "room", "sub", false).await;
+    publisher.connected().await;
+    subscriber.connected().await;
+    let (video, video_ssrc) = publisher.video.clone().expect("publishes video");
+    // Video flows, so the subscriber has the track.
+    let mut sequence = 0u16;
+    let mut video_track = None;
+    for _ in 0..200 {
+        let header = rtc::rtp::header::Header { version: 2, payload_type: 96, sequence_number: sequence, ssrc: video_ssrc, ..Default::default() };
+        let _ = webrtc::media_stream::track_local::TrackLocal::write_rtp(&*video, rtc::rtp::Packet { header, payload: vec![0x10, 0, 0, 0].into() }).await;
+        sequence = sequence.wrapping_add(1);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let tracks = subscriber.seen.remote_tracks.lock().expect("lock").clone();
+        for track in tracks {
+            if track.kind().await == rtc::rtp_transceiver::rtp_sender::RtpCodecKind::Video {
+                video_track = Some(track);
+            }
+        }
+        if video_track.is_some() {
+            break;
+        }
+    }
+    let video_track = video_track.expect("the subscriber receives the video track");
+    // The node asked for a keyframe when the subscriber joined; let that settle.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let before = publisher.seen.keyframe_requests.load(Ordering::Relaxed);
+    let ssrc = *video_track.ssrcs().await.first().expect("an ssrc");
+    let pli = rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication { sender_ssrc: 0, media_ssrc: ssrc };
+    video_track.write_rtcp(vec![Box::new(pli)]).await.expect("PLI sent");
+    for _ in 0..100 {
+        if publisher.seen.keyframe_requests.load(Ordering::Relaxed) > before {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the publisher got no keyframe request (before: {before})");
 }

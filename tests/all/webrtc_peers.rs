@@ -12,7 +12,8 @@ use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MediaEngine};
+use medianode::sfu::keyframes;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtp;
@@ -26,7 +27,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
-use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceConnectionState, RTCPeerConnectionIceEvent};
@@ -78,6 +79,10 @@ pub struct Seen {
     pub messages: Mutex<Vec<Value>>,
     /// Send-to-receive times of timed packets ([`Peer::send_timed`]), ns.
     pub latencies: Mutex<Vec<u64>>,
+    /// Keyframe requests (PLI, FIR) received for the published video.
+    pub keyframe_requests: AtomicU64,
+    /// The tracks received.
+    pub remote_tracks: Mutex<Vec<Arc<dyn TrackRemote>>>,
 }
 
 /// Timed packets carry nanoseconds since this instant, then this tag.
@@ -105,6 +110,7 @@ impl PeerConnectionEventHandler for PeerHandler {
     }
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
         let seen = self.seen.clone();
+        seen.remote_tracks.lock().expect("lock").push(track.clone());
         tokio::spawn(async move {
             while let Some(event) = track.poll().await {
                 if let TrackRemoteEvent::OnRtpPacket(p) = event {
@@ -129,6 +135,8 @@ pub struct Peer {
     /// The audio track it publishes, if any.
     pub track: Option<Arc<TrackLocalStaticRTP>>,
     pub ssrc: u32,
+    /// The video track it publishes, if any, and its SSRC.
+    pub video: Option<(Arc<TrackLocalStaticRTP>, u32)>,
 }
 
 #[allow(dead_code)] // the benchmark joins by address
@@ -138,11 +146,13 @@ pub async fn peer(node: &Node, room: &str, user: &str, publish: bool) -> Peer {
 
 /// A peer connection on 127.0.0.1 that publishes one Opus track or
 /// receives audio; its ICE candidates go to `out` as `candidate` messages.
-async fn endpoint(user: &str, publish: bool, out: mpsc::UnboundedSender<Value>) -> (Arc<dyn PeerConnection>, Arc<Seen>, Option<Arc<TrackLocalStaticRTP>>, u32) {
+async fn endpoint(user: &str, publish: bool, video: bool, out: mpsc::UnboundedSender<Value>) -> Endpoint {
     let seen = Arc::new(Seen::default());
     let mut media = MediaEngine::default();
     media.register_default_codecs().expect("codecs");
     let registry = register_default_interceptors(Registry::new(), &mut media).expect("interceptors");
+    // Keyframe requests reach the application (they count in `Seen`).
+    let registry = registry.with(rtc::interceptor::Slot::from(keyframes::SLOT), keyframes::KeyframeRequests::default());
     let pc: Arc<dyn PeerConnection> = Arc::new(
         PeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
@@ -174,7 +184,41 @@ async fn endpoint(user: &str, publish: bool, out: mpsc::UnboundedSender<Value>) 
         pc.add_transceiver_from_kind(RtpCodecKind::Audio, Some(init)).await.expect("transceiver");
         None
     };
-    (pc, seen, track, ssrc)
+    let video = match video {
+        false => None,
+        true => {
+            let video_ssrc = rand::random::<u32>();
+            let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+                format!("{user}-stream"),
+                format!("{user}-video"),
+                format!("{user} video"),
+                RtpCodecKind::Video,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(video_ssrc), ..Default::default() },
+                    codec: RTCRtpCodec { mime_type: MIME_TYPE_VP8.to_owned(), clock_rate: 90000, ..Default::default() },
+                    ..Default::default()
+                }],
+            )));
+            pc.add_track(track.clone() as Arc<dyn TrackLocal>).await.expect("add track");
+            let (counting, seen) = (track.clone(), seen.clone());
+            tokio::spawn(async move {
+                while let Some(TrackLocalEvent::OnRtcpPacket(packets)) = counting.poll().await {
+                    let n = packets.iter().filter(|p| keyframes::is_keyframe_request(p.as_ref())).count();
+                    seen.keyframe_requests.fetch_add(n as u64, Ordering::Relaxed);
+                }
+            });
+            Some((track, video_ssrc))
+        }
+    };
+    Endpoint { pc, seen, track, ssrc, video }
+}
+
+struct Endpoint {
+    pc: Arc<dyn PeerConnection>,
+    seen: Arc<Seen>,
+    track: Option<Arc<TrackLocalStaticRTP>>,
+    ssrc: u32,
+    video: Option<(Arc<TrackLocalStaticRTP>, u32)>,
 }
 
 /// A publisher and a subscriber connected directly, without a node: the
@@ -183,8 +227,9 @@ async fn endpoint(user: &str, publish: bool, out: mpsc::UnboundedSender<Value>) 
 pub async fn direct_pair() -> (Peer, Peer) {
     let (a_out, a_candidates) = mpsc::unbounded_channel::<Value>();
     let (b_out, b_candidates) = mpsc::unbounded_channel::<Value>();
-    let (a_pc, a_seen, a_track, a_ssrc) = endpoint("direct-a", true, a_out.clone()).await;
-    let (b_pc, b_seen, _, b_ssrc) = endpoint("direct-b", false, b_out.clone()).await;
+    let a = endpoint("direct-a", true, false, a_out.clone()).await;
+    let b = endpoint("direct-b", false, false, b_out.clone()).await;
+    let (a_pc, b_pc) = (a.pc.clone(), b.pc.clone());
     for (to, mut from) in [(b_pc.clone(), a_candidates), (a_pc.clone(), b_candidates)] {
         tokio::spawn(async move {
             while let Some(v) = from.recv().await {
@@ -200,13 +245,16 @@ pub async fn direct_pair() -> (Peer, Peer) {
     let answer = b_pc.create_answer(None).await.expect("answer");
     b_pc.set_local_description(answer.clone()).await.expect("local answer");
     a_pc.set_remote_description(answer).await.expect("remote answer");
-    let a = Peer { pc: a_pc, seen: a_seen, out: a_out, track: a_track, ssrc: a_ssrc };
-    let b = Peer { pc: b_pc, seen: b_seen, out: b_out, track: None, ssrc: b_ssrc };
-    (a, b)
+    (Peer::new(a, a_out), Peer::new(b, b_out))
 }
 
 /// A participant of the node at `addr` (on whatever runtime calls this).
 pub async fn peer_at(addr: std::net::SocketAddr, room: &str, user: &str, publish: bool) -> Peer {
+    peer_at_with(addr, room, user, publish, false).await
+}
+
+/// A participant that may also publish a VP8 track (`video`).
+pub async fn peer_at_with(addr: std::net::SocketAddr, room: &str, user: &str, publish: bool, video: bool) -> Peer {
     let (ws, _) = connect_async(format!("ws://{addr}/ws")).await.expect("connects");
     let (mut ws_tx, mut ws_rx) = ws.split();
     let (out, mut out_rx) = mpsc::unbounded_channel::<Value>();
@@ -217,7 +265,8 @@ pub async fn peer_at(addr: std::net::SocketAddr, room: &str, user: &str, publish
             }
         }
     });
-    let (pc, seen, track, ssrc) = endpoint(user, publish, out.clone()).await;
+    let endpoint = endpoint(user, publish, video, out.clone()).await;
+    let (pc, seen) = (endpoint.pc.clone(), endpoint.seen.clone());
     // Signaling: join, then offer; answer the node's offers.
     let (joined_tx, joined_rx) = tokio::sync::oneshot::channel();
     let mut joined_tx = Some(joined_tx);
@@ -264,13 +313,17 @@ pub async fn peer_at(addr: std::net::SocketAddr, room: &str, user: &str, publish
     let offer = pc.create_offer(None).await.expect("offer");
     pc.set_local_description(offer.clone()).await.expect("local offer");
     let _ = out.send(json!({"type": "offer", "sdp": offer.sdp}));
-    Peer { pc, seen, out, track, ssrc }
+    Peer::new(endpoint, out)
 }
 
 impl Peer {
+    fn new(e: Endpoint, out: mpsc::UnboundedSender<Value>) -> Peer {
+        Peer { pc: e.pc, seen: e.seen, out, track: e.track, ssrc: e.ssrc, video: e.video }
+    }
+
     /// Waits until ICE is connected.
     pub async fn connected(&self) {
-        for _ in 0..200 {
+        for _ in 0..800 {
             if self.seen.ice.lock().expect("lock").contains(&RTCIceConnectionState::Connected) {
                 return;
             }

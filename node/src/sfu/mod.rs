@@ -15,6 +15,7 @@
 //! Media messages (`offer`, `answer`, `candidate`) come from the signaling
 //! server; seats (who is in which room) from the signaling stage.
 
+pub mod keyframes;
 pub mod rewrite;
 pub mod router;
 pub mod speaker;
@@ -40,7 +41,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
@@ -308,6 +309,7 @@ impl Sfu {
         let level = RTCRtpHeaderExtensionCapability { uri: AUDIO_LEVEL_URI.to_string() };
         media.register_header_extension(level, RtpCodecKind::Audio, None).map_err(|e| e.to_string())?;
         let registry = register_default_interceptors(Registry::new(), &mut media).map_err(|e| e.to_string())?;
+        let registry = registry.with(rtc::interceptor::Slot::from(keyframes::SLOT), keyframes::KeyframeRequests::default());
         let handler = Arc::new(Handler { sfu: self.clone(), connection });
         let options = &self.inner.options;
         let settings = SettingEngineBuilder::new()
@@ -403,11 +405,20 @@ impl Sfu {
             }
         };
         let mime = stream.codec.mime_type.clone();
-        let _ = self.inner.router.send(RouterMsg::Subscribe { subscriber, ssrc: stream.ssrc, track, sender, mime, out_ssrc }).await;
-        // A new viewer needs a key frame.
+        let _ = self.inner.router.send(RouterMsg::Subscribe { subscriber, ssrc: stream.ssrc, track: track.clone(), sender, mime, out_ssrc }).await;
         if stream.kind == MediaKind::Video {
-            let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc: stream.ssrc };
-            let _ = stream.remote.write_rtcp(vec![Box::new(pli)]).await;
+            // A new viewer needs a keyframe, and so does one that lost one.
+            request_keyframe(&stream).await;
+            let stream = stream.clone();
+            tokio::spawn(async move {
+                let mut last = Instant::now();
+                while let Some(TrackLocalEvent::OnRtcpPacket(packets)) = track.poll().await {
+                    if packets.iter().any(|p| keyframes::is_keyframe_request(p.as_ref())) && last.elapsed() >= keyframes::MIN_INTERVAL {
+                        last = Instant::now();
+                        request_keyframe(&stream).await;
+                    }
+                }
+            });
         }
         true
     }
@@ -540,6 +551,12 @@ fn extension_id(sdp: &str, uri: &str) -> Option<u8> {
         let id = id.split('/').next()?.parse().ok()?;
         (rest.split_whitespace().next()? == uri).then_some(id)
     })
+}
+
+/// Asks a publisher for a keyframe of `stream` (PLI).
+async fn request_keyframe(stream: &Published) {
+    let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc: stream.ssrc };
+    let _ = stream.remote.write_rtcp(vec![Box::new(pli)]).await;
 }
 
 struct Handler {

@@ -95,7 +95,10 @@ impl Hub {
     }
 }
 
-fn dispatch(actions: Vec<SignalAction>, connections: &Connections, seats: Option<&dyn SeatSink>) {
+/// Seats first: a client that hears `joined` sends its offer at once, and
+/// the SFU must know the seat by then.
+fn dispatch(mut actions: Vec<SignalAction>, connections: &Connections, seats: Option<&dyn SeatSink>) {
+    actions.sort_by_key(|a| !matches!(a, SignalAction::Seated(_) | SignalAction::Unseated(_)));
     for action in actions {
         match action {
             SignalAction::Send(m) => {
