@@ -219,3 +219,27 @@ async fn keyframe_requests_are_relayed_to_the_publisher() {
     }
     panic!("the publisher got no keyframe request (before: {before})");
 }
+
+/// Audio levels (RFC 6464) from publishers make an `active-speaker`
+/// event: the one talking, not the one silent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_levels_name_the_active_speaker() {
+    let node = node("forward", "{}").await;
+    let talker = peer(&node, "room", "talker", true).await;
+    let quiet = peer(&node, "room", "quiet", true).await;
+    let listener = peer(&node, "room", "listener", false).await;
+    for p in [&talker, &quiet, &listener] {
+        p.connected().await;
+    }
+    for i in 0..150u16 {
+        talker.send_level(i, 25).await;
+        quiet.send_level(i, 127).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let heard = listener.seen.messages.lock().expect("lock").iter().find(|m| m["type"] == "active-speaker").cloned();
+        if let Some(event) = heard {
+            assert_eq!(event["user"], "talker", "{event}");
+            return;
+        }
+    }
+    panic!("no active-speaker event in 3 s");
+}

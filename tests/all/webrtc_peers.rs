@@ -150,6 +150,9 @@ async fn endpoint(user: &str, publish: bool, video: bool, out: mpsc::UnboundedSe
     let seen = Arc::new(Seen::default());
     let mut media = MediaEngine::default();
     media.register_default_codecs().expect("codecs");
+    // Audio levels (RFC 6464) on published audio, as browsers send them.
+    let level = rtc::rtp_transceiver::rtp_sender::RTCRtpHeaderExtensionCapability { uri: medianode::sfu::AUDIO_LEVEL_URI.to_string() };
+    media.register_header_extension(level, RtpCodecKind::Audio, None).expect("audio level extension");
     let registry = register_default_interceptors(Registry::new(), &mut media).expect("interceptors");
     // Keyframe requests reach the application (they count in `Seen`).
     let registry = registry.with(rtc::interceptor::Slot::from(keyframes::SLOT), keyframes::KeyframeRequests::default());
@@ -361,6 +364,15 @@ impl Peer {
             ..Default::default()
         };
         let _ = track.write_rtp(rtp::Packet { header, payload: payload.into() }).await;
+    }
+
+    /// Sends one audio packet carrying an RFC 6464 level (-dBov).
+    #[allow(dead_code)] // used by some tests only
+    pub async fn send_level(&self, sequence: u16, level: u8) {
+        let track = self.track.as_ref().expect("a publisher");
+        let header = rtp::header::Header { version: 2, payload_type: 111, sequence_number: sequence, ssrc: self.ssrc, ..Default::default() };
+        let extension = rtp::extension::HeaderExtension::AudioLevel(rtp::extension::audio_level_extension::AudioLevelExtension { level, voice: level < 127 });
+        let _ = track.write_rtp_with_extensions(rtp::Packet { header, payload: vec![0xAB; 60].into() }, &[extension]).await;
     }
 
     pub fn received(&self) -> u64 {
