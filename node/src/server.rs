@@ -7,14 +7,14 @@
 //! their room, decided natively).
 
 use crate::config::{PipelineConfig, Runs, ServerConfig, StageConfig};
-use crate::pipeline::BuildError;
+use crate::pipeline::{self, BuildError};
 use crate::runtime::{Runtime, StageKind};
 use crate::sfu::router::{Decide, PluginDecider, RoomFanOut};
 use crate::sfu::{Sfu, SfuOptions};
 use crate::signaling::connections::Connections;
 use crate::signaling::server::Server;
 use crate::supervisor::crash_report::CrashReporter;
-use crate::supervisor::{StageSpec, Supervisor};
+use crate::supervisor::Supervisor;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -70,21 +70,7 @@ fn supervise(runtime: &Runtime, config: &PipelineConfig, stage: &StageConfig, re
         let hint = "built-in stages take inputs; the server's stages are signaling and forwarding plugins";
         return Err(config.error(stage.span.clone(), format!("`{}` has no inputs", stage.id), hint).into());
     };
-    let plugin = runtime.load(&plugin_ref.name, &plugin_ref.bytes, stage.limits.stack).map_err(|e| {
-        config.error(plugin_ref.span.clone(), format!("{e:#}"), "check that the file is a component built with medianode-sdk for wasm32-wasip2")
-    })?;
+    let plugin = pipeline::load_plugin(runtime, config, stage, plugin_ref)?;
     let kind = plugin.kind;
-    let spec = StageSpec {
-        id: stage.id.clone(),
-        plugin,
-        config_json: stage.config_json.clone(),
-        limits: stage.limits.clone(),
-        restart: stage.restart.clone(),
-        failure: stage.failure,
-        recorder: stage.recorder,
-        seed: rand::random(),
-    };
-    let supervisor = Supervisor::start(spec, reporter.clone(), Instant::now())
-        .map_err(|fault| BuildError::Start { stage: stage.id.clone(), kind: fault.kind.name(), message: fault.message })?;
-    Ok((kind, supervisor))
+    Ok((kind, pipeline::supervise(stage, plugin, reporter, Instant::now())?))
 }

@@ -9,6 +9,21 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+/// Connects everyone, waits for media to reach every subscriber, then sends
+/// `n` packets one per `gap`; returns what each subscriber received of them.
+async fn stream_to(publisher: &Peer, subscribers: &[Peer], n: u16, gap: Duration) -> Vec<u64> {
+    publisher.connected().await;
+    for s in subscribers {
+        s.connected().await;
+    }
+    until_flowing(publisher, subscribers).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before: Vec<u64> = subscribers.iter().map(Peer::received).collect();
+    publisher.send_audio(0, n, gap).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    subscribers.iter().zip(before).map(|(s, before)| s.received() - before).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_publisher_reaches_five_subscribers() {
     let node = node("forward", "{}").await;
@@ -17,18 +32,8 @@ async fn one_publisher_reaches_five_subscribers() {
     for i in 0..5 {
         subscribers.push(peer(&node, "room", &format!("sub{i}"), false).await);
     }
-    publisher.connected().await;
-    for s in &subscribers {
-        s.connected().await;
-    }
-    until_flowing(&publisher, &subscribers).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let before: Vec<u64> = subscribers.iter().map(Peer::received).collect();
     const N: u16 = 1000;
-    publisher.send_audio(0, N, Duration::from_millis(2)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    for (s, before) in subscribers.iter().zip(before) {
-        let got = s.received() - before;
+    for got in stream_to(&publisher, &subscribers, N, Duration::from_millis(2)).await {
         assert!(got * 100 >= u64::from(N) * 99, "a subscriber received {got} of {N}");
     }
     let stats = node.sfu.stats();
@@ -43,20 +48,11 @@ async fn a_forwarding_plugin_trap_drops_no_participant() {
     let node = node("faulty-forward", r#"{"panic-every": 500}"#).await;
     let publisher = peer(&node, "room", "pub", true).await;
     let subscribers = vec![peer(&node, "room", "a", false).await, peer(&node, "room", "b", false).await];
-    publisher.connected().await;
-    for s in &subscribers {
-        s.connected().await;
-    }
-    until_flowing(&publisher, &subscribers).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let before: Vec<u64> = subscribers.iter().map(Peer::received).collect();
     const N: u16 = 2000;
-    publisher.send_audio(0, N, Duration::from_millis(1)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let received = stream_to(&publisher, &subscribers, N, Duration::from_millis(1)).await;
     let traps = node.forward.metrics.faults.load(Ordering::Relaxed);
     assert!(traps >= 4, "the plugin trapped {traps} times");
-    for (s, before) in subscribers.iter().zip(before) {
-        let got = s.received() - before;
+    for got in received {
         let lost = u64::from(N).saturating_sub(got);
         assert!(lost <= traps * router::MAX_BATCH as u64, "lost {lost} of {N} over {traps} traps");
         assert!(got > 0);

@@ -17,9 +17,9 @@ mod graph;
 pub use graph::to_dot;
 
 use crate::builtin::BuiltinStage;
-use crate::config::{ConfigError, Pace, PipelineConfig, Runs, SinkKind, SourceKind};
+use crate::config::{ConfigError, Pace, PipelineConfig, PluginRef, Runs, SinkKind, SourceKind, StageConfig};
 use crate::io::{Sink, SinkStats, Source};
-use crate::runtime::{AudioBatch, Items, Runtime, StageKind, StageShared};
+use crate::runtime::{AudioBatch, Items, Plugin, Runtime, StageKind, StageShared};
 use crate::supervisor::crash_report::CrashReporter;
 use crate::supervisor::{StageSpec, Stopped, Supervisor};
 use std::collections::HashMap;
@@ -107,6 +107,28 @@ pub struct Pipeline {
     stats: PipelineStats,
 }
 
+/// Compiles (or finds in the cache) a stage's plugin.
+pub(crate) fn load_plugin(runtime: &Runtime, config: &PipelineConfig, stage: &StageConfig, plugin: &PluginRef) -> Result<Arc<Plugin>, BuildError> {
+    let hint = "check that the file is a component built with medianode-sdk for wasm32-wasip2";
+    Ok(runtime.load(&plugin.name, &plugin.bytes, stage.limits.stack).map_err(|e| config.error(plugin.span.clone(), format!("{e:#}"), hint))?)
+}
+
+/// Starts a stage's first instance, its standby and its supervision.
+pub(crate) fn supervise(stage: &StageConfig, plugin: Arc<Plugin>, reporter: &CrashReporter, now: Instant) -> Result<Supervisor, BuildError> {
+    let spec = StageSpec {
+        id: stage.id.clone(),
+        plugin,
+        config_json: stage.config_json.clone(),
+        limits: stage.limits.clone(),
+        restart: stage.restart.clone(),
+        failure: stage.failure,
+        recorder: stage.recorder,
+        seed: rand::random(),
+    };
+    Supervisor::start(spec, reporter.clone(), now)
+        .map_err(|fault| BuildError::Start { stage: stage.id.clone(), kind: fault.kind.name(), message: fault.message })
+}
+
 impl Pipeline {
     /// Loads plugins, checks links and starts every stage.
     pub fn build(runtime: &Runtime, config: &PipelineConfig, reporter: &CrashReporter) -> Result<Pipeline, BuildError> {
@@ -159,9 +181,7 @@ impl Pipeline {
                     continue;
                 }
             };
-            let plugin = runtime.load(&plugin_ref.name, &plugin_ref.bytes, stage.limits.stack).map_err(|e| {
-                config.error(plugin_ref.span.clone(), format!("{e:#}"), "check that the file is a component built with medianode-sdk for wasm32-wasip2")
-            })?;
+            let plugin = load_plugin(runtime, config, stage, plugin_ref)?;
             let ty = match plugin.kind {
                 StageKind::AudioDsp => PortType::Audio,
                 StageKind::FrameTransform => PortType::Frames,
@@ -172,21 +192,7 @@ impl Pipeline {
                 }
             };
             let inputs = link(config, &index, &stage.id, &stage.inputs, Some(ty), plugin.kind.name())?;
-            let spec = StageSpec {
-                id: stage.id.clone(),
-                plugin,
-                config_json: stage.config_json.clone(),
-                limits: stage.limits.clone(),
-                restart: stage.restart.clone(),
-                failure: stage.failure,
-                recorder: stage.recorder,
-                seed: rand::random(),
-            };
-            let supervisor = Supervisor::start(spec, reporter.clone(), now).map_err(|fault| BuildError::Start {
-                stage: stage.id.clone(),
-                kind: fault.kind.name(),
-                message: fault.message,
-            })?;
+            let supervisor = supervise(stage, plugin, reporter, now)?;
             stats.stages.push(supervisor.shared().clone());
             index.insert(&stage.id, (nodes.len(), ty));
             nodes.push(Node { id: stage.id.clone(), kind: NodeKind::Stage(supervisor, AudioBatch::new()), inputs, readers: 0 });
