@@ -239,3 +239,45 @@ async fn audio_levels_name_the_active_speaker() {
     }
     panic!("no active-speaker event in 3 s");
 }
+
+/// The seed's SFU crashed on one bad message. Here every malformed media
+/// message gets an error reply and the connection, the room and the node
+/// go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_media_messages_get_error_replies() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let node = node("forward", "{}").await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", node.server.addr)).await.expect("connects");
+    let next = async |ws: &mut tokio_tungstenite::WebSocketStream<_>| -> serde_json::Value {
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("a reply");
+            if let Some(Ok(Message::Text(text))) = message {
+                return serde_json::from_str(&text).expect("JSON");
+            }
+        }
+    };
+    let say = async |ws: &mut tokio_tungstenite::WebSocketStream<_>, v: serde_json::Value| {
+        ws.send(Message::text(v.to_string())).await.expect("sends");
+    };
+    say(&mut ws, json!({"type": "offer", "sdp": "v=0"})).await;
+    assert_eq!(next(&mut ws).await["code"], "not-joined");
+    say(&mut ws, json!({"type": "join", "room": "r", "user": "u"})).await;
+    assert_eq!(next(&mut ws).await["type"], "joined");
+    for (bad, code) in [
+        (json!({"type": "offer", "sdp": "this is not SDP"}), "bad-media"),
+        (json!({"type": "offer"}), "bad-media"),
+        (json!({"type": "answer", "sdp": "v=0"}), "bad-media"),
+        (json!({"type": "candidate", "candidate": {"candidate": "nonsense"}}), "bad-media"),
+        (json!({"type": "candidate", "candidate": 7}), "bad-media"),
+    ] {
+        say(&mut ws, bad.clone()).await;
+        let reply = next(&mut ws).await;
+        assert_eq!((reply["type"].as_str(), reply["code"].as_str()), (Some("error"), Some(code)), "{bad} -> {reply}");
+    }
+    // Still in the room, and media still works for the next one.
+    let other = peer(&node, "r", "other", true).await;
+    other.connected().await;
+    say(&mut ws, json!({"type": "typing"})).await;
+    assert!(node.server.connections.len() == 2);
+}
