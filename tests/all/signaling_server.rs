@@ -261,3 +261,45 @@ async fn the_page_is_served_cross_origin_isolated() {
         }
     }
 }
+
+/// The signaling stage as the MLS delivery service, with real openmls
+/// members on real WebSockets: bob's key package reaches alice, her commit
+/// is accepted and bob joins from the welcome; a second commit for the same
+/// epoch is refused with the current epoch; both end on the same epoch
+/// with the same safety number.
+#[tokio::test]
+async fn the_signaling_stage_delivers_mls_handshakes_in_order() {
+    use base64::Engine as _;
+    use medianode_e2ee::membership::Member;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let server = server("signaling", ServerOptions::default()).await;
+    let mut alice_ws = joined(&server, "r", "alice").await;
+    let mut bob_ws = joined(&server, "r", "bob").await;
+    next(&mut alice_ws).await; // bob's presence
+    let mut alice = Member::new("alice").expect("member");
+    alice.create_group("r").expect("group");
+    let mut bob = Member::new("bob").expect("member");
+
+    say(&mut bob_ws, json!({"type": "mls-key-package", "package": b64.encode(bob.key_package().expect("kp"))})).await;
+    let heard = next(&mut alice_ws).await;
+    assert_eq!((heard["type"].as_str(), heard["user"].as_str()), (Some("mls-key-package"), Some("bob")));
+    let package = b64.decode(heard["package"].as_str().expect("package")).expect("base64");
+    let commit = alice.add(&[package]).expect("add").expect("a commit");
+    let message = json!({
+        "type": "mls-commit", "epoch": commit.epoch, "commit": b64.encode(&commit.commit),
+        "welcome": b64.encode(commit.welcome.as_deref().expect("welcome")), "joiners": ["bob"],
+    });
+    say(&mut alice_ws, message.clone()).await;
+    assert_eq!(next(&mut alice_ws).await["type"], "mls-accepted");
+    alice.confirm().expect("merge");
+    let welcome = next(&mut bob_ws).await;
+    assert_eq!(welcome["type"], "mls-welcome");
+    bob.join(&b64.decode(welcome["welcome"].as_str().expect("welcome")).expect("base64")).expect("joins");
+
+    // The same epoch again: refused, with the epoch to rebase on.
+    say(&mut bob_ws, message).await;
+    let refused = expect_error(&mut bob_ws, "stale-epoch").await;
+    assert_eq!(refused["epoch"], 1);
+    assert_eq!(alice.epoch(), bob.epoch());
+    assert_eq!(alice.safety_number(), bob.safety_number());
+}

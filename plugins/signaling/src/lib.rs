@@ -14,6 +14,15 @@
 //! | `subscribe` | `publisher` | checked against the room; answered with `subscribed` |
 //! | `typing` | optional `room`, `user` | others get `typing` |
 //! | `ack`, `read` | `id`, optional `room`, `user` | others get the same event |
+//! | `mls-key-package` | `package` | others get it (one of them adds the sender) |
+//! | `mls-commit` | `epoch`, `commit`, optional `welcome`, `joiners` | ordered: see below |
+//!
+//! The stage is the room's MLS delivery service: the first `mls-commit` for
+//! the room's current epoch is accepted (`mls-accepted` to its author, the
+//! commit to the other members, the welcome to the `joiners`) and the epoch
+//! advances; a commit for another epoch gets a `stale-epoch` error with the
+//! current epoch, and its author processes the winner and tries again. The
+//! stage never reads MLS bytes.
 //!
 //! Optional `room` and `user` fields must name the sender's own room and
 //! user: a client cannot speak for another. Every problem is answered with
@@ -21,11 +30,11 @@
 //! message's type) and the connection stays open: codes `bad-json`,
 //! `unknown-type`, `bad-message`, `not-joined`, `already-joined`,
 //! `user-taken`, `room-full`, `wrong-room`, `wrong-user`, `no-such-publisher`,
-//! `token-scope`.
+//! `token-scope`, `stale-epoch`.
 //!
 //! When the node checks access tokens, each connection arrives with the room
 //! and user its token grants, and a join anywhere else is refused with
-//! `token-scope`.
+//! `token-scope`, `stale-epoch`.
 //!
 //! A join tells the host the connection's seat (`seated`), so that its media
 //! (SDP, ICE, RTP) is carried from then on; a leave or disconnect takes the
@@ -61,9 +70,12 @@ enum ClientMessage {
     Typing { room: Option<String>, user: Option<String> },
     Ack { id: String, room: Option<String>, user: Option<String> },
     Read { id: String, room: Option<String>, user: Option<String> },
+    MlsKeyPackage { package: String },
+    MlsCommit { epoch: u64, commit: String, welcome: Option<String>, joiners: Option<Vec<String>> },
 }
 
-const TYPES: &[&str] = &["join", "leave", "publish", "unpublish", "subscribe", "typing", "ack", "read"];
+const TYPES: &[&str] =
+    &["join", "leave", "publish", "unpublish", "subscribe", "typing", "ack", "read", "mls-key-package", "mls-commit"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -79,6 +91,9 @@ struct Rooms {
     /// What each connection's token allows, when tokens are checked.
     #[serde(default)]
     grants: BTreeMap<u64, (String, String)>,
+    /// Each room's MLS epoch, as the delivery service has ordered it.
+    #[serde(default)]
+    mls_epochs: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -143,6 +158,8 @@ impl RoomServer {
             members.remove(&seat.user);
             if members.is_empty() {
                 self.state.rooms.remove(&seat.room);
+                // The group ends with the room; the next one starts at epoch 0.
+                self.state.mls_epochs.remove(&seat.room);
             }
         }
         out.push(SignalAction::Unseated(connection));
@@ -225,6 +242,52 @@ impl RoomServer {
                 Ok(()) => self.broadcast(room, connection, &json!({"type": kind, "room": room, "user": user, "id": id}), out),
                 Err(e) => out.push(e),
             },
+            ClientMessage::MlsKeyPackage { package } => {
+                self.broadcast(room, connection, &json!({"type": "mls-key-package", "room": room, "user": user, "package": package}), out);
+            }
+            ClientMessage::MlsCommit { epoch, commit, welcome, joiners } => {
+                let (room, user) = (room.to_string(), user.to_string());
+                self.commit(connection, &room, &user, epoch, commit, welcome, joiners.unwrap_or_default(), out);
+            }
+        }
+    }
+
+    /// The MLS delivery service: the first commit for the room's current
+    /// epoch wins and goes to every other member (its welcome to the
+    /// joiners); a commit for any other epoch is refused with the current
+    /// one, so that its author processes the winner and tries again.
+    #[allow(clippy::too_many_arguments)]
+    fn commit(
+        &mut self,
+        connection: u64,
+        room: &str,
+        user: &str,
+        epoch: u64,
+        commit: String,
+        welcome: Option<String>,
+        joiners: Vec<String>,
+        out: &mut Vec<SignalAction>,
+    ) {
+        let current = self.state.mls_epochs.get(room).copied().unwrap_or(0);
+        if epoch != current {
+            let text = json!({"type": "error", "code": "stale-epoch", "message": format!("the room is at MLS epoch {current}"), "ref": "mls-commit", "epoch": current});
+            return out.push(SignalAction::Send { connection, text: text.to_string() });
+        }
+        self.state.mls_epochs.insert(room.to_string(), current + 1);
+        self.save();
+        out.push(send(connection, json!({"type": "mls-accepted", "room": room, "epoch": epoch})));
+        let Some(members) = self.state.rooms.get(room) else { return };
+        for (name, member) in members {
+            if member.connection == connection {
+                continue;
+            }
+            if joiners.contains(name) {
+                if let Some(welcome) = &welcome {
+                    out.push(send(member.connection, json!({"type": "mls-welcome", "room": room, "from": user, "epoch": epoch + 1, "welcome": welcome})));
+                }
+            } else {
+                out.push(send(member.connection, json!({"type": "mls-commit", "room": room, "from": user, "epoch": epoch, "commit": commit})));
+            }
         }
     }
 
@@ -387,6 +450,33 @@ mod tests {
         out.clear();
         s.handle(SignalEvent::Message { connection: 1, text: r#"{"type":"leave"}"#.into() }, &mut out);
         assert_eq!(out[0], SignalAction::Unseated(1));
+    }
+
+    #[test]
+    fn the_first_commit_for_an_epoch_wins() {
+        let mut s = server();
+        say(&mut s, 1, r#"{"type":"join","room":"r","user":"alice"}"#);
+        say(&mut s, 2, r#"{"type":"join","room":"r","user":"bob"}"#);
+        say(&mut s, 3, r#"{"type":"join","room":"r","user":"carol"}"#);
+        let r = say(&mut s, 3, r#"{"type":"mls-key-package","package":"KP"}"#);
+        assert_eq!(r.len(), 2, "alice and bob get carol's key package");
+        assert!(r.iter().all(|(_, v)| v["user"] == "carol" && v["package"] == "KP"));
+        // Alice adds carol at epoch 0; bob's commit for epoch 0 comes second.
+        let r = say(&mut s, 1, r#"{"type":"mls-commit","epoch":0,"commit":"C1","welcome":"W","joiners":["carol"]}"#);
+        assert!(r.iter().any(|(to, v)| *to == 1 && v["type"] == "mls-accepted"));
+        assert!(r.iter().any(|(to, v)| *to == 2 && v["type"] == "mls-commit" && v["commit"] == "C1"));
+        assert!(r.iter().any(|(to, v)| *to == 3 && v["type"] == "mls-welcome" && v["epoch"] == 1));
+        let r = say(&mut s, 2, r#"{"type":"mls-commit","epoch":0,"commit":"C2"}"#);
+        assert_eq!((code(&r), r[0].1["epoch"].as_u64()), ("stale-epoch", Some(1)));
+        let r = say(&mut s, 2, r#"{"type":"mls-commit","epoch":1,"commit":"C2"}"#);
+        assert_eq!(r.len(), 3, "accepted on retry: bob told, alice and carol get it");
+        // The room empties: its group ends with it.
+        for c in 1..=3 {
+            say(&mut s, c, r#"{"type":"leave"}"#);
+        }
+        say(&mut s, 4, r#"{"type":"join","room":"r","user":"dave"}"#);
+        let r = say(&mut s, 4, r#"{"type":"mls-commit","epoch":0,"commit":"C"}"#);
+        assert_eq!(r[0].1["type"], "mls-accepted");
     }
 
     #[test]
