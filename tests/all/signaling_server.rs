@@ -303,3 +303,80 @@ async fn the_signaling_stage_delivers_mls_handshakes_in_order() {
     assert_eq!(alice.epoch(), bob.epoch());
     assert_eq!(alice.safety_number(), bob.safety_number());
 }
+
+/// An edge node's signaling client: the line is cut, it reconnects at once
+/// and rejoins; the node goes down, it backs off 1 s, 2 s, 4 s, 8 s...
+/// (paused clock, no jitter); the node comes back on the same address and
+/// the client is back in its room. With few attempts allowed, it gives up.
+#[tokio::test(start_paused = true)]
+async fn the_client_reconnects_with_backoff_and_rejoins() {
+    use medianode::signaling::client::{Client, ClientEvent, ClientOptions};
+    let first = server("signaling", ServerOptions::default()).await;
+    let addr = first.addr;
+    let mut options = ClientOptions::new(&format!("ws://{addr}/ws"), "r", "edge");
+    options.reconnect.jitter = 0.0;
+    // The paused clock leaps ahead whenever the runtime waits on the
+    // stage's thread or a socket: keep "healthy" (which resets the
+    // backoff) and the attempt window out of its reach.
+    options.reconnect.healthy_after = Duration::from_secs(3600);
+    options.reconnect.window = Duration::from_secs(3600);
+    let mut client = Client::start(options.clone());
+    let next_event = async |client: &mut Client| client.next().await.expect("client running");
+    let joined = async |client: &mut Client| loop {
+        if let ClientEvent::Message(m) = next_event(client).await
+            && m["type"] == "joined"
+        {
+            return m;
+        }
+    };
+    assert_eq!(joined(&mut client).await["user"], "edge");
+
+    // The line is cut: straight back, and in the room again.
+    first.connections.close_all("cut");
+    match client.next().await {
+        Some(ClientEvent::Disconnected { reason, retry_in }) => {
+            assert!(reason.contains("cut"), "{reason}");
+            assert_eq!(retry_in, Duration::ZERO);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(client.next().await, Some(ClientEvent::Connected { attempt: 2 }));
+    joined(&mut client).await;
+
+    // The node goes away: backoff doubles.
+    first.connections.close_all("shutting down");
+    drop(first);
+    let mut delays = Vec::new();
+    while delays.len() < 4 {
+        if let Some(ClientEvent::Disconnected { retry_in, .. }) = client.next().await {
+            delays.push(retry_in.as_secs());
+        }
+    }
+    assert_eq!(delays, [1, 2, 4, 8]);
+
+    // Back on the same address: connected and rejoined.
+    let _second = Server::start(addr, ServerOptions::default(), crate::common::stock_stage("signaling", "{}"), Default::default(), None, None)
+        .await
+        .expect("the node is back");
+    loop {
+        match client.next().await {
+            Some(ClientEvent::Connected { .. }) => break,
+            Some(ClientEvent::Disconnected { .. }) => continue,
+            other => panic!("{other:?}"),
+        }
+    }
+    joined(&mut client).await;
+    drop(client);
+
+    // Few attempts allowed and nobody there: it gives up.
+    let mut options = ClientOptions::new("ws://127.0.0.1:9/ws", "r", "edge");
+    options.reconnect.max_restarts = 2;
+    let mut hopeless = Client::start(options);
+    loop {
+        match hopeless.next().await {
+            Some(ClientEvent::GaveUp { failures }) => break assert_eq!(failures, 3),
+            Some(ClientEvent::Disconnected { .. }) => continue,
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -57,6 +57,15 @@ impl Connections {
         }
     }
 
+    /// Closes every connection with `reason` (shutdown, or a test cutting
+    /// the line).
+    pub fn close_all(&self, reason: &str) {
+        let outboxes: Vec<_> = self.lock().drain().collect();
+        for (_, outbox) in outboxes {
+            let _ = outbox.try_send(Outgoing::Close(reason.to_string()));
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.lock().len()
     }

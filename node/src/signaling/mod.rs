@@ -10,12 +10,15 @@
 //! - [`hub`]: the thread that runs the supervised signaling stage, one
 //!   event per call.
 //! - [`connections`]: bounded outboxes, one per connection.
+//! - [`client`]: the other end, for headless participants: joins, checks
+//!   the line with pings, reconnects with backoff.
 //! - [`heartbeat::Heartbeat`] and [`rate_limit::TokenBucket`]: sans-IO state
 //!   machines, driven with explicit instants so tests run them on a
 //!   simulated clock.
 //! - [`token`]: room access tokens, HMAC-SHA256 over room, user and expiry
 //!   with a configured secret (the `medianode-token` crate).
 
+pub mod client;
 pub mod connections;
 pub mod heartbeat;
 pub mod hub;

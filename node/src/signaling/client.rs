@@ -1,0 +1,186 @@
+//! The signaling client of a headless participant (an edge node): one
+//! WebSocket to a node, kept up.
+//!
+//! - It joins its room on every connect, so a reconnect puts it back where
+//!   it was (the room's state lives on the node).
+//! - It checks the line with pings ([`Heartbeat`]: a ping after 10 s of
+//!   silence, the line declared dead after 30 s), because a half-open TCP
+//!   connection otherwise looks alive forever.
+//! - It reconnects with the supervisor's [`Backoff`] (the first retry at
+//!   once, then base 1 s doubling to a 30 s cap, with jitter; reset after a
+//!   healthy minute; more than 10 failures in 5 minutes gives up), so a
+//!   node that is down is not hammered.
+//!
+//! What happens is reported as [`ClientEvent`]s, the messages from the node
+//! among them; [`Client::send`] queues a message (dropped while the line is
+//! down: everything a room needs is re-established by the join).
+
+use super::heartbeat::{Beat, Heartbeat};
+use crate::supervisor::backoff::{Backoff, Decision, RestartConfig};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_tungstenite::connect_async;
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// `ws://host:port/ws` (with `?token=` when the node wants one).
+    pub url: String,
+    pub room: String,
+    pub user: String,
+    pub reconnect: RestartConfig,
+    pub heartbeat_interval: Duration,
+    pub heartbeat_timeout: Duration,
+}
+
+impl ClientOptions {
+    pub fn new(url: &str, room: &str, user: &str) -> ClientOptions {
+        ClientOptions {
+            url: url.to_string(),
+            room: room.to_string(),
+            user: user.to_string(),
+            reconnect: RestartConfig {
+                max_restarts: 10,
+                window: Duration::from_secs(300),
+                backoff_base: Duration::from_secs(1),
+                backoff_cap: Duration::from_secs(30),
+                healthy_after: Duration::from_secs(60),
+                jitter: 0.2,
+                standby: false,
+            },
+            heartbeat_interval: super::heartbeat::INTERVAL,
+            heartbeat_timeout: super::heartbeat::TIMEOUT,
+        }
+    }
+}
+
+/// What the client saw.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientEvent {
+    /// Connected (and the join sent); `attempt` counts from 1.
+    Connected { attempt: u32 },
+    /// A message from the node.
+    Message(Value),
+    /// The line is down; the next attempt comes after `retry_in`.
+    Disconnected { reason: String, retry_in: Duration },
+    /// Too many failures: the client stopped.
+    GaveUp { failures: usize },
+}
+
+/// A running client. Dropping it stops the connection.
+pub struct Client {
+    outgoing: mpsc::UnboundedSender<Value>,
+    events: mpsc::UnboundedReceiver<ClientEvent>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Client {
+    pub fn start(options: ClientOptions) -> Client {
+        let (outgoing, outgoing_rx) = mpsc::unbounded_channel();
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let task = tokio::spawn(run(options, outgoing_rx, events_tx));
+        Client { outgoing, events, task }
+    }
+
+    /// Queues a message for the node.
+    pub fn send(&self, message: Value) {
+        let _ = self.outgoing.send(message);
+    }
+
+    /// The next event; `None` once the client has stopped.
+    pub async fn next(&mut self) -> Option<ClientEvent> {
+        self.events.recv().await
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn run(options: ClientOptions, mut outgoing: mpsc::UnboundedReceiver<Value>, events: mpsc::UnboundedSender<ClientEvent>) {
+    let mut backoff = Backoff::new(options.reconnect.clone(), rand::random());
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let reason = match connect_async(options.url.as_str()).await {
+            Err(e) => format!("cannot connect: {e}"),
+            Ok((ws, _)) => {
+                backoff.on_started(Instant::now().into_std());
+                let _ = events.send(ClientEvent::Connected { attempt });
+                session(&options, ws, &mut outgoing, &events).await
+            }
+        };
+        let now = Instant::now();
+        match backoff.on_failure(now.into_std(), true) {
+            Decision::Restart { at, .. } => {
+                let retry_in = at.saturating_duration_since(now.into_std());
+                let _ = events.send(ClientEvent::Disconnected { reason, retry_in });
+                // Messages queued while down would be stale by the rejoin.
+                tokio::time::sleep(retry_in).await;
+                while outgoing.try_recv().is_ok() {}
+            }
+            Decision::GiveUp { failures } => {
+                let _ = events.send(ClientEvent::GaveUp { failures });
+                return;
+            }
+        }
+    }
+}
+
+/// One connection, until it ends; returns why.
+async fn session(
+    options: &ClientOptions,
+    mut ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    outgoing: &mut mpsc::UnboundedReceiver<Value>,
+    events: &mpsc::UnboundedSender<ClientEvent>,
+) -> String {
+    let join = json!({"type": "join", "room": options.room, "user": options.user});
+    if let Err(e) = ws.send(Message::text(join.to_string())).await {
+        return format!("cannot join: {e}");
+    }
+    let mut heartbeat = Heartbeat::new(Instant::now().into_std(), options.heartbeat_interval, options.heartbeat_timeout);
+    loop {
+        let wake = match heartbeat.poll(Instant::now().into_std()) {
+            Beat::Dead => return "no answer to pings".into(),
+            Beat::Ping => {
+                if ws.send(Message::Ping(Default::default())).await.is_err() {
+                    return "send failed".into();
+                }
+                continue;
+            }
+            Beat::WaitUntil(at) => Instant::from_std(at),
+        };
+        tokio::select! {
+            incoming = ws.next() => match incoming {
+                None => return "closed".into(),
+                Some(Err(e)) => return format!("socket error: {e}"),
+                Some(Ok(message)) => {
+                    heartbeat.heard(Instant::now().into_std());
+                    match message {
+                        Message::Text(text) => {
+                            if let Ok(value) = serde_json::from_str::<Value>(&text) {
+                                let _ = events.send(ClientEvent::Message(value));
+                            }
+                        }
+                        Message::Close(frame) => return frame.map_or("closed".into(), |f| format!("closed: {}", f.reason)),
+                        _ => {}
+                    }
+                }
+            },
+            message = outgoing.recv() => match message {
+                Some(message) => {
+                    if ws.send(Message::text(message.to_string())).await.is_err() {
+                        return "send failed".into();
+                    }
+                }
+                None => return "client dropped".into(),
+            },
+            _ = tokio::time::sleep_until(wake) => {}
+        }
+    }
+}
