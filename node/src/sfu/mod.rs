@@ -193,11 +193,6 @@ impl Sfu {
         if let Some(pc) = gone.pc {
             let _ = pc.close().await;
         }
-        if let Ok(mut speakers) = self.inner.speakers.lock()
-            && let Some(detector) = speakers.get_mut(&room)
-        {
-            detector.forget(connection);
-        }
         // The others stop receiving the leaver's streams.
         let others: Vec<u64> = {
             let mut participants = self.inner.participants.lock().await;
@@ -210,6 +205,15 @@ impl Sfu {
                 })
                 .collect()
         };
+        {
+            let mut speakers = self.inner.speakers.lock().unwrap_or_else(PoisonError::into_inner);
+            match speakers.get_mut(&room) {
+                // The last one out: the room's detector goes too.
+                Some(_) if others.is_empty() => drop(speakers.remove(&room)),
+                Some(detector) => detector.forget(connection),
+                None => {}
+            }
+        }
         for other in others {
             self.remove_tracks_of(other, connection).await;
         }
