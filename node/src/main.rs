@@ -162,12 +162,16 @@ fn check(file: PathBuf, dirs: Dirs) -> ExitCode {
                 }
             }
             println!(
-                "ok: pipeline `{}`: {} sources, {} stages, {} sinks; run order: {}",
+                "ok: pipeline `{}`: {} sources, {} stages ({} serving the server), {} sinks; run order: {}",
                 config.name,
                 config.sources.len(),
                 config.stages.len(),
+                config.stages.iter().filter(|s| s.serves()).count(),
                 config.sinks.len(),
-                pipeline.order().join(" -> ")
+                match pipeline.order() {
+                    order if order.is_empty() => "(nothing to run)".to_string(),
+                    order => order.join(" -> "),
+                }
             );
             ExitCode::SUCCESS
         }
