@@ -13,6 +13,10 @@
 //! - Nothing here panics on what a peer sent: every parse and every openmls
 //!   call returns an error.
 //!
+//! A member survives its process (or plugin instance): [`Member::save`]
+//! gives bytes for the host state store, [`Member::restore`] resumes from
+//! them, or fails, and then the member rejoins with a fresh key package.
+//!
 //! Commits wait for the delivery service: a commit this member makes stays
 //! pending until [`Member::confirm`] (the node accepted it: it is the first
 //! for its epoch) or [`Member::rejected`] (another commit won: discard
@@ -22,6 +26,9 @@ use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
 use openmls::prelude::*;
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_rust_crypto::OpenMlsRustCrypto;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::{Deserialize, Serialize};
 
 /// MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519: AES-128-GCM like the
 /// SFrame suite it keys.
@@ -62,6 +69,28 @@ pub enum Applied {
     Removed,
 }
 
+/// What [`Member::save`] writes: identity, keys and openmls's whole store
+/// (the group, its epoch secrets, unused key packages' private keys).
+#[derive(Deserialize)]
+struct Saved {
+    user: String,
+    signer: SignatureKeyPair,
+    credential: CredentialWithKey,
+    group: Option<GroupId>,
+    /// openmls's storage, key and value base64.
+    storage: Vec<(String, String)>,
+}
+
+/// [`Saved`], borrowed, for writing.
+#[derive(Serialize)]
+struct SavedRef<'a> {
+    user: &'a str,
+    signer: &'a SignatureKeyPair,
+    credential: &'a CredentialWithKey,
+    group: Option<&'a GroupId>,
+    storage: Vec<(String, String)>,
+}
+
 /// One participant: its signing key, credential and (once created or
 /// joined) its group.
 pub struct Member {
@@ -98,6 +127,39 @@ impl Member {
 
     pub fn user(&self) -> &str {
         &self.user
+    }
+
+    /// Everything needed to resume after a crash, for the host state store.
+    pub fn save(&self) -> Result<Vec<u8>, MlsError> {
+        let values = self.provider.storage().values.read().map_err(|_| MlsError("the store is poisoned".into()))?;
+        let storage = values.iter().map(|(k, v)| (B64.encode(k), B64.encode(v))).collect();
+        let saved = SavedRef {
+            user: &self.user,
+            signer: &self.signer,
+            credential: &self.credential,
+            group: self.group.as_ref().map(|g| g.group_id()),
+            storage,
+        };
+        serde_json::to_vec(&saved).map_err(|e| err("cannot save", e))
+    }
+
+    /// Resumes from [`Member::save`]'s bytes. An error means they cannot be
+    /// used: start over with [`Member::new`] and a fresh key package.
+    pub fn restore(bytes: &[u8]) -> Result<Member, MlsError> {
+        let saved: Saved = serde_json::from_slice(bytes).map_err(|e| err("not a saved member", e))?;
+        let provider = OpenMlsRustCrypto::default();
+        {
+            let mut values = provider.storage().values.write().map_err(|_| MlsError("the store is poisoned".into()))?;
+            for (k, v) in saved.storage {
+                let (k, v) = (B64.decode(k).map_err(|e| err("bad saved key", e))?, B64.decode(v).map_err(|e| err("bad saved value", e))?);
+                values.insert(k, v);
+            }
+        }
+        let group = match &saved.group {
+            None => None,
+            Some(id) => Some(MlsGroup::load(provider.storage(), id).map_err(|e| err("cannot load the group", e))?.ok_or_else(|| MlsError("the saved group is missing".into()))?),
+        };
+        Ok(Member { user: saved.user, provider, signer: saved.signer, credential: saved.credential, group })
     }
 
     /// A fresh key package for someone to add this member with.
@@ -418,6 +480,35 @@ mod tests {
         assert!(bob_member.sframe_base_key(16).is_err(), "no group, no key");
         assert_ne!(room.members[0].sframe_base_key(16).unwrap(), bob_key, "the key moved on");
         room.agree();
+    }
+
+    /// A member that crashes resumes from its saved state and follows the
+    /// group; one that crashed before its welcome arrived can still join
+    /// with the key package it had published; a damaged save is an error.
+    #[test]
+    fn a_saved_member_resumes_after_a_crash() {
+        let mut room = Room::new("alice");
+        room.join("bob");
+        let bob = room.index("bob");
+        let saved = room.members[bob].save().unwrap();
+        room.members.remove(bob);
+        room.members.push(Member::restore(&saved).unwrap());
+        room.join("carol");
+        room.agree();
+
+        let dave = Member::new("dave").unwrap();
+        let package = dave.key_package().unwrap();
+        let saved = dave.save().unwrap();
+        drop(dave);
+        room.members.push(Member::restore(&saved).unwrap());
+        let commit = room.members[0].add(&[package]).unwrap().unwrap();
+        assert!(room.deliver(0, commit));
+        room.agree();
+
+        assert!(Member::restore(b"{}").is_err());
+        let mut damaged = room.members[0].save().unwrap();
+        damaged.truncate(damaged.len() / 2);
+        assert!(Member::restore(&damaged).is_err());
     }
 
     #[test]
