@@ -1,5 +1,6 @@
 //! What the host gives each instance: the `host` interface (log, clock,
-//! metrics, state store, item marks), a locked-down WASI, and resource limits.
+//! metrics, state store, item marks), the `aead` interface (see `aead.rs`),
+//! a locked-down WASI, and resource limits.
 //!
 //! [`StageShared`] outlives instances: the state store and metrics belong to
 //! the stage, so they survive a plugin trapping and being replaced.
@@ -190,6 +191,8 @@ pub struct HostState {
     pub(crate) limit_hit: Option<String>,
     /// What an audio DSP plugin handed back through `dsp-output`.
     pub(crate) dsp_output: DspOutput,
+    /// Keys an E2EE plugin loaded through `aead`.
+    pub(crate) keys: super::aead::Keys,
     memory_limit: u64,
     started: Instant,
 }
@@ -213,6 +216,7 @@ impl HostState {
             panic_message: None,
             limit_hit: None,
             dsp_output: DspOutput::default(),
+            keys: Default::default(),
             memory_limit,
             started: Instant::now(),
         }
@@ -310,10 +314,11 @@ impl host::Host for HostState {
 
 impl super::bindings::medianode::plugin::types::Host for HostState {}
 
-/// Adds the `host` interface and WASI to a linker.
+/// Adds the `host` and `aead` interfaces and WASI to a linker.
 pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_sync(linker)?;
     host::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)?;
+    super::bindings::aead::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)?;
     // By hand rather than generated: `WasmList` borrows the lists in the
     // plugin's memory for the length of the call, so copying them into the
     // reused buffers allocates nothing (generated code would build Vecs).

@@ -18,6 +18,7 @@
 //! reports. Everything else it can do goes through the `host` interface
 //! (see `host.rs`).
 
+mod aead;
 mod host;
 mod instance;
 mod items;
@@ -53,6 +54,7 @@ pub mod bindings {
             package medianode:node;
             world node {
                 import medianode:plugin/host@0.1.0;
+                import medianode:plugin/aead@0.1.0;
                 export medianode:plugin/dsp@0.1.0;
                 export medianode:plugin/transform@0.1.0;
                 export medianode:plugin/forward@0.1.0;
@@ -64,7 +66,7 @@ pub mod bindings {
     });
     // `self::` because the WIT namespace shares this crate's name.
     pub use self::exports::medianode::plugin::{dsp, forward, signal, transform};
-    pub use self::medianode::plugin::host;
+    pub use self::medianode::plugin::{aead, host};
     pub use self::medianode::plugin::types::{
         self as types, AudioLevel, BlockInfo, ForwardBatch, FrameBatch, FrameInfo, MediaKind, PacketMeta, RouteChange,
         RouteMember, Seat, SeatGrant, SignalAction, SignalEvent, SignalMessage, SignalPeer,
