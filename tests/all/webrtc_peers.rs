@@ -275,6 +275,7 @@ pub async fn peer_at_with(addr: std::net::SocketAddr, room: &str, user: &str, pu
     let mut joined_tx = Some(joined_tx);
     let (pc2, out2, seen2) = (pc.clone(), out.clone(), seen.clone());
     tokio::spawn(async move {
+        let mut early: Vec<RTCIceCandidateInit> = Vec::new();
         while let Some(Ok(message)) = ws_rx.next().await {
             let Message::Text(text) = message else { continue };
             let Ok(v) = serde_json::from_str::<Value>(&text) else { continue };
@@ -289,6 +290,9 @@ pub async fn peer_at_with(addr: std::net::SocketAddr, room: &str, user: &str, pu
                     let sdp = v["sdp"].as_str().unwrap_or_default().to_string();
                     if let Ok(answer) = RTCSessionDescription::answer(sdp) {
                         let _ = pc2.set_remote_description(answer).await;
+                        for c in early.drain(..) {
+                            let _ = pc2.add_ice_candidate(c).await;
+                        }
                     }
                 }
                 Some("offer") => {
@@ -297,14 +301,21 @@ pub async fn peer_at_with(addr: std::net::SocketAddr, room: &str, user: &str, pu
                     if pc2.set_remote_description(offer).await.is_err() {
                         continue;
                     }
+                    for c in early.drain(..) {
+                        let _ = pc2.add_ice_candidate(c).await;
+                    }
                     if let Ok(answer) = pc2.create_answer(None).await {
                         let _ = pc2.set_local_description(answer.clone()).await;
                         let _ = out2.send(json!({"type": "answer", "sdp": answer.sdp}));
                     }
                 }
                 Some("candidate") => {
+                    // Kept until there is a remote description to add it to.
                     if let Ok(c) = serde_json::from_value::<RTCIceCandidateInit>(v["candidate"].clone()) {
-                        let _ = pc2.add_ice_candidate(c).await;
+                        match pc2.remote_description().await {
+                            Some(_) => drop(pc2.add_ice_candidate(c).await),
+                            None => early.push(c),
+                        }
                     }
                 }
                 _ => {}

@@ -269,8 +269,10 @@ impl Sfu {
         };
         pc.set_remote_description(offer).await.map_err(|e| format!("cannot apply the offer: {e}"))?;
         let answer = pc.create_answer(None).await.map_err(|e| format!("cannot answer: {e}"))?;
-        pc.set_local_description(answer.clone()).await.map_err(|e| format!("cannot answer: {e}"))?;
+        // Sent before it is applied: applying it starts ICE gathering, and a
+        // candidate that overtook its answer would be lost to the client.
         self.send(connection, json!({"type": "answer", "sdp": answer.sdp}));
+        pc.set_local_description(answer).await.map_err(|e| format!("cannot answer: {e}"))?;
         // What the others already publish comes in a node offer.
         self.subscribe_to_room(connection).await;
         Ok(())
@@ -444,10 +446,11 @@ impl Sfu {
             Ok(offer) => offer,
             Err(e) => return tracing::warn!(connection, "cannot make an offer: {e}"),
         };
-        if let Err(e) = pc.set_local_description(offer.clone()).await {
-            return tracing::warn!(connection, "cannot apply the offer: {e}");
-        }
+        // Sent before it is applied, like an answer (see `on_offer`).
         self.send(connection, json!({"type": "offer", "sdp": offer.sdp}));
+        if let Err(e) = pc.set_local_description(offer).await {
+            tracing::warn!(connection, "cannot apply the offer: {e}");
+        }
     }
 
     /// A publisher's track arrived: read it into the router, and give it to

@@ -7,7 +7,7 @@
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
-const client = { ws: null, pc: null, joined: false, stats: { audio: 0, video: 0 } };
+const client = { ws: null, pc: null, joined: false, early: [] };
 window.medianode = client; // for tests: state and getStats() from outside
 
 function log(text) {
@@ -52,14 +52,19 @@ async function onMessage(msg, wantVideo, wantAudio) {
       break;
     case 'answer':
       await client.pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
+      await addEarlyCandidates();
       break;
     case 'offer':
       await client.pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
+      await addEarlyCandidates();
       await client.pc.setLocalDescription(await client.pc.createAnswer());
       send({ type: 'answer', sdp: client.pc.localDescription.sdp });
       break;
     case 'candidate':
-      if (msg.candidate) await client.pc.addIceCandidate(msg.candidate);
+      // A candidate can only be added once there is a remote description.
+      if (!msg.candidate) break;
+      if (client.pc && client.pc.remoteDescription) await client.pc.addIceCandidate(msg.candidate);
+      else client.early.push(msg.candidate);
       break;
     case 'active-speaker':
       document.querySelectorAll('video').forEach((v) => v.classList.toggle('speaking', v.dataset.user === msg.user));
@@ -74,6 +79,11 @@ async function onMessage(msg, wantVideo, wantAudio) {
       log(JSON.stringify(msg));
   }
   showState();
+}
+
+async function addEarlyCandidates() {
+  const early = client.early.splice(0);
+  for (const candidate of early) await client.pc.addIceCandidate(candidate);
 }
 
 function showMembers(users) {
