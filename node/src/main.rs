@@ -137,26 +137,23 @@ fn run(file: Option<PathBuf>, dirs: Dirs) -> ExitCode {
 }
 
 fn check(file: PathBuf, dirs: Dirs) -> ExitCode {
-    let config = match PipelineConfig::load(&file) {
+    let mut config = match PipelineConfig::load(&file) {
         Ok(config) => config,
         Err(e) => return fail_config(&e),
     };
     match build(&config, &dirs, &CrashReporter::new(None)) {
         Ok((runtime, pipeline)) => {
-            if let Some(server) = &config.server {
+            if let Some(server) = config.server.as_mut() {
                 // Starting the server checks its stages; it listens on a
                 // spare port so that a running node does not fail the check.
-                let mut probe = medianode::config::PipelineConfig::load(&file).ok();
-                if let Some(p) = probe.as_mut().and_then(|p| p.server.as_mut()) {
-                    p.listen.set_port(0);
-                }
-                let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build();
-                let started = match (tokio, probe) {
-                    (Ok(rt), Some(probe)) => rt.block_on(async { medianode::server::start(&runtime, &probe, &CrashReporter::new(None)).await.map(|_| ()) }),
-                    _ => Ok(()),
+                let (listen, media_ip) = (server.listen, server.media_ip);
+                server.listen.set_port(0);
+                let tokio = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
                 };
-                match started {
-                    Ok(()) => println!("ok: server on {} (media on {})", server.listen, server.media_ip),
+                match tokio.block_on(medianode::server::start(&runtime, &config, &CrashReporter::new(None))) {
+                    Ok(_) => println!("ok: server on {listen} (media on {media_ip})"),
                     Err(BuildError::Config(e)) => return fail_config(&e),
                     Err(e) => return fail(&e.to_string()),
                 }

@@ -3,13 +3,13 @@
 //! serve them (the stages without `inputs`).
 //!
 //! A signaling plugin serves the rooms; a packet-forwarding plugin makes
-//! the SFU's forwarding decisions (without one, packets go to the rest of
-//! their room, decided natively).
+//! the SFU's forwarding decisions (without one, the same stock decision
+//! runs natively).
 
 use crate::config::{PipelineConfig, Runs, ServerConfig, StageConfig};
 use crate::pipeline::{self, BuildError};
 use crate::runtime::{Runtime, StageKind};
-use crate::sfu::router::{Decide, PluginDecider, RoomFanOut};
+use crate::sfu::router::{Decide, NativeDecider, PluginDecider};
 use crate::sfu::{Sfu, SfuOptions};
 use crate::signaling::connections::Connections;
 use crate::signaling::server::Server;
@@ -52,8 +52,8 @@ pub async fn start(runtime: &Runtime, config: &PipelineConfig, reporter: &CrashR
         return Err(config.error(server_config.span.clone(), "the [server] has no signaling stage", hint).into());
     };
     let decide: Box<dyn Decide> = match forwarding {
-        Some(stage) => Box::new(PluginDecider(stage)),
-        None => Box::new(RoomFanOut),
+        Some(stage) => Box::new(PluginDecider::new(stage)),
+        None => Box::new(NativeDecider::default()),
     };
     let ServerConfig { listen, media_ip, options, .. } = server_config.clone();
     let connections = Connections::default();

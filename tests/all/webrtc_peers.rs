@@ -47,7 +47,7 @@ pub async fn node(forward_plugin: &str, forward_config: &str) -> Node {
 pub async fn node_with(forward_plugin: &str, forward_config: &str, options: SfuOptions) -> Node {
     let stage = stock_stage(forward_plugin, forward_config);
     let forward = stage.shared().clone();
-    let (server, sfu) = node_deciding(Box::new(PluginDecider(stage)), options).await;
+    let (server, sfu) = node_deciding(Box::new(PluginDecider::new(stage)), options).await;
     Node { server, sfu, forward }
 }
 

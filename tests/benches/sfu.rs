@@ -25,58 +25,15 @@ mod webrtc_peers;
 
 use medianode::runtime::bindings::{ForwardBatch, MediaKind, PacketMeta, RouteChange, RouteMember};
 use medianode::sfu::SfuOptions;
-use medianode::sfu::router::{Decide, PluginDecider};
-use medianode_forward::RoomForwarder;
-use medianode_sdk::Stage;
+use medianode::sfu::router::{Decide, NativeDecider, PluginDecider};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use webrtc_peers::{Peer, direct_pair, node_deciding, peer_at};
 
-/// The stock forwarding stage compiled natively.
-struct NativeForwarder(RoomForwarder);
-
-impl NativeForwarder {
-    fn new() -> NativeForwarder {
-        NativeForwarder(RoomForwarder::new(Default::default()).expect("config"))
-    }
-}
-
-impl Decide for NativeForwarder {
-    fn update(&mut self, change: &RouteChange, _: &BTreeMap<u64, String>) {
-        use medianode_sdk::Forwarding;
-        self.0.update(match change {
-            RouteChange::Joined(m) => medianode_sdk::RouteChange::Joined { participant: m.participant, room: m.room.clone() },
-            RouteChange::Left(p) => medianode_sdk::RouteChange::Left(*p),
-        });
-    }
-
-    fn decide(&mut self, packets: &[PacketMeta], _: &BTreeMap<u64, String>, out: &mut ForwardBatch) {
-        // The same conversion the plugin's export glue does.
-        let packets: Vec<medianode_sdk::PacketMeta> = packets
-            .iter()
-            .map(|p| medianode_sdk::PacketMeta {
-                publisher: p.publisher,
-                kind: match p.kind {
-                    MediaKind::Audio => medianode_sdk::MediaKind::Audio,
-                    MediaKind::Video => medianode_sdk::MediaKind::Video,
-                },
-                ssrc: p.ssrc,
-                sequence: p.sequence,
-                timestamp: p.timestamp,
-                payload_type: p.payload_type,
-                marker: p.marker,
-                size: p.size,
-                audio_level: p.audio_level,
-            })
-            .collect();
-        medianode_sdk::forward_batch(&mut self.0, &packets, &mut out.counts, &mut out.subscribers);
-    }
-}
-
 fn decisions() {
     let mut table = BTreeMap::new();
     let mut deciders: Vec<(&str, Box<dyn Decide>)> =
-        vec![("plugin", Box::new(PluginDecider(common::stock_stage("forward", "{}")))), ("native", Box::new(NativeForwarder::new()))];
+        vec![("plugin", Box::new(PluginDecider::new(common::stock_stage("forward", "{}")))), ("native", Box::new(NativeDecider::default()))];
     for participant in 1..=6u64 {
         table.insert(participant, "room".to_string());
         let change = RouteChange::Joined(RouteMember { participant, room: "room".into() });
@@ -236,7 +193,7 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("peers").enable_all().build().expect("runtime");
     rt.block_on(async {
         let options = SfuOptions::new("127.0.0.1".parse().expect("ip"));
-        let decide = Box::new(PluginDecider(common::stock_stage("forward", "{}")));
+        let decide = Box::new(PluginDecider::new(common::stock_stage("forward", "{}")));
         let (server, _sfu) = node_rt.spawn(node_deciding(decide, options)).await.expect("node starts");
         let publisher = peer_at(server.addr, "lat", "pub", true).await;
         let subscriber = peer_at(server.addr, "lat", "sub", false).await;
@@ -246,8 +203,8 @@ fn main() {
         println!("(c) latency through the node: p50 {node50:.0} us, p99 {node99:.0} us; direct: p50 {direct50:.0} us, p99 {direct99:.0} us");
         println!("(c) the node adds: p50 {:.0} us, p99 {:.0} us (p99 differences of a few hundred us are run-to-run noise)", node50 - direct50, node99 - direct99);
         for (publishers, subscribers) in [(1, 4), (2, 4), (4, 4)] {
-            let plugin = throughput(&node_rt, "plugin", Box::new(PluginDecider(common::stock_stage("forward", "{}"))), publishers, subscribers).await;
-            let native = throughput(&node_rt, "native", Box::new(NativeForwarder::new()), publishers, subscribers).await;
+            let plugin = throughput(&node_rt, "plugin", Box::new(PluginDecider::new(common::stock_stage("forward", "{}"))), publishers, subscribers).await;
+            let native = throughput(&node_rt, "native", Box::new(NativeDecider::default()), publishers, subscribers).await;
             println!("(b) {publishers}x{subscribers} plugin/native per CPU-second: {:.2}", plugin / native);
         }
     });

@@ -505,8 +505,11 @@ impl Sfu {
         let level = packet.header.get_extension(id).and_then(|b| b.first().copied()).map(|b| b & 0x7f)?;
         let changed = {
             let mut speakers = self.inner.speakers.lock().unwrap_or_else(PoisonError::into_inner);
-            let detector = speakers.entry(room.to_string()).or_insert_with(|| speaker::SpeakerDetector::new(60, Duration::from_millis(300)));
-            detector.level(Instant::now(), publisher, level)
+            // Looked up by `&str`: no allocation per packet once the room has one.
+            if !speakers.contains_key(room) {
+                speakers.insert(room.to_string(), speaker::SpeakerDetector::new(60, Duration::from_millis(300)));
+            }
+            speakers.get_mut(room).and_then(|detector| detector.level(Instant::now(), publisher, level))
         };
         if let Some(speaker) = changed {
             let sfu = self.clone();

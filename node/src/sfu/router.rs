@@ -10,6 +10,8 @@
 use super::rewrite::SequenceRewriter;
 use crate::runtime::bindings::{ForwardBatch, MediaKind, PacketMeta, RouteChange, RouteMember};
 use crate::supervisor::Supervisor;
+use medianode_forward::RoomForwarder;
+use medianode_sdk::{self as sdk, Forwarding as _};
 use rtc::rtp;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -43,16 +45,79 @@ pub trait Decide: Send + 'static {
     fn decide(&mut self, packets: &[PacketMeta], all: &BTreeMap<u64, String>, out: &mut ForwardBatch);
 }
 
+/// The stock forwarding stage (`medianode-forward`) compiled natively: the
+/// decision when no forwarding plugin is configured, the bypass of a
+/// plugin that is down under `fail-open`, and the benchmarks' baseline.
+/// One piece of code decides in all four places.
+pub struct NativeDecider(RoomForwarder);
+
+impl Default for NativeDecider {
+    fn default() -> Self {
+        NativeDecider(RoomForwarder::with_defaults())
+    }
+}
+
+impl NativeDecider {
+    fn decide_one(&mut self, packet: &PacketMeta, out: &mut ForwardBatch) {
+        let before = out.subscribers.len();
+        self.0.forward(&sdk_packet(packet), &mut out.subscribers);
+        out.counts.push((out.subscribers.len() - before) as u32);
+    }
+}
+
+/// The host's view of a packet as the SDK's (what the plugin's export glue
+/// does on the other side of the boundary).
+fn sdk_packet(p: &PacketMeta) -> sdk::PacketMeta {
+    sdk::PacketMeta {
+        publisher: p.publisher,
+        kind: match p.kind {
+            MediaKind::Audio => sdk::MediaKind::Audio,
+            MediaKind::Video => sdk::MediaKind::Video,
+        },
+        ssrc: p.ssrc,
+        sequence: p.sequence,
+        timestamp: p.timestamp,
+        payload_type: p.payload_type,
+        marker: p.marker,
+        size: p.size,
+        audio_level: p.audio_level,
+    }
+}
+
+impl Decide for NativeDecider {
+    fn update(&mut self, change: &RouteChange, _: &BTreeMap<u64, String>) {
+        self.0.update(match change {
+            RouteChange::Joined(m) => sdk::RouteChange::Joined { participant: m.participant, room: m.room.clone() },
+            RouteChange::Left(p) => sdk::RouteChange::Left(*p),
+        });
+    }
+
+    fn decide(&mut self, packets: &[PacketMeta], _: &BTreeMap<u64, String>, out: &mut ForwardBatch) {
+        packets.iter().for_each(|p| self.decide_one(p, out));
+    }
+}
+
 /// The forwarding stage plugin, supervised. A new instance is told the
 /// whole table first; packets it cannot decide on are dropped (the one it
-/// trapped on) or, while no instance serves, fanned out to the room
+/// trapped on) or, while no instance serves, decided natively
 /// (`fail-open`) or dropped (`fail-closed`).
-pub struct PluginDecider(pub Supervisor);
+pub struct PluginDecider {
+    stage: Supervisor,
+    /// Kept up to date for the `fail-open` bypass.
+    bypass: NativeDecider,
+}
+
+impl PluginDecider {
+    pub fn new(stage: Supervisor) -> PluginDecider {
+        PluginDecider { stage, bypass: NativeDecider::default() }
+    }
+}
 
 impl Decide for PluginDecider {
     fn update(&mut self, change: &RouteChange, all: &BTreeMap<u64, String>) {
+        self.bypass.update(change, all);
         let now = Instant::now();
-        let _ = self.0.run(
+        let _ = self.stage.run(
             now,
             std::slice::from_ref(change),
             &mut (),
@@ -60,13 +125,13 @@ impl Decide for PluginDecider {
             |instance, changes, _| instance.update_routes(changes),
             |_, _, _| {},
         );
-        self.0.maintain(now);
+        self.stage.maintain(now);
     }
 
     fn decide(&mut self, packets: &[PacketMeta], all: &BTreeMap<u64, String>, out: &mut ForwardBatch) {
-        let now = Instant::now();
-        let ran = self.0.run(
-            now,
+        let bypass = &mut self.bypass;
+        let ran = self.stage.run(
+            Instant::now(),
             packets,
             out,
             |instance| instance.update_routes(&full_table(all)),
@@ -76,8 +141,8 @@ impl Decide for PluginDecider {
                 out.subscribers.extend_from_slice(&batch.subscribers);
                 Ok(())
             },
-            |packet, bypass, out| match bypass {
-                true => room_fan_out(packet, all, out),
+            |packet, fail_open, out| match fail_open {
+                true => bypass.decide_one(packet, out),
                 false => out.counts.push(0),
             },
         );
@@ -89,27 +154,6 @@ impl Decide for PluginDecider {
 
 fn full_table(all: &BTreeMap<u64, String>) -> Vec<RouteChange> {
     all.iter().map(|(&participant, room)| RouteChange::Joined(RouteMember { participant, room: room.clone() })).collect()
-}
-
-/// The native decision, without a plugin: every other member of the
-/// publisher's room (also the baseline of the forwarding benchmark).
-pub struct RoomFanOut;
-
-impl Decide for RoomFanOut {
-    fn update(&mut self, _: &RouteChange, _: &BTreeMap<u64, String>) {}
-
-    fn decide(&mut self, packets: &[PacketMeta], all: &BTreeMap<u64, String>, out: &mut ForwardBatch) {
-        packets.iter().for_each(|p| room_fan_out(p, all, out));
-    }
-}
-
-/// The default decision: every other member of the publisher's room.
-pub fn room_fan_out(packet: &PacketMeta, all: &BTreeMap<u64, String>, out: &mut ForwardBatch) {
-    let before = out.subscribers.len();
-    if let Some(room) = all.get(&packet.publisher) {
-        out.subscribers.extend(all.iter().filter(|(p, r)| **p != packet.publisher && *r == room).map(|(p, _)| *p));
-    }
-    out.counts.push((out.subscribers.len() - before) as u32);
 }
 
 /// One forwarded stream at one subscriber.
@@ -212,10 +256,15 @@ pub async fn run(mut rx: mpsc::Receiver<RouterMsg>, mut decide: Box<dyn Decide>,
         local.batches += 1;
         local.packets_in += metas.len() as u64;
         let mut cursor = 0;
-        for ((meta, packet), &count) in metas.iter().zip(packets.drain(..)).zip(&decision.counts) {
+        for ((meta, mut packet), &count) in metas.iter().zip(packets.drain(..)).zip(&decision.counts) {
             let chosen = decision.subscribers.get(cursor..cursor + count as usize).unwrap_or(&[]);
             cursor += count as usize;
             let Some(subscribers) = outgoing.get_mut(&meta.ssrc) else { continue };
+            // Header extension ids are negotiated per leg; none is carried
+            // over (the publisher's would be refused). Stripped once here,
+            // so the copies below clone no extension list.
+            packet.header.extension = false;
+            packet.header.extensions.clear();
             for (subscriber, out) in subscribers.iter_mut() {
                 if !chosen.contains(subscriber) {
                     out.sequence.withhold();
@@ -229,10 +278,6 @@ pub async fn run(mut rx: mpsc::Receiver<RouterMsg>, mut decide: Box<dyn Decide>,
                 copy.header.ssrc = out.ssrc;
                 copy.header.sequence_number = out.sequence.forward(meta.sequence);
                 copy.header.payload_type = payload_type;
-                // Header extension ids are negotiated per leg too; none is
-                // carried over (the publisher's would be refused).
-                copy.header.extension = false;
-                copy.header.extensions.clear();
                 match out.track.write_rtp(copy).await {
                     Ok(()) => local.packets_out += 1,
                     Err(_) => local.write_errors += 1,

@@ -52,6 +52,11 @@ impl Stage for RoomForwarder {
 }
 
 impl RoomForwarder {
+    /// The stage with its default settings (for native use by the host).
+    pub fn with_defaults() -> RoomForwarder {
+        RoomForwarder { config: Config::default(), routes: Routes::default() }
+    }
+
     fn leave(&mut self, participant: u64) {
         if let Some(room) = self.routes.rooms.remove(&participant)
             && let Some(members) = self.routes.members.get_mut(&room)
