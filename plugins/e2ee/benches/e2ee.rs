@@ -7,13 +7,13 @@
 
 use medianode_e2ee::keyring::KeyRing;
 use medianode_e2ee::membership::Member;
-use medianode_e2ee::sframe_layer::CipherSuite;
+use medianode_e2ee::sframe_layer::{CipherSuite, Pure};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 fn sframe() {
-    let t = Instant::now();
-    let mut ring = KeyRing::new(CipherSuite::AesGcm128Sha256, Duration::ZERO, Duration::ZERO);
+    let t = Duration::ZERO;
+    let mut ring = KeyRing::<Pure>::new(CipherSuite::AesGcm128Sha256, Duration::ZERO, Duration::ZERO);
     ring.set_epoch(t, 1, vec![7; 16], 0).expect("keys");
     for size in [100usize, 1200] {
         let payload = vec![0x42; size];
@@ -21,7 +21,7 @@ fn sframe() {
         let started = Instant::now();
         for _ in 0..rounds {
             let sealed = ring.seal(b"", black_box(&payload)).expect("sealed");
-            black_box(ring.open(t, b"", &sealed));
+            black_box(ring.open(t, b"", &sealed, ()));
         }
         let ns = started.elapsed().as_nanos() as f64 / rounds as f64;
         println!("SFrame AES-128-GCM seal+open, {size} B, native (RustCrypto): {ns:.0} ns ({:.0} MB/s)", size as f64 * 2.0 / ns * 1e3);

@@ -14,13 +14,15 @@
 //!   [`KeyRing::hold`], and releases it when the epoch arrives;
 //! - drops and counts everything else that does not open.
 //!
-//! Time is an argument (`now`): tests drive it.
+//! Time is an argument (`now`, from any fixed origin): tests drive it.
+//! The crypto is a [`Backend`] (in the sandbox or by the host), and a held
+//! frame carries a caller's tag `T` (which stream it came on, say) back
+//! out of [`KeyRing::release`].
 
-use crate::sframe_layer::{self, CipherSuite};
-use sframe::key::{DecryptionKey, EncryptionKey};
+use crate::sframe_layer::{self, Backend, CipherSuite, DecryptionKey, EncryptionKey};
 use sframe::mls::{MlsKeyId, MlsKeyIdBitRange};
 use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Key id layout: 8 bits of epoch, 16 bits of sender index (65536
 /// members), the rest context (always 0: the shortest header).
@@ -42,7 +44,7 @@ struct EpochKeys {
     epoch: u64,
     base_key: Vec<u8>,
     /// Until when frames of this epoch still open (`None`: current).
-    until: Option<Instant>,
+    until: Option<Duration>,
 }
 
 /// What became of a frame handed to [`KeyRing::open`].
@@ -75,21 +77,30 @@ pub struct KeyRingStats {
     pub expired: u64,
 }
 
-pub struct KeyRing {
+/// A frame waiting for its epoch.
+struct Held<T> {
+    at: Duration,
+    kid: u64,
+    metadata: Vec<u8>,
+    frame: Vec<u8>,
+    tag: T,
+}
+
+pub struct KeyRing<B: Backend, T = ()> {
     suite: CipherSuite,
     pub grace: Duration,
     pub hold: Duration,
     /// Current epoch last.
     epochs: VecDeque<EpochKeys>,
-    own: Option<(EncryptionKey, u64)>,
+    own: Option<(EncryptionKey<B>, u64)>,
     counter: u64,
-    decryption: HashMap<u64, DecryptionKey>,
-    held: VecDeque<(Instant, u64, Vec<u8>, Vec<u8>)>,
+    decryption: HashMap<u64, DecryptionKey<B>>,
+    held: VecDeque<Held<T>>,
     pub stats: KeyRingStats,
 }
 
-impl KeyRing {
-    pub fn new(suite: CipherSuite, grace: Duration, hold: Duration) -> KeyRing {
+impl<B: Backend, T> KeyRing<B, T> {
+    pub fn new(suite: CipherSuite, grace: Duration, hold: Duration) -> KeyRing<B, T> {
         KeyRing {
             suite,
             grace,
@@ -110,8 +121,8 @@ impl KeyRing {
 
     /// The group moved to `epoch` with this base key; this member is
     /// sender `index`. The previous epoch's keys stay for the grace window.
-    pub fn set_epoch(&mut self, now: Instant, epoch: u64, base_key: Vec<u8>, index: u32) -> Result<(), sframe_layer::SframeError> {
-        let (encryption, _) = sframe_layer::keys(self.suite, kid(epoch, index), &base_key)?;
+    pub fn set_epoch(&mut self, now: Duration, epoch: u64, base_key: Vec<u8>, index: u32) -> Result<(), sframe_layer::SframeError> {
+        let (encryption, _) = sframe_layer::keys::<B>(self.suite, kid(epoch, index), &base_key)?;
         if let Some(previous) = self.epochs.back_mut() {
             previous.until = Some(now + self.grace);
         }
@@ -143,66 +154,77 @@ impl KeyRing {
         Some(sealed)
     }
 
-    /// Opens an incoming frame.
-    pub fn open(&mut self, now: Instant, metadata: &[u8], frame: &[u8]) -> Opened {
+    /// Opens an incoming frame; `tag` comes back with it if it is held.
+    pub fn open(&mut self, now: Duration, metadata: &[u8], frame: &[u8], tag: T) -> Opened {
         self.expire(now);
         let Ok((kid, _)) = sframe_layer::decode_header(frame) else {
             self.stats.malformed += 1;
             return Opened::Dropped(DropReason::Malformed);
         };
-        let ahead = self.is_ahead(kid);
-        match self.key(kid) {
-            Some(key) => match sframe_layer::open(key, metadata, frame) {
-                Ok(payload) => {
-                    self.stats.opened += 1;
-                    Opened::Frame(payload)
-                }
-                Err(_) => {
-                    self.stats.forged += 1;
-                    Opened::Dropped(DropReason::Forged)
-                }
-            },
-            None if ahead => {
-                if self.held.len() >= MAX_HELD {
-                    self.held.pop_front();
-                    self.stats.expired += 1;
-                }
-                self.held.push_back((now, kid, metadata.to_vec(), frame.to_vec()));
-                self.stats.held += 1;
-                Opened::Held
+        if self.key(kid).is_some() {
+            return self.decrypt(kid, metadata, frame);
+        }
+        if !self.is_ahead(kid) {
+            self.stats.expired += 1;
+            return Opened::Dropped(DropReason::Expired);
+        }
+        if self.held.len() >= MAX_HELD {
+            self.held.pop_front();
+            self.stats.expired += 1;
+        }
+        self.held.push_back(Held { at: now, kid, metadata: metadata.to_vec(), frame: frame.to_vec(), tag });
+        self.stats.held += 1;
+        Opened::Held
+    }
+
+    /// Opens a frame under `kid`, whose key is known.
+    fn decrypt(&mut self, kid: u64, metadata: &[u8], frame: &[u8]) -> Opened {
+        let Some(key) = self.key(kid) else {
+            self.stats.expired += 1;
+            return Opened::Dropped(DropReason::Expired);
+        };
+        match sframe_layer::open(key, metadata, frame) {
+            Ok(payload) => {
+                self.stats.opened += 1;
+                Opened::Frame(payload)
             }
-            None => {
-                self.stats.expired += 1;
-                Opened::Dropped(DropReason::Expired)
+            Err(_) => {
+                self.stats.forged += 1;
+                Opened::Dropped(DropReason::Forged)
             }
         }
     }
 
     /// Held frames that open now (after [`KeyRing::set_epoch`]), in order;
     /// held frames past [`KeyRing::hold`] are dropped.
-    pub fn release(&mut self, now: Instant) -> Vec<Vec<u8>> {
+    pub fn release(&mut self, now: Duration) -> Vec<(T, Vec<u8>)> {
         self.expire(now);
         let mut out = Vec::new();
         let held = std::mem::take(&mut self.held);
-        for (at, kid, metadata, frame) in held {
-            if self.key(kid).is_some() {
-                if let Opened::Frame(payload) = self.open(now, &metadata, &frame) {
-                    out.push(payload);
+        for frame in held {
+            if self.key(frame.kid).is_some() {
+                if let Opened::Frame(payload) = self.decrypt(frame.kid, &frame.metadata, &frame.frame) {
+                    out.push((frame.tag, payload));
                 }
             } else {
-                self.held.push_back((at, kid, metadata, frame));
+                self.held.push_back(frame);
             }
         }
         out
     }
 
+    /// Whether frames are waiting for their epoch.
+    pub fn holds(&self) -> bool {
+        !self.held.is_empty()
+    }
+
     /// The decryption key for `kid`, derived once per key id from the
     /// base key of the epoch its low bits name (current or in grace).
-    fn key(&mut self, kid: u64) -> Option<&DecryptionKey> {
+    fn key(&mut self, kid: u64) -> Option<&DecryptionKey<B>> {
         if !self.decryption.contains_key(&kid) {
             let lsb = MlsKeyId::from_key_id(kid, bit_range()).epoch_lsb();
             let epoch = self.epochs.iter().rev().find(|e| e.epoch & ((1 << KID_BITS.0) - 1) == lsb)?;
-            let (_, key) = sframe_layer::keys(self.suite, kid, &epoch.base_key).ok()?;
+            let (_, key) = sframe_layer::keys::<B>(self.suite, kid, &epoch.base_key).ok()?;
             self.decryption.insert(kid, key);
         }
         self.decryption.get(&kid)
@@ -216,7 +238,7 @@ impl KeyRing {
 
     /// Forgets epochs past their grace (and their derived keys) and held
     /// frames past their hold.
-    fn expire(&mut self, now: Instant) {
+    fn expire(&mut self, now: Duration) {
         let before = self.epochs.len();
         self.epochs.retain(|e| e.until.is_none_or(|until| now < until));
         if self.epochs.len() != before {
@@ -225,7 +247,7 @@ impl KeyRing {
         }
         let hold = self.hold;
         let held = self.held.len();
-        self.held.retain(|(at, ..)| now.duration_since(*at) < hold);
+        self.held.retain(|h| now.saturating_sub(h.at) < hold);
         self.stats.expired += (held - self.held.len()) as u64;
     }
 }
@@ -233,12 +255,13 @@ impl KeyRing {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sframe_layer::Pure;
 
     const SUITE: CipherSuite = CipherSuite::AesGcm128Sha256;
     const GRACE: Duration = Duration::from_secs(2);
     const HOLD: Duration = Duration::from_millis(500);
 
-    fn ring() -> KeyRing {
+    fn ring() -> KeyRing<Pure> {
         KeyRing::new(SUITE, GRACE, HOLD)
     }
 
@@ -248,7 +271,7 @@ mod tests {
 
     #[test]
     fn senders_have_their_own_keys_and_receivers_open_every_one() {
-        let t = Instant::now();
+        let t = Duration::ZERO;
         let (mut a, mut b, mut c) = (ring(), ring(), ring());
         a.set_epoch(t, 1, base(1), 0).unwrap();
         b.set_epoch(t, 1, base(1), 1).unwrap();
@@ -256,40 +279,40 @@ mod tests {
         let from_a = a.seal(b"meta", b"hello").unwrap();
         let from_b = b.seal(b"meta", b"hello").unwrap();
         assert_ne!(sframe_layer::decode_header(&from_a).unwrap().0, sframe_layer::decode_header(&from_b).unwrap().0);
-        assert_eq!(c.open(t, b"meta", &from_a), Opened::Frame(b"hello".to_vec()));
-        assert_eq!(c.open(t, b"meta", &from_b), Opened::Frame(b"hello".to_vec()));
-        assert_eq!(c.open(t, b"other", &from_b), Opened::Dropped(DropReason::Forged), "metadata is authenticated");
-        assert_eq!(c.open(t, b"", b""), Opened::Dropped(DropReason::Malformed));
+        assert_eq!(c.open(t, b"meta", &from_a, ()), Opened::Frame(b"hello".to_vec()));
+        assert_eq!(c.open(t, b"meta", &from_b, ()), Opened::Frame(b"hello".to_vec()));
+        assert_eq!(c.open(t, b"other", &from_b, ()), Opened::Dropped(DropReason::Forged), "metadata is authenticated");
+        assert_eq!(c.open(t, b"", b"", ()), Opened::Dropped(DropReason::Malformed));
     }
 
     #[test]
     fn the_previous_epoch_opens_for_the_grace_window_only() {
-        let t = Instant::now();
+        let t = Duration::ZERO;
         let (mut a, mut b) = (ring(), ring());
         a.set_epoch(t, 1, base(1), 0).unwrap();
         b.set_epoch(t, 1, base(1), 1).unwrap();
         let old = a.seal(b"", b"late").unwrap();
         b.set_epoch(t, 2, base(2), 1).unwrap();
-        assert_eq!(b.open(t + GRACE / 2, b"", &old), Opened::Frame(b"late".to_vec()));
-        assert_eq!(b.open(t + GRACE * 2, b"", &old), Opened::Dropped(DropReason::Expired));
+        assert_eq!(b.open(t + GRACE / 2, b"", &old, ()), Opened::Frame(b"late".to_vec()));
+        assert_eq!(b.open(t + GRACE * 2, b"", &old, ()), Opened::Dropped(DropReason::Expired));
     }
 
     #[test]
     fn a_frame_from_the_next_epoch_is_held_until_the_epoch_arrives() {
-        let t = Instant::now();
+        let t = Duration::ZERO;
         let (mut a, mut b) = (ring(), ring());
         a.set_epoch(t, 1, base(1), 0).unwrap();
         b.set_epoch(t, 1, base(1), 1).unwrap();
         a.set_epoch(t, 2, base(2), 0).unwrap();
         let early = a.seal(b"", b"early").unwrap();
-        assert_eq!(b.open(t, b"", &early), Opened::Held);
+        assert_eq!(b.open(t, b"", &early, ()), Opened::Held);
         assert!(b.release(t).is_empty(), "still on epoch 1");
         b.set_epoch(t + HOLD / 2, 2, base(2), 1).unwrap();
-        assert_eq!(b.release(t + HOLD / 2), vec![b"early".to_vec()]);
+        assert_eq!(b.release(t + HOLD / 2), vec![((), b"early".to_vec())]);
         // Held too long: dropped and counted.
         a.set_epoch(t, 3, base(3), 0).unwrap();
         let too_early = a.seal(b"", b"x").unwrap();
-        assert_eq!(b.open(t + HOLD, b"", &too_early), Opened::Held);
+        assert_eq!(b.open(t + HOLD, b"", &too_early, ()), Opened::Held);
         b.set_epoch(t + HOLD * 3, 3, base(3), 1).unwrap();
         assert!(b.release(t + HOLD * 3).is_empty());
         assert_eq!(b.stats.expired, 1);
@@ -297,7 +320,7 @@ mod tests {
 
     #[test]
     fn without_a_key_nothing_is_sealed_and_a_leaver_opens_nothing_new() {
-        let t = Instant::now();
+        let t = Duration::ZERO;
         let mut nobody = ring();
         assert_eq!(nobody.seal(b"", b"secret"), None, "never in the clear, never at all");
         let (mut a, mut leaver) = (ring(), ring());
@@ -308,7 +331,7 @@ mod tests {
         let after = a.seal(b"", b"after").unwrap();
         // Epoch 2 is "next" to the leaver, so it holds the frame, which
         // never opens: its key never comes.
-        assert_eq!(leaver.open(t, b"", &after), Opened::Held);
+        assert_eq!(leaver.open(t, b"", &after, ()), Opened::Held);
         assert!(leaver.release(t + HOLD * 2).is_empty());
         assert_eq!(leaver.stats.opened, 0);
     }
@@ -317,9 +340,10 @@ mod tests {
 #[cfg(test)]
 mod with_mls {
     use super::*;
+    use crate::sframe_layer::Pure;
     use crate::membership::Member;
 
-    fn keyed(member: &Member, ring: &mut KeyRing, now: Instant) {
+    fn keyed(member: &Member, ring: &mut KeyRing<Pure>, now: Duration) {
         let base = member.sframe_base_key(ring.base_key_len()).unwrap();
         ring.set_epoch(now, member.epoch().unwrap(), base, member.leaf_index().unwrap()).unwrap();
     }
@@ -328,27 +352,27 @@ mod with_mls {
     /// a removal the removed member opens none of the new epoch's.
     #[test]
     fn mls_epochs_key_the_frames() {
-        let t = Instant::now();
+        let t = Duration::ZERO;
         let mut alice = Member::new("alice").unwrap();
         alice.create_group("room").unwrap();
         let mut bob = Member::new("bob").unwrap();
         let commit = alice.add(&[bob.key_package().unwrap()]).unwrap().unwrap();
         alice.confirm().unwrap();
         bob.join(commit.welcome.as_deref().unwrap()).unwrap();
-        let (mut ra, mut rb) = (KeyRing::new(CipherSuite::AesGcm128Sha256, Duration::ZERO, Duration::ZERO), KeyRing::new(CipherSuite::AesGcm128Sha256, Duration::ZERO, Duration::ZERO));
+        let (mut ra, mut rb) = (KeyRing::<Pure>::new(CipherSuite::AesGcm128Sha256, Duration::ZERO, Duration::ZERO), KeyRing::<Pure>::new(CipherSuite::AesGcm128Sha256, Duration::ZERO, Duration::ZERO));
         keyed(&alice, &mut ra, t);
         keyed(&bob, &mut rb, t);
         let frame = ra.seal(b"", b"opus frame").unwrap();
-        assert_eq!(rb.open(t, b"", &frame), Opened::Frame(b"opus frame".to_vec()));
+        assert_eq!(rb.open(t, b"", &frame, ()), Opened::Frame(b"opus frame".to_vec()));
         let back = rb.seal(b"", b"reply").unwrap();
-        assert_eq!(ra.open(t, b"", &back), Opened::Frame(b"reply".to_vec()));
+        assert_eq!(ra.open(t, b"", &back, ()), Opened::Frame(b"reply".to_vec()));
 
         let commit = alice.remove(&["bob"]).unwrap().unwrap();
         alice.confirm().unwrap();
         keyed(&alice, &mut ra, t);
         let _ = bob.process(&commit.commit);
         let after = ra.seal(b"", b"after bob").unwrap();
-        assert!(!matches!(rb.open(t, b"", &after), Opened::Frame(_)), "bob keeps only the old epoch's key");
-        assert_eq!(rb.release(t + Duration::from_secs(1)), Vec::<Vec<u8>>::new());
+        assert!(!matches!(rb.open(t, b"", &after, ()), Opened::Frame(_)), "bob keeps only the old epoch's key");
+        assert!(rb.release(t + Duration::from_secs(1)).is_empty());
     }
 }

@@ -12,6 +12,7 @@
 //! The stage plugin that puts these behind the frame-transform contract,
 //! the host AEAD capability and state recovery come next (issue [e2ee]).
 
+pub mod host_crypto;
 pub mod keyring;
 pub mod membership;
 pub mod sframe_layer;

@@ -201,54 +201,78 @@ impl Member {
         group.members().map(|m| String::from_utf8_lossy(m.credential.serialized_content()).into_owned()).collect()
     }
 
-    /// Adds the owners of `key_packages`; those that do not parse or whose
-    /// user is already in the group are skipped. `Ok(None)`: nothing to add.
+    /// Adds the owners of `key_packages` (see [`Member::change`]).
     pub fn add(&mut self, key_packages: &[Vec<u8>]) -> Result<Option<Commit>, MlsError> {
-        let present = self.members();
-        let mut packages: Vec<KeyPackage> = Vec::new();
-        for bytes in key_packages {
-            let Ok(MlsMessageBodyIn::KeyPackage(package)) = parse(bytes) else { continue };
-            let Ok(package) = package.validate(self.provider.crypto(), ProtocolVersion::Mls10) else { continue };
-            let user = String::from_utf8_lossy(package.leaf_node().credential().serialized_content()).into_owned();
-            let duplicate = packages.iter().any(|p| p.leaf_node().credential() == package.leaf_node().credential());
-            if !present.contains(&user) && !duplicate {
-                packages.push(package);
-            }
-        }
-        if packages.is_empty() {
-            return Ok(None);
-        }
-        let (provider, signer) = (&self.provider, &self.signer);
-        let group = self.group.as_mut().ok_or_else(|| MlsError("not in a group".into()))?;
-        let epoch = group.epoch().as_u64();
-        let (commit, welcome, _) = group.add_members(provider, signer, &packages).map_err(|e| err("cannot add", e))?;
-        Ok(Some(Commit { epoch, commit: serialize(&commit)?, welcome: Some(serialize(&welcome)?) }))
+        self.change(key_packages, &[])
     }
 
-    /// Removes `users`; those without a leaf (never joined, already gone,
-    /// unknown) and this member itself are skipped. `Ok(None)`: nothing to
-    /// remove, and openmls is not called.
+    /// Removes `users` (see [`Member::change`]).
     pub fn remove(&mut self, users: &[&str]) -> Result<Option<Commit>, MlsError> {
+        self.change(&[], users)
+    }
+
+    /// One commit that adds the owners of `key_packages` and removes
+    /// `departed`. `Ok(None)`: nothing to do, and openmls is not called.
+    ///
+    /// - A key package that does not parse or validate is skipped, and so is
+    ///   one whose owner is already in the group with the same signature
+    ///   key (a duplicate). One whose owner is in the group with another key
+    ///   is a rejoin (a restart that lost its state): the old leaf is
+    ///   removed and the new one added, in the same commit.
+    /// - A departed user without a leaf (never joined, already gone,
+    ///   unknown), and this member itself, are skipped.
+    pub fn change(&mut self, key_packages: &[Vec<u8>], departed: &[&str]) -> Result<Option<Commit>, MlsError> {
         let own = self.user.clone();
         let (provider, signer) = (&self.provider, &self.signer);
         let group = self.group.as_mut().ok_or_else(|| MlsError("not in a group".into()))?;
-        let mut leaves: Vec<LeafNodeIndex> = group
+        let leaves: Vec<(String, LeafNodeIndex, Vec<u8>)> = group
             .members()
-            .filter(|m| {
-                let user = String::from_utf8_lossy(m.credential.serialized_content());
-                user != own && users.contains(&user.as_ref())
-            })
-            .map(|m| m.index)
+            .map(|m| (String::from_utf8_lossy(m.credential.serialized_content()).into_owned(), m.index, m.signature_key))
             .collect();
-        leaves.sort();
-        leaves.dedup();
-        if leaves.is_empty() {
+        let mut removals: Vec<LeafNodeIndex> = leaves
+            .iter()
+            .filter(|(user, _, _)| *user != own && departed.contains(&user.as_str()))
+            .map(|(_, index, _)| *index)
+            .collect();
+        let mut adds: Vec<KeyPackage> = Vec::new();
+        for bytes in key_packages {
+            let Ok(MlsMessageBodyIn::KeyPackage(package)) = parse(bytes) else { continue };
+            let Ok(package) = package.validate(provider.crypto(), ProtocolVersion::Mls10) else { continue };
+            let leaf = package.leaf_node();
+            let user = String::from_utf8_lossy(leaf.credential().serialized_content()).into_owned();
+            let key = leaf.signature_key().as_slice();
+            let duplicate = adds.iter().any(|p| p.leaf_node().credential() == leaf.credential())
+                || leaves.iter().any(|(u, _, k)| *u == user && k.as_slice() == key);
+            if user == own || duplicate {
+                continue;
+            }
+            removals.extend(leaves.iter().filter(|(u, _, _)| *u == user).map(|(_, index, _)| *index));
+            adds.push(package);
+        }
+        removals.sort();
+        removals.dedup();
+        if adds.is_empty() && removals.is_empty() {
             return Ok(None);
         }
         let epoch = group.epoch().as_u64();
-        let (commit, welcome, _) = group.remove_members(provider, signer, &leaves).map_err(|e| err("cannot remove", e))?;
-        let welcome = welcome.map(|w| serialize(&w)).transpose()?;
+        let bundle = group
+            .commit_builder()
+            .propose_adds(adds)
+            .propose_removals(removals)
+            .load_psks(provider.storage())
+            .map_err(|e| err("cannot load PSKs", e))?
+            .build(provider.rand(), provider.crypto(), signer, |_| true)
+            .map_err(|e| err("cannot build the commit", e))?
+            .stage_commit(provider)
+            .map_err(|e| err("cannot stage the commit", e))?;
+        let welcome = bundle.to_welcome_msg().map(|w| serialize(&w)).transpose()?;
+        let (commit, _, _) = bundle.into_contents();
         Ok(Some(Commit { epoch, commit: serialize(&commit)?, welcome }))
+    }
+
+    /// Whether this member has a commit waiting for the delivery service.
+    pub fn has_pending_commit(&self) -> bool {
+        self.group.as_ref().is_some_and(|g| g.pending_commit().is_some())
     }
 
     /// The delivery service accepted this member's pending commit.
@@ -509,6 +533,38 @@ mod tests {
         let mut damaged = room.members[0].save().unwrap();
         damaged.truncate(damaged.len() / 2);
         assert!(Member::restore(&damaged).is_err());
+    }
+
+    /// A member that lost its state rejoins under the same name with a
+    /// fresh key package: its old leaf is replaced in one commit; the same
+    /// key package again is a duplicate (no commit).
+    #[test]
+    fn a_rejoin_with_a_fresh_key_package_replaces_the_old_leaf() {
+        let mut room = Room::new("alice");
+        room.join("bob");
+        room.join("carol");
+        let bob = room.index("bob");
+        room.members.remove(bob);
+        let fresh = Member::new("bob").unwrap();
+        let package = fresh.key_package().unwrap();
+        room.members.push(fresh);
+        let commit = room.members[0].change(&[package.clone()], &[]).unwrap().expect("a replacing commit");
+        assert!(room.deliver(0, commit));
+        room.agree();
+        assert_eq!(room.members[0].members().len(), 3, "bob once, not twice");
+        assert!(room.members[0].add(&[package]).unwrap().is_none(), "the same package again: nothing to do");
+        // Adds and removes in one commit: dave in, carol out.
+        let dave = Member::new("dave").unwrap();
+        let package = dave.key_package().unwrap();
+        room.members.push(dave);
+        let commit = room.members[0].change(&[package], &["carol", "ghost"]).unwrap().expect("a commit");
+        let carol = room.index("carol");
+        room.members.remove(carol);
+        assert!(room.deliver(0, commit));
+        room.agree();
+        let mut users = room.members[0].members();
+        users.sort();
+        assert_eq!(users, ["alice", "bob", "dave"]);
     }
 
     #[test]

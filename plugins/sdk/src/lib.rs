@@ -50,6 +50,7 @@
 //! processed by a fresh instance), and routes panic messages to the host log
 //! so that they end up in the crash report.
 
+pub mod aead;
 pub mod host;
 mod types;
 
