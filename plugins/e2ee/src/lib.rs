@@ -9,10 +9,16 @@
 //!   with a grace window for the previous epoch and a short hold for frames
 //!   from the next.
 //!
-//! The stage plugin that puts these behind the frame-transform contract,
-//! the host AEAD capability and state recovery come next (issue [e2ee]).
+//! - [`host_crypto`]: the same SFrame frames with AES-GCM run by the host
+//!   (`medianode:plugin/aead`), keys held there by handle.
+//! - [`stage`]: the plugin (`stock:e2ee`): the room's group kept through
+//!   signaling messages, frames sealed and opened, state kept in the host
+//!   state store across crashes.
 
 pub mod host_crypto;
 pub mod keyring;
 pub mod membership;
 pub mod sframe_layer;
+pub mod stage;
+
+medianode_sdk::export_encryption!(stage::E2ee);

@@ -58,6 +58,8 @@ pub struct Commit {
     pub commit: Vec<u8>,
     /// For the members it adds.
     pub welcome: Option<Vec<u8>>,
+    /// The users it adds (who get the welcome rather than the commit).
+    pub joiners: Vec<String>,
 }
 
 /// What a processed handshake message did.
@@ -255,6 +257,7 @@ impl Member {
             return Ok(None);
         }
         let epoch = group.epoch().as_u64();
+        let joiners = adds.iter().map(|p| String::from_utf8_lossy(p.leaf_node().credential().serialized_content()).into_owned()).collect();
         let bundle = group
             .commit_builder()
             .propose_adds(adds)
@@ -267,7 +270,7 @@ impl Member {
             .map_err(|e| err("cannot stage the commit", e))?;
         let welcome = bundle.to_welcome_msg().map(|w| serialize(&w)).transpose()?;
         let (commit, _, _) = bundle.into_contents();
-        Ok(Some(Commit { epoch, commit: serialize(&commit)?, welcome }))
+        Ok(Some(Commit { epoch, commit: serialize(&commit)?, welcome, joiners }))
     }
 
     /// Whether this member has a commit waiting for the delivery service.

@@ -343,3 +343,104 @@ macro_rules! export_signaling {
         };
     };
 }
+
+#[cfg(target_arch = "wasm32")]
+pub mod encryption {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "medianode:plugin/media-encryption",
+        with: {
+            "medianode:plugin/host@0.1.0": crate::host::wit::medianode::plugin::host,
+            "medianode:plugin/aead@0.1.0": crate::host::wit::medianode::plugin::aead,
+        },
+        pub_export_macro: true,
+        export_macro_name: "__export_encryption_world",
+        default_bindings_module: "medianode_sdk::export::encryption",
+    });
+    pub use exports::medianode::plugin::e2ee::Guest as E2ee;
+    pub use medianode::plugin::types::{E2eeEvent, E2eeStatus, FrameBatch, FrameInfo};
+    use std::cell::RefCell;
+    use std::thread::LocalKey;
+
+    /// The body of the `control` export.
+    pub fn control<S: crate::Encryption>(cell: &'static LocalKey<RefCell<Option<S>>>, events: Vec<E2eeEvent>) -> Vec<String> {
+        let events = events
+            .into_iter()
+            .map(|e| match e {
+                E2eeEvent::Seated(s) => crate::E2eeEvent::Seated { room: s.room, user: s.user, others: s.others, rejoined: s.rejoined },
+                E2eeEvent::Message(text) => crate::E2eeEvent::Message(text),
+            })
+            .collect();
+        super::with_stage(cell, |stage| crate::control_batch(stage, events)).unwrap_or_default()
+    }
+
+    /// The body of `seal` (`open: false`) and `open` (`open: true`). Before
+    /// a successful `init` nothing comes out: frames are never passed
+    /// through an encryption stage unsealed.
+    pub fn frames<S: crate::Encryption>(
+        cell: &'static LocalKey<RefCell<Option<S>>>,
+        frames: Vec<FrameInfo>,
+        payloads: Vec<u8>,
+        open: bool,
+    ) -> FrameBatch {
+        let infos: Vec<crate::FrameInfo> = frames.iter().map(from_wit).collect();
+        let mut out_frames = Vec::with_capacity(infos.len());
+        let mut out_payloads = Vec::with_capacity(payloads.len() + infos.len() * 32);
+        super::with_stage(cell, |stage| {
+            if open {
+                crate::open_batch(stage, &infos, &payloads, &mut out_frames, &mut out_payloads)
+            } else {
+                crate::frame_batch(&infos, &payloads, &mut out_frames, &mut out_payloads, |m, p, o| stage.seal(m, p, o))
+            }
+        });
+        FrameBatch { frames: out_frames.iter().map(to_wit).collect(), payloads: out_payloads }
+    }
+
+    /// The body of the `status` export.
+    pub fn status<S: crate::Encryption>(cell: &'static LocalKey<RefCell<Option<S>>>) -> E2eeStatus {
+        let status = super::with_stage(cell, |stage| stage.status()).unwrap_or_default();
+        E2eeStatus { epoch: status.epoch, safety_number: status.safety_number, members: status.members }
+    }
+
+    fn from_wit(f: &FrameInfo) -> crate::FrameInfo {
+        crate::FrameInfo { stream: f.stream, sequence: f.sequence, timestamp: f.timestamp, size: f.size }
+    }
+
+    fn to_wit(f: &crate::FrameInfo) -> FrameInfo {
+        FrameInfo { stream: f.stream, sequence: f.sequence, timestamp: f.timestamp, size: f.size }
+    }
+}
+
+/// Exports a type implementing [`crate::Encryption`] as an end-to-end
+/// encryption component.
+#[macro_export]
+macro_rules! export_encryption {
+    ($stage:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            use $crate::export::encryption as w;
+            ::std::thread_local! {
+                static STAGE: ::std::cell::RefCell<Option<$stage>> = const { ::std::cell::RefCell::new(None) };
+            }
+            struct Glue;
+            impl w::E2ee for Glue {
+                fn init(config: String) -> Result<(), String> {
+                    $crate::export::init(&STAGE, config)
+                }
+                fn control(events: Vec<w::E2eeEvent>) -> Vec<String> {
+                    w::control(&STAGE, events)
+                }
+                fn seal(frames: Vec<w::FrameInfo>, payloads: Vec<u8>) -> w::FrameBatch {
+                    w::frames(&STAGE, frames, payloads, false)
+                }
+                fn open(frames: Vec<w::FrameInfo>, payloads: Vec<u8>) -> w::FrameBatch {
+                    w::frames(&STAGE, frames, payloads, true)
+                }
+                fn status() -> w::E2eeStatus {
+                    w::status(&STAGE)
+                }
+            }
+            $crate::export::encryption::__export_encryption_world!(Glue with_types_in $crate::export::encryption);
+        };
+    };
+}

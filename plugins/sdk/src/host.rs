@@ -2,7 +2,8 @@
 //!
 //! On wasm these call the `medianode:plugin/host` imports. Natively (unit
 //! tests, benchmarks) they fall back to shims: log to stderr, a real
-//! monotonic clock, no-op metrics, and a per-thread in-memory state store.
+//! monotonic clock, no-op metrics, and per-thread in-memory state stores
+//! ([`use_state_store`] picks one).
 
 /// Severity of a log record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +72,16 @@ mod imp {
     use std::time::Instant;
 
     thread_local! {
-        static STATE: RefCell<HashMap<String, Vec<u8>>> = RefCell::new(HashMap::new());
+        /// State stores by name, and the one in use.
+        static STATE: RefCell<(String, HashMap<String, HashMap<String, Vec<u8>>>)> = RefCell::new(Default::default());
+    }
+
+    pub fn use_state_store(name: &str) {
+        STATE.with_borrow_mut(|(current, _)| *current = name.to_owned());
+    }
+
+    fn with_store<R>(f: impl FnOnce(&mut HashMap<String, Vec<u8>>) -> R) -> R {
+        STATE.with_borrow_mut(|(current, stores)| f(stores.entry(current.clone()).or_default()))
     }
 
     pub fn log(level: Level, message: &str) {
@@ -84,14 +94,14 @@ mod imp {
     pub fn counter_add(_name: &str, _delta: u64) {}
     pub fn gauge_set(_name: &str, _value: f64) {}
     pub fn state_get(key: &str) -> Option<Vec<u8>> {
-        STATE.with_borrow(|s| s.get(key).cloned())
+        with_store(|s| s.get(key).cloned())
     }
     pub fn state_put(key: &str, value: &[u8]) -> Result<(), String> {
-        STATE.with_borrow_mut(|s| s.insert(key.to_owned(), value.to_vec()));
+        with_store(|s| s.insert(key.to_owned(), value.to_vec()));
         Ok(())
     }
     pub fn state_delete(key: &str) {
-        STATE.with_borrow_mut(|s| s.remove(key));
+        with_store(|s| s.remove(key));
     }
     pub fn begin_item(_index: u32) {}
 }
@@ -129,6 +139,15 @@ pub fn state_put(key: &str, value: &[u8]) -> Result<(), String> {
 /// Removes a key from the stage's state store.
 pub fn state_delete(key: &str) {
     imp::state_delete(key)
+}
+
+/// Natively only: makes the state store named `name` (each starts empty)
+/// the one the state calls use on this thread, so that a test can run
+/// several stages side by side, each with a store of its own, as the host
+/// gives them.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn use_state_store(name: &str) {
+    imp::use_state_store(name)
 }
 
 /// Marks the start of batch item `index`; the export glue calls this.

@@ -35,8 +35,9 @@
 //! Stage kinds with SDK support: audio DSP ([`AudioDsp`],
 //! [`export_audio_dsp!`]), frame transform ([`FrameTransform`],
 //! [`export_frame_transform!`]), packet forwarding ([`Forwarding`],
-//! [`export_forwarding!`]) and signaling ([`Signaling`],
-//! [`export_signaling!`]).
+//! [`export_forwarding!`]), signaling ([`Signaling`],
+//! [`export_signaling!`]) and end-to-end encryption ([`Encryption`],
+//! [`export_encryption!`]).
 //!
 //! The same crate builds natively too: the export macro then expands to
 //! nothing and [`host`] falls back to in-process shims, so a plugin's logic
@@ -88,6 +89,22 @@ pub trait FrameTransform: Stage {
     /// entry) and return [`Verdict::Keep`], or return [`Verdict::Drop`].
     /// `meta` may be changed for the frame emitted.
     fn transform(&mut self, meta: &mut FrameMeta, payload: &[u8], out: &mut Payload<'_>) -> Verdict;
+}
+
+/// End-to-end encryption: keeps the room's MLS group through signaling
+/// messages and seals and opens frames with its keys. A frame that cannot
+/// be sealed is dropped: media never leaves in the clear.
+pub trait Encryption: Stage {
+    /// Handles a room event, pushing signaling messages (JSON) to `out`.
+    fn control(&mut self, event: E2eeEvent, out: &mut Vec<String>);
+    /// Seals one outbound frame into `out`, or drops it.
+    fn seal(&mut self, meta: &mut FrameMeta, payload: &[u8], out: &mut Payload<'_>) -> Verdict;
+    /// Opens one inbound frame into `out`, or drops (or holds) it.
+    fn open(&mut self, meta: &mut FrameMeta, payload: &[u8], out: &mut Payload<'_>) -> Verdict;
+    /// Frames held by earlier `open` calls that open now, in order; called
+    /// before each batch of `open`.
+    fn released(&mut self) -> Vec<(FrameMeta, Vec<u8>)>;
+    fn status(&self) -> E2eeStatus;
 }
 
 /// Signaling: connection events in, actions out. The host owns the
@@ -171,9 +188,22 @@ pub fn process_batch<S: AudioDsp>(stage: &mut S, blocks: &mut [BlockInfo], mut s
 pub fn transform_batch<S: FrameTransform>(
     stage: &mut S,
     frames: &[FrameInfo],
+    payloads: &[u8],
+    out_frames: &mut Vec<FrameInfo>,
+    out_payloads: &mut Vec<u8>,
+) {
+    frame_batch(frames, payloads, out_frames, out_payloads, |meta, payload, out| stage.transform(meta, payload, out))
+}
+
+/// Runs `each` over a flat batch of frames, marking each one, appending
+/// the frames it keeps to `out_frames` and their payloads to `out_payloads`.
+/// What [`transform_batch`] and the E2EE stage's seal and open do.
+pub fn frame_batch(
+    frames: &[FrameInfo],
     mut payloads: &[u8],
     out_frames: &mut Vec<FrameInfo>,
     out_payloads: &mut Vec<u8>,
+    mut each: impl FnMut(&mut FrameMeta, &[u8], &mut Payload<'_>) -> Verdict,
 ) {
     let mark = frames.len() > 1;
     for (index, info) in frames.iter().enumerate() {
@@ -187,7 +217,7 @@ pub fn transform_batch<S: FrameTransform>(
         }
         let mut meta = FrameMeta { stream: info.stream, sequence: info.sequence, timestamp: info.timestamp };
         let mut out = Payload::new(out_payloads);
-        match stage.transform(&mut meta, payload, &mut out) {
+        match each(&mut meta, payload, &mut out) {
             Verdict::Keep => {
                 let size = out.len() as u32;
                 out_frames.push(FrameInfo { stream: meta.stream, sequence: meta.sequence, timestamp: meta.timestamp, size });
@@ -195,6 +225,35 @@ pub fn transform_batch<S: FrameTransform>(
             Verdict::Drop => out.discard(),
         }
     }
+}
+
+/// Opens a batch for an E2EE stage: first the frames released from
+/// earlier holds, then this batch's.
+pub fn open_batch<S: Encryption>(
+    stage: &mut S,
+    frames: &[FrameInfo],
+    payloads: &[u8],
+    out_frames: &mut Vec<FrameInfo>,
+    out_payloads: &mut Vec<u8>,
+) {
+    for (meta, payload) in stage.released() {
+        out_frames.push(FrameInfo { stream: meta.stream, sequence: meta.sequence, timestamp: meta.timestamp, size: payload.len() as u32 });
+        out_payloads.extend_from_slice(&payload);
+    }
+    frame_batch(frames, payloads, out_frames, out_payloads, |meta, payload, out| stage.open(meta, payload, out))
+}
+
+/// Handles room events for an E2EE stage, marking each one.
+pub fn control_batch<S: Encryption>(stage: &mut S, events: Vec<E2eeEvent>) -> Vec<String> {
+    let mark = events.len() > 1;
+    let mut out = Vec::new();
+    for (index, event) in events.into_iter().enumerate() {
+        if mark {
+            host::begin_item(index as u32);
+        }
+        stage.control(event, &mut out);
+    }
+    out
 }
 
 /// Parses a config JSON document into a stage, as the `init` export does.

@@ -207,3 +207,26 @@ pub enum RouteChange {
     /// A participant left its room.
     Left(u64),
 }
+
+/// Something the E2EE stage learns about its room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum E2eeEvent {
+    /// This node sits in `room` as `user` with `others` there. Sent to
+    /// every new instance (`rejoined` false: only the instance is new) and
+    /// after every (re)join of the signaling connection (`rejoined` true:
+    /// the others may have dropped this member from the group meanwhile).
+    Seated { room: String, user: String, others: Vec<String>, rejoined: bool },
+    /// A message from the signaling server (JSON text).
+    Message(String),
+}
+
+/// What the E2EE stage reports about its group.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct E2eeStatus {
+    /// The MLS epoch, once in a group.
+    pub epoch: Option<u64>,
+    /// The epoch authenticator (equal for every member on the same epoch).
+    pub safety_number: Vec<u8>,
+    /// The group's members, this one included.
+    pub members: Vec<String>,
+}

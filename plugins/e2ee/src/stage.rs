@@ -1,0 +1,757 @@
+//! The E2EE stage: one room's MLS group kept through signaling messages,
+//! and SFrame sealing and opening of media frames with its keys.
+//!
+//! How a member gets into the group and stays there:
+//!
+//! - Seated alone, it creates the group (epoch 0). Seated with others, it
+//!   publishes a fresh key package (`mls-key-package`) and waits for a
+//!   welcome; until then nothing is sealed or opened: frames are dropped.
+//! - Every member with a group reconciles what it wants (key packages to
+//!   add, departed users to remove) into one commit when it has none in
+//!   flight, and sends it to the delivery service (the signaling stage),
+//!   which accepts the first commit per epoch (`mls-accepted`: merge it)
+//!   and refuses the rest (`stale-epoch`: drop it, apply the winner's, try
+//!   again if anything is still wanted). Every change is idempotent, so it
+//!   does not matter which member's commit wins.
+//! - A commit from an epoch this member already left behind is ignored; one
+//!   from an epoch ahead of it means it missed something: it starts over
+//!   with a fresh key package, as it does after a rejoin of its signaling
+//!   connection (the others will have removed it) and when its saved state
+//!   does not load. The others replace its old leaf in one commit.
+//!
+//! Surviving a crash: after every change of the group the member (keys,
+//! openmls store) and the room's wishes are written to the host state
+//! store; a fresh instance resumes from them and seals again at once.
+
+use crate::host_crypto::HostAead;
+use crate::keyring::{KeyRing, KeyRingStats, Opened};
+use crate::membership::{Applied, Member};
+use crate::sframe_layer::{Backend, CipherSuite, Pure, SframeError};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use medianode_sdk::host::{self, Level};
+use medianode_sdk::{E2eeEvent, E2eeStatus, Encryption, FrameMeta, Payload, Stage, Verdict};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// `[stage.config]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    /// Where AES-GCM runs: `"host"` (default: the host's AES instructions)
+    /// or `"wasm"` (inside the sandbox, ~15x slower; no host capability).
+    #[serde(default)]
+    pub aead: AeadPlace,
+    /// `"aes-128-gcm"` (default; SFrame's AES_128_GCM_SHA256_128) or
+    /// `"aes-256-gcm"` (AES_256_GCM_SHA512_128).
+    #[serde(default)]
+    pub suite: Suite,
+    /// How long the previous epoch's frames still open after a change.
+    #[serde(default = "default_grace_ms")]
+    pub grace_ms: u64,
+    /// How long a frame from the next epoch waits for its key.
+    #[serde(default = "default_hold_ms")]
+    pub hold_ms: u64,
+}
+
+fn default_grace_ms() -> u64 {
+    2000
+}
+
+fn default_hold_ms() -> u64 {
+    500
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AeadPlace {
+    #[default]
+    Host,
+    Wasm,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Suite {
+    #[default]
+    #[serde(rename = "aes-128-gcm")]
+    Aes128Gcm,
+    #[serde(rename = "aes-256-gcm")]
+    Aes256Gcm,
+}
+
+/// The keyring, with the crypto backend the config chose.
+enum Ring {
+    Host(KeyRing<HostAead, FrameMeta>),
+    Wasm(KeyRing<Pure, FrameMeta>),
+}
+
+/// Runs `$body` with `$ring` bound to whichever keyring it is.
+macro_rules! with_ring {
+    ($self:expr, $ring:ident => $body:expr) => {
+        match $self {
+            Ring::Host($ring) => $body,
+            Ring::Wasm($ring) => $body,
+        }
+    };
+}
+
+impl Ring {
+    fn new<B: Backend>(config: &Config) -> KeyRing<B, FrameMeta> {
+        let suite = match config.suite {
+            Suite::Aes128Gcm => CipherSuite::AesGcm128Sha256,
+            Suite::Aes256Gcm => CipherSuite::AesGcm256Sha512,
+        };
+        KeyRing::new(suite, Duration::from_millis(config.grace_ms), Duration::from_millis(config.hold_ms))
+    }
+
+    fn set_epoch(&mut self, now: Duration, member: &Member) -> Result<(), String> {
+        let (Some(epoch), Some(index)) = (member.epoch(), member.leaf_index()) else {
+            with_ring!(self, r => r.clear());
+            return Ok(());
+        };
+        let len = with_ring!(self, r => r.base_key_len());
+        let base_key = member.sframe_base_key(len).map_err(|e| e.0)?;
+        with_ring!(self, r => r.set_epoch(now, epoch, base_key, index)).map_err(|SframeError(e)| e)
+    }
+
+    fn stats(&self) -> KeyRingStats {
+        with_ring!(self, r => r.stats)
+    }
+}
+
+/// This node's seat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Seat {
+    room: String,
+    user: String,
+}
+
+/// What a member wants of the group, kept across a crash with the member.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Wishes {
+    seat: Option<Seat>,
+    /// Key packages to add, by user (base64).
+    joining: BTreeMap<String, String>,
+    /// Users who left and may still have a leaf.
+    departed: BTreeSet<String>,
+    /// The epoch of this member's commit waiting for the delivery service.
+    pending: Option<u64>,
+}
+
+const MEMBER_KEY: &str = "member";
+const WISHES_KEY: &str = "wishes";
+
+pub struct E2ee {
+    ring: Ring,
+    member: Option<Member>,
+    wishes: Wishes,
+    /// When the counters were last published (ns, host clock).
+    published: u64,
+}
+
+impl Stage for E2ee {
+    type Config = Config;
+
+    fn new(config: Config) -> Result<E2ee, String> {
+        let ring = match config.aead {
+            AeadPlace::Host => Ring::Host(Ring::new(&config)),
+            AeadPlace::Wasm => Ring::Wasm(Ring::new(&config)),
+        };
+        let mut stage = E2ee { ring, member: None, wishes: Wishes::default(), published: 0 };
+        stage.resume();
+        Ok(stage)
+    }
+}
+
+fn now() -> Duration {
+    Duration::from_nanos(host::monotonic_now())
+}
+
+fn log(level: Level, message: &str) {
+    host::log(level, message);
+}
+
+impl E2ee {
+    /// Picks up the group where a crashed instance left it, when its saved
+    /// state loads; otherwise starts clean (and rejoins once seated).
+    fn resume(&mut self) {
+        let wishes = host::state_get(WISHES_KEY).and_then(|b| serde_json::from_slice::<Wishes>(&b).ok());
+        let member = host::state_get(MEMBER_KEY).map(|b| Member::restore(&b));
+        match (wishes, member) {
+            (Some(wishes), Some(Ok(member))) => {
+                self.wishes = wishes;
+                self.member = Some(member);
+                self.rekey();
+                host::counter_add("resumed", 1);
+            }
+            (_, Some(Err(e))) => {
+                log(Level::Warn, &format!("the saved MLS state does not load ({e}); this member will rejoin"));
+                host::state_delete(MEMBER_KEY);
+                host::state_delete(WISHES_KEY);
+            }
+            _ => {}
+        }
+    }
+
+    /// Writes the member and its wishes to the host state store.
+    fn save(&self) {
+        let member = self.member.as_ref().map(Member::save);
+        let wishes = serde_json::to_vec(&self.wishes);
+        match (member, wishes) {
+            (Some(Ok(member)), Ok(wishes)) => {
+                let written = host::state_put(MEMBER_KEY, &member).and_then(|()| host::state_put(WISHES_KEY, &wishes));
+                if let Err(e) = written {
+                    log(Level::Error, &format!("cannot save the MLS state ({e}); a crash now means a rejoin"));
+                }
+            }
+            (Some(Err(e)), _) => log(Level::Error, &format!("cannot save the MLS state: {e}")),
+            (_, Err(e)) => log(Level::Error, &format!("cannot save the room's state: {e}")),
+            (None, _) => {
+                host::state_delete(MEMBER_KEY);
+                host::state_delete(WISHES_KEY);
+            }
+        }
+    }
+
+    /// Keys the ring for the member's current epoch (or clears it).
+    fn rekey(&mut self) {
+        let result = match &self.member {
+            Some(member) => self.ring.set_epoch(now(), member),
+            None => {
+                with_ring!(&mut self.ring, r => r.clear());
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            log(Level::Error, &format!("cannot key the epoch: {e}"));
+            with_ring!(&mut self.ring, r => r.clear());
+        }
+        if let Some(epoch) = self.member.as_ref().and_then(Member::epoch) {
+            host::gauge_set("epoch", epoch as f64);
+        }
+    }
+
+    /// Starts over in the room: a fresh identity, then either a new group
+    /// (alone) or a key package for the others to add.
+    fn start_over(&mut self, alone: bool, out: &mut Vec<String>) {
+        let Some(seat) = self.wishes.seat.clone() else { return };
+        self.wishes = Wishes { seat: Some(seat.clone()), ..Wishes::default() };
+        let mut member = match Member::new(&seat.user) {
+            Ok(member) => member,
+            Err(e) => {
+                log(Level::Error, &format!("cannot make an MLS identity: {e}"));
+                return;
+            }
+        };
+        if alone {
+            if let Err(e) = member.create_group(&seat.room) {
+                log(Level::Error, &format!("cannot create the room's group: {e}"));
+            }
+        } else {
+            match member.key_package() {
+                Ok(package) => out.push(json!({"type": "mls-key-package", "package": B64.encode(package)}).to_string()),
+                Err(e) => log(Level::Error, &format!("cannot make a key package: {e}")),
+            }
+        }
+        self.member = Some(member);
+        self.rekey();
+        self.save();
+        host::counter_add("rejoins", u64::from(!alone));
+    }
+
+    /// Turns outstanding wishes into one commit, when none is in flight.
+    fn reconcile(&mut self, out: &mut Vec<String>) {
+        if self.wishes.pending.is_some() {
+            return;
+        }
+        let Some(member) = self.member.as_mut().filter(|m| m.epoch().is_some()) else { return };
+        let packages: Vec<Vec<u8>> = self.wishes.joining.values().filter_map(|p| B64.decode(p).ok()).collect();
+        let departed: Vec<&str> = self.wishes.departed.iter().map(String::as_str).collect();
+        match member.change(&packages, &departed) {
+            Ok(Some(commit)) => {
+                let mut message = json!({
+                    "type": "mls-commit",
+                    "epoch": commit.epoch,
+                    "commit": B64.encode(&commit.commit),
+                    "joiners": commit.joiners,
+                });
+                if let Some(welcome) = &commit.welcome {
+                    message["welcome"] = json!(B64.encode(welcome));
+                }
+                out.push(message.to_string());
+                self.wishes.pending = Some(commit.epoch);
+            }
+            // Everything wanted is done (by this member or another).
+            Ok(None) => {
+                self.wishes.joining.clear();
+                self.wishes.departed.clear();
+            }
+            Err(e) => {
+                log(Level::Error, &format!("cannot commit the room's changes, dropped: {e}"));
+                self.wishes.joining.clear();
+                self.wishes.departed.clear();
+            }
+        }
+        self.save();
+    }
+
+    /// This member's commit lost (or is moot): drop it.
+    fn drop_pending(&mut self) {
+        if self.wishes.pending.take().is_some()
+            && let Some(member) = self.member.as_mut()
+            && let Err(e) = member.rejected()
+        {
+            log(Level::Warn, &format!("cannot drop the pending commit: {e}"));
+        }
+    }
+
+    fn on_message(&mut self, message: &Value, out: &mut Vec<String>) {
+        let text = |key: &str| message.get(key).and_then(Value::as_str);
+        let bytes = |key: &str| text(key).and_then(|t| B64.decode(t).ok());
+        let epoch = message.get("epoch").and_then(Value::as_u64);
+        match text("type").unwrap_or_default() {
+            "presence" if text("state") == Some("left") => {
+                if let Some(user) = text("user") {
+                    self.wishes.joining.remove(user);
+                    self.wishes.departed.insert(user.to_string());
+                }
+            }
+            "mls-key-package" => {
+                if let (Some(user), Some(package)) = (text("user"), text("package")) {
+                    self.wishes.departed.remove(user);
+                    self.wishes.joining.insert(user.to_string(), package.to_string());
+                }
+            }
+            "mls-welcome" => {
+                let Some(welcome) = bytes("welcome") else { return };
+                let Some(member) = self.member.as_mut() else { return };
+                match member.join(&welcome) {
+                    Ok(()) => {
+                        self.wishes.pending = None;
+                        self.rekey();
+                    }
+                    // A welcome for an identity this member no longer has.
+                    Err(e) => log(Level::Debug, &format!("a welcome that is not for this member: {e}")),
+                }
+            }
+            "mls-accepted" => {
+                if self.wishes.pending.is_some() && self.wishes.pending == epoch {
+                    self.wishes.pending = None;
+                    if let Some(member) = self.member.as_mut()
+                        && let Err(e) = member.confirm()
+                    {
+                        log(Level::Error, &format!("cannot merge this member's accepted commit: {e}"));
+                    }
+                    self.rekey();
+                }
+            }
+            "mls-commit" => {
+                let (Some(commit), Some(epoch)) = (bytes("commit"), epoch) else { return };
+                let Some(ours) = self.member.as_ref().and_then(Member::epoch) else {
+                    return; // Not in the group yet: the welcome will cover it.
+                };
+                if epoch < ours {
+                    return; // Already past it.
+                }
+                // The delivery service orders commits: another member's for
+                // our epoch means ours (if any) lost.
+                self.drop_pending();
+                let applied = match self.member.as_mut() {
+                    Some(member) if epoch == ours => member.process(&commit),
+                    _ => Err(crate::membership::MlsError(format!("a commit from epoch {epoch}, this member is at {ours}"))),
+                };
+                match applied {
+                    Ok(Applied::Epoch(_)) => self.rekey(),
+                    Ok(Applied::Removed) => {
+                        log(Level::Warn, "removed from the group while seated; rejoining");
+                        self.start_over(false, out);
+                    }
+                    Err(e) => {
+                        log(Level::Warn, &format!("out of step with the group ({e}); rejoining"));
+                        self.start_over(false, out);
+                    }
+                }
+            }
+            "error" if text("code") == Some("stale-epoch") => {
+                self.drop_pending();
+                let ours = self.member.as_ref().and_then(Member::epoch);
+                if let (Some(ours), Some(room)) = (ours, epoch)
+                    && room > ours
+                {
+                    log(Level::Warn, &format!("the room is at epoch {room}, this member at {ours}; rejoining"));
+                    self.start_over(false, out);
+                }
+            }
+            _ => return,
+        }
+        self.reconcile(out);
+    }
+
+    /// Publishes the keyring's counters, at most every 100 ms.
+    fn publish(&mut self, now_ns: u64) {
+        if now_ns.saturating_sub(self.published) < 100_000_000 {
+            return;
+        }
+        self.published = now_ns;
+        let stats = self.ring.stats();
+        for (name, value) in [
+            ("frames-sealed", stats.sealed),
+            ("frames-opened", stats.opened),
+            ("frames-held", stats.held),
+            ("frames-malformed", stats.malformed),
+            ("frames-forged", stats.forged),
+            ("frames-expired", stats.expired),
+        ] {
+            host::gauge_set(name, value as f64);
+        }
+    }
+
+    /// The keyring's counters (for tests and benchmarks).
+    pub fn stats(&self) -> KeyRingStats {
+        self.ring.stats()
+    }
+}
+
+impl Encryption for E2ee {
+    fn control(&mut self, event: E2eeEvent, out: &mut Vec<String>) {
+        match event {
+            E2eeEvent::Seated { room, user, others, rejoined } => {
+                let seat = Seat { room, user };
+                let kept = !rejoined
+                    && self.wishes.seat.as_ref() == Some(&seat)
+                    && self.member.as_ref().is_some_and(|m| m.epoch().is_some() || !others.is_empty());
+                if kept {
+                    self.reconcile(out);
+                } else {
+                    self.wishes.seat = Some(seat);
+                    self.start_over(others.is_empty(), out);
+                }
+            }
+            E2eeEvent::Message(text) => match serde_json::from_str::<Value>(&text) {
+                Ok(message) => self.on_message(&message, out),
+                Err(_) => log(Level::Debug, "a signaling message that is not JSON; ignored"),
+            },
+        }
+    }
+
+    fn seal(&mut self, _meta: &mut FrameMeta, payload: &[u8], out: &mut Payload<'_>) -> Verdict {
+        match with_ring!(&mut self.ring, r => r.seal(b"", payload)) {
+            Some(sealed) => {
+                out.extend_from_slice(&sealed);
+                Verdict::Keep
+            }
+            None => Verdict::Drop,
+        }
+    }
+
+    fn open(&mut self, meta: &mut FrameMeta, payload: &[u8], out: &mut Payload<'_>) -> Verdict {
+        match with_ring!(&mut self.ring, r => r.open(now(), b"", payload, *meta)) {
+            Opened::Frame(plain) => {
+                out.extend_from_slice(&plain);
+                Verdict::Keep
+            }
+            Opened::Held | Opened::Dropped(_) => Verdict::Drop,
+        }
+    }
+
+    fn released(&mut self) -> Vec<(FrameMeta, Vec<u8>)> {
+        let now_ns = host::monotonic_now();
+        self.publish(now_ns);
+        let now = Duration::from_nanos(now_ns);
+        with_ring!(&mut self.ring, r => if r.holds() { r.release(now) } else { Vec::new() })
+    }
+
+    fn status(&self) -> E2eeStatus {
+        let member = self.member.as_ref();
+        E2eeStatus {
+            epoch: member.and_then(Member::epoch),
+            safety_number: member.and_then(Member::safety_number).unwrap_or_default(),
+            members: member.map(Member::members).unwrap_or_default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Members in a room, each an E2EE stage with a state store of its own,
+    //! talking through the stock signaling stage (the real delivery
+    //! service) the way edge nodes do: the harness plays each node's host,
+    //! turning `joined` into a seat and relaying every other message.
+    use super::*;
+    use medianode_sdk::{SignalAction, SignalEvent, Signaling};
+    use medianode_signaling::RoomServer;
+    use std::collections::VecDeque;
+
+    struct Node {
+        name: String,
+        connection: u64,
+        stage: E2ee,
+    }
+
+    struct Room {
+        server: RoomServer,
+        nodes: Vec<Node>,
+        config: &'static str,
+        /// (connection, text) on their way to the server.
+        upstream: VecDeque<(u64, String)>,
+        next_connection: u64,
+        /// Every message the server sent a node, by node name.
+        seen: Vec<(String, Value)>,
+        /// Names this room's state stores apart from other rooms' on the
+        /// thread.
+        id: u64,
+    }
+
+    static ROOMS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+    impl Room {
+        fn new(config: &'static str) -> Room {
+            let id = ROOMS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            host::use_state_store(&format!("{id}/server"));
+            let server = medianode_sdk::start::<RoomServer>("{}").unwrap();
+            Room { server, nodes: Vec::new(), config, upstream: VecDeque::new(), next_connection: 1, seen: Vec::new(), id }
+        }
+
+        /// Makes `name`'s (or the server's) state store the current one.
+        fn store(&self, name: &str) {
+            host::use_state_store(&format!("{}/{name}", self.id));
+        }
+
+        fn stage(&self, name: &str) -> E2ee {
+            self.store(name);
+            medianode_sdk::start::<E2ee>(self.config).unwrap()
+        }
+
+        fn index(&self, name: &str) -> usize {
+            self.nodes.iter().position(|n| n.name == name).unwrap()
+        }
+
+        fn join(&mut self, name: &str) {
+            let connection = self.next_connection;
+            self.next_connection += 1;
+            match self.nodes.iter_mut().find(|n| n.name == name) {
+                Some(node) => node.connection = connection,
+                None => {
+                    let stage = self.stage(name);
+                    self.nodes.push(Node { name: name.into(), connection, stage });
+                }
+            }
+            self.upstream.push_back((connection, json!({"type": "join", "room": "r", "user": name}).to_string()));
+            self.run();
+        }
+
+        fn control(&mut self, i: usize, event: E2eeEvent) {
+            self.store(&self.nodes[i].name);
+            let node = &mut self.nodes[i];
+            let mut out = Vec::new();
+            node.stage.control(event, &mut out);
+            self.upstream.extend(out.into_iter().map(|text| (node.connection, text)));
+        }
+
+        /// Delivers everything until nobody has anything left to say.
+        fn run(&mut self) {
+            while let Some((connection, text)) = self.upstream.pop_front() {
+                self.store("server");
+                let mut actions = Vec::new();
+                self.server.handle(SignalEvent::Message { connection, text }, &mut actions);
+                self.deliver(actions);
+            }
+        }
+
+        fn deliver(&mut self, actions: Vec<SignalAction>) {
+            for action in actions {
+                let SignalAction::Send { connection, text } = action else { continue };
+                let Some(i) = self.nodes.iter().position(|n| n.connection == connection) else { continue };
+                let message: Value = serde_json::from_str(&text).unwrap();
+                self.seen.push((self.nodes[i].name.clone(), message.clone()));
+                let event = if message["type"] == "joined" {
+                    let own = &self.nodes[i].name;
+                    let others = message["members"].as_array().unwrap().iter().filter_map(|m| m["user"].as_str()).filter(|u| u != own).map(String::from).collect();
+                    E2eeEvent::Seated { room: "r".into(), user: own.clone(), others, rejoined: true }
+                } else {
+                    E2eeEvent::Message(text)
+                };
+                self.control(i, event);
+            }
+        }
+
+        /// The node's signaling connection drops (the server sees it go).
+        fn cut(&mut self, name: &str) {
+            let connection = self.nodes[self.index(name)].connection;
+            self.store("server");
+            let mut actions = Vec::new();
+            self.server.handle(SignalEvent::Disconnected(connection), &mut actions);
+            self.deliver(actions);
+            self.run();
+        }
+
+        fn status(&self, name: &str) -> E2eeStatus {
+            self.nodes[self.index(name)].stage.status()
+        }
+
+        /// Everyone in the group on one epoch with one safety number.
+        fn agree(&self, expected_members: usize) -> u64 {
+            let first = self.nodes[0].stage.status();
+            for node in &self.nodes {
+                let status = node.stage.status();
+                assert_eq!((status.epoch, &status.safety_number), (first.epoch, &first.safety_number), "{}", node.name);
+                assert_eq!(status.members.len(), expected_members, "{}: {:?}", node.name, status.members);
+                assert!(!status.safety_number.is_empty());
+            }
+            first.epoch.unwrap()
+        }
+
+        fn seal(&mut self, name: &str, payload: &[u8]) -> Option<Vec<u8>> {
+            self.frame(name, payload, false)
+        }
+
+        fn open(&mut self, name: &str, frame: &[u8]) -> Option<Vec<u8>> {
+            self.frame(name, frame, true)
+        }
+
+        /// One frame through the node's stage, as the export glue runs it.
+        fn frame(&mut self, name: &str, payload: &[u8], open: bool) -> Option<Vec<u8>> {
+            let i = self.index(name);
+            self.store(name);
+            let stage = &mut self.nodes[i].stage;
+            let info = [medianode_sdk::FrameInfo { size: payload.len() as u32, ..Default::default() }];
+            let (mut frames, mut payloads) = (Vec::new(), Vec::new());
+            if open {
+                medianode_sdk::open_batch(stage, &info, payload, &mut frames, &mut payloads);
+            } else {
+                medianode_sdk::frame_batch(&info, payload, &mut frames, &mut payloads, |m, p, o| stage.seal(m, p, o));
+            }
+            (!frames.is_empty()).then_some(payloads)
+        }
+    }
+
+    fn three(config: &'static str) -> Room {
+        let mut room = Room::new(config);
+        for name in ["alice", "bob", "carol"] {
+            room.join(name);
+        }
+        room
+    }
+
+    #[test]
+    fn members_agree_and_open_each_others_frames_with_either_aead() {
+        for config in ["{}", r#"{"aead": "wasm"}"#, r#"{"suite": "aes-256-gcm"}"#] {
+            let mut room = three(config);
+            room.agree(3);
+            let frame = room.seal("alice", b"opus frame").expect("sealed");
+            assert_ne!(&frame[frame.len() - 10..], b"opus frame");
+            assert_eq!(room.open("bob", &frame).as_deref(), Some(&b"opus frame"[..]), "{config}");
+            assert_eq!(room.open("carol", &frame).as_deref(), Some(&b"opus frame"[..]), "{config}");
+            // Both bob and alice committed carol's add on the same epoch:
+            // the delivery service took one and refused the other.
+            assert!(room.seen.iter().any(|(_, m)| m["code"] == "stale-epoch"), "{config}");
+        }
+    }
+
+    #[test]
+    fn nothing_is_sealed_before_the_group_and_a_leaver_opens_nothing_new() {
+        let mut room = Room::new("{}");
+        let zed = room.stage("zed");
+        room.nodes.push(Node { name: "zed".into(), connection: 99, stage: zed });
+        assert_eq!(room.seal("zed", b"secret"), None, "no group: dropped, never in the clear");
+        let mut room = three("{}");
+        let epoch = room.agree(3);
+        room.upstream.push_back((room.nodes[1].connection, json!({"type": "leave"}).to_string()));
+        room.run();
+        let bob = room.nodes.remove(room.index("bob"));
+        assert_eq!(room.agree(2), epoch + 1, "bob's leave is one commit");
+        let mut room_with_bob = room;
+        let after = room_with_bob.seal("alice", b"after bob").unwrap();
+        assert!(room_with_bob.open("carol", &after).is_some());
+        room_with_bob.nodes.push(bob);
+        assert_eq!(room_with_bob.open("bob", &after), None, "bob has only the old epoch's keys");
+    }
+
+    /// The seed's crash, and its relatives: leaves for members without a
+    /// leaf, twice, before joining; nothing reaches openmls empty.
+    #[test]
+    fn leaves_of_unknown_members_are_no_ops() {
+        let mut room = three("{}");
+        let epoch = room.agree(3);
+        for user in ["ghost", "ghost", "carol-to-be", ""] {
+            let event = E2eeEvent::Message(json!({"type": "presence", "room": "r", "user": user, "state": "left"}).to_string());
+            room.control(0, event);
+        }
+        room.control(0, E2eeEvent::Message("{not json".into()));
+        room.control(0, E2eeEvent::Message(json!({"type": "mls-commit", "epoch": epoch, "commit": "AAAA"}).to_string()));
+        room.run();
+        // The garbage commit made alice start over; the others took her
+        // back with one replacing commit.
+        assert_eq!(room.agree(3), epoch + 1);
+        let frame = room.seal("bob", b"still fine").unwrap();
+        assert!(room.open("alice", &frame).is_some());
+    }
+
+    #[test]
+    fn a_fresh_instance_resumes_from_the_state_store_and_seals_at_once() {
+        let mut room = three("{}");
+        let epoch = room.agree(3);
+        let i = room.index("carol");
+        // Carol's instance trapped: a new one starts from her store.
+        room.nodes[i].stage = room.stage("carol");
+        room.control(i, E2eeEvent::Seated { room: "r".into(), user: "carol".into(), others: vec!["alice".into(), "bob".into()], rejoined: false });
+        room.run();
+        assert_eq!(room.agree(3), epoch, "no rejoin: the group did not change");
+        let frame = room.seal("carol", b"back").expect("seals at once");
+        assert!(room.open("alice", &frame).is_some());
+        assert!(room.upstream.is_empty());
+    }
+
+    #[test]
+    fn a_fresh_instance_without_usable_state_rejoins_with_a_new_key_package() {
+        let mut room = three("{}");
+        let epoch = room.agree(3);
+        room.store("carol");
+        host::state_put(MEMBER_KEY, b"damaged").unwrap();
+        let i = room.index("carol");
+        room.nodes[i].stage = room.stage("carol");
+        assert_eq!(room.seal("carol", b"x"), None, "not back yet: dropped");
+        room.control(i, E2eeEvent::Seated { room: "r".into(), user: "carol".into(), others: vec!["alice".into(), "bob".into()], rejoined: false });
+        room.run();
+        assert_eq!(room.agree(3), epoch + 1, "her old leaf replaced in one commit");
+        let frame = room.seal("carol", b"back").unwrap();
+        assert!(room.open("bob", &frame).is_some());
+    }
+
+    #[test]
+    fn a_cut_connection_rejoins_on_the_current_epoch() {
+        let mut room = three("{}");
+        let epoch = room.agree(3);
+        room.cut("carol");
+        // While carol is away the others removed her.
+        assert_eq!(room.status("alice").epoch, Some(epoch + 1));
+        assert_eq!(room.status("alice").members.len(), 2);
+        room.join("carol");
+        assert_eq!(room.agree(3), epoch + 2);
+        let frame = room.seal("alice", b"welcome back").unwrap();
+        assert!(room.open("carol", &frame).is_some());
+    }
+
+    #[test]
+    fn twenty_rapid_joins_and_leaves_end_on_one_epoch() {
+        let mut room = Room::new("{}");
+        room.join("alice");
+        room.join("bob");
+        for round in 0..20 {
+            let guest = format!("guest{round}");
+            room.join(&guest);
+            if round % 2 == 1 {
+                for name in [guest.clone(), format!("guest{}", round - 1)] {
+                    let i = room.index(&name);
+                    room.upstream.push_back((room.nodes[i].connection, json!({"type": "leave"}).to_string()));
+                }
+                room.run();
+                room.nodes.retain(|n| !n.name.starts_with("guest"));
+            }
+        }
+        room.agree(2);
+    }
+}
