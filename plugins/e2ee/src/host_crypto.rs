@@ -79,7 +79,7 @@ impl KeyDerivation for HostKdf {
         K: Into<KeyId>,
     {
         let algorithm = algorithm(suite)?;
-        let kid: u64 = key_id.into().into();
+        let kid: KeyId = key_id.into();
         let (key_info, salt_info) = (get_hkdf_key_expand_label(kid, suite), get_hkdf_salt_expand_label(kid, suite));
         let mut key = vec![0; algorithm.key_len()];
         let mut salt = [0; NONCE_LEN];

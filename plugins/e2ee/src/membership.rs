@@ -369,10 +369,8 @@ mod tests {
             self.epoch = self.members[author].confirm().unwrap();
             let mut removed = Vec::new();
             for (i, m) in self.members.iter_mut().enumerate() {
-                if i != author && m.epoch().is_some() {
-                    if m.process(&commit.commit).unwrap() == Applied::Removed {
-                        removed.push(i);
-                    }
+                if i != author && m.epoch().is_some() && m.process(&commit.commit).unwrap() == Applied::Removed {
+                    removed.push(i);
                 }
             }
             if let Some(welcome) = &commit.welcome {
@@ -482,7 +480,7 @@ mod tests {
         room.members.push(carol);
         let from_alice = room.members[0].add(&[carol_kp]).unwrap().expect("commit");
         let bob = room.index("bob");
-        let from_bob = room.members[bob].add(&[dave_kp.clone()]).unwrap().expect("commit");
+        let from_bob = room.members[bob].add(std::slice::from_ref(&dave_kp)).unwrap().expect("commit");
         assert!(room.deliver(0, from_alice));
         assert!(!room.deliver(bob, from_bob), "same epoch: rejected");
         room.members.push(dave);
@@ -551,7 +549,7 @@ mod tests {
         let fresh = Member::new("bob").unwrap();
         let package = fresh.key_package().unwrap();
         room.members.push(fresh);
-        let commit = room.members[0].change(&[package.clone()], &[]).unwrap().expect("a replacing commit");
+        let commit = room.members[0].change(std::slice::from_ref(&package), &[]).unwrap().expect("a replacing commit");
         assert!(room.deliver(0, commit));
         room.agree();
         assert_eq!(room.members[0].members().len(), 3, "bob once, not twice");

@@ -49,7 +49,7 @@ fn error(e: impl std::fmt::Display) -> SframeError {
 
 /// The SFrame header of key id `kid` and counter `ctr`, as bytes.
 pub fn encode_header(kid: u64, ctr: u64) -> Vec<u8> {
-    let header = SframeHeader::new(kid.into(), ctr.into());
+    let header = SframeHeader::new(kid, ctr);
     let mut bytes = vec![0; header.len()];
     // The buffer is exactly the header's length, so this cannot fail.
     let _ = header.serialize(&mut bytes);
@@ -59,14 +59,14 @@ pub fn encode_header(kid: u64, ctr: u64) -> Vec<u8> {
 /// The key id and counter of the header at the start of `frame`.
 pub fn decode_header(frame: &[u8]) -> Result<(u64, u64), SframeError> {
     let header = SframeHeader::deserialize(frame).map_err(error)?;
-    Ok((header.key_id().into(), header.counter().into()))
+    Ok((header.key_id(), header.counter()))
 }
 
 /// Seals `payload` as one SFrame ciphertext (header, ciphertext, tag) with
 /// counter `ctr`; `metadata` is authenticated, not encrypted, and not part
 /// of the output.
 pub fn seal<B: Backend>(key: &EncryptionKey<B>, ctr: u64, metadata: &[u8], payload: &[u8]) -> Result<Vec<u8>, SframeError> {
-    let mut counter = SingleUseCounter::new(ctr.into());
+    let mut counter = SingleUseCounter::new(ctr);
     let frame = MediaFrame::try_with_meta_data(&mut counter, payload, metadata).map_err(error)?;
     let sealed = frame.encrypt(key).map_err(error)?;
     Ok(sealed.as_ref()[metadata.len()..].to_vec())

@@ -99,7 +99,7 @@ macro_rules! with_ring {
 }
 
 impl Ring {
-    fn new<B: Backend>(config: &Config) -> KeyRing<B, FrameMeta> {
+    fn keyring<B: Backend>(config: &Config) -> KeyRing<B, FrameMeta> {
         let suite = match config.suite {
             Suite::Aes128Gcm => CipherSuite::AesGcm128Sha256,
             Suite::Aes256Gcm => CipherSuite::AesGcm256Sha512,
@@ -157,8 +157,8 @@ impl Stage for E2ee {
 
     fn new(config: Config) -> Result<E2ee, String> {
         let ring = match config.aead {
-            AeadPlace::Host => Ring::Host(Ring::new(&config)),
-            AeadPlace::Wasm => Ring::Wasm(Ring::new(&config)),
+            AeadPlace::Host => Ring::Host(Ring::keyring(&config)),
+            AeadPlace::Wasm => Ring::Wasm(Ring::keyring(&config)),
         };
         let mut stage = E2ee { ring, member: None, wishes: Wishes::default(), published: 0 };
         stage.resume();

@@ -71,16 +71,18 @@ mod imp {
     use std::sync::OnceLock;
     use std::time::Instant;
 
+    type Store = HashMap<String, Vec<u8>>;
+
     thread_local! {
         /// State stores by name, and the one in use.
-        static STATE: RefCell<(String, HashMap<String, HashMap<String, Vec<u8>>>)> = RefCell::new(Default::default());
+        static STATE: RefCell<(String, HashMap<String, Store>)> = RefCell::new(Default::default());
     }
 
     pub fn use_state_store(name: &str) {
         STATE.with_borrow_mut(|(current, _)| *current = name.to_owned());
     }
 
-    fn with_store<R>(f: impl FnOnce(&mut HashMap<String, Vec<u8>>) -> R) -> R {
+    fn with_store<R>(f: impl FnOnce(&mut Store) -> R) -> R {
         STATE.with_borrow_mut(|(current, stores)| f(stores.entry(current.clone()).or_default()))
     }
 
