@@ -15,6 +15,7 @@ use std::process::Command;
 const PLUGINS: &[(&str, &str)] = &[
     ("faulty-signaling", "medianode-faulty-signaling"),
     ("faulty-forward", "medianode-faulty-forward"),
+    ("faulty-e2ee", "medianode-faulty-e2ee"),
     ("passthrough", "medianode-passthrough"),
     ("gain", "medianode-gain"),
     ("biquad", "medianode-biquad"),
@@ -25,6 +26,7 @@ const PLUGINS: &[(&str, &str)] = &[
     ("faulty", "medianode-faulty"),
     ("signaling", "medianode-signaling"),
     ("forward", "medianode-forward"),
+    ("e2ee", "medianode-e2ee"),
 ];
 
 /// The faulty wrappers link the stock stages without their exports (feature
@@ -32,7 +34,7 @@ const PLUGINS: &[(&str, &str)] = &[
 /// back on (features unify within one build): they get a build of their own,
 /// first, because it also leaves an export-less `.wasm` of each stage it
 /// wraps, which the stock build then replaces.
-const SEPARATE_BUILD: usize = 2;
+const SEPARATE_BUILD: usize = 3;
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());

@@ -15,12 +15,15 @@
 //!   server and its page, heartbeat, limits, room tokens, the stage thread.
 //! - [`sfu`]: WebRTC peer connections and the packet forwarding loop.
 //! - [`server`]: `[server]` from a pipeline file: signaling server + SFU.
+//! - [`edge`]: `[client]` from a pipeline file: a participant in a room on
+//!   an SFU node, with its E2EE stage.
 //! - [`telemetry`]: logging setup.
 //!
 //! The `medianode` binary (`src/main.rs`) wires these into a CLI.
 
 pub mod builtin;
 pub mod config;
+pub mod edge;
 pub mod io;
 pub mod pipeline;
 pub mod runtime;

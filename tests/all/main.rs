@@ -8,6 +8,7 @@ mod browser;
 mod config_errors;
 mod devices;
 mod dsp;
+mod e2ee;
 mod faults;
 mod pipelines;
 mod restart_policy;

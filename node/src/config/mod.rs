@@ -72,6 +72,21 @@ pub struct PipelineConfig {
     pub sinks: Vec<SinkConfig>,
     /// The signaling server and SFU, when the file has `[server]`.
     pub server: Option<ServerConfig>,
+    /// The room this node joins as a participant, when the file has `[client]`.
+    pub client: Option<ClientConfig>,
+}
+
+/// `[client]`: the room this node joins on an SFU node (an edge node). The
+/// stage without `inputs` serves it: an E2EE stage, which seals what the
+/// node publishes and opens what it receives.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub span: Span,
+    /// `ws://host:port/ws`
+    pub url: String,
+    pub room: String,
+    pub user: String,
+    pub media_ip: std::net::IpAddr,
 }
 
 /// `[server]`: where the node serves its page, signaling and media. The

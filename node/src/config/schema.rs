@@ -13,6 +13,7 @@ use toml::Spanned;
 pub struct RawFile {
     pub pipeline: Option<RawPipeline>,
     pub server: Option<Spanned<RawServer>>,
+    pub client: Option<Spanned<RawClient>>,
     #[serde(default)]
     pub source: Vec<Spanned<RawSource>>,
     #[serde(default)]
@@ -48,6 +49,18 @@ pub struct RawServer {
     /// Environment variable holding the room token secret; when given,
     /// connections need a token.
     pub token_secret_env: Option<Spanned<String>>,
+}
+
+/// `[client]`: this node joins a room on an SFU node as a participant.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawClient {
+    /// The SFU node's signaling WebSocket (`ws://host:port/ws`).
+    pub server: Spanned<String>,
+    pub room: Spanned<String>,
+    pub user: Spanned<String>,
+    /// Address media (UDP) binds to.
+    pub media_ip: Option<Spanned<String>>,
 }
 
 /// `[[source]]`: items made by the host.

@@ -3,7 +3,7 @@
 //! Every rule that fails returns a [`ConfigError`] pointing at the value at
 //! fault, with a hint that says what to write instead.
 
-use super::schema::{RawFile, RawLimits, RawRestart, RawServer, RawSink, RawSource, RawStage};
+use super::schema::{RawClient, RawFile, RawLimits, RawRestart, RawServer, RawSink, RawSource, RawStage};
 use crate::signaling::server::ServerOptions;
 use super::*;
 use crate::builtin::Builtin;
@@ -41,10 +41,15 @@ pub(super) fn check(file: Arc<SourceFile>) -> Result<PipelineConfig, ConfigError
     };
 
     let server = raw.server.as_ref().map(|s| cx.server(s)).transpose()?;
-    if server.is_none() && raw.source.is_empty() {
+    let client = raw.client.as_ref().map(|c| cx.client(c)).transpose()?;
+    if let (Some(_), Some(c)) = (&server, &client) {
+        return Err(cx.err_at(c.span.clone(), "a node is either a server or a client", "run the SFU and each edge node from files of their own"));
+    }
+    let networked = server.is_some() || client.is_some();
+    if server.is_none() && raw.source.is_empty() && client.is_none() {
         return Err(cx.err_at(0..0, "the pipeline has no sources", "add a [[source]] table, e.g. kind = \"tone\" (or a [server] table to run the SFU)"));
     }
-    if server.is_none() && raw.sink.is_empty() {
+    if server.is_none() && raw.sink.is_empty() && client.is_none() {
         return Err(cx.err_at(0..0, "the pipeline has no sinks", "add a [[sink]] table, e.g. kind = \"meter\""));
     }
 
@@ -62,7 +67,7 @@ pub(super) fn check(file: Arc<SourceFile>) -> Result<PipelineConfig, ConfigError
     }
 
     let sources = raw.source.iter().map(|s| cx.source(s)).collect::<Result<Vec<_>, _>>()?;
-    let stages = raw.stage.iter().map(|s| cx.stage(s, server.is_some())).collect::<Result<Vec<_>, _>>()?;
+    let stages = raw.stage.iter().map(|s| cx.stage(s, networked)).collect::<Result<Vec<_>, _>>()?;
     let sinks = raw.sink.iter().map(|s| cx.sink(s)).collect::<Result<Vec<_>, _>>()?;
 
     // Links: every input names a source or a stage; sinks feed nothing.
@@ -88,7 +93,7 @@ pub(super) fn check(file: Arc<SourceFile>) -> Result<PipelineConfig, ConfigError
     }
     check_cycles(&cx, &stages)?;
 
-    Ok(PipelineConfig { file, name, pace, tick, sources, stages, sinks, server })
+    Ok(PipelineConfig { file, name, pace, tick, sources, stages, sinks, server, client })
 }
 
 /// Rejects cycles among stages (sources have no inputs and sinks no
@@ -333,7 +338,7 @@ impl Cx {
             None => Err(self.err(
                 &raw.get_ref().id,
                 format!("`{owner}` has no inputs"),
-                "list its inputs, e.g. inputs = [\"tone\"]; only stages serving a [server] (signaling, forwarding) go without",
+                "list its inputs, e.g. inputs = [\"tone\"]; only stages serving a [server] (signaling, forwarding) or a [client] (E2EE) go without",
             )),
         }
     }
@@ -386,6 +391,25 @@ impl Cx {
             }
         }
         Ok(ServerConfig { span: raw.span(), listen, media_ip, options })
+    }
+
+    fn client(&self, raw: &Spanned<RawClient>) -> Result<ClientConfig, ConfigError> {
+        let c = raw.get_ref();
+        let url = c.server.get_ref();
+        if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+            return Err(self.err(&c.server, format!("`{url}` is not a WebSocket URL"), "e.g. server = \"ws://127.0.0.1:8080/ws\""));
+        }
+        for (key, value) in [("room", &c.room), ("user", &c.user)] {
+            let v = value.get_ref();
+            if v.is_empty() || v.len() > 128 {
+                return Err(self.err(value, format!("{key} must be 1 to 128 characters"), format!("e.g. {key} = \"demo\"")));
+            }
+        }
+        let media_ip = match &c.media_ip {
+            None => std::net::IpAddr::from([127, 0, 0, 1]),
+            Some(ip) => ip.get_ref().parse().map_err(|_| self.err(ip, format!("`{}` is not an IP address", ip.get_ref()), "e.g. media-ip = \"127.0.0.1\""))?,
+        };
+        Ok(ClientConfig { span: raw.span(), url: url.clone(), room: c.room.get_ref().clone(), user: c.user.get_ref().clone(), media_ip })
     }
 
     fn stage(&self, raw: &Spanned<RawStage>, has_server: bool) -> Result<StageConfig, ConfigError> {

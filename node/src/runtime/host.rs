@@ -198,15 +198,16 @@ pub struct HostState {
 }
 
 impl HostState {
-    pub fn new(stage: std::sync::Arc<StageShared>, memory_limit: u64) -> HostState {
+    /// `wall_clock`: whether the plugin sees the real date (E2EE stages
+    /// do: MLS checks key package lifetimes against it); others see 1970.
+    pub fn new(stage: std::sync::Arc<StageShared>, memory_limit: u64, wall_clock: bool) -> HostState {
         let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
-        let wasi = WasiCtx::builder()
-            .stderr(stderr.clone())
-            .wall_clock(FrozenWallClock)
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
+        let mut wasi = WasiCtx::builder();
+        wasi.stderr(stderr.clone()).allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+        if !wall_clock {
+            wasi.wall_clock(FrozenWallClock);
+        }
+        let wasi = wasi.build();
         HostState {
             stage,
             wasi,
@@ -229,7 +230,7 @@ impl WasiView for HostState {
     }
 }
 
-/// Plugins get no wall clock unless granted: they see 1970 forever.
+/// Plugins get no wall clock unless their kind needs one: they see 1970.
 struct FrozenWallClock;
 
 impl wasmtime_wasi::HostWallClock for FrozenWallClock {

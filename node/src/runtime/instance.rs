@@ -7,7 +7,7 @@
 //! trapped; [`Instance`] makes that a type-level habit: a faulted call
 //! consumes nothing, but the supervisor never keeps a faulted instance.)
 
-use super::bindings::{self, ForwardBatch, FrameBatch, PacketMeta, RouteChange, SignalAction, SignalEvent};
+use super::bindings::{self, E2eeEvent, E2eeStatus, ForwardBatch, FrameBatch, PacketMeta, RouteChange, SignalAction, SignalEvent};
 use super::{AudioBatch, EPOCH_TICK, HostState, Items, Plugin, StageKind, StageShared};
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,6 +79,7 @@ enum Exports {
     Transform(bindings::transform::Guest),
     Signal(bindings::signal::Guest),
     Forward(bindings::forward::Guest),
+    E2ee(bindings::e2ee::Guest),
 }
 
 /// Per-call settings.
@@ -109,7 +110,7 @@ impl Instance {
         memory_limit: u64,
         limits: CallLimits,
     ) -> Result<Instance, Fault> {
-        let mut store = Store::new(plugin.engine(), HostState::new(stage, memory_limit));
+        let mut store = Store::new(plugin.engine(), HostState::new(stage, memory_limit, plugin.kind == StageKind::Encryption));
         store.limiter(|state| state);
         arm(&mut store, limits.init_deadline);
         let instance = plugin
@@ -129,6 +130,9 @@ impl Instance {
             StageKind::PacketForwarding => bindings::forward::GuestIndices::new(&plugin.pre)
                 .and_then(|ix| ix.load(&mut store, &instance))
                 .map(Exports::Forward),
+            StageKind::Encryption => bindings::e2ee::GuestIndices::new(&plugin.pre)
+                .and_then(|ix| ix.load(&mut store, &instance))
+                .map(Exports::E2ee),
         }
         .map_err(|e| Fault::new(TrapKind::Instantiate, format!("{e:#}")))?;
 
@@ -138,6 +142,7 @@ impl Instance {
             Exports::Transform(g) => g.call_init(&mut this.store, config_json),
             Exports::Signal(g) => g.call_init(&mut this.store, config_json),
             Exports::Forward(g) => g.call_init(&mut this.store, config_json),
+            Exports::E2ee(g) => g.call_init(&mut this.store, config_json),
         };
         match result {
             Ok(Ok(())) => Ok(this),
@@ -161,7 +166,7 @@ impl Instance {
                 let output = g
                     .call_transform(&mut self.store, &batch.frames, &batch.payloads)
                     .map_err(|e| classify(&mut self.store, e, TrapKind::OtherTrap))?;
-                check_frames(batch, &output)?;
+                check_frames(batch, &output, 0)?;
                 Ok(Items::Frames(output))
             }
             _ => Err(Fault::new(TrapKind::Contract, "the batch type does not match the stage kind")),
@@ -208,6 +213,50 @@ impl Instance {
             return Err(Fault::new(TrapKind::Contract, message));
         }
         Ok(batch)
+    }
+
+    /// Hands room events to an E2EE plugin; returns the signaling messages
+    /// it wants sent.
+    pub fn e2ee_control(&mut self, events: &[E2eeEvent]) -> Result<Vec<String>, Fault> {
+        let g = self.e2ee()?;
+        g.call_control(&mut self.store, events).map_err(|e| classify(&mut self.store, e, TrapKind::OtherTrap))
+    }
+
+    /// Seals outbound frames (at most one out per frame in).
+    pub fn seal(&mut self, batch: &FrameBatch) -> Result<FrameBatch, Fault> {
+        let g = self.e2ee()?;
+        let output = g
+            .call_seal(&mut self.store, &batch.frames, &batch.payloads)
+            .map_err(|e| classify(&mut self.store, e, TrapKind::OtherTrap))?;
+        check_frames(batch, &output, 0)?;
+        Ok(output)
+    }
+
+    /// Opens inbound frames (plus, first, any held earlier that open now).
+    pub fn open(&mut self, batch: &FrameBatch) -> Result<FrameBatch, Fault> {
+        let g = self.e2ee()?;
+        let output = g
+            .call_open(&mut self.store, &batch.frames, &batch.payloads)
+            .map_err(|e| classify(&mut self.store, e, TrapKind::OtherTrap))?;
+        check_frames(batch, &output, MAX_HELD_FRAMES)?;
+        Ok(output)
+    }
+
+    /// What an E2EE plugin reports about its group.
+    pub fn e2ee_status(&mut self) -> Result<E2eeStatus, Fault> {
+        let g = self.e2ee()?;
+        g.call_status(&mut self.store).map_err(|e| classify(&mut self.store, e, TrapKind::OtherTrap))
+    }
+
+    /// The E2EE exports, with the deadline armed for a call.
+    fn e2ee(&mut self) -> Result<bindings::e2ee::Guest, Fault> {
+        let Exports::E2ee(g) = &self.exports else {
+            return Err(Fault::new(TrapKind::Contract, "an E2EE call for a stage that is not an E2EE stage"));
+        };
+        let g = g.clone();
+        arm(&mut self.store, self.limits.deadline);
+        self.store.data_mut().current_item = None;
+        Ok(g)
     }
 
     /// Runs an audio batch through a DSP plugin into `output`, whose buffers
@@ -270,16 +319,21 @@ fn check_audio(input: &AudioBatch, output: &mut AudioBatch) -> Result<(), Fault>
     Ok(())
 }
 
-/// A frame transform emits at most one frame per frame in, and its headers
-/// account for exactly the payload bytes it returned.
-fn check_frames(input: &FrameBatch, output: &FrameBatch) -> Result<(), Fault> {
+/// Frames an E2EE stage may hold for a key and hand back later (the WIT's
+/// bound).
+pub const MAX_HELD_FRAMES: usize = 256;
+
+/// A frame transform emits at most one frame per frame in (plus `extra`
+/// released from earlier calls), and its headers account for exactly the
+/// payload bytes it returned.
+fn check_frames(input: &FrameBatch, output: &FrameBatch, extra: usize) -> Result<(), Fault> {
     let declared: u64 = output.frames.iter().map(|f| u64::from(f.size)).sum();
-    if output.frames.len() > input.frames.len() || declared != output.payloads.len() as u64 {
+    if output.frames.len() > input.frames.len() + extra || declared != output.payloads.len() as u64 {
         return Err(Fault::new(
             TrapKind::Contract,
             format!(
                 "a frame transform must return at most {} frames whose sizes add up to its payload bytes; got {} frames declaring {declared} bytes with {} bytes",
-                input.frames.len(),
+                input.frames.len() + extra,
                 output.frames.len(),
                 output.payloads.len()
             ),

@@ -14,7 +14,8 @@
 //!   directory, compiled code also survives the process (wasmtime's cache).
 //!
 //! Sandboxing: a plugin gets WASI with no files, no network, no environment
-//! and a wall clock frozen at the epoch; its stderr is captured for crash
+//! and a wall clock frozen at the epoch (except E2EE stages, whose MLS
+//! checks lifetimes against the date); its stderr is captured for crash
 //! reports. Everything else it can do goes through the `host` interface
 //! (see `host.rs`).
 
@@ -59,16 +60,17 @@ pub mod bindings {
                 export medianode:plugin/transform@0.1.0;
                 export medianode:plugin/forward@0.1.0;
                 export medianode:plugin/signal@0.1.0;
+                export medianode:plugin/e2ee@0.1.0;
             }
         ",
         world: "medianode:node/node",
         additional_derives: [PartialEq],
     });
     // `self::` because the WIT namespace shares this crate's name.
-    pub use self::exports::medianode::plugin::{dsp, forward, signal, transform};
+    pub use self::exports::medianode::plugin::{dsp, e2ee, forward, signal, transform};
     pub use self::medianode::plugin::{aead, host};
     pub use self::medianode::plugin::types::{
-        self as types, AudioLevel, BlockInfo, ForwardBatch, FrameBatch, FrameInfo, MediaKind, PacketMeta, RouteChange,
+        self as types, AudioLevel, BlockInfo, E2eeEvent, E2eeSeat, E2eeStatus, ForwardBatch, FrameBatch, FrameInfo, MediaKind, PacketMeta, RouteChange,
         RouteMember, Seat, SeatGrant, SignalAction, SignalEvent, SignalMessage, SignalPeer,
     };
 }
@@ -81,14 +83,16 @@ pub enum StageKind {
     FrameTransform,
     PacketForwarding,
     Signaling,
+    Encryption,
 }
 
 impl StageKind {
-    const ALL: [(StageKind, &'static str); 4] = [
+    const ALL: [(StageKind, &'static str); 5] = [
         (StageKind::AudioDsp, "medianode:plugin/dsp@0.1.0"),
         (StageKind::FrameTransform, "medianode:plugin/transform@0.1.0"),
         (StageKind::PacketForwarding, "medianode:plugin/forward@0.1.0"),
         (StageKind::Signaling, "medianode:plugin/signal@0.1.0"),
+        (StageKind::Encryption, "medianode:plugin/e2ee@0.1.0"),
     ];
 
     /// The name used in configs, logs and errors.
@@ -98,6 +102,7 @@ impl StageKind {
             StageKind::FrameTransform => "frame-transform",
             StageKind::PacketForwarding => "packet-forwarding",
             StageKind::Signaling => "signaling",
+            StageKind::Encryption => "media-encryption",
         }
     }
 }

@@ -21,4 +21,5 @@ pub mod membership;
 pub mod sframe_layer;
 pub mod stage;
 
+#[cfg(feature = "export")]
 medianode_sdk::export_encryption!(stage::E2ee);

@@ -178,6 +178,8 @@ impl E2ee {
     /// Picks up the group where a crashed instance left it, when its saved
     /// state loads; otherwise starts clean (and rejoins once seated).
     fn resume(&mut self) {
+        self.member = None;
+        self.wishes = Wishes::default();
         let wishes = host::state_get(WISHES_KEY).and_then(|b| serde_json::from_slice::<Wishes>(&b).ok());
         let member = host::state_get(MEMBER_KEY).map(|b| Member::restore(&b));
         match (wishes, member) {
@@ -419,6 +421,11 @@ impl Encryption for E2ee {
     fn control(&mut self, event: E2eeEvent, out: &mut Vec<String>) {
         match event {
             E2eeEvent::Seated { room, user, others, rejoined } => {
+                // A new instance may have started (as a standby) before the
+                // state it takes over was written: read it now.
+                if !rejoined {
+                    self.resume();
+                }
                 let seat = Seat { room, user };
                 let kept = !rejoined
                     && self.wishes.seat.as_ref() == Some(&seat)

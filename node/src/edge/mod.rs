@@ -1,0 +1,176 @@
+//! An edge node: a headless participant in a room on an SFU node, from a
+//! pipeline file's `[client]` table.
+//!
+//! The node keeps one signaling connection to the SFU node
+//! ([`crate::signaling::client`]: join on every connect, heartbeat,
+//! reconnect with backoff) and hands what the room does to its E2EE stage
+//! ([`EncryptionStage`]): who is there (`joined` becomes the stage's seat;
+//! `presence`), and the MLS delivery messages. What the stage says goes
+//! back on the same connection.
+
+pub mod encryption;
+
+pub use encryption::EncryptionStage;
+
+use crate::runtime::bindings::{E2eeEvent, E2eeSeat, E2eeStatus};
+use crate::runtime::lock;
+use crate::signaling::client::{Client, ClientEvent, ClientOptions};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// How often idle stages get time to start their standby instances.
+const MAINTAIN_EVERY: Duration = Duration::from_millis(50);
+
+/// A running edge node's room side. Dropping it leaves the room.
+pub struct Edge {
+    stage: Option<Arc<Mutex<EncryptionStage>>>,
+    events: watch::Receiver<Option<ClientEvent>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Edge {
+    /// Connects to the room; `stage` (built with an outbox from
+    /// [`Edge::outbox`]) seals and opens the node's media.
+    pub fn start(options: ClientOptions, stage: Option<(EncryptionStage, mpsc::UnboundedReceiver<String>)>) -> Edge {
+        let (stage, outbox) = match stage {
+            Some((stage, outbox)) => (Some(Arc::new(Mutex::new(stage))), Some(outbox)),
+            None => (None, None),
+        };
+        let (events_tx, events) = watch::channel(None);
+        let client = Client::start(options.clone());
+        let task = tokio::spawn(run(options, client, stage.clone(), outbox, events_tx));
+        Edge { stage, events, task }
+    }
+
+    /// An outbox for an [`EncryptionStage`], and its reader for [`Edge::start`].
+    pub fn outbox() -> (encryption::Outbox, mpsc::UnboundedReceiver<String>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Box::new(move |message| {
+            let _ = tx.send(message);
+        }), rx)
+    }
+
+    /// The E2EE stage, for the media paths.
+    pub fn stage(&self) -> Option<&Arc<Mutex<EncryptionStage>>> {
+        self.stage.as_ref()
+    }
+
+    /// What the E2EE stage reports about its group.
+    pub fn status(&self) -> Option<E2eeStatus> {
+        self.stage.as_ref().and_then(|s| lock(s).status(std::time::Instant::now()))
+    }
+
+    /// The signaling client's latest event (connects, drops, give-up).
+    pub fn last_event(&self) -> Option<ClientEvent> {
+        self.events.borrow().clone()
+    }
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Relays between the signaling client and the E2EE stage.
+async fn run(
+    options: ClientOptions,
+    mut client: Client,
+    stage: Option<Arc<Mutex<EncryptionStage>>>,
+    mut outbox: Option<mpsc::UnboundedReceiver<String>>,
+    events: watch::Sender<Option<ClientEvent>>,
+) {
+    let mut others: BTreeSet<String> = BTreeSet::new();
+    let mut maintain = tokio::time::interval(MAINTAIN_EVERY);
+    loop {
+        let event = tokio::select! {
+            event = client.next() => match event {
+                Some(event) => event,
+                None => return,
+            },
+            Some(message) = recv(&mut outbox) => {
+                match serde_json::from_str::<Value>(&message) {
+                    Ok(message) => client.send(message),
+                    Err(e) => tracing::error!("the E2EE stage sent a message that is not JSON ({e}); dropped"),
+                }
+                continue;
+            }
+            _ = maintain.tick() => {
+                if let Some(stage) = &stage {
+                    lock(stage).maintain(std::time::Instant::now());
+                }
+                continue;
+            }
+        };
+        let room_event = match &event {
+            ClientEvent::Message(message) => room_event(&options, message, &mut others),
+            ClientEvent::Disconnected { reason, retry_in } => {
+                tracing::warn!(%reason, retry_in = ?retry_in, "signaling connection lost");
+                None
+            }
+            ClientEvent::GaveUp { failures } => {
+                tracing::error!(failures, "signaling: giving up after repeated failures");
+                None
+            }
+            ClientEvent::Connected { attempt } => {
+                tracing::info!(attempt, url = %options.url, "signaling connected");
+                None
+            }
+        };
+        if let (Some(event), Some(stage)) = (room_event, &stage) {
+            let mut stage = lock(stage);
+            stage.roster(others.iter().cloned().collect());
+            if let Err(stopped) = stage.control(std::time::Instant::now(), vec![event]) {
+                tracing::error!("{stopped}");
+            }
+        }
+        let _ = events.send(Some(event));
+    }
+}
+
+async fn recv(outbox: &mut Option<mpsc::UnboundedReceiver<String>>) -> Option<String> {
+    match outbox {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What a message from the node means to the E2EE stage: `joined` seats it
+/// (after every (re)connect), presence keeps the roster, and the MLS
+/// delivery messages (and their errors) are its own business.
+fn room_event(options: &ClientOptions, message: &Value, others: &mut BTreeSet<String>) -> Option<E2eeEvent> {
+    let kind = message.get("type").and_then(Value::as_str).unwrap_or_default();
+    let user = message.get("user").and_then(Value::as_str);
+    match kind {
+        "joined" => {
+            *others = message
+                .get("members")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m.get("user").and_then(Value::as_str))
+                .filter(|u| *u != options.user)
+                .map(String::from)
+                .collect();
+            Some(E2eeEvent::Seated(E2eeSeat {
+                room: options.room.clone(),
+                user: options.user.clone(),
+                others: others.iter().cloned().collect(),
+                rejoined: true,
+            }))
+        }
+        "presence" => {
+            match (message.get("state").and_then(Value::as_str), user) {
+                (Some("joined"), Some(user)) => others.insert(user.to_string()),
+                (Some("left"), Some(user)) => others.remove(user),
+                _ => false,
+            };
+            Some(E2eeEvent::Message(message.to_string()))
+        }
+        "error" | "mls-key-package" | "mls-commit" | "mls-welcome" | "mls-accepted" => Some(E2eeEvent::Message(message.to_string())),
+        _ => None,
+    }
+}

@@ -1,0 +1,159 @@
+//! End-to-end encryption between edge nodes: real E2EE plugins (the stock
+//! `e2ee` component, with host AEAD) on edge nodes whose signaling clients
+//! talk to a real node over WebSockets; the node's signaling stage is the
+//! MLS delivery service.
+
+use crate::common::stock_stage;
+use crate::webrtc_peers::node;
+use medianode::edge::{Edge, EncryptionStage};
+use medianode::runtime::bindings::{E2eeStatus, FrameBatch, FrameInfo};
+
+use medianode::signaling::client::ClientOptions;
+use medianode::signaling::connections::Outgoing;
+use std::time::{Duration, Instant};
+
+fn edge(url: &str, user: &str, plugin: &str, config: &str) -> Edge {
+    let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("medianode=debug,plugin=debug").try_init();
+    let (outbox, reader) = Edge::outbox();
+    let stage = EncryptionStage::new(stock_stage(plugin, config), outbox);
+    let mut options = ClientOptions::new(url, "room", user);
+    options.reconnect.jitter = 0.0;
+    Edge::start(options, Some((stage, reader)))
+}
+
+/// Waits (real time, up to 20 s) until `done` holds.
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every edge in one group of `n` on one epoch with one safety number.
+fn agreed(edges: &[&Edge], n: usize) -> Option<E2eeStatus> {
+    let statuses: Vec<E2eeStatus> = edges.iter().map(|e| e.status()).collect::<Option<_>>()?;
+    let first = statuses.first()?.clone();
+    let same = statuses.iter().all(|s| s.epoch == first.epoch && s.safety_number == first.safety_number && s.members.len() == n);
+    (same && first.epoch.is_some()).then_some(first)
+}
+
+fn frames(payloads: &[&[u8]]) -> FrameBatch {
+    FrameBatch {
+        frames: payloads.iter().enumerate().map(|(i, p)| FrameInfo { stream: 1, sequence: i as u64, timestamp: 0, size: p.len() as u32 }).collect(),
+        payloads: payloads.concat(),
+    }
+}
+
+fn seal(edge: &Edge, batch: &FrameBatch) -> FrameBatch {
+    edge.stage().expect("stage").lock().expect("unpoisoned").seal(Instant::now(), batch).expect("stage running")
+}
+
+fn open(edge: &Edge, batch: &FrameBatch) -> FrameBatch {
+    edge.stage().expect("stage").lock().expect("unpoisoned").open(Instant::now(), batch).expect("stage running")
+}
+
+/// Payloads of a batch, one by one.
+fn split(batch: &FrameBatch) -> Vec<Vec<u8>> {
+    let mut at = 0;
+    batch
+        .frames
+        .iter()
+        .map(|f| {
+            let p = batch.payloads[at..at + f.size as usize].to_vec();
+            at += f.size as usize;
+            p
+        })
+        .collect()
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Three edge nodes form one group through the node; each opens the
+/// others' frames, which never carry the plaintext; one leaves, the epoch
+/// advances, and the leaver (keeping everything it had) opens nothing sent
+/// after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_edge_nodes_share_keys_and_a_leaver_reads_nothing_new() {
+    let node = node("forward", "{}").await;
+    let url = format!("ws://{}/ws", node.server.addr);
+    let a = edge(&url, "alice", "e2ee", "{}");
+    until("alice's group", || agreed(&[&a], 1).is_some()).await;
+    let b = edge(&url, "bob", "e2ee", "{}");
+    until("alice and bob agree", || agreed(&[&a, &b], 2).is_some()).await;
+    let c = edge(&url, "carol", "e2ee", r#"{"aead": "wasm"}"#);
+    until("all three agree", || agreed(&[&a, &b, &c], 3).is_some()).await;
+    let epoch = agreed(&[&a, &b, &c], 3).and_then(|s| s.epoch).expect("epoch");
+
+    let plain: &[u8] = b"an opus frame of alice's, 40 bytes long.";
+    let sealed = seal(&a, &frames(&[plain, plain]));
+    assert_eq!(sealed.frames.len(), 2);
+    for frame in split(&sealed) {
+        assert!(!contains(&frame, plain), "the plaintext shows through");
+    }
+    for reader in [&b, &c] {
+        assert_eq!(split(&open(reader, &sealed)), [plain, plain]);
+    }
+
+    // Carol leaves (her node goes away); she keeps her stage and keys.
+    let carol_stage = c.stage().expect("stage").clone();
+    drop(c);
+    until("alice and bob move on without carol", || agreed(&[&a, &b], 2).is_some_and(|s| s.epoch > Some(epoch))).await;
+    let after = seal(&a, &frames(&[plain]));
+    assert_eq!(split(&open(&b, &after)), [plain]);
+    let carol_reads = carol_stage.lock().expect("unpoisoned").open(Instant::now(), &after).expect("stage running");
+    assert!(carol_reads.frames.is_empty(), "the leaver opened a frame of the next epoch");
+}
+
+/// The E2EE plugin panics on every 7th frame it seals: the frame it
+/// trapped on is dropped, every other frame is sealed (by the standby
+/// instance, which resumed the group from the host state store) and opens
+/// at the other end, and no plaintext ever comes out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trapping_e2ee_plugin_drops_only_the_frame_it_trapped_on() {
+    let node = node("forward", "{}").await;
+    let url = format!("ws://{}/ws", node.server.addr);
+    let a = edge(&url, "alice", "faulty-e2ee", r#"{"panic-every": 7}"#);
+    let b = edge(&url, "bob", "e2ee", "{}");
+    until("alice and bob agree", || agreed(&[&a, &b], 2).is_some()).await;
+    let epoch = agreed(&[&a, &b], 2).and_then(|s| s.epoch);
+
+    let payloads: Vec<Vec<u8>> = (0..140u32).map(|i| format!("frame {i:04} plaintext").into_bytes()).collect();
+    let (mut sealed, mut opened) = (0u64, Vec::new());
+    for chunk in payloads.chunks(10) {
+        let refs: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
+        let out = seal(&a, &frames(&refs));
+        for frame in split(&out) {
+            assert!(!payloads.iter().any(|p| contains(&frame, p)), "a frame left in the clear");
+            sealed += 1;
+        }
+        opened.extend(split(&open(&b, &out)));
+    }
+    let faults = a.stage().expect("stage").lock().expect("unpoisoned").shared().metrics.snapshot()["faults"].as_u64().expect("faults");
+    assert!(faults >= 10, "{faults} traps");
+    assert_eq!(sealed + faults, 140, "exactly the frames it trapped on are missing");
+    assert_eq!(opened.len() as u64, sealed, "every sealed frame opens");
+    assert_eq!(agreed(&[&a, &b], 2).and_then(|s| s.epoch), epoch, "resumed, not rejoined: the group never changed");
+}
+
+/// An edge node's signaling connection is cut: it reconnects at once,
+/// rejoins with a fresh key package, the others take it back, and all are
+/// on the room's current epoch again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_signaling_connection_rejoins_the_group_on_the_current_epoch() {
+    let node = node("forward", "{}").await;
+    let url = format!("ws://{}/ws", node.server.addr);
+    let a = edge(&url, "alice", "e2ee", "{}");
+    until("alice's group", || agreed(&[&a], 1).is_some()).await;
+    let b = edge(&url, "bob", "e2ee", "{}");
+    until("alice and bob agree", || agreed(&[&a, &b], 2).is_some()).await;
+    let epoch = agreed(&[&a, &b], 2).and_then(|s| s.epoch).expect("epoch");
+    // Bob's is the second connection the node accepted.
+    assert!(node.server.connections.send(2, Outgoing::Close("cut".into())));
+    until("bob back in the group", || agreed(&[&a, &b], 2).is_some_and(|s| s.epoch.is_some_and(|e| e >= epoch + 2))).await;
+    let plain: &[u8] = b"after the cut";
+    assert_eq!(split(&open(&b, &seal(&a, &frames(&[plain])))), [plain]);
+    assert_eq!(split(&open(&a, &seal(&b, &frames(&[plain])))), [plain]);
+}
