@@ -150,6 +150,9 @@ pub struct E2ee {
     wishes: Wishes,
     /// When the counters were last published (ns, host clock).
     published: u64,
+    /// The host clock at the start of the current `open` batch (one host
+    /// call per batch, not per frame).
+    batch_time: Duration,
 }
 
 impl Stage for E2ee {
@@ -160,7 +163,7 @@ impl Stage for E2ee {
             AeadPlace::Host => Ring::Host(Ring::keyring(&config)),
             AeadPlace::Wasm => Ring::Wasm(Ring::keyring(&config)),
         };
-        let mut stage = E2ee { ring, member: None, wishes: Wishes::default(), published: 0 };
+        let mut stage = E2ee { ring, member: None, wishes: Wishes::default(), published: 0, batch_time: Duration::ZERO };
         stage.resume();
         Ok(stage)
     }
@@ -455,7 +458,8 @@ impl Encryption for E2ee {
     }
 
     fn open(&mut self, meta: &mut FrameMeta, payload: &[u8], out: &mut Payload<'_>) -> Verdict {
-        match with_ring!(&mut self.ring, r => r.open(now(), b"", payload, *meta)) {
+        let now = self.batch_time;
+        match with_ring!(&mut self.ring, r => r.open(now, b"", payload, *meta)) {
             Opened::Frame(plain) => {
                 out.extend_from_slice(&plain);
                 Verdict::Keep
@@ -468,6 +472,7 @@ impl Encryption for E2ee {
         let now_ns = host::monotonic_now();
         self.publish(now_ns);
         let now = Duration::from_nanos(now_ns);
+        self.batch_time = now;
         with_ring!(&mut self.ring, r => if r.holds() { r.release(now) } else { Vec::new() })
     }
 
