@@ -89,9 +89,9 @@ fn run(file: Option<PathBuf>, dirs: Dirs) -> ExitCode {
         Err(e) => return fail_config(&e),
     };
     // The SFU's peer connections each run a driver task: give them threads.
-    let tokio = match &config.server {
-        Some(_) => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
-        None => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+    let tokio = match config.server.is_some() || config.client.is_some() {
+        true => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+        false => tokio::runtime::Builder::new_current_thread().enable_all().build(),
     };
     let tokio = match tokio {
         Ok(rt) => rt,
@@ -113,6 +113,18 @@ fn run(file: Option<PathBuf>, dirs: Dirs) -> ExitCode {
                 Err(e) => return fail(&e.to_string()),
             },
         };
+        let _edge = match &config.client {
+            None => None,
+            Some(_) => match medianode::edge::start(&runtime, &config, &reporter) {
+                Ok(edge) => Some(edge),
+                Err(BuildError::Config(e)) => return fail_config(&e),
+                Err(e) => return fail(&e.to_string()),
+            },
+        };
+        if config.client.is_some() && config.sources.is_empty() {
+            shutdown_signal().await;
+            return ExitCode::SUCCESS;
+        }
         if let Some(running) = serving.as_mut()
             && config.sources.is_empty()
         {

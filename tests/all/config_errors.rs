@@ -298,3 +298,35 @@ fn the_server_needs_one_signaling_stage_and_media_stages_need_inputs() {
     assert!(e.message.contains("`g` has no inputs, but audio-dsp stages need them"), "{e}");
     assert!(e.hint.contains("inputs"));
 }
+
+const CLIENT: &str = "[client]\nserver = \"ws://127.0.0.1:8080/ws\"\nroom = \"demo\"\nuser = \"edge\"\n";
+
+#[test]
+fn a_client_with_a_bad_server_url() {
+    let text = CLIENT.replace("ws://127.0.0.1:8080/ws", "http://127.0.0.1:8080/ws");
+    expect(&text, "is not a WebSocket URL", 2, 10);
+}
+
+#[test]
+fn a_server_and_a_client_in_one_file() {
+    let e = error_of(&format!("[server]\n{CLIENT}"));
+    assert!(e.message.contains("either a server or a client"), "{e}");
+    assert!(e.hint.contains("files of their own"), "{e}");
+}
+
+/// Found once the plugin loads: a stage serving the [client] is an E2EE
+/// stage, which may never fail open.
+#[test]
+fn fail_open_on_the_e2ee_stage_of_a_client() {
+    let text = format!("{CLIENT}[[stage]]\nid = \"e2ee\"\nplugin = \"stock:e2ee\"\nfailure = \"fail-open\"\n");
+    let config = PipelineConfig::parse("bad.toml", text).expect("valid until the plugin loads");
+    match medianode::edge::start(runtime(), &config, &CrashReporter::new(None)) {
+        Err(BuildError::Config(e)) => {
+            assert!(e.message.contains("E2EE stage and cannot fail open"), "{e}");
+            assert!(e.hint.contains("in the clear"), "{e}");
+            assert_eq!(e.line, 5, "{e}");
+        }
+        Err(other) => panic!("expected a config error, got: {other}"),
+        Ok(_) => panic!("an E2EE stage started with fail-open"),
+    }
+}

@@ -174,3 +174,45 @@ fn room_event(options: &ClientOptions, message: &Value, others: &mut BTreeSet<St
         _ => None,
     }
 }
+
+/// Starts the room side described by `config.client` (there must be one):
+/// the stage without inputs, if any, must be an E2EE plugin.
+pub fn start(
+    runtime: &crate::runtime::Runtime,
+    config: &crate::config::PipelineConfig,
+    reporter: &crate::supervisor::crash_report::CrashReporter,
+) -> Result<Edge, crate::pipeline::BuildError> {
+    use crate::config::{FailurePolicy, Runs};
+    use crate::pipeline;
+    let Some(client) = &config.client else {
+        return Err(config.error(0..0, "the pipeline has no [client] table", "add one (see pipelines/edge.toml)").into());
+    };
+    let mut encryption = None;
+    for stage in config.stages.iter().filter(|s| s.serves()) {
+        let Runs::Plugin(plugin_ref) = &stage.runs else {
+            return Err(config.error(stage.span.clone(), format!("`{}` has no inputs", stage.id), "built-in stages take inputs").into());
+        };
+        let plugin = pipeline::load_plugin(runtime, config, stage, plugin_ref)?;
+        if plugin.kind != crate::runtime::StageKind::Encryption {
+            let message = format!("`{}` has no inputs, but it is a {} plugin", stage.id, plugin.kind.name());
+            let hint = "a [client] is served by one E2EE plugin (stock:e2ee); give other stages inputs";
+            return Err(config.error(stage.span.clone(), message, hint).into());
+        }
+        if stage.failure == FailurePolicy::FailOpen {
+            let message = format!("`{}` is an E2EE stage and cannot fail open", stage.id);
+            let hint = "media would leave in the clear; use failure = \"fail-closed\" (frames are dropped while it is down) or \"stop\"";
+            return Err(config.error(stage.span.clone(), message, hint).into());
+        }
+        if encryption.is_some() {
+            return Err(config.error(stage.span.clone(), format!("a second E2EE stage `{}`", stage.id), "a [client] takes one").into());
+        }
+        encryption = Some(pipeline::supervise(stage, plugin, reporter, std::time::Instant::now())?);
+    }
+    let options = ClientOptions::new(&client.url, &client.room, &client.user);
+    let stage = encryption.map(|supervisor| {
+        let (outbox, reader) = Edge::outbox();
+        (EncryptionStage::new(supervisor, outbox), reader)
+    });
+    tracing::info!(url = %client.url, room = %client.room, user = %client.user, e2ee = stage.is_some(), "joining");
+    Ok(Edge::start(options, stage))
+}

@@ -186,8 +186,9 @@ impl Pipeline {
                 StageKind::AudioDsp => PortType::Audio,
                 StageKind::FrameTransform => PortType::Frames,
                 other => {
-                    let message = format!("{} plugins serve the [server], not a pipeline of sources and sinks", other.name());
-                    let hint = "remove this stage's `inputs` and add a [server] table (see pipelines/sfu.toml)";
+                    let serves = if other == StageKind::Encryption { "[client]" } else { "[server]" };
+                    let message = format!("{} plugins serve the {serves}, not a pipeline of sources and sinks", other.name());
+                    let hint = format!("remove this stage's `inputs` and add a {serves} table");
                     return Err(config.error(plugin_ref.span.clone(), message, hint).into());
                 }
             };
