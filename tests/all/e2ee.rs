@@ -71,6 +71,17 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
+/// Alice (running `alice_plugin`) and then bob join the node at `url`, in
+/// that order (connections 1 and 2); returns once they agree.
+async fn alice_and_bob(url: &str, alice_plugin: &str, alice_config: &str) -> (Edge, Edge, u64) {
+    let a = edge(url, "alice", alice_plugin, alice_config);
+    until("alice's group", || agreed(&[&a], 1).is_some()).await;
+    let b = edge(url, "bob", "e2ee", "{}");
+    until("alice and bob agree", || agreed(&[&a, &b], 2).is_some()).await;
+    let epoch = agreed(&[&a, &b], 2).and_then(|s| s.epoch).expect("epoch");
+    (a, b, epoch)
+}
+
 /// Three edge nodes form one group through the node; each opens the
 /// others' frames, which never carry the plaintext; one leaves, the epoch
 /// advances, and the leaver (keeping everything it had) opens nothing sent
@@ -79,10 +90,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 async fn three_edge_nodes_share_keys_and_a_leaver_reads_nothing_new() {
     let node = node("forward", "{}").await;
     let url = format!("ws://{}/ws", node.server.addr);
-    let a = edge(&url, "alice", "e2ee", "{}");
-    until("alice's group", || agreed(&[&a], 1).is_some()).await;
-    let b = edge(&url, "bob", "e2ee", "{}");
-    until("alice and bob agree", || agreed(&[&a, &b], 2).is_some()).await;
+    let (a, b, _) = alice_and_bob(&url, "e2ee", "{}").await;
     let c = edge(&url, "carol", "e2ee", r#"{"aead": "wasm"}"#);
     until("all three agree", || agreed(&[&a, &b, &c], 3).is_some()).await;
     let epoch = agreed(&[&a, &b, &c], 3).and_then(|s| s.epoch).expect("epoch");
@@ -115,10 +123,7 @@ async fn three_edge_nodes_share_keys_and_a_leaver_reads_nothing_new() {
 async fn a_trapping_e2ee_plugin_drops_only_the_frame_it_trapped_on() {
     let node = node("forward", "{}").await;
     let url = format!("ws://{}/ws", node.server.addr);
-    let a = edge(&url, "alice", "faulty-e2ee", r#"{"panic-every": 7}"#);
-    let b = edge(&url, "bob", "e2ee", "{}");
-    until("alice and bob agree", || agreed(&[&a, &b], 2).is_some()).await;
-    let epoch = agreed(&[&a, &b], 2).and_then(|s| s.epoch);
+    let (a, b, epoch) = alice_and_bob(&url, "faulty-e2ee", r#"{"panic-every": 7}"#).await;
 
     let payloads: Vec<Vec<u8>> = (0..140u32).map(|i| format!("frame {i:04} plaintext").into_bytes()).collect();
     let (mut sealed, mut opened) = (0u64, Vec::new());
@@ -135,7 +140,7 @@ async fn a_trapping_e2ee_plugin_drops_only_the_frame_it_trapped_on() {
     assert!(faults >= 10, "{faults} traps");
     assert_eq!(sealed + faults, 140, "exactly the frames it trapped on are missing");
     assert_eq!(opened.len() as u64, sealed, "every sealed frame opens");
-    assert_eq!(agreed(&[&a, &b], 2).and_then(|s| s.epoch), epoch, "resumed, not rejoined: the group never changed");
+    assert_eq!(agreed(&[&a, &b], 2).and_then(|s| s.epoch), Some(epoch), "resumed, not rejoined: the group never changed");
 }
 
 /// An edge node's signaling connection is cut: it reconnects at once,
@@ -145,11 +150,7 @@ async fn a_trapping_e2ee_plugin_drops_only_the_frame_it_trapped_on() {
 async fn a_cut_signaling_connection_rejoins_the_group_on_the_current_epoch() {
     let node = node("forward", "{}").await;
     let url = format!("ws://{}/ws", node.server.addr);
-    let a = edge(&url, "alice", "e2ee", "{}");
-    until("alice's group", || agreed(&[&a], 1).is_some()).await;
-    let b = edge(&url, "bob", "e2ee", "{}");
-    until("alice and bob agree", || agreed(&[&a, &b], 2).is_some()).await;
-    let epoch = agreed(&[&a, &b], 2).and_then(|s| s.epoch).expect("epoch");
+    let (a, b, epoch) = alice_and_bob(&url, "e2ee", "{}").await;
     // Bob's is the second connection the node accepted.
     assert!(node.server.connections.send(2, Outgoing::Close("cut".into())));
     until("bob back in the group", || agreed(&[&a, &b], 2).is_some_and(|s| s.epoch.is_some_and(|e| e >= epoch + 2))).await;

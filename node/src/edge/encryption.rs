@@ -59,17 +59,10 @@ impl EncryptionStage {
             }
         }
         let mut out = Vec::new();
-        let mut primed = Vec::new();
-        let seat = self.seat.clone();
-        let result = self.stage.run(
-            now,
-            &events,
-            &mut out,
-            |instance| prime(instance, seat.as_ref(), &mut primed),
-            |instance, events, out| instance.e2ee_control(events).map(|messages| out.extend(messages)),
-            |_, _, _| {},
-        );
-        primed.into_iter().chain(out).for_each(&mut self.outbox);
+        let result = self.run(now, &events, &mut out, |instance, events, out| {
+            instance.e2ee_control(events).map(|messages| out.extend(messages))
+        });
+        out.into_iter().for_each(&mut self.outbox);
         result
     }
 
@@ -99,47 +92,43 @@ impl EncryptionStage {
             return Ok(FrameBatch { frames: Vec::new(), payloads: Vec::new() });
         }
         let mut out = FrameBatch { frames: Vec::new(), payloads: Vec::new() };
-        let mut primed = Vec::new();
-        let seat = self.seat.clone();
-        let result = self.stage.run(
-            now,
-            &items,
-            &mut out,
-            |instance| prime(instance, seat.as_ref(), &mut primed),
-            |instance, items, out| {
-                let (first, last) = match (items.first(), items.last()) {
-                    (Some(first), Some(last)) => (first.1, last.1 + last.0.size as usize),
-                    _ => return Ok(()),
-                };
-                let part = FrameBatch { frames: items.iter().map(|(f, _)| *f).collect(), payloads: batch.payloads[first..last].to_vec() };
-                let done = if open { instance.open(&part)? } else { instance.seal(&part)? };
-                out.frames.extend(done.frames);
-                out.payloads.extend(done.payloads);
-                Ok(())
-            },
-            // A frame the stage trapped on, or any frame while it is down:
-            // dropped, never passed on as it came.
-            |_, _, _| {},
-        );
-        primed.into_iter().for_each(&mut self.outbox);
-        result.map(|()| out)
+        // A frame the stage trapped on, or any frame while it is down, is
+        // dropped (`run` gives it no stand-in), never passed on as it came.
+        self.run(now, &items, &mut out, |instance, items, out| {
+            let (first, last) = match (items.first(), items.last()) {
+                (Some(first), Some(last)) => (first.1, last.1 + last.0.size as usize),
+                _ => return Ok(()),
+            };
+            let part = FrameBatch { frames: items.iter().map(|(f, _)| *f).collect(), payloads: batch.payloads[first..last].to_vec() };
+            let done = if open { instance.open(&part)? } else { instance.seal(&part)? };
+            out.frames.extend(done.frames);
+            out.payloads.extend(done.payloads);
+            Ok(())
+        })?;
+        Ok(out)
     }
 
     /// What the stage reports about its group (`None` while it is down).
     pub fn status(&mut self, now: Instant) -> Option<E2eeStatus> {
         let mut status = None;
+        let _ = self.run(now, &[()], &mut status, |instance, _, out| instance.e2ee_status().map(|s| *out = Some(s)));
+        status
+    }
+
+    /// Runs `call` on the serving instance, priming a new one with the seat
+    /// first; items a fault or an outage takes are dropped.
+    fn run<I: Clone, O>(
+        &mut self,
+        now: Instant,
+        items: &[I],
+        out: &mut O,
+        call: impl FnMut(&mut Instance, &[I], &mut O) -> Result<(), Fault>,
+    ) -> Result<(), Stopped> {
         let mut primed = Vec::new();
         let seat = self.seat.clone();
-        let _ = self.stage.run(
-            now,
-            &[()],
-            &mut status,
-            |instance| prime(instance, seat.as_ref(), &mut primed),
-            |instance, _, out| instance.e2ee_status().map(|s| *out = Some(s)),
-            |_, _, _| {},
-        );
+        let result = self.stage.run(now, items, out, |instance| prime(instance, seat.as_ref(), &mut primed), call, |_, _, _| {});
         primed.into_iter().for_each(&mut self.outbox);
-        status
+        result
     }
 
     /// Idle-time work: starting standby instances.
