@@ -8,7 +8,7 @@ use crate::webrtc_peers::node;
 use medianode::edge::{Edge, EncryptionStage};
 use medianode::runtime::bindings::{E2eeStatus, FrameBatch, FrameInfo};
 
-use medianode::signaling::client::ClientOptions;
+use medianode::signaling::client::{ClientEvent, ClientOptions};
 use medianode::signaling::connections::Outgoing;
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,13 @@ fn edge(url: &str, user: &str, plugin: &str, config: &str) -> Edge {
     let stage = EncryptionStage::new(stock_stage(plugin, config), outbox);
     let mut options = ClientOptions::new(url, "room", user);
     options.reconnect.jitter = 0.0;
+    // On the paused clock time leaps whenever the runtime waits for the
+    // node's stage thread: keep the backoff's reset, its attempt window and
+    // the heartbeat out of the leaps' reach.
+    options.reconnect.healthy_after = Duration::from_secs(3600);
+    options.reconnect.window = Duration::from_secs(3600);
+    options.heartbeat_interval = Duration::from_secs(600);
+    options.heartbeat_timeout = Duration::from_secs(3600);
     Edge::start(options, Some((stage, reader)))
 }
 
@@ -143,18 +150,31 @@ async fn a_trapping_e2ee_plugin_drops_only_the_frame_it_trapped_on() {
     assert_eq!(agreed(&[&a, &b], 2).and_then(|s| s.epoch), Some(epoch), "resumed, not rejoined: the group never changed");
 }
 
-/// An edge node's signaling connection is cut: it reconnects at once,
-/// rejoins with a fresh key package, the others take it back, and all are
-/// on the room's current epoch again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// An edge node's signaling connection is cut twice (paused clock): it
+/// reconnects at once, then after the 1 s backoff (it had not been healthy
+/// for a minute), rejoins each time with a fresh key package, the others
+/// take it back, and all end on the room's current epoch.
+#[tokio::test(start_paused = true)]
 async fn a_cut_signaling_connection_rejoins_the_group_on_the_current_epoch() {
     let node = node("forward", "{}").await;
     let url = format!("ws://{}/ws", node.server.addr);
     let (a, b, epoch) = alice_and_bob(&url, "e2ee", "{}").await;
-    // Bob's is the second connection the node accepted.
-    assert!(node.server.connections.send(2, Outgoing::Close("cut".into())));
-    until("bob back in the group", || agreed(&[&a, &b], 2).is_some_and(|s| s.epoch.is_some_and(|e| e >= epoch + 2))).await;
-    let plain: &[u8] = b"after the cut";
+    // Bob's connections are the second, third... the node accepted.
+    for (cut, connection) in [(1, 2), (2, 3)] {
+        assert!(node.server.connections.send(connection, Outgoing::Close("cut".into())));
+        let back = epoch + 2 * cut;
+        until("bob back in the group", || agreed(&[&a, &b], 2).is_some_and(|s| s.epoch.is_some_and(|e| e >= back))).await;
+    }
+    let retries: Vec<Duration> = b
+        .connection_events()
+        .into_iter()
+        .filter_map(|e| match e {
+            ClientEvent::Disconnected { retry_in, .. } => Some(retry_in),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(retries, [Duration::ZERO, Duration::from_secs(1)], "at once, then after the backoff");
+    let plain: &[u8] = b"after the cuts";
     assert_eq!(split(&open(&b, &seal(&a, &frames(&[plain])))), [plain]);
     assert_eq!(split(&open(&a, &seal(&b, &frames(&[plain])))), [plain]);
 }

@@ -16,18 +16,23 @@ use crate::runtime::bindings::{E2eeEvent, E2eeSeat, E2eeStatus};
 use crate::runtime::lock;
 use crate::signaling::client::{Client, ClientEvent, ClientOptions};
 use serde_json::Value;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 /// How often idle stages get time to start their standby instances.
 const MAINTAIN_EVERY: Duration = Duration::from_millis(50);
 
+/// Connection events kept for [`Edge::connection_events`].
+const EVENTS_KEPT: usize = 64;
+
+type Events = Arc<Mutex<VecDeque<ClientEvent>>>;
+
 /// A running edge node's room side. Dropping it leaves the room.
 pub struct Edge {
     stage: Option<Arc<Mutex<EncryptionStage>>>,
-    events: watch::Receiver<Option<ClientEvent>>,
+    events: Events,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -39,9 +44,9 @@ impl Edge {
             Some((stage, outbox)) => (Some(Arc::new(Mutex::new(stage))), Some(outbox)),
             None => (None, None),
         };
-        let (events_tx, events) = watch::channel(None);
+        let events = Events::default();
         let client = Client::start(options.clone());
-        let task = tokio::spawn(run(options, client, stage.clone(), outbox, events_tx));
+        let task = tokio::spawn(run(options, client, stage.clone(), outbox, events.clone()));
         Edge { stage, events, task }
     }
 
@@ -63,9 +68,10 @@ impl Edge {
         self.stage.as_ref().and_then(|s| lock(s).status(std::time::Instant::now()))
     }
 
-    /// The signaling client's latest event (connects, drops, give-up).
-    pub fn last_event(&self) -> Option<ClientEvent> {
-        self.events.borrow().clone()
+    /// The signaling connection's recent connects, drops and give-up
+    /// (room messages left out), oldest first.
+    pub fn connection_events(&self) -> Vec<ClientEvent> {
+        lock(&self.events).iter().cloned().collect()
     }
 }
 
@@ -81,7 +87,7 @@ async fn run(
     mut client: Client,
     stage: Option<Arc<Mutex<EncryptionStage>>>,
     mut outbox: Option<mpsc::UnboundedReceiver<String>>,
-    events: watch::Sender<Option<ClientEvent>>,
+    events: Events,
 ) {
     let mut others: BTreeSet<String> = BTreeSet::new();
     let mut maintain = tokio::time::interval(MAINTAIN_EVERY);
@@ -127,7 +133,13 @@ async fn run(
                 tracing::error!("{stopped}");
             }
         }
-        let _ = events.send(Some(event));
+        if !matches!(event, ClientEvent::Message(_)) {
+            let mut events = lock(&events);
+            if events.len() == EVENTS_KEPT {
+                events.pop_front();
+            }
+            events.push_back(event);
+        }
     }
 }
 
