@@ -101,22 +101,28 @@ fn run(file: Option<PathBuf>, dirs: Dirs) -> ExitCode {
     tracing::info!("crash reports go to {}", crash_dir.display());
     let reporter = CrashReporter::new(Some(crash_dir));
     let result = tokio.block_on(async {
-        let (runtime, pipeline) = match build(&config, &dirs, &reporter) {
-            Ok(built) => built,
+        let runtime = match runtime(&dirs) {
+            Ok(runtime) => runtime,
+            Err(code) => return code,
+        };
+        // An edge node joins its room first: the pipeline's publish and
+        // subscribe ends come from its media.
+        let (_edge, ports) = match &config.client {
+            None => (None, None),
+            Some(_) => match medianode::edge::start(&runtime, &config, &reporter) {
+                Ok((edge, ports)) => (Some(edge), Some(ports)),
+                Err(BuildError::Config(e)) => return fail_config(&e),
+                Err(e) => return fail(&e.to_string()),
+            },
+        };
+        let pipeline = match pipeline(&runtime, &config, &reporter, ports) {
+            Ok(pipeline) => pipeline,
             Err(code) => return code,
         };
         let mut serving = match &config.server {
             None => None,
             Some(_) => match medianode::server::start(&runtime, &config, &reporter).await {
                 Ok(running) => Some(running),
-                Err(BuildError::Config(e)) => return fail_config(&e),
-                Err(e) => return fail(&e.to_string()),
-            },
-        };
-        let _edge = match &config.client {
-            None => None,
-            Some(_) => match medianode::edge::start(&runtime, &config, &reporter) {
-                Ok(edge) => Some(edge),
                 Err(BuildError::Config(e)) => return fail_config(&e),
                 Err(e) => return fail(&e.to_string()),
             },
@@ -171,7 +177,7 @@ fn check(file: PathBuf, dirs: Dirs) -> ExitCode {
                 }
             }
             println!(
-                "ok: pipeline `{}`: {} sources, {} stages ({} serving the server), {} sinks; run order: {}",
+                "ok: pipeline `{}`: {} sources, {} stages ({} serving the server or client), {} sinks; run order: {}",
                 config.name,
                 config.sources.len(),
                 config.stages.len(),
@@ -189,10 +195,24 @@ fn check(file: PathBuf, dirs: Dirs) -> ExitCode {
 }
 
 fn build(config: &PipelineConfig, dirs: &Dirs, reporter: &CrashReporter) -> Result<(Runtime, Pipeline), ExitCode> {
+    let runtime = runtime(dirs)?;
+    // `check` has no edge media: the pipeline's ends of it go nowhere.
+    let ports = config.client.as_ref().map(|_| {
+        let (publish, _) = tokio::sync::mpsc::channel(1);
+        medianode::edge::Ports { publish, subscribe: Some(tokio::sync::mpsc::channel(1).1) }
+    });
+    let pipeline = pipeline(&runtime, config, reporter, ports)?;
+    Ok((runtime, pipeline))
+}
+
+fn runtime(dirs: &Dirs) -> Result<Runtime, ExitCode> {
     let cache_dir = if dirs.no_cache { None } else { Some(dirs.cache_dir.clone().unwrap_or_else(cache_dir)) };
-    let runtime = Runtime::new(RuntimeOptions { cache_dir }).map_err(|e| fail(&format!("{e:#}")))?;
-    match Pipeline::build(&runtime, config, reporter) {
-        Ok(pipeline) => Ok((runtime, pipeline)),
+    Runtime::new(RuntimeOptions { cache_dir }).map_err(|e| fail(&format!("{e:#}")))
+}
+
+fn pipeline(runtime: &Runtime, config: &PipelineConfig, reporter: &CrashReporter, ports: Option<medianode::edge::Ports>) -> Result<Pipeline, ExitCode> {
+    match Pipeline::build_with(runtime, config, reporter, ports) {
+        Ok(pipeline) => Ok(pipeline),
         Err(BuildError::Config(e)) => Err(fail_config(&e)),
         Err(e) => Err(fail(&e.to_string())),
     }

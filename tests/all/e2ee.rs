@@ -25,7 +25,7 @@ fn edge(url: &str, user: &str, plugin: &str, config: &str) -> Edge {
     options.reconnect.window = Duration::from_secs(3600);
     options.heartbeat_interval = Duration::from_secs(600);
     options.heartbeat_timeout = Duration::from_secs(3600);
-    Edge::start(options, Some((stage, reader)))
+    Edge::start(options, None, Some((stage, reader))).0
 }
 
 /// Waits (real time, up to 20 s) until `done` holds.

@@ -9,6 +9,7 @@ mod config_errors;
 mod devices;
 mod dsp;
 mod e2ee;
+mod edge_nodes;
 mod faults;
 mod pipelines;
 mod restart_policy;

@@ -38,7 +38,13 @@ fn every_shipped_pipeline_builds() {
             let uses_devices = config.sources.iter().any(|s| matches!(s.kind, SourceKind::Device { .. }))
                 || config.sinks.iter().any(|s| matches!(s.kind, SinkKind::Device { .. }));
             if !uses_devices {
-                medianode::pipeline::Pipeline::build(crate::common::runtime(), &config, &medianode::supervisor::crash_report::CrashReporter::new(None))
+                // An edge node's media ends (here going nowhere).
+                let ports = config.client.as_ref().map(|_| medianode::edge::Ports {
+                    publish: tokio::sync::mpsc::channel(1).0,
+                    subscribe: Some(tokio::sync::mpsc::channel(1).1),
+                });
+                let reporter = medianode::supervisor::crash_report::CrashReporter::new(None);
+                medianode::pipeline::Pipeline::build_with(crate::common::runtime(), &config, &reporter, ports)
                     .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             }
             checked += 1;

@@ -83,7 +83,12 @@ pub struct Seen {
     pub keyframe_requests: AtomicU64,
     /// The tracks received.
     pub remote_tracks: Mutex<Vec<Arc<dyn TrackRemote>>>,
+    /// The first payloads received (up to [`KEPT_PAYLOADS`]), as they came.
+    pub payloads: Mutex<Vec<Vec<u8>>>,
 }
+
+/// Payloads a peer keeps for inspection.
+pub const KEPT_PAYLOADS: usize = 4000;
 
 /// Timed packets carry nanoseconds since this instant, then this tag.
 static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
@@ -119,6 +124,12 @@ impl PeerConnectionEventHandler for PeerHandler {
                         seen.latencies.lock().expect("lock").push(since_origin().saturating_sub(sent));
                     }
                     seen.packets.fetch_add(1, Ordering::Relaxed);
+                    {
+                        let mut payloads = seen.payloads.lock().expect("lock");
+                        if payloads.len() < KEPT_PAYLOADS {
+                            payloads.push(p.payload.to_vec());
+                        }
+                    }
                     seen.unique.lock().expect("lock").insert((p.header.ssrc, p.header.sequence_number));
                 }
             }

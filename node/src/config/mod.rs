@@ -168,6 +168,9 @@ pub enum SourceKind {
     Device { device: Option<String>, channels: u8 },
     /// Numbered frames of `size` bytes, `per_tick` per tick.
     Frames { size: usize, per_tick: u32 },
+    /// The frames an edge node receives from `publisher` (opened by its
+    /// E2EE stage): needs a `[client]`.
+    Subscribe { publisher: String },
 }
 
 impl SourceKind {
@@ -179,12 +182,13 @@ impl SourceKind {
             SourceKind::Wav { .. } => "wav",
             SourceKind::Device { .. } => "device",
             SourceKind::Frames { .. } => "frames",
+            SourceKind::Subscribe { .. } => "subscribe",
         }
     }
 
     /// Whether it makes audio (or else frames).
     pub fn is_audio(&self) -> bool {
-        !matches!(self, SourceKind::Frames { .. })
+        !matches!(self, SourceKind::Frames { .. } | SourceKind::Subscribe { .. })
     }
 }
 
@@ -261,6 +265,9 @@ pub enum SinkKind {
     Wav { path: PathBuf, format: crate::io::wav::WavFormat },
     /// Plays audio on an output device (`None`: the default one).
     Device { device: Option<String>, channels: u8 },
+    /// Publishes frames (Opus) to the room of the `[client]`, sealed by
+    /// its E2EE stage.
+    Publish,
 }
 
 impl SinkKind {
@@ -272,6 +279,7 @@ impl SinkKind {
             SinkKind::Channel { .. } => "channel",
             SinkKind::Wav { .. } => "wav",
             SinkKind::Device { .. } => "device",
+            SinkKind::Publish => "publish",
         }
     }
 }

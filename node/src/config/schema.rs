@@ -85,6 +85,8 @@ pub struct RawSource {
     pub path: Option<Spanned<String>>,
     // device: its name as `medianode devices` lists it (default device when absent)
     pub device: Option<Spanned<String>>,
+    // subscribe: whose audio
+    pub publisher: Option<Spanned<String>>,
     // sweep
     pub from: Option<Spanned<f64>>,
     pub to: Option<Spanned<f64>>,

@@ -70,6 +70,15 @@ pub(super) fn check(file: Arc<SourceFile>) -> Result<PipelineConfig, ConfigError
     let stages = raw.stage.iter().map(|s| cx.stage(s, networked)).collect::<Result<Vec<_>, _>>()?;
     let sinks = raw.sink.iter().map(|s| cx.sink(s)).collect::<Result<Vec<_>, _>>()?;
 
+    // The room's media exists only on an edge node.
+    if client.is_none() {
+        let roomy = sources.iter().find(|s| matches!(s.kind, SourceKind::Subscribe { .. })).map(|s| (s.span.clone(), "subscribe source"))
+            .or_else(|| sinks.iter().find(|s| s.kind == SinkKind::Publish).map(|s| (s.span.clone(), "publish sink")));
+        if let Some((span, what)) = roomy {
+            return Err(cx.err_at(span, format!("a {what} needs a [client]"), "add a [client] table naming the SFU node, room and user"));
+        }
+    }
+
     // Links: every input names a source or a stage; sinks feed nothing.
     let producers: HashMap<&str, ()> =
         sources.iter().map(|s| (s.id.as_str(), ())).chain(stages.iter().map(|s| (s.id.as_str(), ()))).collect();
@@ -215,6 +224,7 @@ impl Cx {
                 "wav" => ["path", "channels"].contains(&key),
                 "device" => ["device", "channels"].contains(&key),
                 "frames" => ["size", "per-tick"].contains(&key),
+                "subscribe" => key == "publisher",
                 _ => true,
             }
         };
@@ -229,6 +239,7 @@ impl Cx {
             ("from", s.from.as_ref().map(|v| v.span())),
             ("to", s.to.as_ref().map(|v| v.span())),
             ("period", s.period.as_ref().map(|v| v.span())),
+            ("publisher", s.publisher.as_ref().map(|v| v.span())),
         ];
         for (key, span) in keys {
             if let Some(span) = span && !takes(key) {
@@ -307,8 +318,12 @@ impl Cx {
                 }
                 SourceKind::Frames { size, per_tick }
             }
+            "subscribe" => match &s.publisher {
+                Some(p) if !p.get_ref().is_empty() => SourceKind::Subscribe { publisher: p.get_ref().clone() },
+                _ => return Err(self.err(&s.kind, "a subscribe source needs `publisher`", "name whose audio to take, e.g. publisher = \"alice\"")),
+            },
             other => {
-                return Err(self.err(&s.kind, format!("unknown source kind `{other}`"), "source kinds are: tone, sweep, wav, device, frames"));
+                return Err(self.err(&s.kind, format!("unknown source kind `{other}`"), "source kinds are: tone, sweep, wav, device, frames, subscribe"));
             }
         };
         if let Some(p) = &s.poison_every && *p.get_ref() == 0 {
@@ -645,8 +660,9 @@ impl Cx {
                 };
                 SinkKind::Device { device: s.device.as_ref().map(|d| d.get_ref().clone()), channels }
             }
+            "publish" => SinkKind::Publish,
             other => {
-                return Err(self.err(&s.kind, format!("unknown sink kind `{other}`"), "sink kinds are: meter, wav, device, null, channel"));
+                return Err(self.err(&s.kind, format!("unknown sink kind `{other}`"), "sink kinds are: meter, wav, device, null, channel, publish"));
             }
         };
         Ok(SinkConfig { inputs: self.inputs(&id, &s.inputs)?, id, span: raw.span(), kind })

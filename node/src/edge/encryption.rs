@@ -53,15 +53,17 @@ impl EncryptionStage {
 
     /// Room events in; the stage's answers go to the outbox.
     pub fn control(&mut self, now: Instant, events: Vec<E2eeEvent>) -> Result<(), Stopped> {
+        let mut out = Vec::new();
+        // A new instance is primed with the seat known before these events
+        // (a seat among them reaches it as the event itself, once).
+        let result = self.run(now, &events, &mut out, |instance, events, out| {
+            instance.e2ee_control(events).map(|messages| out.extend(messages))
+        });
         for event in &events {
             if let E2eeEvent::Seated(seat) = event {
                 self.seat = Some(E2eeSeat { rejoined: false, ..seat.clone() });
             }
         }
-        let mut out = Vec::new();
-        let result = self.run(now, &events, &mut out, |instance, events, out| {
-            instance.e2ee_control(events).map(|messages| out.extend(messages))
-        });
         out.into_iter().for_each(&mut self.outbox);
         result
     }

@@ -9,10 +9,12 @@
 //! back on the same connection.
 
 pub mod encryption;
+pub mod media;
 
 pub use encryption::EncryptionStage;
 
-use crate::runtime::bindings::{E2eeEvent, E2eeSeat, E2eeStatus};
+use crate::runtime::bindings::{E2eeEvent, E2eeSeat, E2eeStatus, FrameBatch, FrameInfo};
+use media::{Media, Received};
 use crate::runtime::lock;
 use crate::signaling::client::{Client, ClientEvent, ClientOptions};
 use serde_json::Value;
@@ -29,6 +31,27 @@ const EVENTS_KEPT: usize = 64;
 
 type Events = Arc<Mutex<VecDeque<ClientEvent>>>;
 
+/// Frames queued between the pipeline and the media, each way.
+const QUEUE: usize = 256;
+
+/// The pipeline's ends of an edge node's media.
+pub struct Ports {
+    /// Frames to publish (the `publish` sink writes here), sealed on the way.
+    pub publish: mpsc::Sender<FrameBatch>,
+    /// Frames received, opened, with their publisher's name (the
+    /// `subscribe` source reads here; taken by the pipeline).
+    pub subscribe: Option<mpsc::Receiver<(String, FrameBatch)>>,
+}
+
+/// The edge node's WebRTC side.
+#[derive(Debug, Clone)]
+pub struct MediaOptions {
+    /// Where media (UDP) binds.
+    pub ip: std::net::IpAddr,
+    /// Whether it publishes an audio track.
+    pub publish: bool,
+}
+
 /// A running edge node's room side. Dropping it leaves the room.
 pub struct Edge {
     stage: Option<Arc<Mutex<EncryptionStage>>>,
@@ -38,16 +61,24 @@ pub struct Edge {
 
 impl Edge {
     /// Connects to the room; `stage` (built with an outbox from
-    /// [`Edge::outbox`]) seals and opens the node's media.
-    pub fn start(options: ClientOptions, stage: Option<(EncryptionStage, mpsc::UnboundedReceiver<String>)>) -> Edge {
+    /// [`Edge::outbox`]) seals and opens the node's media, which runs when
+    /// `media` is given (with the pipeline's ends in the [`Ports`]).
+    pub fn start(
+        options: ClientOptions,
+        media: Option<MediaOptions>,
+        stage: Option<(EncryptionStage, mpsc::UnboundedReceiver<String>)>,
+    ) -> (Edge, Ports) {
         let (stage, outbox) = match stage {
             Some((stage, outbox)) => (Some(Arc::new(Mutex::new(stage))), Some(outbox)),
             None => (None, None),
         };
+        let (publish, to_publish) = mpsc::channel(QUEUE);
+        let (opened, subscribe) = mpsc::channel(QUEUE);
         let events = Events::default();
         let client = Client::start(options.clone());
-        let task = tokio::spawn(run(options, client, stage.clone(), outbox, events.clone()));
-        Edge { stage, events, task }
+        let room = Room { options, media, client, stage: stage.clone(), events: events.clone(), opened };
+        let task = tokio::spawn(room.run(outbox, to_publish));
+        (Edge { stage, events, task }, Ports { publish, subscribe: Some(subscribe) })
     }
 
     /// An outbox for an [`EncryptionStage`], and its reader for [`Edge::start`].
@@ -81,65 +112,174 @@ impl Drop for Edge {
     }
 }
 
-/// Relays between the signaling client and the E2EE stage.
-async fn run(
+/// The edge's task: the signaling client, the E2EE stage and the media.
+struct Room {
     options: ClientOptions,
-    mut client: Client,
+    media: Option<MediaOptions>,
+    client: Client,
     stage: Option<Arc<Mutex<EncryptionStage>>>,
-    mut outbox: Option<mpsc::UnboundedReceiver<String>>,
     events: Events,
-) {
-    let mut others: BTreeSet<String> = BTreeSet::new();
-    let mut maintain = tokio::time::interval(MAINTAIN_EVERY);
-    loop {
-        let event = tokio::select! {
-            event = client.next() => match event {
-                Some(event) => event,
-                None => return,
+    /// Opened frames for the pipeline's subscribe source.
+    opened: mpsc::Sender<(String, FrameBatch)>,
+}
+
+impl Room {
+    async fn run(mut self, mut outbox: Option<mpsc::UnboundedReceiver<String>>, mut to_publish: mpsc::Receiver<FrameBatch>) {
+        let mut others: BTreeSet<String> = BTreeSet::new();
+        let mut maintain = tokio::time::interval(MAINTAIN_EVERY);
+        let (signal, mut signals) = mpsc::unbounded_channel::<Value>();
+        let (received_tx, mut received) = mpsc::channel::<Received>(QUEUE);
+        let mut connection: Option<Media> = None;
+        // Extends each publisher's 16-bit RTP sequence numbers.
+        let mut sequences: std::collections::HashMap<String, (u32, u64)> = Default::default();
+        let mut next_stream = 0u32;
+        loop {
+            let event = tokio::select! {
+                event = self.client.next() => match event {
+                    Some(event) => event,
+                    None => return,
+                },
+                Some(message) = recv(&mut outbox) => {
+                    match serde_json::from_str::<Value>(&message) {
+                        Ok(message) => self.client.send(message),
+                        Err(e) => tracing::error!("the E2EE stage sent a message that is not JSON ({e}); dropped"),
+                    }
+                    continue;
+                }
+                Some(message) = signals.recv() => {
+                    self.client.send(message);
+                    continue;
+                }
+                Some(batch) = to_publish.recv() => {
+                    if let Some(media) = &connection {
+                        self.publish(media, batch).await;
+                    }
+                    continue;
+                }
+                Some(packet) = received.recv() => {
+                    let (stream, sequence) = {
+                        let entry = sequences.entry(packet.from.clone()).or_insert_with(|| {
+                            next_stream += 1;
+                            (next_stream, u64::from(packet.sequence))
+                        });
+                        entry.1 = extend(entry.1, packet.sequence);
+                        (entry.0, entry.1)
+                    };
+                    self.receive(packet, stream, sequence);
+                    continue;
+                }
+                _ = maintain.tick() => {
+                    if let Some(stage) = &self.stage {
+                        lock(stage).maintain(std::time::Instant::now());
+                    }
+                    continue;
+                }
+            };
+            if let ClientEvent::Message(message) = &event {
+                let kind = message.get("type").and_then(Value::as_str).unwrap_or_default();
+                if kind == "joined"
+                    && let Some(options) = &self.media
+                {
+                    // A (re)join: the node has no media for this seat yet.
+                    if let Some(old) = connection.take() {
+                        old.close().await;
+                    }
+                    sequences.clear();
+                    match Media::start(options.ip, &self.options.user, options.publish, signal.clone(), received_tx.clone()).await {
+                        Ok(media) => connection = Some(media),
+                        Err(e) => tracing::error!("edge: no media: {e}"),
+                    }
+                }
+                if kind == "media-state" {
+                    tracing::info!(user = %self.options.user, state = %message["state"], "media");
+                }
+                if kind == "error" {
+                    tracing::warn!(user = %self.options.user, error = %message, "the node refused a message");
+                }
+                if matches!(kind, "answer" | "offer" | "candidate")
+                    && let Some(media) = &connection
+                {
+                    media.on_message(message, &signal).await;
+                }
+            }
+            let room_event = match &event {
+                ClientEvent::Message(message) => room_event(&self.options, message, &mut others),
+                ClientEvent::Disconnected { reason, retry_in } => {
+                    tracing::warn!(%reason, retry_in = ?retry_in, "signaling connection lost");
+                    None
+                }
+                ClientEvent::GaveUp { failures } => {
+                    tracing::error!(failures, "signaling: giving up after repeated failures");
+                    None
+                }
+                ClientEvent::Connected { attempt } => {
+                    tracing::info!(attempt, url = %self.options.url, "signaling connected");
+                    None
+                }
+            };
+            if let (Some(event), Some(stage)) = (room_event, &self.stage) {
+                let mut stage = lock(stage);
+                stage.roster(others.iter().cloned().collect());
+                if let Err(stopped) = stage.control(std::time::Instant::now(), vec![event]) {
+                    tracing::error!("{stopped}");
+                }
+            }
+            if !matches!(event, ClientEvent::Message(_)) {
+                let mut events = lock(&self.events);
+                if events.len() == EVENTS_KEPT {
+                    events.pop_front();
+                }
+                events.push_back(event);
+            }
+        }
+    }
+
+    /// Seals (in an encrypted room) and sends each frame as a packet.
+    async fn publish(&self, media: &Media, batch: FrameBatch) {
+        let batch = match &self.stage {
+            Some(stage) => match lock(stage).seal(std::time::Instant::now(), &batch) {
+                Ok(sealed) => sealed,
+                Err(stopped) => return tracing::error!("{stopped}"),
             },
-            Some(message) = recv(&mut outbox) => {
-                match serde_json::from_str::<Value>(&message) {
-                    Ok(message) => client.send(message),
-                    Err(e) => tracing::error!("the E2EE stage sent a message that is not JSON ({e}); dropped"),
-                }
-                continue;
-            }
-            _ = maintain.tick() => {
-                if let Some(stage) = &stage {
-                    lock(stage).maintain(std::time::Instant::now());
-                }
-                continue;
-            }
+            None => batch,
         };
-        let room_event = match &event {
-            ClientEvent::Message(message) => room_event(&options, message, &mut others),
-            ClientEvent::Disconnected { reason, retry_in } => {
-                tracing::warn!(%reason, retry_in = ?retry_in, "signaling connection lost");
-                None
-            }
-            ClientEvent::GaveUp { failures } => {
-                tracing::error!(failures, "signaling: giving up after repeated failures");
-                None
-            }
-            ClientEvent::Connected { attempt } => {
-                tracing::info!(attempt, url = %options.url, "signaling connected");
-                None
-            }
+        let mut at = 0;
+        for frame in &batch.frames {
+            let end = at + frame.size as usize;
+            let Some(payload) = batch.payloads.get(at..end) else { return };
+            at = end;
+            media.send(frame.sequence as u16, frame.timestamp as u32, payload.to_vec()).await;
+        }
+    }
+
+    /// Opens (in an encrypted room) a received packet for the pipeline.
+    fn receive(&self, packet: Received, stream: u32, sequence: u64) {
+        let info = FrameInfo { stream, sequence, timestamp: u64::from(packet.timestamp), size: packet.payload.len() as u32 };
+        let batch = FrameBatch { frames: vec![info], payloads: packet.payload };
+        let batch = match &self.stage {
+            Some(stage) => match lock(stage).open(std::time::Instant::now(), &batch) {
+                Ok(opened) => opened,
+                Err(stopped) => return tracing::error!("{stopped}"),
+            },
+            None => batch,
         };
-        if let (Some(event), Some(stage)) = (room_event, &stage) {
-            let mut stage = lock(stage);
-            stage.roster(others.iter().cloned().collect());
-            if let Err(stopped) = stage.control(std::time::Instant::now(), vec![event]) {
-                tracing::error!("{stopped}");
-            }
+        if !batch.frames.is_empty() && self.opened.try_send((packet.from, batch)).is_err() {
+            tracing::debug!("edge: an opened frame dropped (the pipeline is behind)");
         }
-        if !matches!(event, ClientEvent::Message(_)) {
-            let mut events = lock(&events);
-            if events.len() == EVENTS_KEPT {
-                events.pop_front();
-            }
-            events.push_back(event);
-        }
+    }
+}
+
+/// The 64-bit sequence number after `last` whose low 16 bits are `seq`
+/// (RTP sequence numbers wrap).
+fn extend(last: u64, seq: u16) -> u64 {
+    let candidate = (last & !0xffff) | u64::from(seq);
+    let diff = candidate as i64 - last as i64;
+    if diff < -0x8000 {
+        candidate + 0x10000
+    } else if diff > 0x8000 && candidate >= 0x10000 {
+        candidate - 0x10000
+    } else {
+        candidate
     }
 }
 
@@ -188,12 +328,13 @@ fn room_event(options: &ClientOptions, message: &Value, others: &mut BTreeSet<St
 }
 
 /// Starts the room side described by `config.client` (there must be one):
-/// the stage without inputs, if any, must be an E2EE plugin.
+/// the stage without inputs, if any, must be an E2EE plugin. Build the
+/// pipeline with the returned [`Ports`] ([`crate::pipeline::Pipeline::build_with`]).
 pub fn start(
     runtime: &crate::runtime::Runtime,
     config: &crate::config::PipelineConfig,
     reporter: &crate::supervisor::crash_report::CrashReporter,
-) -> Result<Edge, crate::pipeline::BuildError> {
+) -> Result<(Edge, Ports), crate::pipeline::BuildError> {
     use crate::config::{FailurePolicy, Runs};
     use crate::pipeline;
     let Some(client) = &config.client else {
@@ -225,6 +366,7 @@ pub fn start(
         let (outbox, reader) = Edge::outbox();
         (EncryptionStage::new(supervisor, outbox), reader)
     });
-    tracing::info!(url = %client.url, room = %client.room, user = %client.user, e2ee = stage.is_some(), "joining");
-    Ok(Edge::start(options, stage))
+    let publish = config.sinks.iter().any(|s| s.kind == crate::config::SinkKind::Publish);
+    tracing::info!(url = %client.url, room = %client.room, user = %client.user, e2ee = stage.is_some(), publish, "joining");
+    Ok(Edge::start(options, Some(MediaOptions { ip: client.media_ip, publish }), stage))
 }

@@ -5,6 +5,7 @@
 use super::device::DeviceOutput;
 use super::wav::WavWriter;
 use crate::config::{SinkConfig, SinkKind};
+use crate::runtime::bindings::FrameBatch;
 use crate::runtime::{Items, lock};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -48,6 +49,8 @@ enum Output {
     Channel(mpsc::Sender<Items>),
     Wav(WavWriter),
     Device(DeviceOutput),
+    /// To an edge node's media (see [`Sink::publish`]).
+    Publish(mpsc::Sender<FrameBatch>),
 }
 
 /// Accumulates audio level over a report period.
@@ -77,9 +80,15 @@ impl Sink {
                 let (tx, rx) = mpsc::channel((*capacity).max(1));
                 (Output::Channel(tx), Some(rx))
             }
+            SinkKind::Publish => return Err("a publish sink needs an edge node's media (a [client])".into()),
         };
         let sink = Sink { id: config.id.clone(), stats: Arc::default(), next_sequence: None, kind };
         Ok((sink, reader))
+    }
+
+    /// A publish sink: frames go to the edge node's media through `to`.
+    pub fn publish(config: &SinkConfig, to: mpsc::Sender<FrameBatch>) -> Sink {
+        Sink { id: config.id.clone(), stats: Arc::default(), next_sequence: None, kind: Output::Publish(to) }
     }
 
     pub fn stats(&self) -> &Arc<SinkStats> {
@@ -104,6 +113,13 @@ impl Sink {
             Output::Null => {}
             Output::Channel(tx) => {
                 if tx.try_send(items).is_err() {
+                    lock(&self.stats.counts).overflowed += 1;
+                }
+            }
+            Output::Publish(tx) => {
+                if let Items::Frames(batch) = items
+                    && tx.try_send(batch).is_err()
+                {
                     lock(&self.stats.counts).overflowed += 1;
                 }
             }

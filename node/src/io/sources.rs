@@ -37,6 +37,8 @@ enum Generator {
     Wav { pcm: Pcm, position: usize },
     Device(DeviceInput),
     Frames { size: usize, per_tick: u32 },
+    /// What an edge node receives: (publisher, frames), kept for one.
+    Subscribe { publisher: String, from: tokio::sync::mpsc::Receiver<(String, FrameBatch)> },
 }
 
 /// The most blocks a device source hands on in one tick: enough to catch
@@ -63,6 +65,7 @@ impl Source {
             SourceKind::Wav { path, channels, .. } => Generator::Wav { pcm: wav::load(path, *channels)?, position: 0 },
             SourceKind::Device { device, channels } => Generator::Device(DeviceInput::open(device.as_deref(), *channels)?),
             SourceKind::Frames { size, per_tick } => Generator::Frames { size: *size, per_tick: *per_tick },
+            SourceKind::Subscribe { .. } => return Err("a subscribe source needs an edge node's media (a [client])".into()),
         };
         Ok(Source {
             generator,
@@ -74,8 +77,24 @@ impl Source {
         })
     }
 
+    /// A subscribe source: the frames of `publisher` among those the edge
+    /// node's media hands over through `from`.
+    pub fn subscribe(publisher: &str, from: tokio::sync::mpsc::Receiver<(String, FrameBatch)>) -> Source {
+        Source {
+            generator: Generator::Subscribe { publisher: publisher.to_string(), from },
+            remaining: None,
+            poison_every: None,
+            next_sequence: 0,
+            frames_per_tick: 0,
+            scratch: Vec::new(),
+        }
+    }
+
     /// The next batch, or `None` once the source has ended.
     pub fn next(&mut self) -> Option<Items> {
+        if let Generator::Subscribe { publisher, from } = &mut self.generator {
+            return subscribed(publisher, from);
+        }
         if let Generator::Frames { size, per_tick } = self.generator {
             return self.frames(size, per_tick);
         }
@@ -134,7 +153,7 @@ impl Source {
                 *position = end;
                 pcm.channels
             }
-            Generator::Device(_) | Generator::Frames { .. } => 0,
+            Generator::Device(_) | Generator::Frames { .. } | Generator::Subscribe { .. } => 0,
         }
     }
 
@@ -196,4 +215,22 @@ impl Source {
     fn is_poison(&self, sequence: u64) -> bool {
         self.poison_every.is_some_and(|n| sequence % n == n - 1)
     }
+}
+
+/// Whatever arrived from `publisher` since the last tick (at most a few
+/// hundred frames: a backlog beyond that waits for the next tick).
+fn subscribed(publisher: &str, from: &mut tokio::sync::mpsc::Receiver<(String, FrameBatch)>) -> Option<Items> {
+    let mut out = FrameBatch { frames: Vec::new(), payloads: Vec::new() };
+    for _ in 0..256 {
+        match from.try_recv() {
+            Ok((who, batch)) if who == publisher => {
+                out.frames.extend(batch.frames);
+                out.payloads.extend(batch.payloads);
+            }
+            Ok(_) => {}
+            Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
+            Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => return None,
+        }
+    }
+    Some(Items::Frames(out))
 }

@@ -132,6 +132,12 @@ pub(crate) fn supervise(stage: &StageConfig, plugin: Arc<Plugin>, reporter: &Cra
 impl Pipeline {
     /// Loads plugins, checks links and starts every stage.
     pub fn build(runtime: &Runtime, config: &PipelineConfig, reporter: &CrashReporter) -> Result<Pipeline, BuildError> {
+        Pipeline::build_with(runtime, config, reporter, None)
+    }
+
+    /// [`Pipeline::build`], with an edge node's media for the `subscribe`
+    /// source and `publish` sinks.
+    pub fn build_with(runtime: &Runtime, config: &PipelineConfig, reporter: &CrashReporter, mut ports: Option<crate::edge::Ports>) -> Result<Pipeline, BuildError> {
         let now = tokio::time::Instant::now().into_std();
         let mut nodes = Vec::new();
         let mut index: HashMap<&str, (usize, PortType)> = HashMap::new();
@@ -140,7 +146,14 @@ impl Pipeline {
 
         for source in &config.sources {
             let ty = if source.kind.is_audio() { PortType::Audio } else { PortType::Frames };
-            let made = Source::new(source, config.tick).map_err(|message| {
+            let made = match &source.kind {
+                SourceKind::Subscribe { publisher } => match ports.as_mut().and_then(|p| p.subscribe.take()) {
+                    Some(from) => Ok(Source::subscribe(publisher, from)),
+                    None => Err("a node has one subscribe source, fed by its [client]".to_string()),
+                },
+                _ => Source::new(source, config.tick),
+            };
+            let made = made.map_err(|message| {
                 let span = match &source.kind {
                     SourceKind::Wav { path_span, .. } => path_span.clone(),
                     _ => source.span.clone(),
@@ -202,11 +215,15 @@ impl Pipeline {
         for sink_config in &config.sinks {
             let wants = match sink_config.kind {
                 SinkKind::Meter { .. } | SinkKind::Wav { .. } | SinkKind::Device { .. } => Some(PortType::Audio),
+                SinkKind::Publish => Some(PortType::Frames),
                 SinkKind::Null | SinkKind::Channel { .. } => None,
             };
             let inputs = link(config, &index, &sink_config.id, &sink_config.inputs, wants, "sink")?;
-            let (sink, reader) = Sink::new(sink_config)
-                .map_err(|message| config.error(sink_config.span.clone(), message, "list the audio devices with `medianode devices`"))?;
+            let (sink, reader) = match (&sink_config.kind, &ports) {
+                (SinkKind::Publish, Some(ports)) => Ok((Sink::publish(sink_config, ports.publish.clone()), None)),
+                _ => Sink::new(sink_config),
+            }
+            .map_err(|message| config.error(sink_config.span.clone(), message, "list the audio devices with `medianode devices`"))?;
             stats.sinks.push((sink_config.id.clone(), sink.stats().clone()));
             if let Some(reader) = reader {
                 channels.insert(sink_config.id.clone(), reader);
