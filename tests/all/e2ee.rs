@@ -4,7 +4,7 @@
 //! MLS delivery service.
 
 use crate::common::stock_stage;
-use crate::webrtc_peers::node;
+use medianode::signaling::server::{Server, ServerOptions};
 use medianode::edge::{Edge, EncryptionStage};
 use medianode::runtime::bindings::{E2eeStatus, FrameBatch, FrameInfo};
 
@@ -26,6 +26,15 @@ fn edge(url: &str, user: &str, plugin: &str, config: &str) -> Edge {
     options.heartbeat_interval = Duration::from_secs(600);
     options.heartbeat_timeout = Duration::from_secs(3600);
     Edge::start(options, None, Some((stage, reader))).0
+}
+
+/// A node serving signaling only (no media here), whose heartbeat stays
+/// out of the paused clock's leaps.
+async fn node() -> Server {
+    let options = ServerOptions { heartbeat_interval: Duration::from_secs(600), heartbeat_timeout: Duration::from_secs(3600), ..ServerOptions::default() };
+    Server::start("127.0.0.1:0".parse().expect("addr"), options, stock_stage("signaling", "{}"), Default::default(), None, None)
+        .await
+        .expect("the node starts")
 }
 
 /// Waits (real time, up to 20 s) until `done` holds.
@@ -95,8 +104,8 @@ async fn alice_and_bob(url: &str, alice_plugin: &str, alice_config: &str) -> (Ed
 /// after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_edge_nodes_share_keys_and_a_leaver_reads_nothing_new() {
-    let node = node("forward", "{}").await;
-    let url = format!("ws://{}/ws", node.server.addr);
+    let node = node().await;
+    let url = format!("ws://{}/ws", node.addr);
     let (a, b, _) = alice_and_bob(&url, "e2ee", "{}").await;
     let c = edge(&url, "carol", "e2ee", r#"{"aead": "wasm"}"#);
     until("all three agree", || agreed(&[&a, &b, &c], 3).is_some()).await;
@@ -128,8 +137,8 @@ async fn three_edge_nodes_share_keys_and_a_leaver_reads_nothing_new() {
 /// at the other end, and no plaintext ever comes out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trapping_e2ee_plugin_drops_only_the_frame_it_trapped_on() {
-    let node = node("forward", "{}").await;
-    let url = format!("ws://{}/ws", node.server.addr);
+    let node = node().await;
+    let url = format!("ws://{}/ws", node.addr);
     let (a, b, epoch) = alice_and_bob(&url, "faulty-e2ee", r#"{"panic-every": 7}"#).await;
 
     let payloads: Vec<Vec<u8>> = (0..140u32).map(|i| format!("frame {i:04} plaintext").into_bytes()).collect();
@@ -156,12 +165,12 @@ async fn a_trapping_e2ee_plugin_drops_only_the_frame_it_trapped_on() {
 /// take it back, and all end on the room's current epoch.
 #[tokio::test(start_paused = true)]
 async fn a_cut_signaling_connection_rejoins_the_group_on_the_current_epoch() {
-    let node = node("forward", "{}").await;
-    let url = format!("ws://{}/ws", node.server.addr);
+    let node = node().await;
+    let url = format!("ws://{}/ws", node.addr);
     let (a, b, epoch) = alice_and_bob(&url, "e2ee", "{}").await;
     // Bob's connections are the second, third... the node accepted.
     for (cut, connection) in [(1, 2), (2, 3)] {
-        assert!(node.server.connections.send(connection, Outgoing::Close("cut".into())));
+        assert!(node.connections.send(connection, Outgoing::Close("cut".into())));
         let back = epoch + 2 * cut;
         until("bob back in the group", || agreed(&[&a, &b], 2).is_some_and(|s| s.epoch.is_some_and(|e| e >= back))).await;
     }
