@@ -70,7 +70,7 @@ fn open(edge: &Edge, batch: &FrameBatch) -> FrameBatch {
 }
 
 /// Payloads of a batch, one by one.
-fn split(batch: &FrameBatch) -> Vec<Vec<u8>> {
+pub fn split(batch: &FrameBatch) -> Vec<Vec<u8>> {
     let mut at = 0;
     batch
         .frames

@@ -166,17 +166,10 @@ fn best_correlation(source: &[f32], got: &[f32]) -> f64 {
 }
 
 fn frames_of(items: &Items) -> Vec<Vec<u8>> {
-    let Items::Frames(batch) = items else { return Vec::new() };
-    let mut at = 0;
-    batch
-        .frames
-        .iter()
-        .map(|f| {
-            let p = batch.payloads[at..at + f.size as usize].to_vec();
-            at += f.size as usize;
-            p
-        })
-        .collect()
+    match items {
+        Items::Frames(batch) => crate::e2ee::split(batch),
+        Items::Audio(_) => Vec::new(),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
