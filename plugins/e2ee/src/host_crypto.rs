@@ -109,7 +109,7 @@ impl AeadEncrypt for HostAead {
     {
         let view = buffer.into();
         let sealed = aead::seal(secret.handle, &secret.nonce(counter), view.aad, view.data).map_err(|_| SframeError::EncryptionFailure)?;
-        let (ciphertext, tag) = sealed.split_at(view.data.len());
+        let (ciphertext, tag) = sealed.split_at_checked(view.data.len()).ok_or(SframeError::EncryptionFailure)?;
         if tag.len() != view.tag.len() {
             return Err(SframeError::EncryptionFailure);
         }
