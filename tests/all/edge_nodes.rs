@@ -137,6 +137,11 @@ fn agreed(edges: &[&Edge], n: usize) -> Option<u64> {
     if same { first.epoch } else { None }
 }
 
+/// The speech as alice's WAV source reads it (converted to 48 kHz).
+fn speech_48k(path: &Path) -> Vec<f32> {
+    medianode::io::wav::load(path, Some(1)).unwrap_or_else(|e| panic!("{e}")).samples
+}
+
 fn samples(path: &Path) -> Vec<f32> {
     let mut reader = hound::WavReader::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     match reader.spec().sample_format {
@@ -175,7 +180,7 @@ fn frames_of(items: &Items) -> Vec<Vec<u8>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_edge_nodes_hear_alice_and_the_sfu_sees_only_ciphertext() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let speech = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines/voice-processed.wav");
+    let speech = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/audio/voice.wav");
     let node = node("forward", "{}").await;
     let url = format!("ws://{}/ws", node.server.addr);
     let (bob_wav, carol_wav): (PathBuf, PathBuf) = (dir.path().join("bob.wav"), dir.path().join("carol.wav"));
@@ -202,7 +207,7 @@ async fn three_edge_nodes_hear_alice_and_the_sfu_sees_only_ciphertext() {
     alice.stop();
 
     // Bob and carol heard alice: their audio matches her speech.
-    let source = samples(&speech);
+    let source = speech_48k(&speech);
     for (who, wav) in [("bob", &bob_wav), ("carol", &carol_wav)] {
         let got = samples(wav);
         assert!(got.len() >= 48_000, "{who} wrote {} samples", got.len());
@@ -238,7 +243,7 @@ async fn three_edge_nodes_hear_alice_and_the_sfu_sees_only_ciphertext() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trapping_e2ee_plugin_mid_call_leaks_nothing_and_loses_one_frame_per_trap() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let speech = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines/voice-processed.wav");
+    let speech = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/audio/voice.wav");
     let node = node("forward", "{}").await;
     let url = format!("ws://{}/ws", node.server.addr);
     let bob_wav = dir.path().join("bob.wav");
@@ -264,7 +269,7 @@ async fn a_trapping_e2ee_plugin_mid_call_leaks_nothing_and_loses_one_frame_per_t
     let gaps: Vec<u64> = sequences.windows(2).map(|w| w[1] - w[0] - 1).filter(|&g| g > 0).collect();
     assert!(gaps.iter().all(|&g| g == 1), "gaps of more than the trapped frame: {gaps:?}");
     assert!(gaps.len() as u64 >= faults / 2, "{} one-frame gaps for {faults} traps", gaps.len());
-    let correlation = best_correlation(&samples(&speech), &samples(&bob_wav));
+    let correlation = best_correlation(&speech_48k(&speech), &samples(&bob_wav));
     eprintln!("bob, with {faults} traps at alice: {} one-frame gaps, correlation {correlation:.3}", gaps.len());
     assert!(correlation > 0.8, "bob's audio correlates {correlation:.3} with alice's speech");
 }
