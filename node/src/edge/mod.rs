@@ -7,6 +7,12 @@
 //! ([`EncryptionStage`]): who is there (`joined` becomes the stage's seat;
 //! `presence`), and the MLS delivery messages. What the stage says goes
 //! back on the same connection.
+//!
+//! Media ([`media`]): each (re)join opens a WebRTC connection to the SFU
+//! node. Frames from the pipeline's `publish` sink are sealed by the stage
+//! and sent one per RTP packet; received packets are opened and handed to
+//! the pipeline's `subscribe` source with their publisher's name
+//! ([`Ports`]). In a room without an E2EE stage, frames pass as they are.
 
 pub mod encryption;
 pub mod media;
@@ -14,8 +20,8 @@ pub mod media;
 pub use encryption::EncryptionStage;
 
 use crate::runtime::bindings::{E2eeEvent, E2eeSeat, E2eeStatus, FrameBatch, FrameInfo};
-use media::{Media, Received};
 use crate::runtime::lock;
+use media::{Media, Received};
 use crate::signaling::client::{Client, ClientEvent, ClientOptions};
 use serde_json::Value;
 use std::collections::{BTreeSet, VecDeque};
