@@ -101,10 +101,21 @@ impl EncryptionStage {
                 (Some(first), Some(last)) => (first.1, last.1 + last.0.size as usize),
                 _ => return Ok(()),
             };
-            let part = FrameBatch { frames: items.iter().map(|(f, _)| *f).collect(), payloads: batch.payloads[first..last].to_vec() };
-            let done = if open { instance.open(&part)? } else { instance.seal(&part)? };
-            out.frames.extend(done.frames);
-            out.payloads.extend(done.payloads);
+            // The whole batch (no fault split it) goes as it is, uncopied.
+            let part;
+            let input = if items.len() == batch.frames.len() {
+                batch
+            } else {
+                part = FrameBatch { frames: items.iter().map(|(f, _)| *f).collect(), payloads: batch.payloads[first..last].to_vec() };
+                &part
+            };
+            let done = if open { instance.open(input)? } else { instance.seal(input)? };
+            if out.frames.is_empty() {
+                *out = done;
+            } else {
+                out.frames.extend(done.frames);
+                out.payloads.extend(done.payloads);
+            }
             Ok(())
         })?;
         Ok(out)
