@@ -27,6 +27,7 @@ const PLUGINS: &[(&str, &str)] = &[
     ("signaling", "medianode-signaling"),
     ("forward", "medianode-forward"),
     ("e2ee", "medianode-e2ee"),
+    ("hostile", "medianode-hostile"),
 ];
 
 /// The faulty wrappers link the stock stages without their exports (feature

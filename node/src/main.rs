@@ -107,7 +107,7 @@ fn run(file: Option<PathBuf>, dirs: Dirs) -> ExitCode {
         };
         // An edge node joins its room first: the pipeline's publish and
         // subscribe ends come from its media.
-        let (_edge, ports) = match &config.client {
+        let (edge, ports) = match &config.client {
             None => (None, None),
             Some(_) => match medianode::edge::start(&runtime, &config, &reporter) {
                 Ok((edge, ports)) => (Some(edge), Some(ports)),
@@ -127,27 +127,42 @@ fn run(file: Option<PathBuf>, dirs: Dirs) -> ExitCode {
                 Err(e) => return fail(&e.to_string()),
             },
         };
-        if config.client.is_some() && config.sources.is_empty() {
-            shutdown_signal().await;
-            return ExitCode::SUCCESS;
-        }
-        if let Some(running) = serving.as_mut()
-            && config.sources.is_empty()
-        {
+        // A stage serving the [server] or [client] that gives up under
+        // `stop` stops the node, like a pipeline stage does.
+        let served_stop = async {
+            match (serving.as_mut(), edge.as_ref()) {
+                (Some(running), _) => tokio::select! {
+                    stopped = running.server.stopped() => stopped,
+                    stopped = running.sfu.stopped() => Some(stopped),
+                },
+                (None, Some(edge)) => Some(edge.stopped().await),
+                (None, None) => std::future::pending().await,
+            }
+        };
+        if config.sources.is_empty() {
             return tokio::select! {
                 _ = shutdown_signal() => ExitCode::SUCCESS,
-                stopped = running.server.stopped() => match stopped {
+                stopped = served_stop => match stopped {
                     Some(stopped) => fail(&stopped.to_string()),
                     None => ExitCode::SUCCESS,
                 },
             };
         }
-        match pipeline.run(shutdown_signal()).await {
-            Ok(_) => ExitCode::SUCCESS,
-            Err(stopped) => {
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<Option<medianode::supervisor::Stopped>>();
+        let shutdown = async {
+            tokio::select! {
+                _ = shutdown_signal() => {}
+                stopped = served_stop => { let _ = stop_tx.send(stopped); }
+            }
+        };
+        let ran = pipeline.run(shutdown).await;
+        let served = stop_rx.await.ok().flatten();
+        match (ran, served) {
+            (Err(stopped), _) | (Ok(_), Some(stopped)) => {
                 drop(runtime);
                 fail(&stopped.to_string())
             }
+            (Ok(_), None) => ExitCode::SUCCESS,
         }
     });
     reporter.flush();

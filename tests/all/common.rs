@@ -129,7 +129,13 @@ pub fn stock_stage(plugin: &str, config_json: &str) -> medianode::supervisor::Su
         plugin,
         config_json: config_json.into(),
         limits: Limits { deadline: Duration::from_millis(100), ..Limits::default() },
-        restart: RestartConfig { max_restarts: u32::MAX, healthy_after: Duration::ZERO, jitter: 0.0, ..RestartConfig::default() },
+        restart: RestartConfig {
+            max_restarts: u32::MAX,
+            long_max_restarts: u32::MAX,
+            healthy_after: Duration::ZERO,
+            jitter: 0.0,
+            ..RestartConfig::default()
+        },
         failure: FailurePolicy::FailClosed,
         recorder: 50,
         seed: 1,

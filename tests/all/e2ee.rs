@@ -6,6 +6,7 @@
 use crate::common::stock_stage;
 use medianode::signaling::server::{Server, ServerOptions};
 use medianode::edge::{Edge, EncryptionStage};
+use medianode::supervisor::thread::StageThread;
 use medianode::runtime::bindings::{E2eeStatus, FrameBatch, FrameInfo};
 
 use medianode::signaling::client::{ClientEvent, ClientOptions};
@@ -62,11 +63,18 @@ fn frames(payloads: &[&[u8]]) -> FrameBatch {
 }
 
 fn seal(edge: &Edge, batch: &FrameBatch) -> FrameBatch {
-    edge.stage().expect("stage").lock().expect("unpoisoned").seal(Instant::now(), batch).expect("stage running")
+    let batch = batch.clone();
+    let stage = edge.stage().expect("stage");
+    stage.call_blocking(Duration::from_secs(10), move |s| s.seal(Instant::now(), &batch)).expect("stage thread").expect("stage running")
 }
 
 fn open(edge: &Edge, batch: &FrameBatch) -> FrameBatch {
-    edge.stage().expect("stage").lock().expect("unpoisoned").open(Instant::now(), batch).expect("stage running")
+    open_with(edge.stage().expect("stage"), batch)
+}
+
+fn open_with(stage: &StageThread<EncryptionStage>, batch: &FrameBatch) -> FrameBatch {
+    let batch = batch.clone();
+    stage.call_blocking(Duration::from_secs(10), move |s| s.open(Instant::now(), &batch)).expect("stage thread").expect("stage running")
 }
 
 /// Payloads of a batch, one by one.
@@ -127,7 +135,7 @@ async fn three_edge_nodes_share_keys_and_a_leaver_reads_nothing_new() {
     until("alice and bob move on without carol", || agreed(&[&a, &b], 2).is_some_and(|s| s.epoch > Some(epoch))).await;
     let after = seal(&a, &frames(&[plain]));
     assert_eq!(split(&open(&b, &after)), [plain]);
-    let carol_reads = carol_stage.lock().expect("unpoisoned").open(Instant::now(), &after).expect("stage running");
+    let carol_reads = open_with(&carol_stage, &after);
     assert!(carol_reads.frames.is_empty(), "the leaver opened a frame of the next epoch");
 }
 
@@ -152,7 +160,7 @@ async fn a_trapping_e2ee_plugin_drops_only_the_frame_it_trapped_on() {
         }
         opened.extend(split(&open(&b, &out)));
     }
-    let faults = a.stage().expect("stage").lock().expect("unpoisoned").shared().metrics.snapshot()["faults"].as_u64().expect("faults");
+    let faults = a.stage_shared().expect("stage").metrics.snapshot()["faults"].as_u64().expect("faults");
     assert!(faults >= 10, "{faults} traps");
     assert_eq!(sealed + faults, 140, "exactly the frames it trapped on are missing");
     assert_eq!(opened.len() as u64, sealed, "every sealed frame opens");

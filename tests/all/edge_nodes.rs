@@ -232,7 +232,10 @@ async fn three_edge_nodes_hear_alice_and_the_sfu_sees_only_ciphertext() {
         frames: after.iter().enumerate().map(|(i, p)| FrameInfo { stream: 1, sequence: i as u64, timestamp: 0, size: p.len() as u32 }).collect(),
         payloads: after.concat(),
     };
-    let opened = carol_stage.lock().expect("unpoisoned").open(Instant::now(), &batch).expect("stage running");
+    let opened = carol_stage
+        .call_blocking(Duration::from_secs(10), move |s| s.open(Instant::now(), &batch))
+        .expect("stage thread")
+        .expect("stage running");
     assert!(opened.frames.is_empty(), "the leaver opened {} frames sent after she left", opened.frames.len());
 }
 
@@ -256,7 +259,7 @@ async fn a_trapping_e2ee_plugin_mid_call_leaks_nothing_and_loses_one_frame_per_t
     bob.stop();
     alice.stop();
 
-    let faults = alice.edge.stage().expect("stage").lock().expect("unpoisoned").shared().metrics.snapshot()["faults"].as_u64().expect("faults");
+    let faults = alice.edge.stage_shared().expect("stage").metrics.snapshot()["faults"].as_u64().expect("faults");
     assert!(faults >= 4, "{faults} traps in 4 s");
     let plain: Vec<Vec<u8>> = drain(&mut alice).iter().flat_map(frames_of).collect();
     let observed = observer.seen.payloads.lock().expect("lock").clone();

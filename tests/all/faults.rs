@@ -123,7 +123,8 @@ async fn poison_input_only() {
 async fn panic_message_and_backtrace_reach_the_report() {
     let run = run(&pipeline("panic", "every = 50", "")).await;
     let report = &run.reports[0];
-    assert!(report.message.contains("planned panic on block 49"), "{}", report.message);
+    let said = report.plugin_message.as_deref().unwrap_or_default();
+    assert!(said.contains("planned panic on block 49"), "{said}");
     assert!(report.backtrace.iter().any(|f| f.contains("medianode_faulty::fail")), "{:?}", report.backtrace);
     assert_eq!(report.poison.as_ref().unwrap()["type"], "audio-block");
 }
@@ -139,7 +140,7 @@ async fn trap_in_init() {
     assert_eq!(kinds, vec!["panic"; 6], "two init traps and four block traps");
     let init_traps: Vec<_> = run.reports.iter().filter(|r| r.poison.is_none()).collect();
     assert_eq!(init_traps.len(), 2);
-    assert!(init_traps.iter().all(|r| r.message.contains("planned panic in init")));
+    assert!(init_traps.iter().all(|r| r.plugin_message.as_deref().is_some_and(|m| m.contains("planned panic in init"))));
     assert!(init_traps[1].next_delay_ms.unwrap() > 0.0, "the second init failure backs off");
     // Blocks muted: the four poisoned ones, nothing while the standby was failing.
     assert_eq!(run.sequences("out"), (0..200).collect::<Vec<_>>());

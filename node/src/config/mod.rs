@@ -9,6 +9,8 @@
 //! name = "demo"
 //! pace = "realtime"        # or "asap"
 //! tick = "10ms"
+//! budget = "10ms"          # real time a tick may take (default: the tick,
+//!                          # or twice the longest stage deadline)
 //!
 //! [[source]]
 //! id = "tone"
@@ -67,6 +69,11 @@ pub struct PipelineConfig {
     pub pace: Pace,
     /// How often sources produce a batch.
     pub tick: Duration,
+    /// `pace = "realtime"`: how much real time a tick's work may take. A
+    /// stage that has not answered by then is late: its output for the tick
+    /// is its failure policy's stand-in (muted audio, dropped frames, or the
+    /// input under `fail-open`), so the other chains keep their timing.
+    pub budget: Duration,
     pub sources: Vec<SourceConfig>,
     pub stages: Vec<StageConfig>,
     pub sinks: Vec<SinkConfig>,

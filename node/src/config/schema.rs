@@ -30,6 +30,8 @@ pub struct RawPipeline {
     /// `"realtime"` (one tick per `tick`) or `"asap"`.
     pub pace: Option<Spanned<String>>,
     pub tick: Option<Spanned<String>>,
+    /// Real time a realtime tick may take before late stages are stood in.
+    pub budget: Option<Spanned<String>>,
 }
 
 /// `[server]`: the signaling server and the SFU.
@@ -120,6 +122,10 @@ pub struct RawLimits {
     pub init_deadline: Option<Spanned<String>>,
     pub stack: Option<Spanned<String>>,
     pub state: Option<Spanned<String>>,
+    /// Plugin log bytes per second ("64KiB").
+    pub log: Option<Spanned<String>>,
+    /// Plugin log lines per second.
+    pub log_lines: Option<Spanned<u32>>,
 }
 
 /// `[stage.restart]`
@@ -128,6 +134,8 @@ pub struct RawLimits {
 pub struct RawRestart {
     pub max_restarts: Option<Spanned<u32>>,
     pub window: Option<Spanned<String>>,
+    pub long_max_restarts: Option<Spanned<u32>>,
+    pub long_window: Option<Spanned<String>>,
     pub backoff_base: Option<Spanned<String>>,
     pub backoff_cap: Option<Spanned<String>>,
     pub healthy_after: Option<Spanned<String>>,

@@ -39,6 +39,16 @@ pub(super) fn check(file: Arc<SourceFile>) -> Result<PipelineConfig, ConfigError
             d
         }
     };
+    let budget = match pipeline.and_then(|p| p.budget.as_ref()) {
+        None => None,
+        Some(b) => Some({
+            let d = cx.duration(b)?;
+            if d.is_zero() || d > Duration::from_secs(60) {
+                return Err(cx.err(b, "budget must be between 1us and 60s", "leave it out to use the tick, or write e.g. \"20ms\""));
+            }
+            d
+        }),
+    };
 
     let server = raw.server.as_ref().map(|s| cx.server(s)).transpose()?;
     let client = raw.client.as_ref().map(|c| cx.client(c)).transpose()?;
@@ -102,7 +112,14 @@ pub(super) fn check(file: Arc<SourceFile>) -> Result<PipelineConfig, ConfigError
     }
     check_cycles(&cx, &stages)?;
 
-    Ok(PipelineConfig { file, name, pace, tick, sources, stages, sinks, server, client })
+    // By default a tick may take its own length, or twice the longest
+    // deadline of its stages: a stage that uses the time its limits give
+    // it is slow, not late.
+    let budget = budget.unwrap_or_else(|| {
+        let deadline = stages.iter().filter(|s| !s.serves()).map(|s| s.limits.deadline).max().unwrap_or_default();
+        tick.max(deadline.saturating_mul(2))
+    });
+    Ok(PipelineConfig { file, name, pace, tick, budget, sources, stages, sinks, server, client })
 }
 
 /// Rejects cycles among stages (sources have no inputs and sinks no
@@ -573,6 +590,18 @@ impl Cx {
         if let Some(s) = &raw.state {
             limits.state = self.size(s)?;
         }
+        if let Some(l) = &raw.log {
+            limits.log_bytes = self.size(l)?;
+            if limits.log_bytes < 1024 || limits.log_bytes > 64 << 20 {
+                return Err(self.err(l, "log budget out of range", "use 1KiB to 64MiB (bytes of plugin log per second)"));
+            }
+        }
+        if let Some(l) = &raw.log_lines {
+            limits.log_lines = *l.get_ref();
+            if !(1..=100_000).contains(&limits.log_lines) {
+                return Err(self.err(l, "log-lines out of range", "use 1 to 100000 (plugin log lines per second)"));
+            }
+        }
         Ok(limits)
     }
 
@@ -584,6 +613,12 @@ impl Cx {
         }
         if let Some(v) = &raw.window {
             r.window = self.duration(v)?;
+        }
+        if let Some(v) = &raw.long_max_restarts {
+            r.long_max_restarts = *v.get_ref();
+        }
+        if let Some(v) = &raw.long_window {
+            r.long_window = self.duration(v)?;
         }
         if let Some(v) = &raw.backoff_base {
             r.backoff_base = self.duration(v)?;

@@ -17,6 +17,9 @@ use crate::runtime::{Fault, Instance};
 use crate::supervisor::{Stopped, Supervisor};
 use std::time::Instant;
 
+/// How long a call may wait for an instance being built.
+const BUILD_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Where the stage's signaling messages go (the node's signaling client).
 pub type Outbox = Box<dyn FnMut(String) + Send>;
 
@@ -139,6 +142,9 @@ impl EncryptionStage {
     ) -> Result<(), Stopped> {
         let mut primed = Vec::new();
         let seat = self.seat.clone();
+        // A stage without an instance may wait this long for one being
+        // built (on its builder thread) before frames are dropped.
+        self.stage.wait_for_builds_until(Some(Instant::now() + BUILD_WAIT));
         let result = self.stage.run(now, items, out, |instance| prime(instance, seat.as_ref(), &mut primed), call, |_, _, _| {});
         primed.into_iter().for_each(&mut self.outbox);
         result

@@ -20,17 +20,30 @@ pub mod media;
 pub use encryption::EncryptionStage;
 
 use crate::runtime::bindings::{E2eeEvent, E2eeSeat, E2eeStatus, FrameBatch, FrameInfo};
-use crate::runtime::lock;
+use crate::runtime::{StageShared, lock};
+use crate::supervisor::Stopped;
+use crate::supervisor::thread::StageThread;
 use media::{Media, Received};
 use crate::signaling::client::{Client, ClientEvent, ClientOptions};
 use serde_json::Value;
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
-/// How often idle stages get time to start their standby instances.
+/// How often an idle stage thread gets time to pick up its builds.
 const MAINTAIN_EVERY: Duration = Duration::from_millis(50);
+
+/// Jobs queued for the E2EE stage thread before a caller hears `busy`.
+const STAGE_QUEUE: usize = 256;
+
+/// How long a media frame may wait for the E2EE stage: later, it is stale
+/// and dropped.
+const FRAME_WITHIN: Duration = Duration::from_millis(500);
+
+/// How long a room event may wait: group changes must not be lost to a
+/// stage that is briefly behind.
+const CONTROL_WITHIN: Duration = Duration::from_secs(30);
 
 /// Connection events kept for [`Edge::connection_events`].
 const EVENTS_KEPT: usize = 64;
@@ -60,8 +73,10 @@ pub struct MediaOptions {
 
 /// A running edge node's room side. Dropping it leaves the room.
 pub struct Edge {
-    stage: Option<Arc<Mutex<EncryptionStage>>>,
+    stage: Option<StageThread<EncryptionStage>>,
+    shared: Option<Arc<StageShared>>,
     events: Events,
+    stopped: watch::Receiver<Option<Stopped>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -74,17 +89,31 @@ impl Edge {
         media: Option<MediaOptions>,
         stage: Option<(EncryptionStage, mpsc::UnboundedReceiver<String>)>,
     ) -> (Edge, Ports) {
-        let (stage, outbox) = match stage {
-            Some((stage, outbox)) => (Some(Arc::new(Mutex::new(stage))), Some(outbox)),
-            None => (None, None),
+        let (stage, shared, outbox) = match stage {
+            Some((stage, outbox)) => {
+                let shared = stage.shared().clone();
+                let id = stage.id().to_string();
+                match StageThread::spawn(&id, stage, STAGE_QUEUE, MAINTAIN_EVERY, |s: &mut EncryptionStage| s.maintain(std::time::Instant::now())) {
+                    Ok(thread) => (Some(thread), Some(shared), Some(outbox)),
+                    Err(e) => {
+                        // Without its stage the node must not send media at
+                        // all: it joins without E2EE and publishes nothing.
+                        tracing::error!(stage = %id, "cannot start the E2EE stage thread: {e}");
+                        (None, Some(shared), None)
+                    }
+                }
+            }
+            None => (None, None, None),
         };
         let (publish, to_publish) = mpsc::channel(QUEUE);
         let (opened, subscribe) = mpsc::channel(QUEUE);
         let events = Events::default();
+        let (stop_tx, stopped) = watch::channel(None);
         let client = Client::start(options.clone());
-        let room = Room { options, media, client, stage: stage.clone(), events: events.clone(), opened };
+        let encrypted = shared.is_some();
+        let room = Room { options, media, client, stage: stage.clone(), encrypted, events: events.clone(), opened, stopped: stop_tx };
         let task = tokio::spawn(room.run(outbox, to_publish));
-        (Edge { stage, events, task }, Ports { publish, subscribe: Some(subscribe) })
+        (Edge { stage, shared, events, stopped, task }, Ports { publish, subscribe: Some(subscribe) })
     }
 
     /// An outbox for an [`EncryptionStage`], and its reader for [`Edge::start`].
@@ -95,14 +124,30 @@ impl Edge {
         }), rx)
     }
 
-    /// The E2EE stage, for the media paths.
-    pub fn stage(&self) -> Option<&Arc<Mutex<EncryptionStage>>> {
+    /// The E2EE stage's thread, for the media paths.
+    pub fn stage(&self) -> Option<&StageThread<EncryptionStage>> {
         self.stage.as_ref()
     }
 
-    /// What the E2EE stage reports about its group.
+    /// The E2EE stage's metrics and state store.
+    pub fn stage_shared(&self) -> Option<&Arc<StageShared>> {
+        self.shared.as_ref()
+    }
+
+    /// What the E2EE stage reports about its group. Blocks the caller for
+    /// at most one stage call: not for async code (use [`Edge::stage`]).
     pub fn status(&self) -> Option<E2eeStatus> {
-        self.stage.as_ref().and_then(|s| lock(s).status(std::time::Instant::now()))
+        let stage = self.stage.as_ref()?;
+        stage.call_blocking(FRAME_WITHIN, |s| s.status(std::time::Instant::now())).ok().flatten()
+    }
+
+    /// Resolves when the E2EE stage gave up under the `stop` policy.
+    pub async fn stopped(&self) -> Stopped {
+        let mut stopped = self.stopped.clone();
+        match stopped.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone().unwrap_or_else(|| unreachable_stop()),
+            Err(_) => std::future::pending().await,
+        }
     }
 
     /// The signaling connection's recent connects, drops and give-up
@@ -118,21 +163,30 @@ impl Drop for Edge {
     }
 }
 
+/// A stop reason for the impossible case of a watch that says "stopped"
+/// without one.
+fn unreachable_stop() -> Stopped {
+    Stopped { stage: "e2ee".into(), failures: 0, window: Duration::ZERO }
+}
+
 /// The edge's task: the signaling client, the E2EE stage and the media.
 struct Room {
     options: ClientOptions,
     media: Option<MediaOptions>,
     client: Client,
-    stage: Option<Arc<Mutex<EncryptionStage>>>,
+    stage: Option<StageThread<EncryptionStage>>,
+    /// The room is encrypted: without a stage thread nothing is sent.
+    encrypted: bool,
     events: Events,
     /// Opened frames for the pipeline's subscribe source.
     opened: mpsc::Sender<(String, FrameBatch)>,
+    /// Set when the E2EE stage gives up under `stop`.
+    stopped: watch::Sender<Option<Stopped>>,
 }
 
 impl Room {
     async fn run(mut self, mut outbox: Option<mpsc::UnboundedReceiver<String>>, mut to_publish: mpsc::Receiver<FrameBatch>) {
         let mut others: BTreeSet<String> = BTreeSet::new();
-        let mut maintain = tokio::time::interval(MAINTAIN_EVERY);
         let (signal, mut signals) = mpsc::unbounded_channel::<Value>();
         let (received_tx, mut received) = mpsc::channel::<Received>(QUEUE);
         let mut connection: Option<Media> = None;
@@ -171,13 +225,7 @@ impl Room {
                         entry.1 = extend(entry.1, packet.sequence);
                         (entry.0, entry.1)
                     };
-                    self.receive(packet, stream, sequence);
-                    continue;
-                }
-                _ = maintain.tick() => {
-                    if let Some(stage) = &self.stage {
-                        lock(stage).maintain(std::time::Instant::now());
-                    }
+                    self.receive(packet, stream, sequence).await;
                     continue;
                 }
             };
@@ -224,10 +272,17 @@ impl Room {
                 }
             };
             if let (Some(event), Some(stage)) = (room_event, &self.stage) {
-                let mut stage = lock(stage);
-                stage.roster(others.iter().cloned().collect());
-                if let Err(stopped) = stage.control(std::time::Instant::now(), vec![event]) {
-                    tracing::error!("{stopped}");
+                let roster: Vec<String> = others.iter().cloned().collect();
+                let done = stage
+                    .call(CONTROL_WITHIN, move |stage| {
+                        stage.roster(roster);
+                        stage.control(std::time::Instant::now(), vec![event])
+                    })
+                    .await;
+                match done {
+                    Ok(Ok(())) => {}
+                    Ok(Err(stopped)) => return self.stop(stopped),
+                    Err(e) => tracing::error!("a room event did not reach the E2EE stage: {e}"),
                 }
             }
             if !matches!(event, ClientEvent::Message(_)) {
@@ -240,14 +295,24 @@ impl Room {
         }
     }
 
+    /// The E2EE stage gave up under `stop`: the room side ends, and
+    /// [`Edge::stopped`] says why.
+    fn stop(&self, stopped: Stopped) {
+        tracing::error!("{stopped}");
+        self.stopped.send_replace(Some(stopped));
+    }
+
     /// Seals (in an encrypted room) and sends each frame as a packet.
     async fn publish(&self, media: &Media, batch: FrameBatch) {
-        let batch = match &self.stage {
-            Some(stage) => match lock(stage).seal(std::time::Instant::now(), &batch) {
-                Ok(sealed) => sealed,
-                Err(stopped) => return tracing::error!("{stopped}"),
+        let batch = match (&self.stage, self.encrypted) {
+            (Some(stage), _) => match stage.call(FRAME_WITHIN, move |s| s.seal(std::time::Instant::now(), &batch)).await {
+                Ok(Ok(sealed)) => sealed,
+                Ok(Err(stopped)) => return self.stop(stopped),
+                // Behind or gone: the frames are dropped, never sent plain.
+                Err(_) => return,
             },
-            None => batch,
+            (None, true) => return,
+            (None, false) => batch,
         };
         let mut at = 0;
         for frame in &batch.frames {
@@ -259,15 +324,17 @@ impl Room {
     }
 
     /// Opens (in an encrypted room) a received packet for the pipeline.
-    fn receive(&self, packet: Received, stream: u32, sequence: u64) {
+    async fn receive(&self, packet: Received, stream: u32, sequence: u64) {
         let info = FrameInfo { stream, sequence, timestamp: u64::from(packet.timestamp), size: packet.payload.len() as u32 };
         let batch = FrameBatch { frames: vec![info], payloads: packet.payload };
-        let batch = match &self.stage {
-            Some(stage) => match lock(stage).open(std::time::Instant::now(), &batch) {
-                Ok(opened) => opened,
-                Err(stopped) => return tracing::error!("{stopped}"),
+        let batch = match (&self.stage, self.encrypted) {
+            (Some(stage), _) => match stage.call(FRAME_WITHIN, move |s| s.open(std::time::Instant::now(), &batch)).await {
+                Ok(Ok(opened)) => opened,
+                Ok(Err(stopped)) => return self.stop(stopped),
+                Err(_) => return,
             },
-            None => batch,
+            (None, true) => return,
+            (None, false) => batch,
         };
         if !batch.frames.is_empty() && self.opened.try_send((packet.from, batch)).is_err() {
             tracing::debug!("edge: an opened frame dropped (the pipeline is behind)");

@@ -7,23 +7,36 @@
 //! supervisor (active instance plus standby).
 //!
 //! [`Pipeline::run`] then ticks: each tick, every source makes one batch,
-//! which flows through the stages in order to the sinks. A stage's output
-//! goes to every node that lists it as an input (cloned for all but the
-//! last reader). After each tick, supervisors get idle time to start spare
-//! instances. All timing comes from tokio's clock, so tests can pause it.
+//! which flows through the stages to the sinks. A stage's output goes to
+//! every node that lists it as an input (cloned for all but the last
+//! reader).
+//!
+//! Threads: sources, built-in stages and sinks run on the pipeline's driver
+//! thread; each plugin stage runs on a stage thread of its own
+//! ([`crate::supervisor::thread`]), and builds its instances on its builder
+//! thread. The driver hands a stage its input as soon as the input is ready,
+//! so stages that do not depend on each other run side by side, and a
+//! stage that is slow or down delays only the nodes downstream of it. The
+//! tick's schedule comes from tokio's clock (tests pause it); under `pace =
+//! "realtime"`, a tick's work has `budget` of real time, after which every
+//! stage that has not answered is late and its failure policy's stand-in
+//! (muted audio, dropped frames, its input under `fail-open`) takes its
+//! place for that tick. No async thread ever calls a plugin.
 
 mod graph;
 
 pub use graph::to_dot;
 
 use crate::builtin::BuiltinStage;
-use crate::config::{ConfigError, Pace, PipelineConfig, PluginRef, Runs, SinkKind, SourceKind, StageConfig};
+use crate::config::{ConfigError, FailurePolicy, Pace, PipelineConfig, PluginRef, Runs, SinkKind, SourceKind, StageConfig};
 use crate::io::{Sink, SinkStats, Source};
-use crate::runtime::{AudioBatch, Items, Plugin, Runtime, StageKind, StageShared};
+use crate::runtime::{AudioBatch, Items, Metrics, Plugin, Runtime, StageKind, StageShared};
 use crate::supervisor::crash_report::CrashReporter;
+use crate::supervisor::thread::StageThread;
 use crate::supervisor::{StageSpec, Stopped, Supervisor};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -56,11 +69,59 @@ pub enum BuildError {
 
 enum NodeKind {
     Source(Source),
-    /// A plugin stage, with the audio buffers its next output will use (the
-    /// previous input's, recycled: the stage allocates nothing per block).
-    Stage(Supervisor, AudioBatch),
+    Stage(StageNode),
     Builtin(Box<dyn BuiltinStage>),
     Sink(Sink),
+}
+
+/// A plugin stage: its supervisor until the pipeline runs, then the stage
+/// thread that owns it.
+struct StageNode {
+    worker: Option<StageWorker>,
+    thread: Option<StageThread<StageWorker>>,
+    shared: Arc<StageShared>,
+    failure: FailurePolicy,
+    /// How long (real time) a build may keep an asap tick waiting.
+    build_wait: Duration,
+}
+
+/// What a stage thread owns.
+struct StageWorker {
+    supervisor: Supervisor,
+    /// The buffers the next audio output will use (the previous input's,
+    /// recycled: the stage allocates nothing per block).
+    spare: AudioBatch,
+    /// The latest tick's time, for maintenance between ticks.
+    now: Instant,
+}
+
+impl StageWorker {
+    fn process(&mut self, now: Instant, wait_until: Instant, items: Items) -> Result<Items, Stopped> {
+        self.now = now;
+        self.supervisor.wait_for_builds_until(Some(wait_until));
+        match items {
+            Items::Audio(batch) => {
+                let mut out = std::mem::replace(&mut self.spare, batch);
+                self.supervisor.process_audio(now, &self.spare, &mut out)?;
+                Ok(Items::Audio(out))
+            }
+            other => self.supervisor.process(now, other),
+        }
+    }
+}
+
+/// A stage's answer for a tick: its output, `None` if its job expired
+/// unrun, or the pipeline must stop.
+struct Done {
+    node: usize,
+    tick: u64,
+    result: Result<Option<Items>, Stopped>,
+}
+
+/// What the driver tells the async side after each tick.
+enum Ack {
+    More,
+    Ended,
 }
 
 struct Node {
@@ -105,6 +166,8 @@ pub struct Pipeline {
     nodes: Vec<Node>,
     channels: HashMap<String, mpsc::Receiver<Items>>,
     stats: PipelineStats,
+    budget: Duration,
+    ticks: u64,
 }
 
 /// Compiles (or finds in the cache) a stage's plugin.
@@ -126,7 +189,14 @@ pub(crate) fn supervise(stage: &StageConfig, plugin: Arc<Plugin>, reporter: &Cra
         seed: rand::random(),
     };
     Supervisor::start(spec, reporter.clone(), now)
-        .map_err(|fault| BuildError::Start { stage: stage.id.clone(), kind: fault.kind.name(), message: fault.message })
+        .map_err(|fault| BuildError::Start {
+            stage: stage.id.clone(),
+            kind: fault.kind.name(),
+            message: match fault.plugin_message {
+                Some(said) => format!("{}: {said}", fault.message),
+                None => fault.message,
+            },
+        })
 }
 
 impl Pipeline {
@@ -207,9 +277,13 @@ impl Pipeline {
             };
             let inputs = link(config, &index, &stage.id, &stage.inputs, Some(ty), plugin.kind.name())?;
             let supervisor = supervise(stage, plugin, reporter, now)?;
-            stats.stages.push(supervisor.shared().clone());
+            let shared = supervisor.shared().clone();
+            stats.stages.push(shared.clone());
             index.insert(&stage.id, (nodes.len(), ty));
-            nodes.push(Node { id: stage.id.clone(), kind: NodeKind::Stage(supervisor, AudioBatch::new()), inputs, readers: 0 });
+            let worker = StageWorker { supervisor, spare: AudioBatch::new(), now };
+            let build_wait = stage.limits.init_deadline.saturating_mul(2) + Duration::from_secs(1);
+            let node = StageNode { worker: Some(worker), thread: None, shared, failure: stage.failure, build_wait };
+            nodes.push(Node { id: stage.id.clone(), kind: NodeKind::Stage(node), inputs, readers: 0 });
         }
 
         for sink_config in &config.sinks {
@@ -236,7 +310,7 @@ impl Pipeline {
                 nodes[j].readers += 1;
             }
         }
-        Ok(Pipeline { name: config.name.clone(), pace: config.pace, tick: config.tick, nodes, channels, stats })
+        Ok(Pipeline { name: config.name.clone(), pace: config.pace, tick: config.tick, nodes, channels, stats, budget: config.budget, ticks: 0 })
     }
 
     /// The reader of channel sink `id` (once).
@@ -251,84 +325,201 @@ impl Pipeline {
 
     /// Runs until every source has ended or `shutdown` completes. Fails only
     /// when a stage with the `stop` policy gives up.
+    ///
+    /// The work happens on the driver thread and the stage threads; this
+    /// future only keeps the schedule (one tick per `tick` of tokio time, or
+    /// back to back under `asap`) and waits for each tick to be done, so a
+    /// shutdown is seen within one tick's budget whatever the stages do.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<PipelineStats, Stopped> {
         tracing::info!(pipeline = %self.name, nodes = self.nodes.len(), "pipeline running");
+        let (pace, period) = (self.pace, self.tick);
+        let (tick_tx, tick_rx) = std_mpsc::sync_channel::<Instant>(1);
+        let (ack_tx, mut ack_rx) = mpsc::channel::<Ack>(1);
+        let (finished_tx, finished_rx) = tokio::sync::oneshot::channel();
+        let started = self.start_stage_threads();
+        let driver = std::thread::Builder::new().name(format!("pipeline-{}", self.name)).spawn(move || {
+            let result = started.and_then(|()| self.drive(&tick_rx, &ack_tx));
+            let _ = finished_tx.send(result);
+        });
+        if let Err(e) = driver {
+            tracing::error!("cannot start the pipeline's driver thread: {e}");
+            return Ok(PipelineStats::default());
+        }
         tokio::pin!(shutdown);
-        let mut interval = tokio::time::interval(self.tick);
+        let mut interval = tokio::time::interval(period);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        let result = loop {
-            match self.pace {
-                Pace::Realtime => tokio::select! {
+        loop {
+            if pace == Pace::Realtime {
+                tokio::select! {
                     biased;
-                    _ = &mut shutdown => break Ok(()),
+                    _ = &mut shutdown => break,
                     _ = interval.tick() => {}
-                },
-                Pace::Asap => tokio::select! {
-                    biased;
-                    _ = &mut shutdown => break Ok(()),
-                    _ = tokio::task::yield_now() => {}
-                },
+                }
             }
-            let now = tokio::time::Instant::now().into_std();
-            match self.tick(now) {
-                Ok(true) => self.maintain(now),
-                Ok(false) => break Ok(()),
-                Err(stopped) => break Err(stopped),
+            if tick_tx.try_send(tokio::time::Instant::now().into_std()).is_err() {
+                break;
             }
-        };
+            let ack = tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                ack = ack_rx.recv() => ack,
+            };
+            match ack {
+                Some(Ack::More) => {}
+                Some(Ack::Ended) | None => break,
+            }
+        }
+        drop(tick_tx);
+        finished_rx.await.unwrap_or_else(|_| Ok(PipelineStats::default()))
+    }
+
+    /// Moves each stage's supervisor onto its stage thread.
+    fn start_stage_threads(&mut self) -> Result<(), Stopped> {
+        for node in &mut self.nodes {
+            let NodeKind::Stage(stage) = &mut node.kind else { continue };
+            let Some(worker) = stage.worker.take() else { continue };
+            // Two ticks' worth: one running, one waiting.
+            let thread = StageThread::spawn(&node.id, worker, 2, Duration::from_millis(50), |w: &mut StageWorker| w.supervisor.maintain(w.now));
+            match thread {
+                Ok(thread) => stage.thread = Some(thread),
+                Err(e) => {
+                    tracing::error!(stage = %node.id, "cannot start the stage thread: {e}");
+                    return Err(Stopped { stage: node.id.clone(), failures: 0, window: Duration::ZERO });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The driver thread: a tick per instant received, until the schedule
+    /// ends (the sender is dropped) or the sources do.
+    fn drive(mut self, ticks: &std_mpsc::Receiver<Instant>, ack: &mpsc::Sender<Ack>) -> Result<PipelineStats, Stopped> {
+        let (done_tx, done_rx) = std_mpsc::sync_channel::<Done>(self.nodes.len().max(1) * 4);
+        let mut result = Ok(());
+        while let Ok(now) = ticks.recv() {
+            match self.tick(now, &done_tx, &done_rx) {
+                Ok(true) => {
+                    let _ = ack.try_send(Ack::More);
+                }
+                Ok(false) => {
+                    let _ = ack.try_send(Ack::Ended);
+                    break;
+                }
+                Err(stopped) => {
+                    result = Err(stopped);
+                    let _ = ack.try_send(Ack::Ended);
+                    break;
+                }
+            }
+        }
         for node in &mut self.nodes {
             if let NodeKind::Sink(sink) = &mut node.kind {
                 sink.finish();
             }
         }
         tracing::info!(pipeline = %self.name, stats = %self.stats.to_json(), "pipeline stopped");
-        result.map(|()| self.stats)
+        result.map(|()| self.stats.clone())
     }
 
     /// One tick: every source makes a batch that flows to the sinks. Returns
     /// false once all sources have ended.
-    pub fn tick(&mut self, now: Instant) -> Result<bool, Stopped> {
-        let mut outputs: Vec<Option<Items>> = (0..self.nodes.len()).map(|_| None).collect();
-        let mut unread: Vec<usize> = self.nodes.iter().map(|n| n.readers).collect();
+    fn tick(&mut self, now: Instant, done_tx: &std_mpsc::SyncSender<Done>, done_rx: &std_mpsc::Receiver<Done>) -> Result<bool, Stopped> {
+        self.ticks += 1;
+        let tick = self.ticks;
+        let budget_end = (self.pace == Pace::Realtime).then(|| Instant::now() + self.budget);
+        let n = self.nodes.len();
+        let mut outputs: Vec<Option<Items>> = (0..n).map(|_| None).collect();
+        let mut unread: Vec<usize> = self.nodes.iter().map(|node| node.readers).collect();
+        // Per node: started (input taken), resolved (output known), and the
+        // stand-in a stage in flight gets if it is late.
+        let mut started = vec![false; n];
+        let mut resolved = vec![false; n];
+        let mut stand_ins: Vec<Option<Items>> = (0..n).map(|_| None).collect();
         let mut any_source = false;
-        for i in 0..self.nodes.len() {
-            let input = gather(&self.nodes[i].inputs, &mut outputs, &mut unread);
-            match &mut self.nodes[i].kind {
-                NodeKind::Source(source) => {
-                    outputs[i] = source.next();
-                    any_source |= outputs[i].is_some();
+        loop {
+            // Start every node whose inputs are all known, in order (which
+            // is topological), until nothing more can start.
+            for i in 0..n {
+                if started[i] || !self.nodes[i].inputs.iter().all(|&j| resolved[j]) {
+                    continue;
                 }
-                NodeKind::Stage(supervisor, spare) => {
-                    outputs[i] = match input.filter(|items| !items.is_empty()) {
-                        Some(Items::Audio(batch)) => {
-                            let mut out = std::mem::replace(spare, batch);
-                            supervisor.process_audio(now, spare, &mut out)?;
-                            Some(Items::Audio(out))
-                        }
-                        Some(items) => Some(supervisor.process(now, items)?),
-                        None => None,
-                    };
-                }
-                NodeKind::Builtin(stage) => {
-                    if let Some(items) = input.filter(|items| !items.is_empty()) {
-                        outputs[i] = Some(stage.process(items));
+                started[i] = true;
+                let input = gather(&self.nodes[i].inputs, &mut outputs, &mut unread);
+                match &mut self.nodes[i].kind {
+                    NodeKind::Source(source) => {
+                        outputs[i] = source.next();
+                        any_source |= outputs[i].is_some();
+                        resolved[i] = true;
                     }
-                }
-                NodeKind::Sink(sink) => {
-                    if let Some(items) = input {
-                        sink.deliver(items);
+                    NodeKind::Builtin(stage) => {
+                        outputs[i] = input.filter(|items| !items.is_empty()).map(|items| stage.process(items));
+                        resolved[i] = true;
+                    }
+                    NodeKind::Sink(sink) => {
+                        if let Some(items) = input {
+                            sink.deliver(items);
+                        }
+                        resolved[i] = true;
+                    }
+                    NodeKind::Stage(stage) => {
+                        let Some(items) = input.filter(|items| !items.is_empty()) else {
+                            resolved[i] = true;
+                            continue;
+                        };
+                        let stand_in = stand_in(stage.failure, &items);
+                        let wait_until = budget_end.unwrap_or_else(|| Instant::now() + stage.build_wait);
+                        let expires = budget_end.unwrap_or(wait_until);
+                        let done = done_tx.clone();
+                        let sent = match &stage.thread {
+                            Some(thread) => thread.tell(expires, move |worker| {
+                                let result = match worker {
+                                    Some(worker) => worker.process(now, wait_until, items).map(Some),
+                                    None => Ok(None),
+                                };
+                                let _ = done.send(Done { node: i, tick, result });
+                            }),
+                            None => Err(crate::supervisor::thread::CallError::Gone),
+                        };
+                        if sent.is_err() {
+                            Metrics::add(&stage.shared.metrics.late, stand_in.len() as u64);
+                            outputs[i] = Some(stand_in);
+                            resolved[i] = true;
+                        } else {
+                            stand_ins[i] = Some(stand_in);
+                        }
                     }
                 }
             }
-        }
-        Ok(any_source)
-    }
-
-    /// Idle-time work for every stage.
-    pub fn maintain(&mut self, now: Instant) {
-        for node in &mut self.nodes {
-            if let NodeKind::Stage(supervisor, _) = &mut node.kind {
-                supervisor.maintain(now);
+            if resolved.iter().all(|&r| r) {
+                return Ok(any_source);
+            }
+            let done = match budget_end {
+                Some(end) => done_rx.recv_timeout(end.saturating_duration_since(Instant::now())),
+                None => done_rx.recv().map_err(|_| std_mpsc::RecvTimeoutError::Disconnected),
+            };
+            match done {
+                Ok(Done { tick: t, .. }) if t != tick => {} // a late answer to a tick already done
+                Ok(Done { node, result, .. }) => {
+                    let output = result?;
+                    if output.is_none()
+                        && let NodeKind::Stage(stage) = &self.nodes[node].kind
+                    {
+                        Metrics::add(&stage.shared.metrics.late, stand_ins[node].as_ref().map_or(0, Items::len) as u64);
+                    }
+                    outputs[node] = output.or_else(|| stand_ins[node].take());
+                    resolved[node] = true;
+                }
+                // Out of budget: every stage still working is late.
+                Err(_) => {
+                    for i in 0..n {
+                        if let (true, false, NodeKind::Stage(stage)) = (started[i], resolved[i], &self.nodes[i].kind) {
+                            let stand_in = stand_ins[i].take();
+                            Metrics::add(&stage.shared.metrics.late, stand_in.as_ref().map_or(0, Items::len) as u64);
+                            outputs[i] = stand_in;
+                            resolved[i] = true;
+                        }
+                    }
+                }
             }
         }
     }
@@ -376,6 +567,20 @@ fn link(
         out.push(i);
     }
     Ok(out)
+}
+
+/// What takes a late stage's output's place: its input under `fail-open`,
+/// else silence for audio (a stream keeps its timing) and nothing for frames.
+fn stand_in(policy: FailurePolicy, items: &Items) -> Items {
+    match (policy, items) {
+        (FailurePolicy::FailOpen, _) => items.clone(),
+        (_, Items::Audio(_)) => {
+            let mut muted = items.empty_like();
+            (0..items.len()).for_each(|i| muted.push_muted(items, i));
+            muted
+        }
+        (_, Items::Frames(_)) => items.empty_like(),
+    }
 }
 
 /// Collects a node's inputs from this tick's outputs, moving each output to

@@ -16,11 +16,17 @@ use std::time::{Duration, Instant};
 use wasmtime::StoreContextMut;
 use wasmtime::component::{HasSelf, Linker, ResourceTable, WasmList};
 use wasmtime::ResourceLimiter;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use super::log::{Origin, StageLog};
+use super::wasi::PluginOutput;
+use std::sync::Arc;
 
-/// How much of a plugin's stderr is kept for its crash report.
-const STDERR_CAPACITY: usize = 16 * 1024;
+/// The longest metric name a plugin may use, in bytes.
+pub const MAX_METRIC_NAME: usize = 64;
+/// The most metric series (counters and gauges) a stage may have.
+pub const MAX_METRIC_SERIES: usize = 64;
+/// How much of a plugin's panic message is kept.
+pub const MAX_PANIC_MESSAGE: usize = 4 * 1024;
 
 /// What belongs to a stage rather than to one of its instances.
 pub struct StageShared {
@@ -30,15 +36,32 @@ pub struct StageShared {
     pub state: Mutex<StateStore>,
     /// Host and plugin metrics.
     pub metrics: Metrics,
+    /// What the plugin says (log calls, stdout, stderr), within its budget.
+    pub log: Arc<StageLog>,
 }
 
 impl StageShared {
+    /// A stage with the default limits but for its state quota.
     pub fn new(id: &str, state_quota: u64) -> StageShared {
+        StageShared::with_limits(id, &crate::supervisor::Limits { state: state_quota, ..Default::default() })
+    }
+
+    pub fn with_limits(id: &str, limits: &crate::supervisor::Limits) -> StageShared {
         StageShared {
             id: id.to_string(),
-            state: Mutex::new(StateStore::new(state_quota)),
+            state: Mutex::new(StateStore::new(limits.state)),
             metrics: Metrics::default(),
+            log: Arc::new(StageLog::new(id, limits.log_lines, limits.log_bytes)),
         }
+    }
+
+    /// Metrics and log counters as JSON.
+    pub fn snapshot(&self) -> serde_json::Value {
+        let mut all = self.metrics.snapshot();
+        if let (Some(all), serde_json::Value::Object(log)) = (all.as_object_mut(), self.log.snapshot()) {
+            all.extend(log);
+        }
+        all
     }
 }
 
@@ -108,10 +131,20 @@ pub struct Metrics {
     pub bypassed: AtomicU64,
     /// Audio blocks replaced by silence: quarantined, or the stage was down.
     pub muted: AtomicU64,
+    /// Items whose output came too late for their tick (a slow stage, or a
+    /// stage behind): the failure policy's stand-in took their place.
+    pub late: AtomicU64,
+    /// Audio blocks a plugin returned with NaN or infinite samples,
+    /// replaced by silence.
+    pub non_finite: AtomicU64,
     /// The level the stage last wrote on an audio block (a meter does).
     pub level: LevelGauge,
-    /// The plugin's own counters and gauges.
+    /// The plugin's own counters and gauges (at most
+    /// [`MAX_METRIC_SERIES`], names of at most [`MAX_METRIC_NAME`] bytes).
     pub plugin: Mutex<BTreeMap<String, f64>>,
+    /// Plugin metric updates refused: a name too long or not
+    /// `[A-Za-z0-9_.:-]`, or a new series past the limit.
+    pub metrics_dropped: AtomicU64,
 }
 
 /// An audio DSP plugin's answer, in buffers reused from call to call.
@@ -156,6 +189,22 @@ impl Metrics {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Applies `update` to the plugin metric `name`, if the name is
+    /// acceptable and the series exists or there is room for it.
+    fn plugin_metric(&self, name: String, update: impl FnOnce(&mut f64)) {
+        let valid = !name.is_empty()
+            && name.len() <= MAX_METRIC_NAME
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b));
+        let mut plugin = lock(&self.plugin);
+        let room = plugin.len() < MAX_METRIC_SERIES || plugin.contains_key(&name);
+        if !(valid && room) {
+            drop(plugin);
+            Metrics::add(&self.metrics_dropped, 1);
+            return;
+        }
+        update(plugin.entry(name).or_default());
+    }
+
     /// A consistent-enough copy for reports and tests.
     pub fn snapshot(&self) -> serde_json::Value {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -169,6 +218,9 @@ impl Metrics {
             "dropped": get(&self.dropped),
             "bypassed": get(&self.bypassed),
             "muted": get(&self.muted),
+            "late": get(&self.late),
+            "metrics_dropped": get(&self.metrics_dropped),
+            "non_finite": get(&self.non_finite),
             "level": self.level.get().map(|l| serde_json::json!({
                 "rms_dbfs": l.rms_dbfs, "peak_dbfs": l.peak_dbfs, "voice": l.voice,
             })),
@@ -182,7 +234,11 @@ pub struct HostState {
     pub(crate) stage: std::sync::Arc<StageShared>,
     wasi: WasiCtx,
     table: ResourceTable,
-    pub(crate) stderr: MemoryOutputPipe,
+    /// Stdout and stderr, captured into the stage's log.
+    pub(crate) output: (PluginOutput, PluginOutput),
+    /// When the call in progress must end (its deadline): WASI sleeps end
+    /// by then.
+    pub(crate) call_ends: Option<Instant>,
     /// The item index the plugin last marked with `begin-item`.
     pub(crate) current_item: Option<u32>,
     /// The last `panicked at` message the plugin logged.
@@ -201,9 +257,13 @@ impl HostState {
     /// `wall_clock`: whether the plugin sees the real date (E2EE stages
     /// do: MLS checks key package lifetimes against it); others see 1970.
     pub fn new(stage: std::sync::Arc<StageShared>, memory_limit: u64, wall_clock: bool) -> HostState {
-        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+        let output = PluginOutput::pair(stage.log.clone());
         let mut wasi = WasiCtx::builder();
-        wasi.stderr(stderr.clone()).allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+        wasi.stdout(output.0.clone())
+            .stderr(output.1.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
         if !wall_clock {
             wasi.wall_clock(FrozenWallClock);
         }
@@ -212,7 +272,8 @@ impl HostState {
             stage,
             wasi,
             table: ResourceTable::new(),
-            stderr,
+            output,
+            call_ends: None,
             current_item: None,
             panic_message: None,
             limit_hit: None,
@@ -221,6 +282,19 @@ impl HostState {
             memory_limit,
             started: Instant::now(),
         }
+    }
+}
+
+impl HostState {
+    /// The node's monotonic clock as the plugin sees it.
+    pub(crate) fn monotonic_nanos(&self) -> u64 {
+        self.started.elapsed().as_nanos() as u64
+    }
+}
+
+impl Drop for HostState {
+    fn drop(&mut self) {
+        self.output.0.flush();
     }
 }
 
@@ -271,29 +345,30 @@ impl ResourceLimiter for HostState {
 
 impl host::Host for HostState {
     fn log(&mut self, level: Level, message: String) {
-        let stage = self.stage.id.as_str();
         if message.starts_with("panicked at") {
-            self.panic_message = Some(message.clone());
+            self.panic_message = Some(super::log::escape(cut(message.as_bytes(), MAX_PANIC_MESSAGE)));
         }
-        match level {
-            Level::Trace => tracing::trace!(target: "plugin", stage, "{message}"),
-            Level::Debug => tracing::debug!(target: "plugin", stage, "{message}"),
-            Level::Info => tracing::info!(target: "plugin", stage, "{message}"),
-            Level::Warn => tracing::warn!(target: "plugin", stage, "{message}"),
-            Level::Error => tracing::error!(target: "plugin", stage, "{message}"),
-        }
+        let level = match level {
+            Level::Trace => tracing::Level::TRACE,
+            Level::Debug => tracing::Level::DEBUG,
+            Level::Info => tracing::Level::INFO,
+            Level::Warn => tracing::Level::WARN,
+            Level::Error => tracing::Level::ERROR,
+        };
+        // One call, one line: line breaks in it are escaped.
+        self.stage.log.line(Origin::Log(level), message.as_bytes());
     }
 
     fn monotonic_now(&mut self) -> u64 {
-        self.started.elapsed().as_nanos() as u64
+        self.monotonic_nanos()
     }
 
     fn counter_add(&mut self, name: String, delta: u64) {
-        *lock(&self.stage.metrics.plugin).entry(name).or_default() += delta as f64;
+        self.stage.metrics.plugin_metric(name, |v| *v += delta as f64);
     }
 
     fn gauge_set(&mut self, name: String, value: f64) {
-        lock(&self.stage.metrics.plugin).insert(name, value);
+        self.stage.metrics.plugin_metric(name, |v| *v = value);
     }
 
     fn state_get(&mut self, key: String) -> Option<Vec<u8>> {
@@ -315,9 +390,15 @@ impl host::Host for HostState {
 
 impl super::bindings::medianode::plugin::types::Host for HostState {}
 
+/// The first `max` bytes of `bytes`.
+pub(crate) fn cut(bytes: &[u8], max: usize) -> &[u8] {
+    &bytes[..bytes.len().min(max)]
+}
+
 /// Adds the `host` and `aead` interfaces and WASI to a linker.
 pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_sync(linker)?;
+    super::wasi::add_monotonic_clock(linker)?;
     host::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)?;
     super::bindings::aead::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)?;
     // By hand rather than generated: `WasmList` borrows the lists in the

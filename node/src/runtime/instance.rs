@@ -57,19 +57,29 @@ impl TrapKind {
 #[derive(Debug, Clone)]
 pub struct Fault {
     pub kind: TrapKind,
-    /// Human-readable cause.
+    /// Human-readable cause, from the host.
     pub message: String,
+    /// What the plugin said about it (its panic message), escaped and cut
+    /// to [`super::host::MAX_PANIC_MESSAGE`] bytes: plugin text, never to
+    /// be read as the host's.
+    pub plugin_message: Option<String>,
     /// The batch item being processed, when the plugin had marked one.
     pub item: Option<usize>,
-    /// Wasm frames, innermost first.
+    /// Wasm frames, innermost first (at most [`MAX_FRAMES`], names cut to
+    /// [`MAX_FRAME_NAME`] bytes: the names come from the plugin's binary).
     pub backtrace: Vec<String>,
-    /// The tail of what the plugin wrote to stderr.
+    /// The tail of what the plugin wrote to stderr, escaped.
     pub stderr: String,
 }
 
+/// Wasm frames kept in a fault's backtrace.
+pub const MAX_FRAMES: usize = 64;
+/// Bytes kept of each frame's name.
+pub const MAX_FRAME_NAME: usize = 256;
+
 impl Fault {
-    fn new(kind: TrapKind, message: impl Into<String>) -> Fault {
-        Fault { kind, message: message.into(), item: None, backtrace: Vec::new(), stderr: String::new() }
+    pub(crate) fn new(kind: TrapKind, message: impl Into<String>) -> Fault {
+        Fault { kind, message: message.into(), plugin_message: None, item: None, backtrace: Vec::new(), stderr: String::new() }
     }
 }
 
@@ -146,7 +156,10 @@ impl Instance {
         };
         match result {
             Ok(Ok(())) => Ok(this),
-            Ok(Err(message)) => Err(Fault::new(TrapKind::InitError, message)),
+            Ok(Err(message)) => Err(Fault {
+                plugin_message: Some(super::log::escape(super::host::cut(message.as_bytes(), super::host::MAX_PANIC_MESSAGE))),
+                ..Fault::new(TrapKind::InitError, "init returned an error")
+            }),
             Err(e) => Err(classify(&mut this.store, e, TrapKind::OtherTrap)),
         }
     }
@@ -279,6 +292,10 @@ impl Instance {
         std::mem::swap(&mut output.blocks, &mut state.dsp_output.blocks);
         std::mem::swap(&mut output.samples, &mut state.dsp_output.samples);
         check_audio(input, output)?;
+        let silenced = silence_non_finite(output);
+        if silenced > 0 {
+            super::Metrics::add(&state.stage.metrics.non_finite, silenced);
+        }
         // A level the plugin wrote (rather than one it passed on) becomes
         // the stage's level gauge.
         if let (Some(i), Some(o)) = (input.blocks.last(), output.blocks.last())
@@ -295,6 +312,7 @@ impl Instance {
 fn arm(store: &mut Store<HostState>, deadline: Duration) {
     let ticks = deadline.as_micros().div_ceil(EPOCH_TICK.as_micros()) as u64 + 1;
     store.set_epoch_deadline(ticks);
+    store.data_mut().call_ends = Some(std::time::Instant::now() + deadline);
 }
 
 /// An audio stage answers with its input's blocks, each as long as before.
@@ -317,6 +335,25 @@ fn check_audio(input: &AudioBatch, output: &mut AudioBatch) -> Result<(), Fault>
         *out = bindings::BlockInfo { level: out.level, ..*inp };
     }
     Ok(())
+}
+
+/// Replaces every block that holds a NaN or an infinity with silence (a
+/// plugin's arithmetic must not reach a speaker or the next stage as
+/// noise or poison); returns how many blocks it replaced.
+fn silence_non_finite(output: &mut AudioBatch) -> u64 {
+    let mut silenced = 0;
+    let mut at = 0;
+    for block in &output.blocks {
+        let len = (block.frames as usize * usize::from(block.channels)).min(output.samples.len() - at);
+        let samples = &mut output.samples[at..at + len];
+        // f32 bits with an all-ones exponent are NaN or infinite.
+        if samples.iter().any(|&bits| bits & 0x7f80_0000 == 0x7f80_0000) {
+            samples.fill(0);
+            silenced += 1;
+        }
+        at += len;
+    }
+    silenced
 }
 
 /// Frames an E2EE stage may hold for a key and hand back later (the WIT's
@@ -346,6 +383,13 @@ fn check_frames(input: &FrameBatch, output: &FrameBatch, extra: usize) -> Result
 /// context (marked item, panic message, limit hit, stderr).
 fn classify(store: &mut Store<HostState>, error: wasmtime::Error, fallback: TrapKind) -> Fault {
     let state = store.data_mut();
+    let stderr = state.output.1.stderr_tail();
+    // The default panic hook writes to stderr rather than through the SDK.
+    if state.panic_message.is_none()
+        && let Some(at) = find(&stderr, b"panicked at")
+    {
+        state.panic_message = Some(super::log::escape(super::host::cut(&stderr[at..], super::host::MAX_PANIC_MESSAGE)));
+    }
     let trap = error.downcast_ref::<Trap>().copied();
     let kind = if state.limit_hit.is_some() {
         TrapKind::MemoryLimit
@@ -360,20 +404,24 @@ fn classify(store: &mut Store<HostState>, error: wasmtime::Error, fallback: Trap
             None => fallback,
         }
     };
-    let message = state
-        .limit_hit
-        .clone()
-        .or_else(|| state.panic_message.clone())
-        .unwrap_or_else(|| format!("{error:#}"));
+    // The host's own words: the limit it enforced, or the trap. (Not the
+    // error's full text: its backtrace part is names from the plugin.)
+    let message = match (&state.limit_hit, trap) {
+        (Some(limit), _) => limit.clone(),
+        (None, Some(trap)) => trap.to_string(),
+        (None, None) => super::log::escape(super::host::cut(format!("{error:#}").as_bytes(), super::host::MAX_PANIC_MESSAGE)),
+    };
     let backtrace = error
         .downcast_ref::<WasmBacktrace>()
         .map(|bt| {
             bt.frames()
                 .iter()
+                .take(MAX_FRAMES)
                 .map(|f| {
                     let module = f.module().name().unwrap_or("<module>");
                     let func = f.func_name().map_or("<unknown>".to_string(), |n| format!("{:#}", rustc_demangle::demangle(n)));
-                    format!("{module}!{func}")
+                    let frame = format!("{module}!{func}");
+                    super::log::escape(super::host::cut(frame.as_bytes(), MAX_FRAME_NAME))
                 })
                 .collect()
         })
@@ -381,8 +429,14 @@ fn classify(store: &mut Store<HostState>, error: wasmtime::Error, fallback: Trap
     Fault {
         kind,
         message,
+        plugin_message: state.panic_message.clone(),
         item: state.current_item.map(|i| i as usize),
         backtrace,
-        stderr: String::from_utf8_lossy(&state.stderr.contents()).into_owned(),
+        stderr: super::log::escape(&stderr),
     }
+}
+
+/// Where `needle` first occurs in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }

@@ -13,19 +13,23 @@
 //!   compiles at all (it instantiates a cached `InstancePre`). With a cache
 //!   directory, compiled code also survives the process (wasmtime's cache).
 //!
-//! Sandboxing: a plugin gets WASI with no files, no network, no environment
-//! and a wall clock frozen at the epoch (except E2EE stages, whose MLS
-//! checks lifetimes against the date); its stderr is captured for crash
-//! reports. Everything else it can do goes through the `host` interface
-//! (see `host.rs`).
+//! Sandboxing: a plugin gets a closed WASI surface (see `wasi.rs` for the
+//! interface-by-interface table): no files, no network, no environment, a
+//! wall clock frozen at the epoch (except E2EE stages, whose MLS checks
+//! lifetimes against the date), sleeps cut at the call's deadline, and
+//! stdout and stderr captured into the stage's budgeted log ([`log`]).
+//! Everything else it can do goes through the `host` interface (see
+//! `host.rs`), where every resource has a budget in bytes.
 
 mod aead;
 mod host;
 mod instance;
 mod items;
+pub mod log;
 pub mod stock;
+mod wasi;
 
-pub use host::{HostState, Metrics, StageShared, StateStore};
+pub use host::{HostState, MAX_METRIC_NAME, MAX_METRIC_SERIES, MAX_PANIC_MESSAGE, Metrics, StageShared, StateStore};
 pub use instance::{CallLimits, Fault, Instance, TrapKind};
 pub use items::{AudioBatch, Items};
 

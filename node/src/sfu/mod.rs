@@ -115,6 +115,8 @@ struct Inner {
     router: mpsc::Sender<RouterMsg>,
     stats: Arc<Mutex<RouterStats>>,
     speakers: Mutex<HashMap<String, speaker::SpeakerDetector>>,
+    /// Set when the forwarding stage gives up under `stop`.
+    stopped: tokio::sync::watch::Receiver<Option<crate::supervisor::Stopped>>,
 }
 
 /// The SFU. Cheap to clone; every clone is the same SFU.
@@ -131,7 +133,8 @@ impl Sfu {
     pub fn start(options: SfuOptions, connections: Connections, decide: Box<dyn Decide>) -> Sfu {
         let (router, rx) = mpsc::channel(ROUTER_QUEUE);
         let stats = Arc::new(Mutex::new(RouterStats::default()));
-        tokio::spawn(router::run(rx, decide, stats.clone()));
+        let (stop_tx, stopped) = tokio::sync::watch::channel(None);
+        tokio::spawn(router::run(rx, decide, stats.clone(), stop_tx));
         let (control, mut control_rx) = mpsc::unbounded_channel();
         let sfu = Sfu {
             inner: Arc::new(Inner {
@@ -142,6 +145,7 @@ impl Sfu {
                 router,
                 stats,
                 speakers: Mutex::new(HashMap::new()),
+                stopped,
             }),
         };
         // The control task holds a weak handle: dropping every `Sfu` ends it.
@@ -158,6 +162,19 @@ impl Sfu {
             }
         });
         sfu
+    }
+
+    /// Resolves when the forwarding stage gave up under the `stop` policy.
+    pub async fn stopped(&self) -> crate::supervisor::Stopped {
+        let mut stopped = self.inner.stopped.clone();
+        let reason = match stopped.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone(),
+            Err(_) => None,
+        };
+        match reason {
+            Some(reason) => reason,
+            None => std::future::pending().await,
+        }
     }
 
     /// The router's counters.

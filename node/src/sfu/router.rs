@@ -9,13 +9,15 @@
 
 use super::rewrite::SequenceRewriter;
 use crate::runtime::bindings::{ForwardBatch, MediaKind, PacketMeta, RouteChange, RouteMember};
-use crate::supervisor::Supervisor;
+use crate::config::FailurePolicy;
+use crate::supervisor::thread::StageThread;
+use crate::supervisor::{Stopped, Supervisor};
 use medianode_forward::RoomForwarder;
 use medianode_sdk::{self as sdk, Forwarding as _};
 use rtc::rtp;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
@@ -37,12 +39,15 @@ pub enum RouterMsg {
     Forget(u64),
 }
 
-/// A forwarding decision maker.
+/// A forwarding decision maker. Async because a plugin decides on its
+/// stage thread while the router's task awaits the answer.
+#[async_trait::async_trait]
 pub trait Decide: Send + 'static {
     /// Room membership changed; `all` is the whole table after the change.
-    fn update(&mut self, change: &RouteChange, all: &BTreeMap<u64, String>);
-    /// Fills `out` with one count per packet (see `forward-batch` in the WIT).
-    fn decide(&mut self, packets: &[PacketMeta], all: &BTreeMap<u64, String>, out: &mut ForwardBatch);
+    async fn update(&mut self, change: &RouteChange, all: &BTreeMap<u64, String>);
+    /// Fills `out` with one count per packet (see `forward-batch` in the
+    /// WIT). Fails when the deciding stage gave up under `stop`.
+    async fn decide(&mut self, packets: &[PacketMeta], all: &BTreeMap<u64, String>, out: &mut ForwardBatch) -> Result<(), Stopped>;
 }
 
 /// The stock forwarding stage (`medianode-forward`) compiled natively: the
@@ -84,57 +89,97 @@ fn sdk_packet(p: &PacketMeta) -> sdk::PacketMeta {
     }
 }
 
-impl Decide for NativeDecider {
-    fn update(&mut self, change: &RouteChange, _: &BTreeMap<u64, String>) {
+impl NativeDecider {
+    fn update_sync(&mut self, change: &RouteChange) {
         self.0.update(match change {
             RouteChange::Joined(m) => sdk::RouteChange::Joined { participant: m.participant, room: m.room.clone() },
             RouteChange::Left(p) => sdk::RouteChange::Left(*p),
         });
     }
+}
 
-    fn decide(&mut self, packets: &[PacketMeta], _: &BTreeMap<u64, String>, out: &mut ForwardBatch) {
+#[async_trait::async_trait]
+impl Decide for NativeDecider {
+    async fn update(&mut self, change: &RouteChange, _: &BTreeMap<u64, String>) {
+        self.update_sync(change);
+    }
+
+    async fn decide(&mut self, packets: &[PacketMeta], _: &BTreeMap<u64, String>, out: &mut ForwardBatch) -> Result<(), Stopped> {
         packets.iter().for_each(|p| self.decide_one(p, out));
+        Ok(())
     }
 }
 
-/// The forwarding stage plugin, supervised. A new instance is told the
-/// whole table first; packets it cannot decide on are dropped (the one it
-/// trapped on) or, while no instance serves, decided natively
-/// (`fail-open`) or dropped (`fail-closed`).
+/// How long a batch may wait for an instance being built.
+const BUILD_WAIT: Duration = Duration::from_millis(20);
+
+/// Jobs queued for the forwarding stage thread before a batch is `busy`.
+const STAGE_QUEUE: usize = 64;
+
+/// The forwarding stage plugin, supervised on its own stage thread. A new
+/// instance is told the whole table first; packets it cannot decide on are
+/// dropped (the one it trapped on) or, while no instance serves (or the
+/// stage is behind), decided natively (`fail-open`) or dropped
+/// (`fail-closed`).
 pub struct PluginDecider {
+    thread: Option<StageThread<ForwardingStage>>,
+    failure: FailurePolicy,
+    /// How long a batch may wait for its decision.
+    within: Duration,
+    /// Kept up to date for the `fail-open` bypass when the stage is behind.
+    bypass: NativeDecider,
+}
+
+/// What the forwarding stage thread owns.
+struct ForwardingStage {
     stage: Supervisor,
-    /// Kept up to date for the `fail-open` bypass.
+    /// The router's table, for priming new instances.
+    table: BTreeMap<u64, String>,
+    /// The `fail-open` bypass while no instance serves.
     bypass: NativeDecider,
 }
 
 impl PluginDecider {
     pub fn new(stage: Supervisor) -> PluginDecider {
-        PluginDecider { stage, bypass: NativeDecider::default() }
+        let failure = stage.failure();
+        let within = stage.limits().deadline.saturating_mul(2) + Duration::from_millis(10);
+        let id = stage.id().to_string();
+        let owned = ForwardingStage { stage, table: BTreeMap::new(), bypass: NativeDecider::default() };
+        let thread = StageThread::spawn(&id, owned, STAGE_QUEUE, Duration::from_millis(50), |f: &mut ForwardingStage| f.stage.maintain(Instant::now()))
+            .map_err(|e| tracing::error!(stage = %id, "cannot start the forwarding stage thread; its failure policy applies to every packet: {e}"))
+            .ok();
+        PluginDecider { thread, failure, within, bypass: NativeDecider::default() }
     }
 }
 
-impl Decide for PluginDecider {
-    fn update(&mut self, change: &RouteChange, all: &BTreeMap<u64, String>) {
-        self.bypass.update(change, all);
+impl ForwardingStage {
+    fn update(&mut self, change: &RouteChange) {
+        match change {
+            RouteChange::Joined(m) => self.table.insert(m.participant, m.room.clone()),
+            RouteChange::Left(p) => self.table.remove(p),
+        };
+        self.bypass.update_sync(change);
         let now = Instant::now();
+        let table = &self.table;
         let _ = self.stage.run(
             now,
             std::slice::from_ref(change),
             &mut (),
-            |instance| instance.update_routes(&full_table(all)),
+            |instance| instance.update_routes(&full_table(table)),
             |instance, changes, _| instance.update_routes(changes),
             |_, _, _| {},
         );
-        self.stage.maintain(now);
     }
 
-    fn decide(&mut self, packets: &[PacketMeta], all: &BTreeMap<u64, String>, out: &mut ForwardBatch) {
-        let bypass = &mut self.bypass;
-        let ran = self.stage.run(
+    fn decide(&mut self, packets: &[PacketMeta], out: &mut ForwardBatch) -> Result<(), Stopped> {
+        // A stage without an instance waits a little for one being built.
+        self.stage.wait_for_builds_until(Some(Instant::now() + BUILD_WAIT));
+        let (bypass, table) = (&mut self.bypass, &self.table);
+        self.stage.run(
             Instant::now(),
             packets,
             out,
-            |instance| instance.update_routes(&full_table(all)),
+            |instance| instance.update_routes(&full_table(table)),
             |instance, packets, out| {
                 let batch = instance.forward(packets)?;
                 out.counts.extend_from_slice(&batch.counts);
@@ -145,10 +190,52 @@ impl Decide for PluginDecider {
                 true => bypass.decide_one(packet, out),
                 false => out.counts.push(0),
             },
-        );
-        if let Err(stopped) = ran {
-            tracing::error!("{stopped}");
+        )
+    }
+}
+
+#[async_trait::async_trait]
+impl Decide for PluginDecider {
+    async fn update(&mut self, change: &RouteChange, _: &BTreeMap<u64, String>) {
+        self.bypass.update_sync(change);
+        let Some(thread) = &self.thread else { return };
+        let change = change.clone();
+        // Route changes wait as long as it takes: a lost one would leave the
+        // plugin's table wrong until its next restart.
+        let far = Instant::now() + Duration::from_secs(3600);
+        if let Err(e) = thread.tell(far, move |stage| {
+            if let Some(stage) = stage {
+                stage.update(&change);
+            }
+        }) {
+            tracing::error!("a route change did not reach the forwarding stage: {e}");
         }
+    }
+
+    async fn decide(&mut self, packets: &[PacketMeta], _: &BTreeMap<u64, String>, out: &mut ForwardBatch) -> Result<(), Stopped> {
+        if let Some(thread) = &self.thread {
+            let batch = packets.to_vec();
+            let decided = thread
+                .call(self.within, move |stage| {
+                    let mut out = ForwardBatch { counts: Vec::with_capacity(batch.len()), subscribers: Vec::new() };
+                    stage.decide(&batch, &mut out).map(|()| out)
+                })
+                .await;
+            match decided {
+                Ok(Ok(decision)) => {
+                    out.counts.extend_from_slice(&decision.counts);
+                    out.subscribers.extend_from_slice(&decision.subscribers);
+                    return Ok(());
+                }
+                Ok(Err(stopped)) => return Err(stopped),
+                Err(_) => {} // behind or gone: the failure policy decides
+            }
+        }
+        match self.failure {
+            FailurePolicy::FailOpen => packets.iter().for_each(|p| self.bypass.decide_one(p, out)),
+            _ => out.counts.extend(packets.iter().map(|_| 0)),
+        }
+        Ok(())
     }
 }
 
@@ -195,8 +282,14 @@ pub struct RouterStats {
     pub write_errors: u64,
 }
 
-/// Runs the router until every sender is gone.
-pub async fn run(mut rx: mpsc::Receiver<RouterMsg>, mut decide: Box<dyn Decide>, stats: Arc<std::sync::Mutex<RouterStats>>) {
+/// Runs the router until every sender is gone, or until the deciding stage
+/// gives up under `stop` (then `stopped` says why).
+pub async fn run(
+    mut rx: mpsc::Receiver<RouterMsg>,
+    mut decide: Box<dyn Decide>,
+    stats: Arc<std::sync::Mutex<RouterStats>>,
+    stopped: tokio::sync::watch::Sender<Option<Stopped>>,
+) {
     let mut routes: BTreeMap<u64, String> = BTreeMap::new();
     // (publisher stream ssrc) -> subscriber -> outgoing track.
     let mut outgoing: HashMap<u32, HashMap<u64, Outgoing>> = HashMap::new();
@@ -226,11 +319,11 @@ pub async fn run(mut rx: mpsc::Receiver<RouterMsg>, mut decide: Box<dyn Decide>,
                 }
                 RouterMsg::Joined { participant, room } => {
                     routes.insert(participant, room.clone());
-                    decide.update(&RouteChange::Joined(RouteMember { participant, room }), &routes);
+                    decide.update(&RouteChange::Joined(RouteMember { participant, room }), &routes).await;
                 }
                 RouterMsg::Left(participant) => {
                     routes.remove(&participant);
-                    decide.update(&RouteChange::Left(participant), &routes);
+                    decide.update(&RouteChange::Left(participant), &routes).await;
                 }
                 RouterMsg::Subscribe { subscriber, ssrc, track, sender, mime, out_ssrc } => {
                     let out = Outgoing { track, sender, mime, payload_type: None, ssrc: out_ssrc, sequence: SequenceRewriter::default() };
@@ -252,7 +345,11 @@ pub async fn run(mut rx: mpsc::Receiver<RouterMsg>, mut decide: Box<dyn Decide>,
         }
         decision.counts.clear();
         decision.subscribers.clear();
-        decide.decide(&metas, &routes, &mut decision);
+        if let Err(reason) = decide.decide(&metas, &routes, &mut decision).await {
+            tracing::error!("{reason}; the SFU stops forwarding");
+            stopped.send_replace(Some(reason));
+            return;
+        }
         local.batches += 1;
         local.packets_in += metas.len() as u64;
         let mut cursor = 0;

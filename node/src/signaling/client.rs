@@ -45,6 +45,9 @@ impl ClientOptions {
             reconnect: RestartConfig {
                 max_restarts: 10,
                 window: Duration::from_secs(300),
+                // The short window is the client's limit.
+                long_max_restarts: u32::MAX,
+                long_window: Duration::from_secs(300),
                 backoff_base: Duration::from_secs(1),
                 backoff_cap: Duration::from_secs(30),
                 healthy_after: Duration::from_secs(60),

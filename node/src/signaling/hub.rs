@@ -13,11 +13,19 @@
 use super::connections::{Connections, Outgoing, error_reply};
 use crate::runtime::bindings::{SeatGrant, SignalAction, SignalEvent, SignalMessage, SignalPeer};
 use crate::supervisor::{Stopped, Supervisor};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// Events queued for the stage before new messages are refused as `busy`.
-pub const QUEUE: usize = 4096;
+/// Message bytes queued for the stage before new messages are refused as
+/// `busy`. Connects and disconnects always queue: there is one of each per
+/// connection, so the connection limit bounds them, and losing one would
+/// leave a ghost in a room (or a seat never given).
+pub const QUEUE_BYTES: usize = 4 << 20;
+
+/// How long a message may wait for an instance being built.
+const BUILD_WAIT: Duration = Duration::from_millis(100);
 
 /// Where seats go: the SFU, when the node carries media.
 pub trait SeatSink: Send + 'static {
@@ -28,7 +36,9 @@ pub trait SeatSink: Send + 'static {
 /// A handle for sending connection events to the stage thread.
 #[derive(Clone)]
 pub struct Hub {
-    events: mpsc::SyncSender<SignalEvent>,
+    events: mpsc::Sender<SignalEvent>,
+    /// Bytes of messages queued and not yet handled.
+    queued: Arc<AtomicUsize>,
 }
 
 impl Hub {
@@ -41,7 +51,9 @@ impl Hub {
         seats: Option<Box<dyn SeatSink>>,
         stopped: tokio::sync::oneshot::Sender<Stopped>,
     ) -> std::io::Result<Hub> {
-        let (tx, rx) = mpsc::sync_channel::<SignalEvent>(QUEUE);
+        let (tx, rx) = mpsc::channel::<SignalEvent>();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let handled = queued.clone();
         std::thread::Builder::new().name(format!("stage-{}", stage.id())).spawn(move || {
             loop {
                 let event = match rx.recv_timeout(Duration::from_millis(50)) {
@@ -52,7 +64,13 @@ impl Hub {
                     }
                     Err(mpsc::RecvTimeoutError::Disconnected) => return,
                 };
+                if let SignalEvent::Message(m) = &event {
+                    handled.fetch_sub(m.text.len(), Ordering::Relaxed);
+                }
                 let mut actions = Vec::new();
+                // A stage without an instance may wait this long for one
+                // being built; the hub's other work waits with it.
+                stage.wait_for_builds_until(Some(Instant::now() + BUILD_WAIT));
                 let ran = stage.run(
                     Instant::now(),
                     std::slice::from_ref(&event),
@@ -75,19 +93,27 @@ impl Hub {
                 stage.maintain(Instant::now());
             }
         })?;
-        Ok(Hub { events: tx })
+        Ok(Hub { events: tx, queued })
     }
 
+    /// Never waits (see [`QUEUE_BYTES`]).
     pub fn connected(&self, connection: u64, grant: Option<(String, String)>) {
         let grant = grant.map(|(room, user)| SeatGrant { room, user });
-        // Connects and disconnects wait for room: losing one would leave a
-        // ghost in a room.
         let _ = self.events.send(SignalEvent::Connected(SignalPeer { connection, grant }));
     }
 
-    /// Queues a message; false when the stage is too far behind.
+    /// Queues a message; false when the stage is too far behind. Never waits.
     pub fn message(&self, connection: u64, text: String) -> bool {
-        self.events.try_send(SignalEvent::Message(SignalMessage { connection, text })).is_ok()
+        let len = text.len();
+        if self.queued.fetch_add(len, Ordering::Relaxed) + len > QUEUE_BYTES {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            return false;
+        }
+        if self.events.send(SignalEvent::Message(SignalMessage { connection, text })).is_err() {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            return false;
+        }
+        true
     }
 
     pub fn disconnected(&self, connection: u64) {

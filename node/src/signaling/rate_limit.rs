@@ -24,11 +24,17 @@ impl TokenBucket {
 
     /// Takes a token if there is one.
     pub fn allow(&mut self, now: Instant) -> bool {
+        self.take(now, 1.0)
+    }
+
+    /// Takes `cost` tokens if there are as many (a byte budget takes one per
+    /// byte).
+    pub fn take(&mut self, now: Instant, cost: f64) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = self.last.max(now);
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        if self.tokens >= cost {
+            self.tokens -= cost;
             true
         } else {
             false

@@ -10,7 +10,10 @@
 //!   ±`jitter` so that many stages failing together do not restart together;
 //! - an instance that served for `healthy_after` resets the sequence;
 //! - more than `max_restarts` failures within `window` gives up: the stage's
-//!   failure policy then applies for good.
+//!   failure policy then applies for good;
+//! - so does more than `long_max_restarts` within `long_window` (by default
+//!   30 in 10 minutes): a slow crash loop, one fault every few seconds, that
+//!   the short window never sees.
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -28,6 +31,9 @@ pub struct RestartConfig {
     pub backoff_base: Duration,
     /// The longest delay.
     pub backoff_cap: Duration,
+    /// The slow crash loop's limit: failures within `long_window`.
+    pub long_max_restarts: u32,
+    pub long_window: Duration,
     /// Serving this long without failing resets the backoff.
     pub healthy_after: Duration,
     /// Each delay is multiplied by a random factor in `[1 - jitter, 1 + jitter]`.
@@ -41,6 +47,8 @@ impl Default for RestartConfig {
         RestartConfig {
             max_restarts: 5,
             window: Duration::from_secs(10),
+            long_max_restarts: 30,
+            long_window: Duration::from_secs(600),
             backoff_base: Duration::from_millis(10),
             backoff_cap: Duration::from_secs(5),
             healthy_after: Duration::from_secs(10),
@@ -65,6 +73,8 @@ pub struct Backoff {
     config: RestartConfig,
     /// Failure times within the window, oldest first.
     recent: VecDeque<Instant>,
+    /// Failure times within the long window, oldest first.
+    recent_long: VecDeque<Instant>,
     /// Failures since the stage was last healthy.
     consecutive: u32,
     /// When the current instance entered service.
@@ -80,6 +90,7 @@ impl Backoff {
     pub fn new(config: RestartConfig, seed: u64) -> Backoff {
         Backoff {
             recent: VecDeque::with_capacity((config.max_restarts as usize).saturating_add(1).min(64)),
+            recent_long: VecDeque::with_capacity((config.long_max_restarts as usize).saturating_add(1).min(64)),
             config,
             consecutive: 0,
             serving_since: None,
@@ -120,9 +131,17 @@ impl Backoff {
             self.recent.pop_front();
         }
         self.recent.push_back(now);
-        if self.gave_up || self.recent.len() > self.config.max_restarts as usize {
+        while self.recent_long.front().is_some_and(|&t| now.saturating_duration_since(t) >= self.config.long_window) {
+            self.recent_long.pop_front();
+        }
+        self.recent_long.push_back(now);
+        // Each deque holds one more than its limit at most: past it, we stop.
+        let short = self.recent.len() > self.config.max_restarts as usize;
+        let long = self.recent_long.len() > self.config.long_max_restarts as usize;
+        if self.gave_up || short || long {
             self.gave_up = true;
-            return Decision::GiveUp { failures: self.recent.len() };
+            let failures = if short { self.recent.len() } else { self.recent_long.len() };
+            return Decision::GiveUp { failures };
         }
         self.consecutive += 1;
         let delay = self.delay(self.consecutive);
@@ -167,6 +186,8 @@ mod tests {
         RestartConfig {
             max_restarts: 4,
             window: Duration::from_secs(10),
+            long_max_restarts: 1000,
+            long_window: Duration::from_secs(600),
             backoff_base: Duration::from_millis(100),
             backoff_cap: Duration::from_millis(350),
             healthy_after: Duration::from_secs(5),
@@ -238,6 +259,17 @@ mod tests {
         assert_eq!(delay_of(b.on_failure(t0 + Duration::from_secs(7), false)), Duration::from_millis(100));
         // The active instance has now served 5 s since the first start failure.
         assert_eq!(delay_of(b.on_failure(t0 + Duration::from_secs(11), true)), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_slow_crash_loop_trips_the_long_window() {
+        let t0 = Instant::now();
+        let mut b = Backoff::new(RestartConfig { long_max_restarts: 5, long_window: Duration::from_secs(60), ..config() }, 1);
+        // One fault every 3 s: the 10 s window never holds more than 4.
+        for i in 0..5 {
+            assert!(matches!(b.on_failure(t0 + Duration::from_secs(3 * i), true), Decision::Restart { .. }), "fault {i}");
+        }
+        assert_eq!(b.on_failure(t0 + Duration::from_secs(15), true), Decision::GiveUp { failures: 6 });
     }
 
     #[test]

@@ -1,10 +1,17 @@
 //! Crash reports: one JSON document per fault, logged and written to disk.
 //!
-//! The supervisor builds the report on the pipeline thread (a copy of the
+//! The supervisor builds the report on the stage thread (a copy of the
 //! flight recorder and the fault); serializing and writing happen on a
-//! writer thread so that a fault never puts file I/O on the hot path. The
-//! queue is bounded: if faults outrun the disk, reports are counted as lost
-//! rather than piling up in memory.
+//! writer thread so that a fault never puts file I/O on the hot path.
+//!
+//! A plugin decides what goes into its reports (its panic message, its
+//! stderr, its function names) and how often it faults, so everything here
+//! has a budget ([`ReportBudget`]): the plugin's text is cut and kept apart
+//! from the host's fields (`plugin_message`, `stderr`); a report is at most
+//! `max_report` bytes on disk; the writer's queue is bounded (reports past
+//! it are counted as lost); the reports kept in memory are bounded by count
+//! and bytes; and the crash directory by bytes, oldest report removed
+//! first.
 
 use super::recorder::Record;
 use crate::config::FailurePolicy;
@@ -18,9 +25,25 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// How many reports wait for the writer before new ones are lost.
-const QUEUE: usize = 64;
-/// How many recent reports stay in memory for inspection.
-const RECENT: usize = 64;
+const QUEUE: usize = 16;
+
+/// What crash reports may cost.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReportBudget {
+    /// Largest report on disk, in bytes (fields are cut to fit).
+    pub max_report: usize,
+    /// Reports kept in memory, and their total size.
+    pub recent_count: usize,
+    pub recent_bytes: usize,
+    /// The crash directory's total size: the oldest reports go first.
+    pub disk_bytes: u64,
+}
+
+impl Default for ReportBudget {
+    fn default() -> Self {
+        ReportBudget { max_report: 64 << 10, recent_count: 32, recent_bytes: 1 << 20, disk_bytes: 16 << 20 }
+    }
+}
 
 /// Everything known about one fault.
 #[derive(Debug, Clone, Serialize)]
@@ -31,10 +54,13 @@ pub struct CrashReport {
     /// SHA-256 of the plugin component.
     pub digest: String,
     pub trap_kind: TrapKind,
+    /// The host's description of the fault.
     pub message: String,
-    /// Wasm frames, innermost first.
+    /// What the plugin said (its panic message): plugin text, escaped, cut.
+    pub plugin_message: Option<String>,
+    /// Wasm frames, innermost first (names from the plugin's binary).
     pub backtrace: Vec<String>,
-    /// The tail of the plugin's stderr.
+    /// The tail of the plugin's stderr: plugin text, escaped, cut.
     pub stderr: String,
     /// The quarantined input, if the fault was tied to one.
     pub poison: Option<serde_json::Value>,
@@ -66,44 +92,60 @@ pub struct CrashReporter {
 
 struct Inner {
     tx: Option<SyncSender<Job>>,
-    recent: Mutex<VecDeque<Arc<CrashReport>>>,
+    budget: ReportBudget,
+    /// Recent reports with their sizes, and the sizes' sum.
+    recent: Mutex<(VecDeque<(Arc<CrashReport>, usize)>, usize)>,
     lost: AtomicU64,
 }
 
 impl CrashReporter {
     /// Writes reports into `dir` (created when needed); `None` keeps them in
-    /// memory and the log only.
+    /// memory and the log only. Default budgets.
     pub fn new(dir: Option<PathBuf>) -> CrashReporter {
+        CrashReporter::with_budget(dir, ReportBudget::default())
+    }
+
+    /// [`CrashReporter::new`] with the given budgets.
+    pub fn with_budget(dir: Option<PathBuf>, budget: ReportBudget) -> CrashReporter {
         let tx = dir.and_then(|dir| {
             let (tx, rx) = sync_channel(QUEUE);
             std::thread::Builder::new()
                 .name("medianode-crash-reports".into())
-                .spawn(move || write_reports(&dir, rx))
+                .spawn(move || write_reports(&dir, rx, budget))
                 .map_err(|e| tracing::error!("crash reports will not be written: no writer thread: {e}"))
                 .ok()
                 .map(|_| tx)
         });
-        CrashReporter { inner: Arc::new(Inner { tx, recent: Mutex::new(VecDeque::new()), lost: AtomicU64::new(0) }) }
+        let recent = Mutex::new((VecDeque::new(), 0));
+        CrashReporter { inner: Arc::new(Inner { tx, budget, recent, lost: AtomicU64::new(0) }) }
     }
 
     /// Logs `report` and queues it for writing.
-    pub fn report(&self, report: CrashReport) {
+    pub fn report(&self, mut report: CrashReport) {
+        let size = fit(&mut report, self.inner.budget.max_report);
         tracing::error!(
             stage = %report.stage,
             trap = report.trap_kind.name(),
             item = report.poison.as_ref().and_then(|p| p["sequence"].as_u64()),
             decision = report.decision,
             next_delay_ms = report.next_delay_ms,
+            plugin_said = report.plugin_message.as_deref().map(|m| &m[..m.floor_char_boundary(200)]),
             "stage fault: {}",
-            report.message.replace('\n', " ")
+            crate::runtime::log::escape(report.message.as_bytes())
         );
         let report = Arc::new(report);
         {
+            let budget = &self.inner.budget;
             let mut recent = lock(&self.inner.recent);
-            if recent.len() == RECENT {
-                recent.pop_front();
+            let (reports, bytes) = &mut *recent;
+            reports.push_back((report.clone(), size));
+            *bytes += size;
+            while reports.len() > budget.recent_count || *bytes > budget.recent_bytes {
+                match reports.pop_front() {
+                    Some((_, size)) => *bytes -= size,
+                    None => break,
+                }
             }
-            recent.push_back(report.clone());
         }
         if let Some(tx) = &self.inner.tx
             && tx.try_send(Job::Write(report)).is_err()
@@ -114,7 +156,7 @@ impl CrashReporter {
 
     /// The latest reports, oldest first.
     pub fn recent(&self) -> Vec<Arc<CrashReport>> {
-        lock(&self.inner.recent).iter().cloned().collect()
+        lock(&self.inner.recent).0.iter().map(|(r, _)| r.clone()).collect()
     }
 
     /// Reports that could not be queued for writing.
@@ -133,19 +175,69 @@ impl CrashReporter {
     }
 }
 
-fn write_reports(dir: &Path, rx: Receiver<Job>) {
+/// Cuts the plugin's parts of `report` until its JSON fits in `max`
+/// bytes; returns its size.
+fn fit(report: &mut CrashReport, max: usize) -> usize {
+    let size = |r: &CrashReport| serde_json::to_vec_pretty(r).map_or(usize::MAX, |j| j.len());
+    let mut now = size(report);
+    // What to give up first: the plugin's texts, then the host's details.
+    while now > max {
+        if report.stderr.len() > 64 {
+            report.stderr = format!("[cut: {} bytes]", report.stderr.len());
+        } else if report.plugin_message.as_ref().is_some_and(|m| m.len() > 64) {
+            let m = report.plugin_message.take().unwrap_or_default();
+            report.plugin_message = Some(format!("{}... [cut: {} bytes]", &m[..m.floor_char_boundary(64)], m.len()));
+        } else if !report.backtrace.is_empty() {
+            report.backtrace.clear();
+        } else if !report.recorded.is_empty() {
+            report.recorded.clear();
+        } else {
+            report.message.truncate(report.message.floor_char_boundary(256));
+            break;
+        }
+        now = size(report);
+    }
+    now
+}
+
+fn write_reports(dir: &Path, rx: Receiver<Job>, budget: ReportBudget) {
+    // The directory's reports, oldest first, with their sizes.
+    let mut files: VecDeque<(PathBuf, u64)> = existing_reports(dir);
+    let mut total: u64 = files.iter().map(|(_, size)| size).sum();
     let mut written = 0u64;
     for job in rx {
         match job {
             Job::Write(report) => {
                 written += 1;
-                let name = format!("{}-{}-{written}.json", report.unix_ms, sanitize(&report.stage));
+                let name = format!("{:013}-{}-{written}.json", report.unix_ms, sanitize(&report.stage));
                 let path = dir.join(name);
-                let result = std::fs::create_dir_all(dir)
-                    .and_then(|_| serde_json::to_vec_pretty(&*report).map_err(std::io::Error::other))
-                    .and_then(|json| std::fs::write(&path, json));
+                let json = match serde_json::to_vec_pretty(&*report) {
+                    Ok(json) => json,
+                    Err(e) => {
+                        tracing::error!(stage = %report.stage, "could not serialize a crash report: {e}");
+                        continue;
+                    }
+                };
+                let size = json.len() as u64;
+                // Room first: the oldest reports go.
+                while total + size > budget.disk_bytes {
+                    let Some((old, old_size)) = files.pop_front() else { break };
+                    total -= old_size;
+                    if let Err(e) = std::fs::remove_file(&old) {
+                        tracing::warn!("could not remove old crash report {}: {e}", old.display());
+                    }
+                }
+                if total + size > budget.disk_bytes {
+                    tracing::warn!(stage = %report.stage, "a crash report larger than the crash directory's budget was not written");
+                    continue;
+                }
+                let result = std::fs::create_dir_all(dir).and_then(|_| std::fs::write(&path, json));
                 match result {
-                    Ok(()) => tracing::info!(stage = %report.stage, "crash report written to {}", path.display()),
+                    Ok(()) => {
+                        total += size;
+                        files.push_back((path.clone(), size));
+                        tracing::info!(stage = %report.stage, "crash report written to {}", path.display());
+                    }
                     Err(e) => tracing::error!(stage = %report.stage, "could not write crash report {}: {e}", path.display()),
                 }
             }
@@ -154,6 +246,22 @@ fn write_reports(dir: &Path, rx: Receiver<Job>) {
             }
         }
     }
+}
+
+/// Crash reports already in `dir` (from earlier runs), oldest first: their
+/// names start with the time they were written.
+fn existing_reports(dir: &Path) -> VecDeque<(PathBuf, u64)> {
+    let mut found: Vec<(PathBuf, u64)> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+                .filter_map(|e| Some((e.path(), e.metadata().ok()?.len())))
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found.into()
 }
 
 /// Keeps file names to `[A-Za-z0-9_-]`.

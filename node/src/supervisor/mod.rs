@@ -25,15 +25,22 @@
 //! quarantined block itself is muted or, under `fail-open`, passed through.
 //! The sink sees every block, in order.
 //!
-//! Spare instances are started in `maintain`, off the hot path.
+//! Instances are built on the stage's builder thread ([`builder`]), never
+//! on the thread that calls the plugin: a standby is asked for in
+//! `maintain` and after each failover, and a stage without a ready instance
+//! serves its failure policy until one is ready (waiting for it at most
+//! until the time set with [`Supervisor::wait_for_builds_until`]).
 
 pub mod backoff;
+mod builder;
 pub mod crash_report;
 pub mod recorder;
+pub mod thread;
 
 use crate::config::FailurePolicy;
-use crate::runtime::{AudioBatch, CallLimits, Fault, Instance, Items, Metrics, Plugin, StageShared};
+use crate::runtime::{AudioBatch, Fault, Instance, Items, Metrics, Plugin, StageShared, TrapKind};
 use backoff::{Backoff, Decision, RestartConfig};
+use builder::Builder;
 use crash_report::{CrashReport, CrashReporter, unix_ms};
 use recorder::{Action, FlightRecorder};
 use std::sync::Arc;
@@ -55,6 +62,11 @@ pub struct Limits {
     pub stack: usize,
     /// State store quota in bytes.
     pub state: u64,
+    /// Plugin log (log calls, stdout, stderr): bytes per second, with a
+    /// burst of four seconds' worth.
+    pub log_bytes: u64,
+    /// Plugin log lines per second, with a burst of four seconds' worth.
+    pub log_lines: u32,
 }
 
 impl Default for Limits {
@@ -65,6 +77,8 @@ impl Default for Limits {
             init_deadline: Duration::from_secs(1),
             stack: 512 << 10,
             state: 1 << 20,
+            log_bytes: 16 << 10,
+            log_lines: 50,
         }
     }
 }
@@ -107,7 +121,11 @@ pub struct Supervisor {
     spec: StageSpec,
     shared: Arc<StageShared>,
     active: Option<Instance>,
-    standby: Option<Instance>,
+    /// Builds instances off this thread; a ready one is the standby.
+    builder: Builder,
+    /// How long (in real time) a stage without an instance may wait for
+    /// one being built before it applies its failure policy.
+    wait_until: Option<Instant>,
     backoff: Backoff,
     recorder: FlightRecorder,
     reporter: CrashReporter,
@@ -116,21 +134,40 @@ pub struct Supervisor {
 
 impl Supervisor {
     /// Starts the stage's first instance (a failure here is the user's to
-    /// see, so it is returned rather than retried) and its standby.
+    /// see, so it is returned rather than retried) and its standby, both on
+    /// the stage's builder thread; the caller waits for them.
     pub fn start(spec: StageSpec, reporter: CrashReporter, now: Instant) -> Result<Supervisor, Fault> {
-        let shared = Arc::new(StageShared::new(&spec.id, spec.limits.state));
-        let active = start_instance(&spec, &shared)?;
+        let shared = Arc::new(StageShared::with_limits(&spec.id, &spec.limits));
+        let builder = Builder::spawn(&spec, shared.clone())
+            .map_err(|e| Fault::new(TrapKind::Instantiate, format!("cannot start the stage's builder thread: {e}")))?;
+        // A build ends by its init deadline; the margin covers compiling
+        // nothing more than instantiation on a busy machine.
+        let start_wait = spec.limits.init_deadline.saturating_mul(2) + Duration::from_secs(5);
+        builder.request();
+        let active = match builder.wait(Instant::now() + start_wait).then(|| builder.take()).flatten() {
+            Some(Ok((instance, _))) => instance,
+            Some(Err(fault)) => return Err(fault),
+            None => {
+                let message = format!("the first instance was not built within {start_wait:?}");
+                return Err(Fault::new(TrapKind::Instantiate, message));
+            }
+        };
         let mut supervisor = Supervisor {
             backoff: Backoff::new(spec.restart.clone(), spec.seed),
             recorder: FlightRecorder::new(spec.recorder, now),
             shared,
             active: Some(active),
-            standby: None,
+            builder,
+            wait_until: None,
             reporter,
             faults: 0,
             spec,
         };
         supervisor.backoff.on_started(now);
+        // The first standby is ready before the first item, like the
+        // instance it stands by.
+        supervisor.maintain(now);
+        supervisor.builder.wait(Instant::now() + start_wait);
         supervisor.maintain(now);
         Ok(supervisor)
     }
@@ -140,6 +177,16 @@ impl Supervisor {
         &self.spec.id
     }
 
+    /// The stage's failure policy.
+    pub fn failure(&self) -> FailurePolicy {
+        self.spec.failure
+    }
+
+    /// The stage's resource limits.
+    pub fn limits(&self) -> &Limits {
+        &self.spec.limits
+    }
+
     /// The stage's metrics and state store.
     pub fn shared(&self) -> &Arc<StageShared> {
         &self.shared
@@ -147,7 +194,15 @@ impl Supervisor {
 
     /// Whether a spare instance is ready.
     pub fn has_standby(&self) -> bool {
-        self.standby.is_some()
+        self.builder.ready()
+    }
+
+    /// Until when (real time) a call that finds no instance serving may
+    /// wait for one being built, before the failure policy applies. `None`
+    /// (the default): not at all. A pipeline sets the end of the current
+    /// tick's budget: an instance ready by then loses nothing.
+    pub fn wait_for_builds_until(&mut self, until: Option<Instant>) {
+        self.wait_until = until;
     }
 
     /// Runs a batch through the stage. Returns the stage's output: every
@@ -353,40 +408,46 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Idle-time work: start a spare instance if one is wanted and allowed.
+    /// Idle-time work: pick up a failed build, and ask for a spare instance
+    /// if one is wanted and allowed. Never builds on this thread.
     pub fn maintain(&mut self, now: Instant) {
-        if !self.spec.restart.standby || self.standby.is_some() || !self.backoff.may_start(now) {
-            return;
+        if let Some(fault) = self.builder.take_failure() {
+            self.on_fault(now, fault, None, 0, false);
         }
-        let started = Instant::now();
-        match start_instance(&self.spec, &self.shared) {
-            Ok(instance) => {
-                self.standby = Some(instance);
-                self.recorder.record(now, Action::StandbyReady { micros: started.elapsed().as_micros() as u32 });
-            }
-            Err(fault) => self.on_fault(now, fault, None, 0, false),
+        if self.spec.restart.standby && self.backoff.may_start(now) {
+            self.builder.request();
         }
     }
 
-    /// The instance to call now, promoting the standby or starting a new
-    /// instance when the restart policy allows.
+    /// The instance to call now: the standby, or one built for the purpose,
+    /// when the restart policy allows one to serve. Waits for a build in
+    /// progress at most until `wait_until`.
     fn serving(&mut self, now: Instant) -> Option<&mut Instance> {
+        let asked = Instant::now();
+        let mut waited = false;
         while self.active.is_none() && self.backoff.may_start(now) {
-            let started = Instant::now();
-            let (instance, standby) = match self.standby.take() {
-                Some(instance) => (instance, true),
-                None => match start_instance(&self.spec, &self.shared) {
-                    Ok(instance) => (instance, false),
-                    Err(fault) => {
-                        self.on_fault(now, fault, None, 0, false);
-                        continue;
+            let ready_at_once = !waited && self.builder.ready();
+            match self.builder.take() {
+                Some(Ok((instance, built_in))) => {
+                    self.active = Some(instance);
+                    self.backoff.on_started(now);
+                    Metrics::add(&self.shared.metrics.restarts, 1);
+                    let micros = if ready_at_once { 0 } else { (asked.elapsed() + built_in).as_micros() as u32 };
+                    self.recorder.record(now, Action::Restart { standby: ready_at_once, micros });
+                    if self.spec.restart.standby {
+                        self.builder.request();
                     }
-                },
-            };
-            self.active = Some(instance);
-            self.backoff.on_started(now);
-            Metrics::add(&self.shared.metrics.restarts, 1);
-            self.recorder.record(now, Action::Restart { standby, micros: started.elapsed().as_micros() as u32 });
+                }
+                Some(Err(fault)) => self.on_fault(now, fault, None, 0, false),
+                None => {
+                    self.builder.request();
+                    waited = true;
+                    match self.wait_until {
+                        Some(until) if self.builder.wait(until) => {}
+                        _ => break,
+                    }
+                }
+            }
         }
         self.active.as_mut()
     }
@@ -448,7 +509,7 @@ impl Supervisor {
             Decision::Restart { delay, .. } => ("restart", Some(delay.as_secs_f64() * 1000.0)),
             Decision::GiveUp { .. } => {
                 self.recorder.record(now, Action::GiveUp);
-                self.standby = None;
+                self.builder.discard();
                 ("give-up", None)
             }
         };
@@ -458,6 +519,7 @@ impl Supervisor {
             digest: self.spec.plugin.digest.clone(),
             trap_kind: fault.kind,
             message: fault.message,
+            plugin_message: fault.plugin_message,
             backtrace: fault.backtrace,
             stderr: fault.stderr,
             poison: poison_summary,
@@ -472,12 +534,3 @@ impl Supervisor {
     }
 }
 
-fn start_instance(spec: &StageSpec, shared: &Arc<StageShared>) -> Result<Instance, Fault> {
-    Instance::start(
-        &spec.plugin,
-        shared.clone(),
-        &spec.config_json,
-        spec.limits.memory,
-        CallLimits { deadline: spec.limits.deadline, init_deadline: spec.limits.init_deadline },
-    )
-}

@@ -1,0 +1,139 @@
+//! A stage's builder thread: where its instances are made.
+//!
+//! Instantiating a plugin and running its `init` takes microseconds for a
+//! good plugin and up to the stage's `init-deadline` for a bad one (an
+//! `init` that loops is stopped only by its deadline). Neither may happen on
+//! a thread that carries data, so each stage has one builder thread that
+//! does nothing else. The supervisor asks for an instance
+//! ([`Builder::request`]), goes on serving (or, while it has no instance,
+//! applies its failure policy), and picks the instance up when it is ready
+//! ([`Builder::take`]). A ready instance that waits in the slot is the
+//! stage's standby.
+//!
+//! One build at a time, one result in the slot: the builder never holds
+//! more than one spare instance, however often it is asked.
+
+use crate::runtime::{CallLimits, Fault, Instance, StageShared, lock};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use super::StageSpec;
+
+/// What a build produced: an instance and how long it took, or why not.
+pub(crate) type Built = Result<(Instance, Duration), Fault>;
+
+#[derive(Default)]
+struct Slot {
+    /// A build was asked for and has not finished.
+    pending: bool,
+    /// The finished build, until the supervisor takes it.
+    result: Option<Built>,
+}
+
+struct Shared {
+    slot: Mutex<Slot>,
+    done: Condvar,
+}
+
+/// The supervisor's handle on its builder thread. Dropping it ends the
+/// thread once any build in progress has finished.
+pub(crate) struct Builder {
+    requests: SyncSender<()>,
+    shared: Arc<Shared>,
+}
+
+impl Builder {
+    /// Starts the builder thread for `spec`'s stage.
+    pub(crate) fn spawn(spec: &StageSpec, stage: Arc<StageShared>) -> std::io::Result<Builder> {
+        let (requests, rx) = mpsc::sync_channel(1);
+        let shared = Arc::new(Shared { slot: Mutex::new(Slot::default()), done: Condvar::new() });
+        let spec = spec.clone();
+        let thread_shared = shared.clone();
+        std::thread::Builder::new()
+            .name(format!("build-{}", spec.id))
+            .spawn(move || build_loop(&spec, &stage, &rx, &thread_shared))?;
+        Ok(Builder { requests, shared })
+    }
+
+    /// Asks for an instance, unless one is being built or waits in the slot.
+    pub(crate) fn request(&self) {
+        let mut slot = lock(&self.shared.slot);
+        if slot.pending || slot.result.is_some() {
+            return;
+        }
+        // The channel holds one request and the thread takes the next only
+        // after finishing this one, so with `pending` unset it has room.
+        if self.requests.try_send(()).is_ok() {
+            slot.pending = true;
+        }
+    }
+
+    /// The finished build, if there is one.
+    pub(crate) fn take(&self) -> Option<Built> {
+        lock(&self.shared.slot).result.take()
+    }
+
+    /// Why the last build failed, if it did (and it has not been taken).
+    pub(crate) fn take_failure(&self) -> Option<Fault> {
+        let mut slot = lock(&self.shared.slot);
+        match slot.result.take() {
+            Some(Err(fault)) => Some(fault),
+            other => {
+                slot.result = other;
+                None
+            }
+        }
+    }
+
+    /// Whether a built instance is ready to serve.
+    pub(crate) fn ready(&self) -> bool {
+        matches!(lock(&self.shared.slot).result, Some(Ok(_)))
+    }
+
+    /// Waits (in real time) until a build is finished or `until`. True if a
+    /// result is there.
+    pub(crate) fn wait(&self, until: Instant) -> bool {
+        let mut slot = lock(&self.shared.slot);
+        loop {
+            if slot.result.is_some() {
+                return true;
+            }
+            let now = Instant::now();
+            if !slot.pending || now >= until {
+                return false;
+            }
+            slot = match self.shared.done.wait_timeout(slot, until - now) {
+                Ok((slot, _)) => slot,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+    }
+
+    /// Drops a spare instance (the stage gave up).
+    pub(crate) fn discard(&self) {
+        lock(&self.shared.slot).result = None;
+    }
+}
+
+fn build_loop(spec: &StageSpec, stage: &Arc<StageShared>, requests: &Receiver<()>, shared: &Shared) {
+    while requests.recv().is_ok() {
+        let started = Instant::now();
+        let built = start_instance(spec, stage).map(|instance| (instance, started.elapsed()));
+        let mut slot = lock(&shared.slot);
+        slot.pending = false;
+        slot.result = Some(built);
+        shared.done.notify_all();
+    }
+}
+
+/// Instantiates the stage's plugin and runs its `init`.
+pub(crate) fn start_instance(spec: &StageSpec, shared: &Arc<StageShared>) -> Result<Instance, Fault> {
+    Instance::start(
+        &spec.plugin,
+        shared.clone(),
+        &spec.config_json,
+        spec.limits.memory,
+        CallLimits { deadline: spec.limits.deadline, init_deadline: spec.limits.init_deadline },
+    )
+}

@@ -1,0 +1,156 @@
+//! Stage threads: the only threads that call plugins.
+//!
+//! The node has three kinds of threads and never mixes them: async I/O
+//! threads (tokio: sockets, timers, HTTP) never call a plugin and never
+//! block; each stage's builder thread (see `builder.rs`) makes instances;
+//! and a [`StageThread`] owns a stage (its [`super::Supervisor`], or a type
+//! wrapping one) and runs the jobs sent to it, one at a time, outside any
+//! async runtime. A plugin's WASI calls may then block the stage's own
+//! thread for as long as its deadline allows, and nothing else.
+//!
+//! Jobs queue in a bounded channel: a caller that finds it full gets
+//! [`CallError::Busy`] at once rather than waiting. Every job carries the
+//! real time by which its answer is still of use; a job dequeued after that
+//! is not run but answered [`CallError::Expired`], so a stage that fell
+//! behind catches up instead of working through stale input. Between jobs,
+//! and every `idle` when there are none, the thread runs the owner's
+//! maintenance (picking up builds, asking for a standby).
+//!
+//! Async callers await the answer without a timer of their own: the answer
+//! comes by the job's expiry plus the one call in progress, which its
+//! deadline bounds. (A tokio timer would also be at the mercy of a paused
+//! test clock, which leaps ahead whenever the runtime waits on a thread.)
+
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::time::{Duration, Instant};
+
+/// Why a job did not run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// The stage's queue is full: it is behind.
+    #[error("the stage is behind: its queue is full")]
+    Busy,
+    /// The job waited past its expiry and was skipped.
+    #[error("the stage did not get to it in time")]
+    Expired,
+    /// The stage thread has ended.
+    #[error("the stage has stopped")]
+    Gone,
+}
+
+/// `None`: the job expired before it ran.
+type Job<T> = Box<dyn FnOnce(Option<&mut T>) + Send>;
+
+struct Queued<T> {
+    expires: Instant,
+    job: Job<T>,
+}
+
+/// A thread that owns a `T` and runs jobs on it. Cheap to clone; the
+/// thread ends (after its current job) when every handle is gone.
+pub struct StageThread<T> {
+    jobs: SyncSender<Queued<T>>,
+}
+
+impl<T> Clone for StageThread<T> {
+    fn clone(&self) -> Self {
+        StageThread { jobs: self.jobs.clone() }
+    }
+}
+
+impl<T: Send + 'static> StageThread<T> {
+    /// Starts the thread `stage-NAME` owning `value`, with room for `queue`
+    /// jobs; `maintain` runs after each job and every `idle` without one.
+    pub fn spawn(
+        name: &str,
+        mut value: T,
+        queue: usize,
+        idle: Duration,
+        mut maintain: impl FnMut(&mut T) + Send + 'static,
+    ) -> std::io::Result<StageThread<T>> {
+        let (jobs, rx) = mpsc::sync_channel::<Queued<T>>(queue.max(1));
+        std::thread::Builder::new().name(format!("stage-{name}")).spawn(move || {
+            loop {
+                match rx.recv_timeout(idle) {
+                    Ok(queued) => {
+                        match Instant::now() <= queued.expires {
+                            true => (queued.job)(Some(&mut value)),
+                            false => (queued.job)(None),
+                        }
+                        maintain(&mut value);
+                    }
+                    Err(RecvTimeoutError::Timeout) => maintain(&mut value),
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+            }
+        })?;
+        Ok(StageThread { jobs })
+    }
+
+    /// Queues `job`, which gets the value, or `None` if it expired first.
+    /// Never waits.
+    pub fn tell(&self, expires: Instant, job: impl FnOnce(Option<&mut T>) + Send + 'static) -> Result<(), CallError> {
+        self.jobs.try_send(Queued { expires, job: Box::new(job) }).map_err(|e| match e {
+            TrySendError::Full(_) => CallError::Busy,
+            TrySendError::Disconnected(_) => CallError::Gone,
+        })
+    }
+
+    /// Runs `f` on the thread and awaits its answer; `within` is how long
+    /// from now the answer is wanted (see the module docs).
+    pub async fn call<R: Send + 'static>(&self, within: Duration, f: impl FnOnce(&mut T) -> R + Send + 'static) -> Result<R, CallError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.tell(Instant::now() + within, move |value| {
+            let _ = tx.send(value.map(f).ok_or(CallError::Expired));
+        })?;
+        rx.await.unwrap_or(Err(CallError::Gone))
+    }
+
+    /// [`StageThread::call`] for callers that are not async (and may block).
+    pub fn call_blocking<R: Send + 'static>(&self, within: Duration, f: impl FnOnce(&mut T) -> R + Send + 'static) -> Result<R, CallError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.tell(Instant::now() + within, move |value| {
+            let _ = tx.send(value.map(f).ok_or(CallError::Expired));
+        })?;
+        rx.recv().unwrap_or(Err(CallError::Gone))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_run_in_order_and_expired_ones_are_skipped() {
+        let stage = StageThread::spawn("test", Vec::new(), 8, Duration::from_secs(1), |_| {}).unwrap();
+        let (gate_tx, gate_rx) = mpsc::channel::<()>();
+        // Holds the thread until the test says so.
+        stage.tell(Instant::now() + Duration::from_secs(60), move |v| {
+            let _ = gate_rx.recv();
+            v.unwrap().push(1);
+        }).unwrap();
+        stage.tell(Instant::now(), |v| assert!(v.is_none(), "expired while the first ran")).unwrap();
+        gate_tx.send(()).unwrap();
+        let seen = stage.call_blocking(Duration::from_secs(60), |v: &mut Vec<i32>| {
+            v.push(2);
+            v.clone()
+        });
+        assert_eq!(seen, Ok(vec![1, 2]));
+    }
+
+    #[test]
+    fn a_full_queue_is_busy_at_once() {
+        let stage = StageThread::spawn("test", (), 1, Duration::from_secs(1), |_| {}).unwrap();
+        let (gate_tx, gate_rx) = mpsc::channel::<()>();
+        let (started_tx, started_rx) = mpsc::channel::<()>();
+        let far = Instant::now() + Duration::from_secs(60);
+        stage.tell(far, move |_| {
+            let _ = started_tx.send(());
+            let _ = gate_rx.recv();
+        }).unwrap();
+        started_rx.recv().unwrap();
+        stage.tell(far, |_| {}).unwrap();
+        assert_eq!(stage.tell(far, |_| {}), Err(CallError::Busy));
+        gate_tx.send(()).unwrap();
+    }
+}
