@@ -51,7 +51,7 @@ impl Run {
 
     /// A stage's host metric, e.g. `faults`.
     pub fn metric(&self, stage: &str, name: &str) -> u64 {
-        self.stats().stage(stage).expect("stage").metrics.snapshot()[name].as_u64().expect("metric")
+        self.stats().stage(stage).expect("stage").snapshot()[name].as_u64().expect("metric")
     }
 
     pub fn report_kinds(&self) -> Vec<&'static str> {

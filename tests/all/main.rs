@@ -11,6 +11,7 @@ mod dsp;
 mod e2ee;
 mod edge_nodes;
 mod faults;
+mod hostile;
 mod pipelines;
 mod restart_policy;
 mod signaling;

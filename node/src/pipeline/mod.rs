@@ -152,7 +152,7 @@ impl PipelineStats {
     /// Everything as JSON, for logs and reports.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
-            "stages": self.stages.iter().map(|s| (s.id.clone(), s.metrics.snapshot())).collect::<serde_json::Map<_, _>>(),
+            "stages": self.stages.iter().map(|s| (s.id.clone(), s.snapshot())).collect::<serde_json::Map<_, _>>(),
             "sinks": self.sinks.iter().map(|(id, s)| (id.clone(), serde_json::json!(s.get()))).collect::<serde_json::Map<_, _>>(),
         })
     }

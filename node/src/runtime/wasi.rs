@@ -10,7 +10,7 @@
 //! | `wasi:cli/environment` | no variables, no arguments, no working directory |
 //! | `wasi:cli/exit` | the call traps (a fault like any other) |
 //! | `wasi:cli/terminal-*` | no terminal |
-//! | `wasi:clocks/monotonic-clock` | the node's clock (nanoseconds since the instance started); a sleep (`subscribe-duration`, `subscribe-instant`) never outlasts the call's deadline, so a sleeping plugin is a slow plugin and traps on its deadline |
+//! | `wasi:clocks/monotonic-clock` | the node's clock (nanoseconds since the instance started); a sleep (`subscribe-duration`, `subscribe-instant`) that would outlast the call's deadline traps at once, as the deadline would: a sleeping plugin is a slow plugin |
 //! | `wasi:clocks/wall-clock` | 1970-01-01 (E2EE stages: the real date, which MLS needs) |
 //! | `wasi:filesystem/*` | no preopened directories: every path fails |
 //! | `wasi:sockets/*` | creating a TCP or UDP socket and name lookups fail with `access-denied` |
@@ -147,7 +147,7 @@ impl tokio::io::AsyncWrite for PluginOutput {
     }
 }
 
-/// A sleep that ends by the call's deadline at the latest.
+/// A sleep within the call's deadline.
 struct CappedSleep(tokio::time::Instant);
 
 #[async_trait::async_trait]
@@ -159,7 +159,7 @@ impl Pollable for CappedSleep {
 
 /// Replaces wasmtime-wasi's `wasi:clocks/monotonic-clock` with the node's:
 /// the same readings (nanoseconds since the instance started, never going
-/// back), and sleeps cut at the deadline of the call in progress.
+/// back), and no sleep past the deadline of the call in progress.
 pub(super) fn add_monotonic_clock(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
     let mut clock = linker.instance("wasi:clocks/monotonic-clock@0.2.12")?;
@@ -177,10 +177,16 @@ pub(super) fn add_monotonic_clock(linker: &mut Linker<HostState>) -> wasmtime::R
     Ok(())
 }
 
+/// A sleep that would outlast the call's deadline is the call running past
+/// it: it traps now, as the deadline would (`deadline` in the report),
+/// rather than after holding the stage's thread.
 fn sleep(state: &mut HostState, wanted: Duration) -> wasmtime::Result<Resource<DynPollable>> {
     let now = Instant::now();
     let left = state.call_ends.map_or(Duration::ZERO, |end| end.saturating_duration_since(now));
-    let until = tokio::time::Instant::from_std(now + wanted.min(left));
+    if wanted > left {
+        return Err(wasmtime::Trap::Interrupt.into());
+    }
+    let until = tokio::time::Instant::from_std(now + wanted);
     let table = wasmtime_wasi::WasiView::ctx(state).table;
     let sleep = table.push(CappedSleep(until))?;
     wasmtime_wasi::p2::subscribe(table, sleep)
