@@ -30,14 +30,25 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use webrtc_peers::{Peer, direct_pair, node_deciding, peer_at};
 
+/// The decision per packet, plugin (on its stage thread, awaited) against
+/// the same code native (inline).
 fn decisions() {
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt.block_on(decisions_async()),
+        Err(e) => eprintln!("(a) skipped: no runtime: {e}"),
+    }
+}
+
+async fn decisions_async() {
     let mut table = BTreeMap::new();
     let mut deciders: Vec<(&str, Box<dyn Decide>)> =
         vec![("plugin", Box::new(PluginDecider::new(common::stock_stage("forward", "{}")))), ("native", Box::new(NativeDecider::default()))];
     for participant in 1..=6u64 {
         table.insert(participant, "room".to_string());
         let change = RouteChange::Joined(RouteMember { participant, room: "room".into() });
-        deciders.iter_mut().for_each(|(_, d)| d.update(&change, &table));
+        for (_, d) in deciders.iter_mut() {
+            d.update(&change, &table).await;
+        }
     }
     let packets: Vec<PacketMeta> = (0..64u16)
         .map(|i| PacketMeta {
@@ -60,7 +71,7 @@ fn decisions() {
         for _ in 0..rounds {
             out.counts.clear();
             out.subscribers.clear();
-            decider.decide(&packets, &table, &mut out);
+            decider.decide(&packets, &table, &mut out).await.expect("deciding");
         }
         assert_eq!(out.subscribers.len(), 64 * 5);
         let ns = started.elapsed().as_nanos() as f64 / (rounds * 64) as f64;
