@@ -143,11 +143,7 @@ impl Edge {
 
     /// Resolves when the E2EE stage gave up under the `stop` policy.
     pub async fn stopped(&self) -> Stopped {
-        let mut stopped = self.stopped.clone();
-        match stopped.wait_for(Option::is_some).await {
-            Ok(reason) => reason.clone().unwrap_or_else(|| unreachable_stop()),
-            Err(_) => std::future::pending().await,
-        }
+        crate::supervisor::wait_stopped(self.stopped.clone()).await
     }
 
     /// The signaling connection's recent connects, drops and give-up
@@ -161,12 +157,6 @@ impl Drop for Edge {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-/// A stop reason for the impossible case of a watch that says "stopped"
-/// without one.
-fn unreachable_stop() -> Stopped {
-    Stopped { stage: "e2ee".into(), failures: 0, window: Duration::ZERO }
 }
 
 /// The edge's task: the signaling client, the E2EE stage and the media.

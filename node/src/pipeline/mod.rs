@@ -30,6 +30,7 @@ pub use graph::to_dot;
 use crate::builtin::BuiltinStage;
 use crate::config::{ConfigError, FailurePolicy, Pace, PipelineConfig, PluginRef, Runs, SinkKind, SourceKind, StageConfig};
 use crate::io::{Sink, SinkStats, Source};
+use crate::runtime::bindings::{BlockInfo, FrameBatch};
 use crate::runtime::{AudioBatch, Items, Metrics, Plugin, Runtime, StageKind, StageShared};
 use crate::supervisor::crash_report::CrashReporter;
 use crate::supervisor::thread::StageThread;
@@ -74,15 +75,58 @@ enum NodeKind {
     Sink(Sink),
 }
 
-/// A plugin stage: its supervisor until the pipeline runs, then the stage
-/// thread that owns it.
+/// A plugin stage: the stage thread that owns its supervisor.
 struct StageNode {
-    worker: Option<StageWorker>,
-    thread: Option<StageThread<StageWorker>>,
+    thread: StageThread<StageWorker>,
     shared: Arc<StageShared>,
     failure: FailurePolicy,
     /// How long (real time) a build may keep an asap tick waiting.
     build_wait: Duration,
+    /// What its output would be replaced by if it were late this tick.
+    stand_in: StandIn,
+}
+
+/// What a stage in flight leaves behind, for the case it is late: under
+/// `fail-open` a copy of its input (passed around it); otherwise, for
+/// audio, the block headers, from which silence is made only when needed
+/// (in a buffer reused from tick to tick); for frames, only their number.
+#[derive(Default)]
+struct StandIn {
+    input: Option<Items>,
+    headers: Vec<BlockInfo>,
+    frames: bool,
+    items: usize,
+}
+
+impl StandIn {
+    fn keep(&mut self, policy: FailurePolicy, items: &Items) {
+        self.input = (policy == FailurePolicy::FailOpen).then(|| items.clone());
+        self.headers.clear();
+        self.items = items.len();
+        self.frames = match items {
+            Items::Audio(batch) => {
+                self.headers.extend_from_slice(&batch.blocks);
+                false
+            }
+            Items::Frames(_) => true,
+        };
+    }
+
+    fn take(&mut self) -> Items {
+        match self.input.take() {
+            Some(input) => input,
+            None if self.frames => Items::Frames(FrameBatch::new()),
+            None => Items::Audio(AudioBatch::silence(&self.headers)),
+        }
+    }
+}
+
+impl StageNode {
+    /// The stage's stand-in for this tick's output, counted as late.
+    fn late(&mut self) -> Items {
+        Metrics::add(&self.shared.metrics.late, self.stand_in.items as u64);
+        self.stand_in.take()
+    }
 }
 
 /// What a stage thread owns.
@@ -117,6 +161,9 @@ struct Done {
     tick: u64,
     result: Result<Option<Items>, Stopped>,
 }
+
+/// How often an idle stage thread picks up its builds.
+const MAINTAIN_EVERY: Duration = Duration::from_millis(50);
 
 /// What the driver tells the async side after each tick.
 enum Ack {
@@ -168,6 +215,17 @@ pub struct Pipeline {
     stats: PipelineStats,
     budget: Duration,
     ticks: u64,
+    scratch: TickScratch,
+}
+
+/// A tick's bookkeeping, one entry per node, kept from tick to tick so
+/// that a tick allocates none of it.
+#[derive(Default)]
+struct TickScratch {
+    outputs: Vec<Option<Items>>,
+    unread: Vec<usize>,
+    started: Vec<bool>,
+    resolved: Vec<bool>,
 }
 
 /// Compiles (or finds in the cache) a stage's plugin.
@@ -282,7 +340,10 @@ impl Pipeline {
             index.insert(&stage.id, (nodes.len(), ty));
             let worker = StageWorker { supervisor, spare: AudioBatch::new(), now };
             let build_wait = stage.limits.init_deadline.saturating_mul(2) + Duration::from_secs(1);
-            let node = StageNode { worker: Some(worker), thread: None, shared, failure: stage.failure, build_wait };
+            // Two jobs' worth of queue: one running, one waiting.
+            let thread = StageThread::spawn(&stage.id, worker, 2, MAINTAIN_EVERY, |w: &mut StageWorker| w.supervisor.maintain(w.now))
+                .map_err(|e| BuildError::Start { stage: stage.id.clone(), kind: "thread", message: format!("cannot start the stage thread: {e}") })?;
+            let node = StageNode { thread, shared, failure: stage.failure, build_wait, stand_in: StandIn::default() };
             nodes.push(Node { id: stage.id.clone(), kind: NodeKind::Stage(node), inputs, readers: 0 });
         }
 
@@ -310,7 +371,7 @@ impl Pipeline {
                 nodes[j].readers += 1;
             }
         }
-        Ok(Pipeline { name: config.name.clone(), pace: config.pace, tick: config.tick, nodes, channels, stats, budget: config.budget, ticks: 0 })
+        Ok(Pipeline { name: config.name.clone(), pace: config.pace, tick: config.tick, nodes, channels, stats, budget: config.budget, ticks: 0, scratch: TickScratch::default() })
     }
 
     /// The reader of channel sink `id` (once).
@@ -330,16 +391,14 @@ impl Pipeline {
     /// future only keeps the schedule (one tick per `tick` of tokio time, or
     /// back to back under `asap`) and waits for each tick to be done, so a
     /// shutdown is seen within one tick's budget whatever the stages do.
-    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<PipelineStats, Stopped> {
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<PipelineStats, Stopped> {
         tracing::info!(pipeline = %self.name, nodes = self.nodes.len(), "pipeline running");
         let (pace, period) = (self.pace, self.tick);
         let (tick_tx, tick_rx) = std_mpsc::sync_channel::<Instant>(1);
         let (ack_tx, mut ack_rx) = mpsc::channel::<Ack>(1);
         let (finished_tx, finished_rx) = tokio::sync::oneshot::channel();
-        let started = self.start_stage_threads();
         let driver = std::thread::Builder::new().name(format!("pipeline-{}", self.name)).spawn(move || {
-            let result = started.and_then(|()| self.drive(&tick_rx, &ack_tx));
-            let _ = finished_tx.send(result);
+            let _ = finished_tx.send(self.drive(&tick_rx, &ack_tx));
         });
         if let Err(e) = driver {
             tracing::error!("cannot start the pipeline's driver thread: {e}");
@@ -371,24 +430,6 @@ impl Pipeline {
         }
         drop(tick_tx);
         finished_rx.await.unwrap_or_else(|_| Ok(PipelineStats::default()))
-    }
-
-    /// Moves each stage's supervisor onto its stage thread.
-    fn start_stage_threads(&mut self) -> Result<(), Stopped> {
-        for node in &mut self.nodes {
-            let NodeKind::Stage(stage) = &mut node.kind else { continue };
-            let Some(worker) = stage.worker.take() else { continue };
-            // Two ticks' worth: one running, one waiting.
-            let thread = StageThread::spawn(&node.id, worker, 2, Duration::from_millis(50), |w: &mut StageWorker| w.supervisor.maintain(w.now));
-            match thread {
-                Ok(thread) => stage.thread = Some(thread),
-                Err(e) => {
-                    tracing::error!(stage = %node.id, "cannot start the stage thread: {e}");
-                    return Err(Stopped { stage: node.id.clone(), failures: 0, window: Duration::ZERO });
-                }
-            }
-        }
-        Ok(())
     }
 
     /// The driver thread: a tick per instant received, until the schedule
@@ -428,13 +469,18 @@ impl Pipeline {
         let tick = self.ticks;
         let budget_end = (self.pace == Pace::Realtime).then(|| Instant::now() + self.budget);
         let n = self.nodes.len();
-        let mut outputs: Vec<Option<Items>> = (0..n).map(|_| None).collect();
-        let mut unread: Vec<usize> = self.nodes.iter().map(|node| node.readers).collect();
-        // Per node: started (input taken), resolved (output known), and the
-        // stand-in a stage in flight gets if it is late.
-        let mut started = vec![false; n];
-        let mut resolved = vec![false; n];
-        let mut stand_ins: Vec<Option<Items>> = (0..n).map(|_| None).collect();
+        // Per node (buffers reused from tick to tick): its output, how many
+        // readers have yet to take it, whether it has started (taken its
+        // input) and whether its output is known.
+        let TickScratch { outputs, unread, started, resolved } = &mut self.scratch;
+        outputs.clear();
+        outputs.resize_with(n, || None);
+        unread.clear();
+        unread.extend(self.nodes.iter().map(|node| node.readers));
+        started.clear();
+        started.resize(n, false);
+        resolved.clear();
+        resolved.resize(n, false);
         let mut any_source = false;
         loop {
             // Start every node whose inputs are all known, in order (which
@@ -444,48 +490,36 @@ impl Pipeline {
                     continue;
                 }
                 started[i] = true;
-                let input = gather(&self.nodes[i].inputs, &mut outputs, &mut unread);
+                resolved[i] = true; // all but a stage that is sent its input
+                let input = gather(&self.nodes[i].inputs, outputs, unread);
                 match &mut self.nodes[i].kind {
                     NodeKind::Source(source) => {
                         outputs[i] = source.next();
                         any_source |= outputs[i].is_some();
-                        resolved[i] = true;
                     }
                     NodeKind::Builtin(stage) => {
                         outputs[i] = input.filter(|items| !items.is_empty()).map(|items| stage.process(items));
-                        resolved[i] = true;
                     }
                     NodeKind::Sink(sink) => {
                         if let Some(items) = input {
                             sink.deliver(items);
                         }
-                        resolved[i] = true;
                     }
                     NodeKind::Stage(stage) => {
-                        let Some(items) = input.filter(|items| !items.is_empty()) else {
-                            resolved[i] = true;
-                            continue;
-                        };
-                        let stand_in = stand_in(stage.failure, &items);
+                        let Some(items) = input.filter(|items| !items.is_empty()) else { continue };
+                        stage.stand_in.keep(stage.failure, &items);
                         let wait_until = budget_end.unwrap_or_else(|| Instant::now() + stage.build_wait);
-                        let expires = budget_end.unwrap_or(wait_until);
                         let done = done_tx.clone();
-                        let sent = match &stage.thread {
-                            Some(thread) => thread.tell(expires, move |worker| {
-                                let result = match worker {
-                                    Some(worker) => worker.process(now, wait_until, items).map(Some),
-                                    None => Ok(None),
-                                };
-                                let _ = done.send(Done { node: i, tick, result });
-                            }),
-                            None => Err(crate::supervisor::thread::CallError::Gone),
-                        };
-                        if sent.is_err() {
-                            Metrics::add(&stage.shared.metrics.late, stand_in.len() as u64);
-                            outputs[i] = Some(stand_in);
-                            resolved[i] = true;
-                        } else {
-                            stand_ins[i] = Some(stand_in);
+                        let sent = stage.thread.tell(wait_until, move |worker| {
+                            let result = match worker {
+                                Some(worker) => worker.process(now, wait_until, items).map(Some),
+                                None => Ok(None),
+                            };
+                            let _ = done.send(Done { node: i, tick, result });
+                        });
+                        match sent {
+                            Ok(()) => resolved[i] = false,
+                            Err(_) => outputs[i] = Some(stage.late()),
                         }
                     }
                 }
@@ -500,22 +534,19 @@ impl Pipeline {
             match done {
                 Ok(Done { tick: t, .. }) if t != tick => {} // a late answer to a tick already done
                 Ok(Done { node, result, .. }) => {
-                    let output = result?;
-                    if output.is_none()
-                        && let NodeKind::Stage(stage) = &self.nodes[node].kind
-                    {
-                        Metrics::add(&stage.shared.metrics.late, stand_ins[node].as_ref().map_or(0, Items::len) as u64);
-                    }
-                    outputs[node] = output.or_else(|| stand_ins[node].take());
+                    outputs[node] = match (result?, &mut self.nodes[node].kind) {
+                        (Some(output), _) => Some(output),
+                        // Its job expired before it ran.
+                        (None, NodeKind::Stage(stage)) => Some(stage.late()),
+                        (None, _) => None,
+                    };
                     resolved[node] = true;
                 }
                 // Out of budget: every stage still working is late.
                 Err(_) => {
-                    for i in 0..n {
-                        if let (true, false, NodeKind::Stage(stage)) = (started[i], resolved[i], &self.nodes[i].kind) {
-                            let stand_in = stand_ins[i].take();
-                            Metrics::add(&stage.shared.metrics.late, stand_in.as_ref().map_or(0, Items::len) as u64);
-                            outputs[i] = stand_in;
+                    for (i, node) in self.nodes.iter_mut().enumerate() {
+                        if let (false, NodeKind::Stage(stage)) = (resolved[i], &mut node.kind) {
+                            outputs[i] = Some(stage.late());
                             resolved[i] = true;
                         }
                     }
@@ -567,20 +598,6 @@ fn link(
         out.push(i);
     }
     Ok(out)
-}
-
-/// What takes a late stage's output's place: its input under `fail-open`,
-/// else silence for audio (a stream keeps its timing) and nothing for frames.
-fn stand_in(policy: FailurePolicy, items: &Items) -> Items {
-    match (policy, items) {
-        (FailurePolicy::FailOpen, _) => items.clone(),
-        (_, Items::Audio(_)) => {
-            let mut muted = items.empty_like();
-            (0..items.len()).for_each(|i| muted.push_muted(items, i));
-            muted
-        }
-        (_, Items::Frames(_)) => items.empty_like(),
-    }
 }
 
 /// Collects a node's inputs from this tick's outputs, moving each output to

@@ -293,6 +293,8 @@ impl HostState {
 }
 
 impl Drop for HostState {
+    /// Lines the instance left unfinished on stdout or stderr still reach
+    /// the log (the pair shares one buffer: flushing one flushes both).
     fn drop(&mut self) {
         self.output.0.flush();
     }
@@ -346,7 +348,7 @@ impl ResourceLimiter for HostState {
 impl host::Host for HostState {
     fn log(&mut self, level: Level, message: String) {
         if message.starts_with("panicked at") {
-            self.panic_message = Some(super::log::escape(cut(message.as_bytes(), MAX_PANIC_MESSAGE)));
+            self.panic_message = Some(super::log::escape_cut(message.as_bytes(), MAX_PANIC_MESSAGE));
         }
         let level = match level {
             Level::Trace => tracing::Level::TRACE,
@@ -389,11 +391,6 @@ impl host::Host for HostState {
 }
 
 impl super::bindings::medianode::plugin::types::Host for HostState {}
-
-/// The first `max` bytes of `bytes`.
-pub(crate) fn cut(bytes: &[u8], max: usize) -> &[u8] {
-    &bytes[..bytes.len().min(max)]
-}
 
 /// Adds the `host` and `aead` interfaces and WASI to a linker.
 pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {

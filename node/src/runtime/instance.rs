@@ -8,6 +8,8 @@
 //! consumes nothing, but the supervisor never keeps a faulted instance.)
 
 use super::bindings::{self, E2eeEvent, E2eeStatus, ForwardBatch, FrameBatch, PacketMeta, RouteChange, SignalAction, SignalEvent};
+use super::host::MAX_PANIC_MESSAGE;
+use super::log::escape_cut;
 use super::{AudioBatch, EPOCH_TICK, HostState, Items, Plugin, StageKind, StageShared};
 use std::sync::Arc;
 use std::time::Duration;
@@ -157,7 +159,7 @@ impl Instance {
         match result {
             Ok(Ok(())) => Ok(this),
             Ok(Err(message)) => Err(Fault {
-                plugin_message: Some(super::log::escape(super::host::cut(message.as_bytes(), super::host::MAX_PANIC_MESSAGE))),
+                plugin_message: Some(escape_cut(message.as_bytes(), MAX_PANIC_MESSAGE)),
                 ..Fault::new(TrapKind::InitError, "init returned an error")
             }),
             Err(e) => Err(classify(&mut this.store, e, TrapKind::OtherTrap)),
@@ -388,7 +390,7 @@ fn classify(store: &mut Store<HostState>, error: wasmtime::Error, fallback: Trap
     if state.panic_message.is_none()
         && let Some(at) = find(&stderr, b"panicked at")
     {
-        state.panic_message = Some(super::log::escape(super::host::cut(&stderr[at..], super::host::MAX_PANIC_MESSAGE)));
+        state.panic_message = Some(escape_cut(&stderr[at..], MAX_PANIC_MESSAGE));
     }
     let trap = error.downcast_ref::<Trap>().copied();
     let kind = if state.limit_hit.is_some() {
@@ -409,7 +411,7 @@ fn classify(store: &mut Store<HostState>, error: wasmtime::Error, fallback: Trap
     let message = match (&state.limit_hit, trap) {
         (Some(limit), _) => limit.clone(),
         (None, Some(trap)) => trap.to_string(),
-        (None, None) => super::log::escape(super::host::cut(format!("{error:#}").as_bytes(), super::host::MAX_PANIC_MESSAGE)),
+        (None, None) => escape_cut(format!("{error:#}").as_bytes(), MAX_PANIC_MESSAGE),
     };
     let backtrace = error
         .downcast_ref::<WasmBacktrace>()
@@ -421,7 +423,7 @@ fn classify(store: &mut Store<HostState>, error: wasmtime::Error, fallback: Trap
                     let module = f.module().name().unwrap_or("<module>");
                     let func = f.func_name().map_or("<unknown>".to_string(), |n| format!("{:#}", rustc_demangle::demangle(n)));
                     let frame = format!("{module}!{func}");
-                    super::log::escape(super::host::cut(frame.as_bytes(), MAX_FRAME_NAME))
+                    escape_cut(frame.as_bytes(), MAX_FRAME_NAME)
                 })
                 .collect()
         })
@@ -432,7 +434,7 @@ fn classify(store: &mut Store<HostState>, error: wasmtime::Error, fallback: Trap
         plugin_message: state.panic_message.clone(),
         item: state.current_item.map(|i| i as usize),
         backtrace,
-        stderr: super::log::escape(&stderr),
+        stderr: escape_cut(&stderr, super::wasi::STDERR_TAIL),
     }
 }
 

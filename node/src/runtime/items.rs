@@ -61,6 +61,12 @@ impl AudioBatch {
         self.blocks.clear();
         self.samples.clear();
     }
+
+    /// Silent blocks with these headers (their levels cleared).
+    pub fn silence(headers: &[BlockInfo]) -> AudioBatch {
+        let samples = headers.iter().map(block_len).sum();
+        AudioBatch { blocks: headers.iter().map(|h| BlockInfo { level: None, ..*h }).collect(), samples: vec![0; samples] }
+    }
 }
 
 /// Samples owned by a block.

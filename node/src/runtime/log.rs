@@ -105,7 +105,11 @@ impl StageLog {
         let cut = text.len() - kept + cut;
         let allowed = {
             let mut budget = crate::runtime::lock(&self.budget);
-            let allowed = budget.lines.allow(now) && budget.bytes.take(now, kept as f64);
+            let allowed = budget.lines.has(now, 1.0) && budget.bytes.has(now, kept as f64);
+            if allowed {
+                budget.lines.take(now, 1.0);
+                budget.bytes.take(now, kept as f64);
+            }
             if !allowed {
                 budget.unreported.0 += 1;
                 budget.unreported.1 += (kept + cut) as u64;
@@ -168,10 +172,22 @@ impl StageLog {
     }
 }
 
-/// Plugin text as a quoted-free, single-line string: invalid UTF-8 replaced,
-/// control characters, quotes and backslashes escaped.
+/// Plugin text as a single-line string: invalid UTF-8 replaced, control
+/// characters, quotes and backslashes escaped.
 pub fn escape(text: &[u8]) -> String {
     String::from_utf8_lossy(text).escape_debug().to_string()
+}
+
+/// [`escape`]d plugin text of at most `max` bytes (escaping can make text
+/// several times longer, so the cut comes after it), saying how much was
+/// cut.
+pub fn escape_cut(text: &[u8], max: usize) -> String {
+    let mut escaped = escape(&text[..text.len().min(max)]);
+    if escaped.len() > max || text.len() > max {
+        escaped.truncate(escaped.floor_char_boundary(max));
+        escaped.push_str(&format!("... [{} bytes of plugin text in all]", text.len()));
+    }
+    escaped
 }
 
 /// Cuts a byte stream (a plugin's stdout or stderr) into lines, keeping at
@@ -233,6 +249,15 @@ mod tests {
         assert_eq!(lines[1], (b"two".to_vec(), 0));
         assert_eq!(lines[2].0.len(), MAX_LINE);
         assert_eq!(lines[2].1, 9 * MAX_LINE);
+    }
+
+    #[test]
+    fn escaped_text_is_cut_after_escaping() {
+        let cut = escape_cut(&[0x1b; 100], 40);
+        assert!(cut.starts_with("\\u{1b}"), "{cut}");
+        assert!(cut.len() < 40 + 50, "{cut}");
+        assert!(cut.ends_with("[100 bytes of plugin text in all]"), "{cut}");
+        assert_eq!(escape_cut(b"short", 40), "short");
     }
 
     #[test]

@@ -166,15 +166,7 @@ impl Sfu {
 
     /// Resolves when the forwarding stage gave up under the `stop` policy.
     pub async fn stopped(&self) -> crate::supervisor::Stopped {
-        let mut stopped = self.inner.stopped.clone();
-        let reason = match stopped.wait_for(Option::is_some).await {
-            Ok(reason) => reason.clone(),
-            Err(_) => None,
-        };
-        match reason {
-            Some(reason) => reason,
-            None => std::future::pending().await,
-        }
+        crate::supervisor::wait_stopped(self.inner.stopped.clone()).await
     }
 
     /// The router's counters.
@@ -431,7 +423,7 @@ impl Sfu {
         let _ = self.inner.router.send(RouterMsg::Subscribe { subscriber, ssrc: stream.ssrc, track: track.clone(), sender, mime, out_ssrc }).await;
         if stream.kind == MediaKind::Video {
             // A new viewer needs a keyframe, and so does one that lost one.
-            request_keyframe(&stream).await;
+            request_keyframe(stream).await;
             let stream = stream.clone();
             tokio::spawn(async move {
                 let mut last = Instant::now();

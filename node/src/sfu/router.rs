@@ -123,16 +123,27 @@ const STAGE_QUEUE: usize = 64;
 /// (`fail-closed`).
 pub struct PluginDecider {
     thread: Option<StageThread<ForwardingStage>>,
+    /// Route changes the stage has not applied yet (it does before its next
+    /// batch, or when idle): the latest per participant, so they are bounded
+    /// by the participants and never lost to a full queue.
+    pending: Pending,
     failure: FailurePolicy,
     /// How long a batch may wait for its decision.
     within: Duration,
     /// Kept up to date for the `fail-open` bypass when the stage is behind.
     bypass: NativeDecider,
+    /// The buffers lent to the stage thread with each batch, given back
+    /// with its answer (so a batch allocates nothing for them).
+    spare: Option<(Vec<PacketMeta>, ForwardBatch)>,
 }
+
+/// Participant -> its room, or `None`: it left.
+type Pending = Arc<std::sync::Mutex<BTreeMap<u64, Option<String>>>>;
 
 /// What the forwarding stage thread owns.
 struct ForwardingStage {
     stage: Supervisor,
+    pending: Pending,
     /// The router's table, for priming new instances.
     table: BTreeMap<u64, String>,
     /// The `fail-open` bypass while no instance serves.
@@ -144,26 +155,39 @@ impl PluginDecider {
         let failure = stage.failure();
         let within = stage.limits().deadline.saturating_mul(2) + Duration::from_millis(10);
         let id = stage.id().to_string();
-        let owned = ForwardingStage { stage, table: BTreeMap::new(), bypass: NativeDecider::default() };
-        let thread = StageThread::spawn(&id, owned, STAGE_QUEUE, Duration::from_millis(50), |f: &mut ForwardingStage| f.stage.maintain(Instant::now()))
+        let pending = Pending::default();
+        let owned = ForwardingStage { stage, pending: pending.clone(), table: BTreeMap::new(), bypass: NativeDecider::default() };
+        let thread = StageThread::spawn(&id, owned, STAGE_QUEUE, Duration::from_millis(50), ForwardingStage::maintain)
             .map_err(|e| tracing::error!(stage = %id, "cannot start the forwarding stage thread; its failure policy applies to every packet: {e}"))
             .ok();
-        PluginDecider { thread, failure, within, bypass: NativeDecider::default() }
+        PluginDecider { thread, pending, failure, within, bypass: NativeDecider::default(), spare: None }
     }
 }
 
 impl ForwardingStage {
-    fn update(&mut self, change: &RouteChange) {
-        match change {
-            RouteChange::Joined(m) => self.table.insert(m.participant, m.room.clone()),
-            RouteChange::Left(p) => self.table.remove(p),
-        };
-        self.bypass.update_sync(change);
-        let now = Instant::now();
+    /// Applies the route changes that came since the last batch.
+    fn apply_pending(&mut self) {
+        let changes: Vec<RouteChange> = std::mem::take(&mut *crate::runtime::lock(&self.pending))
+            .into_iter()
+            .map(|(participant, room)| match room {
+                Some(room) => RouteChange::Joined(RouteMember { participant, room }),
+                None => RouteChange::Left(participant),
+            })
+            .collect();
+        if changes.is_empty() {
+            return;
+        }
+        for change in &changes {
+            match change {
+                RouteChange::Joined(m) => self.table.insert(m.participant, m.room.clone()),
+                RouteChange::Left(p) => self.table.remove(p),
+            };
+            self.bypass.update_sync(change);
+        }
         let table = &self.table;
         let _ = self.stage.run(
-            now,
-            std::slice::from_ref(change),
+            Instant::now(),
+            &changes,
             &mut (),
             |instance| instance.update_routes(&full_table(table)),
             |instance, changes, _| instance.update_routes(changes),
@@ -171,7 +195,13 @@ impl ForwardingStage {
         );
     }
 
+    fn maintain(&mut self) {
+        self.apply_pending();
+        self.stage.maintain(Instant::now());
+    }
+
     fn decide(&mut self, packets: &[PacketMeta], out: &mut ForwardBatch) -> Result<(), Stopped> {
+        self.apply_pending();
         // A stage without an instance waits a little for one being built.
         self.stage.wait_for_builds_until(Some(Instant::now() + BUILD_WAIT));
         let (bypass, table) = (&mut self.bypass, &self.table);
@@ -198,36 +228,35 @@ impl ForwardingStage {
 impl Decide for PluginDecider {
     async fn update(&mut self, change: &RouteChange, _: &BTreeMap<u64, String>) {
         self.bypass.update_sync(change);
-        let Some(thread) = &self.thread else { return };
-        let change = change.clone();
-        // Route changes wait as long as it takes: a lost one would leave the
-        // plugin's table wrong until its next restart.
-        let far = Instant::now() + Duration::from_secs(3600);
-        if let Err(e) = thread.tell(far, move |stage| {
-            if let Some(stage) = stage {
-                stage.update(&change);
-            }
-        }) {
-            tracing::error!("a route change did not reach the forwarding stage: {e}");
-        }
+        let mut pending = crate::runtime::lock(&self.pending);
+        match change {
+            RouteChange::Joined(m) => pending.insert(m.participant, Some(m.room.clone())),
+            RouteChange::Left(p) => pending.insert(*p, None),
+        };
     }
 
     async fn decide(&mut self, packets: &[PacketMeta], _: &BTreeMap<u64, String>, out: &mut ForwardBatch) -> Result<(), Stopped> {
         if let Some(thread) = &self.thread {
-            let batch = packets.to_vec();
+            let (mut batch, mut decision) =
+                self.spare.take().unwrap_or_else(|| (Vec::new(), ForwardBatch { counts: Vec::new(), subscribers: Vec::new() }));
+            batch.clear();
+            batch.extend_from_slice(packets);
+            decision.counts.clear();
+            decision.subscribers.clear();
             let decided = thread
                 .call(self.within, move |stage| {
-                    let mut out = ForwardBatch { counts: Vec::with_capacity(batch.len()), subscribers: Vec::new() };
-                    stage.decide(&batch, &mut out).map(|()| out)
+                    let result = stage.decide(&batch, &mut decision);
+                    (result, batch, decision)
                 })
                 .await;
             match decided {
-                Ok(Ok(decision)) => {
+                Ok((Ok(()), batch, decision)) => {
                     out.counts.extend_from_slice(&decision.counts);
                     out.subscribers.extend_from_slice(&decision.subscribers);
+                    self.spare = Some((batch, decision));
                     return Ok(());
                 }
-                Ok(Err(stopped)) => return Err(stopped),
+                Ok((Err(stopped), ..)) => return Err(stopped),
                 Err(_) => {} // behind or gone: the failure policy decides
             }
         }

@@ -30,15 +30,20 @@ impl TokenBucket {
     /// Takes `cost` tokens if there are as many (a byte budget takes one per
     /// byte).
     pub fn take(&mut self, now: Instant, cost: f64) -> bool {
+        let enough = self.has(now, cost);
+        if enough {
+            self.tokens -= cost;
+        }
+        enough
+    }
+
+    /// Whether `cost` tokens are there, taking none (for spending from two
+    /// buckets only when both have enough).
+    pub fn has(&mut self, now: Instant, cost: f64) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = self.last.max(now);
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        if self.tokens >= cost {
-            self.tokens -= cost;
-            true
-        } else {
-            false
-        }
+        self.tokens >= cost
     }
 }
 

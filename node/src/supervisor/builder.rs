@@ -29,6 +29,16 @@ struct Slot {
     pending: bool,
     /// The finished build, until the supervisor takes it.
     result: Option<Built>,
+    /// The supervisor has heard of the instance in `result` ([`Builder::news`]).
+    told: bool,
+}
+
+/// What the builder has to tell, once per build.
+pub(crate) enum News {
+    /// A spare instance is ready; building it took this long.
+    Ready(Duration),
+    /// A build failed.
+    Failed(Fault),
 }
 
 struct Shared {
@@ -74,15 +84,17 @@ impl Builder {
         lock(&self.shared.slot).result.take()
     }
 
-    /// Why the last build failed, if it did (and it has not been taken).
-    pub(crate) fn take_failure(&self) -> Option<Fault> {
+    /// A build that finished since the last call: a failure is taken out
+    /// of the slot; a ready instance stays there (it is the standby).
+    pub(crate) fn news(&self) -> Option<News> {
         let mut slot = lock(&self.shared.slot);
         match slot.result.take() {
-            Some(Err(fault)) => Some(fault),
-            other => {
-                slot.result = other;
-                None
+            Some(Err(fault)) => Some(News::Failed(fault)),
+            Some(Ok((instance, built_in))) => {
+                slot.result = Some(Ok((instance, built_in)));
+                (!std::mem::replace(&mut slot.told, true)).then_some(News::Ready(built_in))
             }
+            None => None,
         }
     }
 
@@ -123,6 +135,7 @@ fn build_loop(spec: &StageSpec, stage: &Arc<StageShared>, requests: &Receiver<()
         let mut slot = lock(&shared.slot);
         slot.pending = false;
         slot.result = Some(built);
+        slot.told = false;
         shared.done.notify_all();
     }
 }

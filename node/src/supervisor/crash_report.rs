@@ -90,11 +90,17 @@ pub struct CrashReporter {
     inner: Arc<Inner>,
 }
 
+/// Recent reports with their (estimated) sizes, and the sizes' sum.
+#[derive(Default)]
+struct Recent {
+    reports: VecDeque<(Arc<CrashReport>, usize)>,
+    bytes: usize,
+}
+
 struct Inner {
     tx: Option<SyncSender<Job>>,
     budget: ReportBudget,
-    /// Recent reports with their sizes, and the sizes' sum.
-    recent: Mutex<(VecDeque<(Arc<CrashReport>, usize)>, usize)>,
+    recent: Mutex<Recent>,
     lost: AtomicU64,
 }
 
@@ -116,13 +122,15 @@ impl CrashReporter {
                 .ok()
                 .map(|_| tx)
         });
-        let recent = Mutex::new((VecDeque::new(), 0));
+        let recent = Mutex::new(Recent::default());
         CrashReporter { inner: Arc::new(Inner { tx, budget, recent, lost: AtomicU64::new(0) }) }
     }
 
-    /// Logs `report` and queues it for writing.
-    pub fn report(&self, mut report: CrashReport) {
-        let size = fit(&mut report, self.inner.budget.max_report);
+    /// Logs `report` and queues it for writing. Cheap: the report's fields
+    /// are bounded where they are made; serializing it (and cutting it to
+    /// `max_report`) happens on the writer thread.
+    pub fn report(&self, report: CrashReport) {
+        let size = estimate(&report);
         tracing::error!(
             stage = %report.stage,
             trap = report.trap_kind.name(),
@@ -137,12 +145,11 @@ impl CrashReporter {
         {
             let budget = &self.inner.budget;
             let mut recent = lock(&self.inner.recent);
-            let (reports, bytes) = &mut *recent;
-            reports.push_back((report.clone(), size));
-            *bytes += size;
-            while reports.len() > budget.recent_count || *bytes > budget.recent_bytes {
-                match reports.pop_front() {
-                    Some((_, size)) => *bytes -= size,
+            recent.reports.push_back((report.clone(), size));
+            recent.bytes += size;
+            while recent.reports.len() > budget.recent_count || recent.bytes > budget.recent_bytes {
+                match recent.reports.pop_front() {
+                    Some((_, size)) => recent.bytes -= size,
                     None => break,
                 }
             }
@@ -156,7 +163,7 @@ impl CrashReporter {
 
     /// The latest reports, oldest first.
     pub fn recent(&self) -> Vec<Arc<CrashReport>> {
-        lock(&self.inner.recent).0.iter().map(|(r, _)| r.clone()).collect()
+        lock(&self.inner.recent).reports.iter().map(|(r, _)| r.clone()).collect()
     }
 
     /// Reports that could not be queued for writing.
@@ -175,29 +182,36 @@ impl CrashReporter {
     }
 }
 
-/// Cuts the plugin's parts of `report` until its JSON fits in `max`
-/// bytes; returns its size.
-fn fit(report: &mut CrashReport, max: usize) -> usize {
-    let size = |r: &CrashReport| serde_json::to_vec_pretty(r).map_or(usize::MAX, |j| j.len());
-    let mut now = size(report);
-    // What to give up first: the plugin's texts, then the host's details.
-    while now > max {
+/// About how many bytes `report` takes, for the in-memory budget (its
+/// strings and a generous allowance per record, without serializing it).
+fn estimate(report: &CrashReport) -> usize {
+    let texts = report.message.len() + report.plugin_message.as_ref().map_or(0, String::len) + report.stderr.len();
+    let frames: usize = report.backtrace.iter().map(|f| f.len() + 8).sum();
+    1024 + texts + frames + report.recorded.len() * 128
+}
+
+/// The report as JSON of at most `max` bytes where it can be: the plugin's
+/// texts are cut first, then the host's details.
+fn json_within(report: &mut CrashReport, max: usize) -> serde_json::Result<Vec<u8>> {
+    loop {
+        let json = serde_json::to_vec_pretty(report)?;
+        if json.len() <= max {
+            return Ok(json);
+        }
         if report.stderr.len() > 64 {
             report.stderr = format!("[cut: {} bytes]", report.stderr.len());
-        } else if report.plugin_message.as_ref().is_some_and(|m| m.len() > 64) {
-            let m = report.plugin_message.take().unwrap_or_default();
-            report.plugin_message = Some(format!("{}... [cut: {} bytes]", &m[..m.floor_char_boundary(64)], m.len()));
+        } else if let Some(m) = report.plugin_message.as_mut().filter(|m| m.len() > 64) {
+            *m = format!("{}... [cut: {} bytes]", &m[..m.floor_char_boundary(64)], m.len());
         } else if !report.backtrace.is_empty() {
             report.backtrace.clear();
         } else if !report.recorded.is_empty() {
             report.recorded.clear();
-        } else {
+        } else if report.message.len() > 256 {
             report.message.truncate(report.message.floor_char_boundary(256));
-            break;
+        } else {
+            return Ok(json);
         }
-        now = size(report);
     }
-    now
 }
 
 fn write_reports(dir: &Path, rx: Receiver<Job>, budget: ReportBudget) {
@@ -209,9 +223,10 @@ fn write_reports(dir: &Path, rx: Receiver<Job>, budget: ReportBudget) {
         match job {
             Job::Write(report) => {
                 written += 1;
+                let mut report = CrashReport::clone(&report);
                 let name = format!("{:013}-{}-{written}.json", report.unix_ms, sanitize(&report.stage));
                 let path = dir.join(name);
-                let json = match serde_json::to_vec_pretty(&*report) {
+                let json = match json_within(&mut report, budget.max_report) {
                     Ok(json) => json,
                     Err(e) => {
                         tracing::error!(stage = %report.stage, "could not serialize a crash report: {e}");

@@ -40,7 +40,7 @@ pub mod thread;
 use crate::config::FailurePolicy;
 use crate::runtime::{AudioBatch, Fault, Instance, Items, Metrics, Plugin, StageShared, TrapKind};
 use backoff::{Backoff, Decision, RestartConfig};
-use builder::Builder;
+use builder::{Builder, News};
 use crash_report::{CrashReport, CrashReporter, unix_ms};
 use recorder::{Action, FlightRecorder};
 use std::sync::Arc;
@@ -108,6 +108,17 @@ pub struct Stopped {
     pub window: Duration,
 }
 
+/// Waits until a stage serving an async side (the SFU's forwarding stage,
+/// an edge's E2EE stage) gives up under `stop`; never resolves if the
+/// sender goes away without a reason.
+pub async fn wait_stopped(mut stopped: tokio::sync::watch::Receiver<Option<Stopped>>) -> Stopped {
+    let reason = stopped.wait_for(Option::is_some).await.ok().and_then(|reason| reason.clone());
+    match reason {
+        Some(reason) => reason,
+        None => std::future::pending().await,
+    }
+}
+
 /// A piece of a batch still to handle after a fault.
 enum Work {
     /// Items for the plugin.
@@ -165,7 +176,7 @@ impl Supervisor {
         };
         supervisor.backoff.on_started(now);
         // The first standby is ready before the first item, like the
-        // instance it stands by.
+        // instance it stands by: ask, wait, and hear how it went.
         supervisor.maintain(now);
         supervisor.builder.wait(Instant::now() + start_wait);
         supervisor.maintain(now);
@@ -306,7 +317,7 @@ impl Supervisor {
                 Err(fault) => {
                     self.active = None;
                     let n = range.len();
-                    match fault.item.map(|i| i as usize).filter(|&i| i < n).or((n == 1).then_some(0)) {
+                    match fault.item.filter(|&i| i < n).or((n == 1).then_some(0)) {
                         Some(i) => {
                             self.on_fault(now, fault, None, n, true);
                             Metrics::add(&metrics.metrics.quarantined, 1);
@@ -411,8 +422,10 @@ impl Supervisor {
     /// Idle-time work: pick up a failed build, and ask for a spare instance
     /// if one is wanted and allowed. Never builds on this thread.
     pub fn maintain(&mut self, now: Instant) {
-        if let Some(fault) = self.builder.take_failure() {
-            self.on_fault(now, fault, None, 0, false);
+        match self.builder.news() {
+            Some(News::Failed(fault)) => self.on_fault(now, fault, None, 0, false),
+            Some(News::Ready(built_in)) => self.recorder.record(now, Action::StandbyReady { micros: built_in.as_micros() as u32 }),
+            None => {}
         }
         if self.spec.restart.standby && self.backoff.may_start(now) {
             self.builder.request();

@@ -110,12 +110,7 @@ impl Stage for Hostile {
         if config.every == Some(0) {
             return Err("every = 0 would attack nothing; use every = 1 or more".into());
         }
-        let inits = host::state_get(INITS_KEY)
-            .and_then(|b| b.try_into().ok())
-            .map(u32::from_le_bytes)
-            .unwrap_or(0)
-            + 1;
-        host::state_put(INITS_KEY, &inits.to_le_bytes())?;
+        let inits = host::state_count(INITS_KEY)?;
         if inits > 1 {
             match config.attack {
                 Attack::InitLoop => loop {

@@ -143,6 +143,15 @@ pub fn state_delete(key: &str) {
     imp::state_delete(key)
 }
 
+/// Adds one to the counter kept under `key` in the state store and returns
+/// it (1 the first time): how a plugin counts what survives its own
+/// restarts, such as how many times it has started.
+pub fn state_count(key: &str) -> Result<u32, String> {
+    let count = state_get(key).and_then(|b| b.try_into().ok()).map_or(0, u32::from_le_bytes) + 1;
+    state_put(key, &count.to_le_bytes())?;
+    Ok(count)
+}
+
 /// Natively only: makes the state store named `name` (each starts empty)
 /// the one the state calls use on this thread, so that a test can run
 /// several stages side by side, each with a store of its own, as the host
