@@ -13,7 +13,11 @@
 //!
 //! Run: `cargo bench -p medianode --bench audio`
 
-use medianode::config::FailurePolicy;
+mod common;
+
+use common::Better;
+use medianode::config::{FailurePolicy, PipelineConfig};
+use medianode::pipeline::Pipeline;
 use medianode::runtime::AudioBatch;
 use medianode::runtime::bindings::BlockInfo;
 use medianode::runtime::{Items, Runtime, RuntimeOptions, stock};
@@ -241,4 +245,58 @@ fn main() {
         wasm_allocs as f64 / 1000.0,
         native_allocs as f64 / 1000.0
     );
+
+    let (per_tick, allocs_per_tick) = pipeline_per_tick(&runtime);
+    println!(
+        "(d) the same chain as a pipeline (tone source, null sink, pace asap): {:.2} us/tick, {:.1} allocations/tick; \
+         pipeline/supervised chain {:.2}x",
+        per_tick.as_secs_f64() * 1e6,
+        allocs_per_tick,
+        per_tick.as_secs_f64() / w.as_secs_f64()
+    );
+    common::write(
+        "audio",
+        &[
+            ("chain_wasm_vs_native", w.as_secs_f64() / nat.as_secs_f64(), 1.5, Better::Lower),
+            ("chain_realtime_factor", 0.010 / w.as_secs_f64(), 1000.0, Better::Higher),
+            ("chain_allocations_per_block", wasm_allocs as f64 / 1000.0, 0.0, Better::Lower),
+            ("pipeline_us_per_tick", per_tick.as_secs_f64() * 1e6, 0.0, Better::Lower),
+            ("pipeline_allocations_per_tick", allocs_per_tick, 0.0, Better::Lower),
+        ],
+    );
+}
+
+/// The chain in a pipeline, as `medianode run` runs it (pace asap): the
+/// median time per tick over five runs of 2000 ticks, and the heap
+/// allocations per tick (source and sink included).
+fn pipeline_per_tick(runtime: &Runtime) -> (Duration, f64) {
+    const TICKS: u64 = 2000;
+    let mut text = format!("[pipeline]\npace = \"asap\"\n[[source]]\nid = \"tone\"\nkind = \"tone\"\ncount = {TICKS}\n");
+    let mut input = "tone".to_string();
+    for (name, config) in CHAIN {
+        text.push_str(&format!("[[stage]]\nid = \"{name}\"\nplugin = \"stock:{name}\"\ninputs = [\"{input}\"]\nconfig = {}\n", toml_inline(config)));
+        input = name.to_string();
+    }
+    text.push_str(&format!("[[sink]]\nid = \"out\"\nkind = \"null\"\ninputs = [\"{input}\"]\n"));
+    let config = PipelineConfig::parse("bench.toml", text).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut times = Vec::new();
+    let mut allocs = 0;
+    for _ in 0..5 {
+        let pipeline = Pipeline::build(runtime, &config, &CrashReporter::new(None)).unwrap();
+        let before = ALLOCATIONS.load(Ordering::Relaxed);
+        let t = Instant::now();
+        rt.block_on(pipeline.run(std::future::pending())).unwrap();
+        times.push(t.elapsed() / TICKS as u32);
+        allocs = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    }
+    times.sort();
+    (times[2], allocs as f64 / TICKS as f64)
+}
+
+/// A JSON object as a TOML inline table (the chain's configs are flat).
+fn toml_inline(json: &str) -> String {
+    let value: serde_json::Value = serde_json::from_str(json).unwrap();
+    let fields: Vec<String> = value.as_object().unwrap().iter().map(|(k, v)| format!("{k} = {v}")).collect();
+    format!("{{ {} }}", fields.join(", "))
 }

@@ -23,20 +23,21 @@
 //! (muted audio, dropped frames, its input under `fail-open`) takes its
 //! place for that tick. No async thread ever calls a plugin.
 
+mod chain;
 mod graph;
 
+use chain::{Answer, Chain};
 pub use graph::to_dot;
 
 use crate::builtin::BuiltinStage;
-use crate::config::{ConfigError, FailurePolicy, Pace, PipelineConfig, PluginRef, Runs, SinkKind, SourceKind, StageConfig};
+use crate::config::{ConfigError, Pace, PipelineConfig, PluginRef, Runs, SinkKind, SourceKind, StageConfig};
 use crate::io::{Sink, SinkStats, Source};
-use crate::runtime::bindings::{BlockInfo, FrameBatch};
-use crate::runtime::{AudioBatch, Items, Metrics, Plugin, Runtime, StageKind, StageShared};
+use crate::runtime::{Items, Plugin, Runtime, StageKind, StageShared};
 use crate::supervisor::crash_report::CrashReporter;
-use crate::supervisor::thread::StageThread;
 use crate::supervisor::{StageSpec, Stopped, Supervisor};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -70,105 +71,50 @@ pub enum BuildError {
 
 enum NodeKind {
     Source(Source),
-    Stage(StageNode),
+    /// One or more plugin stages on a stage thread (see [`chain`]).
+    Stage(Chain),
     Builtin(Box<dyn BuiltinStage>),
     Sink(Sink),
 }
 
-/// A plugin stage: the stage thread that owns its supervisor.
-struct StageNode {
-    thread: StageThread<StageWorker>,
-    shared: Arc<StageShared>,
-    failure: FailurePolicy,
-    /// How long (real time) a build may keep an asap tick waiting.
-    build_wait: Duration,
-    /// What its output would be replaced by if it were late this tick.
-    stand_in: StandIn,
-}
-
-/// What a stage in flight leaves behind, for the case it is late: under
-/// `fail-open` a copy of its input (passed around it); otherwise, for
-/// audio, the block headers, from which silence is made only when needed
-/// (in a buffer reused from tick to tick); for frames, only their number.
-#[derive(Default)]
-struct StandIn {
-    input: Option<Items>,
-    headers: Vec<BlockInfo>,
-    frames: bool,
-    items: usize,
-}
-
-impl StandIn {
-    fn keep(&mut self, policy: FailurePolicy, items: &Items) {
-        self.input = (policy == FailurePolicy::FailOpen).then(|| items.clone());
-        self.headers.clear();
-        self.items = items.len();
-        self.frames = match items {
-            Items::Audio(batch) => {
-                self.headers.extend_from_slice(&batch.blocks);
-                false
-            }
-            Items::Frames(_) => true,
-        };
-    }
-
-    fn take(&mut self) -> Items {
-        match self.input.take() {
-            Some(input) => input,
-            None if self.frames => Items::Frames(FrameBatch::new()),
-            None => Items::Audio(AudioBatch::silence(&self.headers)),
-        }
-    }
-}
-
-impl StageNode {
-    /// The stage's stand-in for this tick's output, counted as late.
-    fn late(&mut self) -> Items {
-        Metrics::add(&self.shared.metrics.late, self.stand_in.items as u64);
-        self.stand_in.take()
-    }
-}
-
-/// What a stage thread owns.
-struct StageWorker {
-    supervisor: Supervisor,
-    /// The buffers the next audio output will use (the previous input's,
-    /// recycled: the stage allocates nothing per block).
-    spare: AudioBatch,
-    /// The latest tick's time, for maintenance between ticks.
-    now: Instant,
-}
-
-impl StageWorker {
-    fn process(&mut self, now: Instant, wait_until: Instant, items: Items) -> Result<Items, Stopped> {
-        self.now = now;
-        self.supervisor.wait_for_builds_until(Some(wait_until));
-        match items {
-            Items::Audio(batch) => {
-                let mut out = std::mem::replace(&mut self.spare, batch);
-                self.supervisor.process_audio(now, &self.spare, &mut out)?;
-                Ok(Items::Audio(out))
-            }
-            other => self.supervisor.process(now, other),
-        }
-    }
-}
-
-/// A stage's answer for a tick: its output, `None` if its job expired
-/// unrun, or the pipeline must stop.
+/// A chain's answer for a tick, or the pipeline must stop.
 struct Done {
     node: usize,
     tick: u64,
-    result: Result<Option<Items>, Stopped>,
+    result: Result<Answer, Stopped>,
 }
 
-/// How often an idle stage thread picks up its builds.
-const MAINTAIN_EVERY: Duration = Duration::from_millis(50);
-
-/// What the driver tells the async side after each tick.
+/// What the driver tells the async side after each realtime tick.
 enum Ack {
     More,
     Ended,
+}
+
+/// Where the driver's ticks come from.
+enum Schedule {
+    /// `pace = "realtime"`: from the async side, one at a time, each
+    /// answered.
+    Ticks(std_mpsc::Receiver<Instant>, mpsc::Sender<Ack>),
+    /// `pace = "asap"`: back to back, tick `n` at `start + n * period`,
+    /// until `stop`.
+    Free { start: Instant, period: Duration, stop: Arc<AtomicBool> },
+}
+
+impl Schedule {
+    /// The time of tick `n`, or `None`: no more ticks.
+    fn next(&self, n: u32) -> Option<Instant> {
+        match self {
+            Schedule::Ticks(ticks, _) => ticks.recv().ok(),
+            Schedule::Free { start, period, stop } => (!stop.load(Ordering::Relaxed)).then(|| *start + period.saturating_mul(n)),
+        }
+    }
+
+    /// Tells the async side a tick is done (and whether more will come).
+    fn ack(&self, more: bool) {
+        if let Schedule::Ticks(_, ack) = self {
+            let _ = ack.try_send(if more { Ack::More } else { Ack::Ended });
+        }
+    }
 }
 
 struct Node {
@@ -335,16 +281,11 @@ impl Pipeline {
             };
             let inputs = link(config, &index, &stage.id, &stage.inputs, Some(ty), plugin.kind.name())?;
             let supervisor = supervise(stage, plugin, reporter, now)?;
-            let shared = supervisor.shared().clone();
-            stats.stages.push(shared.clone());
+            stats.stages.push(supervisor.shared().clone());
             index.insert(&stage.id, (nodes.len(), ty));
-            let worker = StageWorker { supervisor, spare: AudioBatch::new(), now };
             let build_wait = stage.limits.init_deadline.saturating_mul(2) + Duration::from_secs(1);
-            // Two jobs' worth of queue: one running, one waiting.
-            let thread = StageThread::spawn(&stage.id, worker, 2, MAINTAIN_EVERY, |w: &mut StageWorker| w.supervisor.maintain(w.now))
-                .map_err(|e| BuildError::Start { stage: stage.id.clone(), kind: "thread", message: format!("cannot start the stage thread: {e}") })?;
-            let node = StageNode { thread, shared, failure: stage.failure, build_wait, stand_in: StandIn::default() };
-            nodes.push(Node { id: stage.id.clone(), kind: NodeKind::Stage(node), inputs, readers: 0 });
+            let chain = Chain::new(&stage.id, supervisor, stage.failure, build_wait, now);
+            nodes.push(Node { id: stage.id.clone(), kind: NodeKind::Stage(chain), inputs, readers: 0 });
         }
 
         for sink_config in &config.sinks {
@@ -366,9 +307,13 @@ impl Pipeline {
             nodes.push(Node { id: sink_config.id.clone(), kind: NodeKind::Sink(sink), inputs, readers: 0 });
         }
 
-        for i in 0..nodes.len() {
-            for j in nodes[i].inputs.clone() {
-                nodes[j].readers += 1;
+        count_readers(&mut nodes);
+        let mut nodes = chain::fuse(nodes);
+        count_readers(&mut nodes);
+        for node in &mut nodes {
+            if let NodeKind::Stage(chain) = &mut node.kind {
+                let message = |e: std::io::Error| format!("cannot start the stage thread: {e}");
+                chain.start().map_err(|e| BuildError::Start { stage: node.id.clone(), kind: "thread", message: message(e) })?;
             }
         }
         Ok(Pipeline { name: config.name.clone(), pace: config.pace, tick: config.tick, nodes, channels, stats, budget: config.budget, ticks: 0, scratch: TickScratch::default() })
@@ -388,32 +333,45 @@ impl Pipeline {
     /// when a stage with the `stop` policy gives up.
     ///
     /// The work happens on the driver thread and the stage threads; this
-    /// future only keeps the schedule (one tick per `tick` of tokio time, or
-    /// back to back under `asap`) and waits for each tick to be done, so a
-    /// shutdown is seen within one tick's budget whatever the stages do.
+    /// future keeps the schedule. Under `pace = "realtime"` it hands the
+    /// driver one tick per `tick` of tokio time and waits for each tick to
+    /// be done (so a paused test clock never runs ahead of the work). Under
+    /// `asap` the driver runs ticks back to back on its own, each `now` a
+    /// `tick` after the last (media time, not the wall clock). Either way a
+    /// shutdown is seen within one tick's work.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<PipelineStats, Stopped> {
         tracing::info!(pipeline = %self.name, nodes = self.nodes.len(), "pipeline running");
-        let (pace, period) = (self.pace, self.tick);
+        let pace = self.pace;
+        let mut interval = tokio::time::interval(self.tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         let (tick_tx, tick_rx) = std_mpsc::sync_channel::<Instant>(1);
         let (ack_tx, mut ack_rx) = mpsc::channel::<Ack>(1);
-        let (finished_tx, finished_rx) = tokio::sync::oneshot::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let schedule = match pace {
+            Pace::Realtime => Schedule::Ticks(tick_rx, ack_tx),
+            Pace::Asap => Schedule::Free { start: tokio::time::Instant::now().into_std(), period: self.tick, stop: stop.clone() },
+        };
+        let (finished_tx, mut finished_rx) = tokio::sync::oneshot::channel();
         let driver = std::thread::Builder::new().name(format!("pipeline-{}", self.name)).spawn(move || {
-            let _ = finished_tx.send(self.drive(&tick_rx, &ack_tx));
+            let _ = finished_tx.send(self.drive(schedule));
         });
         if let Err(e) = driver {
             tracing::error!("cannot start the pipeline's driver thread: {e}");
             return Ok(PipelineStats::default());
         }
         tokio::pin!(shutdown);
-        let mut interval = tokio::time::interval(period);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        loop {
-            if pace == Pace::Realtime {
-                tokio::select! {
-                    biased;
-                    _ = &mut shutdown => break,
-                    _ = interval.tick() => {}
-                }
+        if pace == Pace::Asap {
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => stop.store(true, Ordering::Relaxed),
+                finished = &mut finished_rx => return finished.unwrap_or_else(|_| Ok(PipelineStats::default())),
+            }
+        }
+        while pace == Pace::Realtime {
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                _ = interval.tick() => {}
             }
             if tick_tx.try_send(tokio::time::Instant::now().into_std()).is_err() {
                 break;
@@ -423,32 +381,29 @@ impl Pipeline {
                 _ = &mut shutdown => break,
                 ack = ack_rx.recv() => ack,
             };
-            match ack {
-                Some(Ack::More) => {}
-                Some(Ack::Ended) | None => break,
+            if !matches!(ack, Some(Ack::More)) {
+                break;
             }
         }
         drop(tick_tx);
         finished_rx.await.unwrap_or_else(|_| Ok(PipelineStats::default()))
     }
 
-    /// The driver thread: a tick per instant received, until the schedule
-    /// ends (the sender is dropped) or the sources do.
-    fn drive(mut self, ticks: &std_mpsc::Receiver<Instant>, ack: &mpsc::Sender<Ack>) -> Result<PipelineStats, Stopped> {
+    /// The driver thread: ticks on `schedule` until it ends or the sources do.
+    fn drive(mut self, schedule: Schedule) -> Result<PipelineStats, Stopped> {
         let (done_tx, done_rx) = std_mpsc::sync_channel::<Done>(self.nodes.len().max(1) * 4);
         let mut result = Ok(());
-        while let Ok(now) = ticks.recv() {
-            match self.tick(now, &done_tx, &done_rx) {
-                Ok(true) => {
-                    let _ = ack.try_send(Ack::More);
-                }
-                Ok(false) => {
-                    let _ = ack.try_send(Ack::Ended);
-                    break;
-                }
+        let mut n = 0u32;
+        while let Some(now) = schedule.next(n) {
+            n = n.saturating_add(1);
+            let ticked = self.tick(now, &done_tx, &done_rx);
+            let more = matches!(ticked, Ok(true));
+            schedule.ack(more);
+            match ticked {
+                Ok(true) => {}
+                Ok(false) => break,
                 Err(stopped) => {
                     result = Err(stopped);
-                    let _ = ack.try_send(Ack::Ended);
                     break;
                 }
             }
@@ -505,21 +460,16 @@ impl Pipeline {
                             sink.deliver(items);
                         }
                     }
-                    NodeKind::Stage(stage) => {
+                    NodeKind::Stage(chain) => {
                         let Some(items) = input.filter(|items| !items.is_empty()) else { continue };
-                        stage.stand_in.keep(stage.failure, &items);
-                        let wait_until = budget_end.unwrap_or_else(|| Instant::now() + stage.build_wait);
+                        let wait_until = budget_end.unwrap_or_else(|| Instant::now() + chain.build_wait);
                         let done = done_tx.clone();
-                        let sent = stage.thread.tell(wait_until, move |worker| {
-                            let result = match worker {
-                                Some(worker) => worker.process(now, wait_until, items).map(Some),
-                                None => Ok(None),
-                            };
+                        let sent = chain.send(items, now, wait_until, move |result| {
                             let _ = done.send(Done { node: i, tick, result });
                         });
                         match sent {
                             Ok(()) => resolved[i] = false,
-                            Err(_) => outputs[i] = Some(stage.late()),
+                            Err(_) => outputs[i] = Some(chain.late()),
                         }
                     }
                 }
@@ -535,18 +485,18 @@ impl Pipeline {
                 Ok(Done { tick: t, .. }) if t != tick => {} // a late answer to a tick already done
                 Ok(Done { node, result, .. }) => {
                     outputs[node] = match (result?, &mut self.nodes[node].kind) {
-                        (Some(output), _) => Some(output),
-                        // Its job expired before it ran.
-                        (None, NodeKind::Stage(stage)) => Some(stage.late()),
-                        (None, _) => None,
+                        (Answer::Output(output), _) => Some(output),
+                        (Answer::Nothing, _) => None,
+                        (Answer::Expired, NodeKind::Stage(chain)) => Some(chain.late()),
+                        (Answer::Expired, _) => None,
                     };
                     resolved[node] = true;
                 }
                 // Out of budget: every stage still working is late.
                 Err(_) => {
                     for (i, node) in self.nodes.iter_mut().enumerate() {
-                        if let (false, NodeKind::Stage(stage)) = (resolved[i], &mut node.kind) {
-                            outputs[i] = Some(stage.late());
+                        if let (false, NodeKind::Stage(chain)) = (resolved[i], &mut node.kind) {
+                            outputs[i] = Some(chain.late());
                             resolved[i] = true;
                         }
                     }
@@ -555,9 +505,25 @@ impl Pipeline {
         }
     }
 
-    /// Node ids in execution order.
+    /// Node ids in execution order (each stage of a chain).
     pub fn order(&self) -> Vec<&str> {
-        self.nodes.iter().map(|n| n.id.as_str()).collect()
+        self.nodes
+            .iter()
+            .flat_map(|n| match &n.kind {
+                NodeKind::Stage(chain) => chain.ids.iter().map(String::as_str).collect(),
+                _ => vec![n.id.as_str()],
+            })
+            .collect()
+    }
+}
+
+/// Sets each node's number of readers from the others' inputs.
+fn count_readers(nodes: &mut [Node]) {
+    nodes.iter_mut().for_each(|n| n.readers = 0);
+    for i in 0..nodes.len() {
+        for j in nodes[i].inputs.clone() {
+            nodes[j].readers += 1;
+        }
     }
 }
 

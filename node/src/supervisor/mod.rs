@@ -208,6 +208,15 @@ impl Supervisor {
         self.builder.ready()
     }
 
+    /// Asks for a standby if there is none and waits for it, at most
+    /// `timeout` (benchmarks and tests that need one ready before a fault).
+    pub fn wait_for_standby(&mut self, now: Instant, timeout: Duration) -> bool {
+        self.maintain(now);
+        self.builder.wait(Instant::now() + timeout);
+        self.maintain(now);
+        self.has_standby()
+    }
+
     /// Until when (real time) a call that finds no instance serving may
     /// wait for one being built, before the failure policy applies. `None`
     /// (the default): not at all. A pipeline sets the end of the current
