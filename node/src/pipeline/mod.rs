@@ -34,6 +34,7 @@ use crate::config::{ConfigError, Pace, PipelineConfig, PluginRef, Runs, SinkKind
 use crate::io::{Sink, SinkStats, Source};
 use crate::runtime::{Items, Plugin, Runtime, StageKind, StageShared};
 use crate::supervisor::crash_report::CrashReporter;
+use crate::supervisor::thread::{SPIN, spin_recv};
 use crate::supervisor::{StageSpec, Stopped, Supervisor};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -360,30 +361,30 @@ impl Pipeline {
             return Ok(PipelineStats::default());
         }
         tokio::pin!(shutdown);
-        if pace == Pace::Asap {
-            tokio::select! {
+        match pace {
+            Pace::Asap => tokio::select! {
                 biased;
                 _ = &mut shutdown => stop.store(true, Ordering::Relaxed),
                 finished = &mut finished_rx => return finished.unwrap_or_else(|_| Ok(PipelineStats::default())),
-            }
-        }
-        while pace == Pace::Realtime {
-            tokio::select! {
-                biased;
-                _ = &mut shutdown => break,
-                _ = interval.tick() => {}
-            }
-            if tick_tx.try_send(tokio::time::Instant::now().into_std()).is_err() {
-                break;
-            }
-            let ack = tokio::select! {
-                biased;
-                _ = &mut shutdown => break,
-                ack = ack_rx.recv() => ack,
-            };
-            if !matches!(ack, Some(Ack::More)) {
-                break;
-            }
+            },
+            Pace::Realtime => loop {
+                tokio::select! {
+                    biased;
+                    _ = &mut shutdown => break,
+                    _ = interval.tick() => {}
+                }
+                if tick_tx.try_send(tokio::time::Instant::now().into_std()).is_err() {
+                    break;
+                }
+                let ack = tokio::select! {
+                    biased;
+                    _ = &mut shutdown => break,
+                    ack = ack_rx.recv() => ack,
+                };
+                if !matches!(ack, Some(Ack::More)) {
+                    break;
+                }
+            },
         }
         drop(tick_tx);
         finished_rx.await.unwrap_or_else(|_| Ok(PipelineStats::default()))
@@ -477,9 +478,11 @@ impl Pipeline {
             if resolved.iter().all(|&r| r) {
                 return Ok(any_source);
             }
-            let done = match budget_end {
-                Some(end) => done_rx.recv_timeout(end.saturating_duration_since(Instant::now())),
-                None => done_rx.recv().map_err(|_| std_mpsc::RecvTimeoutError::Disconnected),
+            // Chains usually answer within microseconds: look before sleeping.
+            let done = match (spin_recv(done_rx, SPIN), budget_end) {
+                (Some(done), _) => Ok(done),
+                (None, Some(end)) => done_rx.recv_timeout(end.saturating_duration_since(Instant::now())),
+                (None, None) => done_rx.recv().map_err(|_| std_mpsc::RecvTimeoutError::Disconnected),
             };
             match done {
                 Ok(Done { tick: t, .. }) if t != tick => {} // a late answer to a tick already done

@@ -236,9 +236,10 @@ pub struct HostState {
     table: ResourceTable,
     /// Stdout and stderr, captured into the stage's log.
     pub(crate) output: (PluginOutput, PluginOutput),
-    /// When the call in progress must end (its deadline): WASI sleeps end
-    /// by then.
-    pub(crate) call_ends: Option<Instant>,
+    /// The runtime's epoch count, and the epoch by which the call in
+    /// progress must end (its deadline): a WASI sleep may not go past it.
+    pub(crate) epochs: Arc<AtomicU64>,
+    pub(crate) call_ends: u64,
     /// The item index the plugin last marked with `begin-item`.
     pub(crate) current_item: Option<u32>,
     /// The last `panicked at` message the plugin logged.
@@ -256,7 +257,7 @@ pub struct HostState {
 impl HostState {
     /// `wall_clock`: whether the plugin sees the real date (E2EE stages
     /// do: MLS checks key package lifetimes against it); others see 1970.
-    pub fn new(stage: std::sync::Arc<StageShared>, memory_limit: u64, wall_clock: bool) -> HostState {
+    pub fn new(stage: std::sync::Arc<StageShared>, epochs: Arc<AtomicU64>, memory_limit: u64, wall_clock: bool) -> HostState {
         let output = PluginOutput::pair(stage.log.clone());
         let mut wasi = WasiCtx::builder();
         wasi.stdout(output.0.clone())
@@ -273,7 +274,8 @@ impl HostState {
             wasi,
             table: ResourceTable::new(),
             output,
-            call_ends: None,
+            epochs,
+            call_ends: 0,
             current_item: None,
             panic_message: None,
             limit_hit: None,

@@ -122,7 +122,8 @@ impl Instance {
         memory_limit: u64,
         limits: CallLimits,
     ) -> Result<Instance, Fault> {
-        let mut store = Store::new(plugin.engine(), HostState::new(stage, memory_limit, plugin.kind == StageKind::Encryption));
+        let state = HostState::new(stage, plugin.epochs.clone(), memory_limit, plugin.kind == StageKind::Encryption);
+        let mut store = Store::new(plugin.engine(), state);
         store.limiter(|state| state);
         arm(&mut store, limits.init_deadline);
         let instance = plugin
@@ -314,7 +315,8 @@ impl Instance {
 fn arm(store: &mut Store<HostState>, deadline: Duration) {
     let ticks = deadline.as_micros().div_ceil(EPOCH_TICK.as_micros()) as u64 + 1;
     store.set_epoch_deadline(ticks);
-    store.data_mut().call_ends = Some(std::time::Instant::now() + deadline);
+    let state = store.data_mut();
+    state.call_ends = state.epochs.load(std::sync::atomic::Ordering::Relaxed) + ticks;
 }
 
 /// An audio stage answers with its input's blocks, each as long as before.

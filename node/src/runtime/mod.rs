@@ -38,6 +38,7 @@ use wasmtime::{Result, bail};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use wasmtime::component::{Component, InstancePre, Linker};
@@ -127,6 +128,8 @@ pub struct Plugin {
     /// The interface it exports.
     pub kind: StageKind,
     pre: InstancePre<HostState>,
+    /// The runtime's epoch count (what the ticker has counted so far).
+    epochs: Arc<AtomicU64>,
 }
 
 impl Plugin {
@@ -144,6 +147,9 @@ pub struct Runtime {
 }
 
 struct Inner {
+    /// Epochs the ticker has counted: the engines' clock in
+    /// [`EPOCH_TICK`]s, readable for the price of an atomic load.
+    epochs: Arc<AtomicU64>,
     options: RuntimeOptions,
     /// Engines by max wasm stack in bytes.
     engines: Mutex<HashMap<usize, Engine>>,
@@ -155,6 +161,7 @@ impl Runtime {
     /// Creates a runtime and starts its epoch ticker.
     pub fn new(options: RuntimeOptions) -> Result<Runtime> {
         let inner = Arc::new(Inner {
+            epochs: Arc::new(AtomicU64::new(0)),
             options,
             engines: Mutex::new(HashMap::new()),
             plugins: Mutex::new(HashMap::new()),
@@ -181,7 +188,7 @@ impl Runtime {
         let pre = linker
             .instantiate_pre(&component)
             .with_context(|| format!("{source} imports something the node does not provide"))?;
-        let plugin = Arc::new(Plugin { source: source.to_string(), digest, kind, pre });
+        let plugin = Arc::new(Plugin { source: source.to_string(), digest, kind, pre, epochs: self.inner.epochs.clone() });
         lock(&self.inner.plugins).insert(key, plugin.clone());
         Ok(plugin)
     }
@@ -253,6 +260,7 @@ fn spawn_ticker(inner: Weak<Inner>) -> Result<()> {
                 for engine in lock(&inner.engines).values() {
                     engine.increment_epoch();
                 }
+                inner.epochs.fetch_add(1, Ordering::Relaxed);
                 drop(inner);
                 std::thread::sleep(EPOCH_TICK);
             }

@@ -182,7 +182,8 @@ pub(super) fn add_monotonic_clock(linker: &mut Linker<HostState>) -> wasmtime::R
 /// rather than after holding the stage's thread.
 fn sleep(state: &mut HostState, wanted: Duration) -> wasmtime::Result<Resource<DynPollable>> {
     let now = Instant::now();
-    let left = state.call_ends.map_or(Duration::ZERO, |end| end.saturating_duration_since(now));
+    let epoch = state.epochs.load(std::sync::atomic::Ordering::Relaxed);
+    let left = super::EPOCH_TICK.saturating_mul(u32::try_from(state.call_ends.saturating_sub(epoch)).unwrap_or(u32::MAX));
     if wanted > left {
         return Err(wasmtime::Trap::Interrupt.into());
     }

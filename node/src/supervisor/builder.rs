@@ -19,6 +19,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::StageSpec;
+use super::thread::SPIN;
 
 /// What a build produced: an instance and how long it took, or why not.
 pub(crate) type Built = Result<(Instance, Duration), Fault>;
@@ -106,6 +107,20 @@ impl Builder {
     /// Waits (in real time) until a build is finished or `until`. True if a
     /// result is there.
     pub(crate) fn wait(&self, until: Instant) -> bool {
+        // A build takes tens of microseconds: look for a moment before
+        // sleeping, which costs as much again to wake from.
+        let spin_until = Instant::now() + SPIN.min(until.saturating_duration_since(Instant::now()));
+        while Instant::now() < spin_until {
+            let slot = lock(&self.shared.slot);
+            if slot.result.is_some() {
+                return true;
+            }
+            if !slot.pending {
+                return false;
+            }
+            drop(slot);
+            std::hint::spin_loop();
+        }
         let mut slot = lock(&self.shared.slot);
         loop {
             if slot.result.is_some() {

@@ -456,9 +456,9 @@ impl Supervisor {
                     Metrics::add(&self.shared.metrics.restarts, 1);
                     let micros = if ready_at_once { 0 } else { (asked.elapsed() + built_in).as_micros() as u32 };
                     self.recorder.record(now, Action::Restart { standby: ready_at_once, micros });
-                    if self.spec.restart.standby {
-                        self.builder.request();
-                    }
+                    // The next standby is asked for in `maintain`, after
+                    // this call: nothing competes with the call that
+                    // follows a fault.
                 }
                 Some(Err(fault)) => self.on_fault(now, fault, None, 0, false),
                 None => {
