@@ -17,12 +17,14 @@
 //! - [`server`]: `[server]` from a pipeline file: signaling server + SFU.
 //! - [`edge`]: `[client]` from a pipeline file: a participant in a room on
 //!   an SFU node, with its E2EE stage.
+//! - [`daemon`]: `medianode run`, from a pipeline file to an exit status.
 //! - [`telemetry`]: logging setup.
 //!
 //! The `medianode` binary (`src/main.rs`) wires these into a CLI.
 
 pub mod builtin;
 pub mod config;
+pub mod daemon;
 pub mod edge;
 pub mod io;
 pub mod pipeline;

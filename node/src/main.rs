@@ -9,8 +9,9 @@
 
 use clap::{Parser, Subcommand};
 use medianode::config::PipelineConfig;
+use medianode::daemon::{self, RunOptions, fail, fail_config, pipeline};
 use medianode::pipeline::{BuildError, Pipeline, to_dot};
-use medianode::runtime::{Runtime, RuntimeOptions};
+use medianode::runtime::Runtime;
 use medianode::supervisor::crash_report::CrashReporter;
 use medianode::telemetry::{self, LogFormat};
 use std::path::PathBuf;
@@ -63,7 +64,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
     match cli.command {
-        Command::Run { file, dirs } => run(file, dirs),
+        Command::Run { file, dirs } => {
+            let options = RunOptions { crash_dir: dirs.crash_dir.clone().unwrap_or_else(|| state_dir().join("crash-reports")), cache_dir: dirs.cache() };
+            daemon::run(file.as_deref(), &options)
+        }
         Command::Check { file, dirs } => check(file, dirs),
         Command::Graph { file } => match PipelineConfig::load(&file) {
             Ok(config) => {
@@ -77,96 +81,6 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
     }
-}
-
-fn run(file: Option<PathBuf>, dirs: Dirs) -> ExitCode {
-    let config = match &file {
-        Some(path) => PipelineConfig::load(path),
-        None => PipelineConfig::default_pipeline(),
-    };
-    let config = match config {
-        Ok(config) => config,
-        Err(e) => return fail_config(&e),
-    };
-    // The SFU's peer connections each run a driver task: give them threads.
-    let tokio = match config.server.is_some() || config.client.is_some() {
-        true => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
-        false => tokio::runtime::Builder::new_current_thread().enable_all().build(),
-    };
-    let tokio = match tokio {
-        Ok(rt) => rt,
-        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
-    };
-    let crash_dir = dirs.crash_dir.clone().unwrap_or_else(|| state_dir().join("crash-reports"));
-    tracing::info!("crash reports go to {}", crash_dir.display());
-    let reporter = CrashReporter::new(Some(crash_dir));
-    let result = tokio.block_on(async {
-        let runtime = match runtime(&dirs) {
-            Ok(runtime) => runtime,
-            Err(code) => return code,
-        };
-        // An edge node joins its room first: the pipeline's publish and
-        // subscribe ends come from its media.
-        let (edge, ports) = match &config.client {
-            None => (None, None),
-            Some(_) => match medianode::edge::start(&runtime, &config, &reporter) {
-                Ok((edge, ports)) => (Some(edge), Some(ports)),
-                Err(BuildError::Config(e)) => return fail_config(&e),
-                Err(e) => return fail(&e.to_string()),
-            },
-        };
-        let pipeline = match pipeline(&runtime, &config, &reporter, ports) {
-            Ok(pipeline) => pipeline,
-            Err(code) => return code,
-        };
-        let mut serving = match &config.server {
-            None => None,
-            Some(_) => match medianode::server::start(&runtime, &config, &reporter).await {
-                Ok(running) => Some(running),
-                Err(BuildError::Config(e)) => return fail_config(&e),
-                Err(e) => return fail(&e.to_string()),
-            },
-        };
-        // A stage serving the [server] or [client] that gives up under
-        // `stop` stops the node, like a pipeline stage does.
-        let served_stop = async {
-            match (serving.as_mut(), edge.as_ref()) {
-                (Some(running), _) => tokio::select! {
-                    stopped = running.server.stopped() => stopped,
-                    stopped = running.sfu.stopped() => Some(stopped),
-                },
-                (None, Some(edge)) => Some(edge.stopped().await),
-                (None, None) => std::future::pending().await,
-            }
-        };
-        if config.sources.is_empty() {
-            return tokio::select! {
-                _ = shutdown_signal() => ExitCode::SUCCESS,
-                stopped = served_stop => match stopped {
-                    Some(stopped) => fail(&stopped.to_string()),
-                    None => ExitCode::SUCCESS,
-                },
-            };
-        }
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<Option<medianode::supervisor::Stopped>>();
-        let shutdown = async {
-            tokio::select! {
-                _ = shutdown_signal() => {}
-                stopped = served_stop => { let _ = stop_tx.send(stopped); }
-            }
-        };
-        let ran = pipeline.run(shutdown).await;
-        let served = stop_rx.await.ok().flatten();
-        match (ran, served) {
-            (Err(stopped), _) | (Ok(_), Some(stopped)) => {
-                drop(runtime);
-                fail(&stopped.to_string())
-            }
-            (Ok(_), None) => ExitCode::SUCCESS,
-        }
-    });
-    reporter.flush();
-    result
 }
 
 fn check(file: PathBuf, dirs: Dirs) -> ExitCode {
@@ -221,39 +135,14 @@ fn build(config: &PipelineConfig, dirs: &Dirs, reporter: &CrashReporter) -> Resu
 }
 
 fn runtime(dirs: &Dirs) -> Result<Runtime, ExitCode> {
-    let cache_dir = if dirs.no_cache { None } else { Some(dirs.cache_dir.clone().unwrap_or_else(cache_dir)) };
-    Runtime::new(RuntimeOptions { cache_dir }).map_err(|e| fail(&format!("{e:#}")))
+    daemon::runtime(dirs.cache())
 }
 
-fn pipeline(runtime: &Runtime, config: &PipelineConfig, reporter: &CrashReporter, ports: Option<medianode::edge::Ports>) -> Result<Pipeline, ExitCode> {
-    match Pipeline::build_with(runtime, config, reporter, ports) {
-        Ok(pipeline) => Ok(pipeline),
-        Err(BuildError::Config(e)) => Err(fail_config(&e)),
-        Err(e) => Err(fail(&e.to_string())),
+impl Dirs {
+    /// Where compiled plugins are cached, if they are.
+    fn cache(&self) -> Option<PathBuf> {
+        if self.no_cache { None } else { Some(self.cache_dir.clone().unwrap_or_else(cache_dir)) }
     }
-}
-
-/// Completes on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(e) => {
-                tracing::warn!("SIGTERM will not stop the node gracefully: {e}");
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    tracing::info!("shutting down");
 }
 
 fn xdg(var: &str, fallback: &str) -> PathBuf {
@@ -272,12 +161,3 @@ fn cache_dir() -> PathBuf {
     xdg("XDG_CACHE_HOME", ".cache")
 }
 
-fn fail_config(e: &medianode::config::ConfigError) -> ExitCode {
-    eprintln!("{e}");
-    ExitCode::from(2)
-}
-
-fn fail(message: &str) -> ExitCode {
-    eprintln!("error: {message}");
-    ExitCode::FAILURE
-}

@@ -14,6 +14,9 @@ fn stream(fault: &str, failure: &str) -> String {
         [pipeline]
         pace = "realtime"
         tick = "10ms"
+        # The paused clock's ticks take no time, but a trap on a 50 ms
+        # deadline does: room for it, so that no stage is late.
+        budget = "2s"
         [[source]]
         id = "tone"
         kind = "tone"

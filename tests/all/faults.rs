@@ -13,6 +13,9 @@ fn pipeline(fault: &str, trigger: &str, extra: &str) -> String {
         [pipeline]
         pace = "realtime"
         tick = "10ms"
+        # The paused clock's ticks take no time, but a trap on a 50 ms
+        # deadline does: room for it, so that no stage is late.
+        budget = "2s"
 
         [[source]]
         id = "tone"

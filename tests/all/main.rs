@@ -6,6 +6,7 @@ mod audio_faults;
 mod audio_files;
 mod browser;
 mod config_errors;
+mod daemon;
 mod devices;
 mod dsp;
 mod e2ee;

@@ -9,8 +9,7 @@
 //! name = "demo"
 //! pace = "realtime"        # or "asap"
 //! tick = "10ms"
-//! budget = "10ms"          # real time a tick may take (default: the tick,
-//!                          # or twice the longest stage deadline)
+//! budget = "10ms"          # real time a tick's work may take (default: the tick)
 //!
 //! [[source]]
 //! id = "tone"

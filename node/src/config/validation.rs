@@ -112,13 +112,10 @@ pub(super) fn check(file: Arc<SourceFile>) -> Result<PipelineConfig, ConfigError
     }
     check_cycles(&cx, &stages)?;
 
-    // By default a tick may take its own length, or twice the longest
-    // deadline of its stages: a stage that uses the time its limits give
-    // it is slow, not late.
-    let budget = budget.unwrap_or_else(|| {
-        let deadline = stages.iter().filter(|s| !s.serves()).map(|s| s.limits.deadline).max().unwrap_or_default();
-        tick.max(deadline.saturating_mul(2))
-    });
+    // By default a tick's work may take the tick: then a stage that is
+    // slow costs only the chains through it, and every other chain keeps
+    // the tick's timing.
+    let budget = budget.unwrap_or(tick);
     Ok(PipelineConfig { file, name, pace, tick, budget, sources, stages, sinks, server, client })
 }
 

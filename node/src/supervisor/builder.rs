@@ -32,6 +32,8 @@ struct Slot {
     result: Option<Built>,
     /// The supervisor has heard of the instance in `result` ([`Builder::news`]).
     told: bool,
+    /// Builds asked for so far: the current one's number.
+    builds: u64,
 }
 
 /// What the builder has to tell, once per build.
@@ -67,17 +69,20 @@ impl Builder {
         Ok(Builder { requests, shared })
     }
 
-    /// Asks for an instance, unless one is being built or waits in the slot.
-    pub(crate) fn request(&self) {
+    /// Asks for an instance, unless one is being built or waits in the
+    /// slot. Returns the number of the build under way, if one is (asked
+    /// for now or before), read in the same breath as the asking: the
+    /// builder may finish it before the caller looks again.
+    pub(crate) fn request(&self) -> Option<u64> {
         let mut slot = lock(&self.shared.slot);
-        if slot.pending || slot.result.is_some() {
-            return;
+        if !slot.pending && slot.result.is_none() {
+            // The channel holds one request and the thread takes the next
+            // only after finishing this one, so with `pending` unset it has
+            // room.
+            slot.pending = self.requests.try_send(()).is_ok();
+            slot.builds += u64::from(slot.pending);
         }
-        // The channel holds one request and the thread takes the next only
-        // after finishing this one, so with `pending` unset it has room.
-        if self.requests.try_send(()).is_ok() {
-            slot.pending = true;
-        }
+        slot.pending.then_some(slot.builds)
     }
 
     /// The finished build, if there is one.

@@ -137,6 +137,8 @@ pub struct Supervisor {
     /// How long (in real time) a stage without an instance may wait for
     /// one being built before it applies its failure policy.
     wait_until: Option<Instant>,
+    /// The build last waited for (each is waited for once at most).
+    waited_for: Option<u64>,
     backoff: Backoff,
     recorder: FlightRecorder,
     reporter: CrashReporter,
@@ -170,6 +172,7 @@ impl Supervisor {
             active: Some(active),
             builder,
             wait_until: None,
+            waited_for: None,
             reporter,
             faults: 0,
             spec,
@@ -442,8 +445,8 @@ impl Supervisor {
     }
 
     /// The instance to call now: the standby, or one built for the purpose,
-    /// when the restart policy allows one to serve. Waits for a build in
-    /// progress at most until `wait_until`.
+    /// when the restart policy allows one to serve. Waits at most until
+    /// `wait_until` for a build it asks for itself.
     fn serving(&mut self, now: Instant) -> Option<&mut Instance> {
         let asked = Instant::now();
         let mut waited = false;
@@ -461,14 +464,21 @@ impl Supervisor {
                     // follows a fault.
                 }
                 Some(Err(fault)) => self.on_fault(now, fault, None, 0, false),
-                None => {
-                    self.builder.request();
-                    waited = true;
-                    match self.wait_until {
-                        Some(until) if self.builder.wait(until) => {}
-                        _ => break,
+                // Each build is waited for once at most: one that outlasts
+                // a wait may be an `init` that loops, and waiting for it on
+                // every call would slow every call to its budget.
+                None => match (self.builder.request(), self.wait_until) {
+                    (Some(build), Some(until)) if Some(build) != self.waited_for => {
+                        self.waited_for = Some(build);
+                        waited = true;
+                        if !self.builder.wait(until) {
+                            break;
+                        }
                     }
-                }
+                    // Built already, between the look and the asking.
+                    (None, _) if self.builder.wait(Instant::now()) => {}
+                    _ => break,
+                },
             }
         }
         self.active.as_mut()

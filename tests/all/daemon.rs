@@ -1,0 +1,281 @@
+//! The node as a daemon under attack: a node in a process of its own (this
+//! test binary, run again as `daemon::child`, which calls the same
+//! `medianode::daemon::run` as `medianode run`) with a hostile stage beside
+//! a healthy chain. For each attack, measured from outside: the node's
+//! resident memory grows by less than 64 MiB; SIGTERM stops it within 1 s;
+//! what it wrote to its log and crash directory stays within their budgets;
+//! the attack shows in the log; and the healthy chain's WAV file holds
+//! every block, none of them silent.
+
+use medianode::daemon::RunOptions;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+const DIR_VAR: &str = "MEDIANODE_DAEMON_DIR";
+
+/// How long each attack runs before the SIGTERM.
+const ATTACK: Duration = Duration::from_secs(3);
+
+/// The child: a node on `$MEDIANODE_DAEMON_DIR/pipeline.toml`.
+#[test]
+#[ignore = "a child of the daemon tests: runs the node in $MEDIANODE_DAEMON_DIR"]
+fn child() -> ExitCode {
+    let Some(dir) = std::env::var_os(DIR_VAR).map(PathBuf::from) else { return ExitCode::SUCCESS };
+    medianode::telemetry::init(medianode::telemetry::LogFormat::Text);
+    medianode::daemon::run(Some(&dir.join("pipeline.toml")), &RunOptions { crash_dir: dir.join("crash"), cache_dir: None })
+}
+
+/// A node running `attack` (the hostile stage's config) in a child process.
+struct Node {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Node {
+    /// `hostile`: the hostile stage's `config`, `limits` and `restart`
+    /// lines; `budget`: the pipeline's.
+    fn start(hostile: &str, budget: &str) -> Node {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let beside = dir.path().join("beside.wav");
+        let pipeline = format!(
+            r#"
+            [pipeline]
+            pace = "realtime"
+            tick = "10ms"
+            {budget}
+
+            [[source]]
+            id = "tone"
+            kind = "tone"
+
+            [[stage]]
+            id = "hostile"
+            plugin = "stock:hostile"
+            inputs = ["tone"]
+            {hostile}
+
+            [[stage]]
+            id = "beside"
+            plugin = "stock:gain"
+            inputs = ["tone"]
+
+            [[sink]]
+            id = "out"
+            kind = "null"
+            inputs = ["hostile"]
+
+            [[sink]]
+            id = "beside-out"
+            kind = "wav"
+            path = "{}"
+            inputs = ["beside"]
+            "#,
+            beside.display()
+        );
+        std::fs::write(dir.path().join("pipeline.toml"), pipeline).expect("write pipeline");
+        let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("log file");
+        let child = Command::new(std::env::current_exe().expect("test binary"))
+            .args(["daemon::child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+            .env(DIR_VAR, dir.path())
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("child node");
+        Node { child, dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.path("stderr.log")).unwrap_or_default()
+    }
+
+    /// Waits (up to a minute) until the log says `text`.
+    fn wait_for(&mut self, text: &str) {
+        let until = Instant::now() + Duration::from_secs(60);
+        while !self.log().contains(text) {
+            assert!(Instant::now() < until, "the node never logged {text:?}:\n{}", self.log());
+            assert!(self.alive(), "the node exited before logging {text:?}:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20)); // polling a file another process writes
+        }
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Resident memory, in bytes.
+    fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kib| kib * 1024)
+    }
+
+    /// Sends SIGTERM; returns how long the node took to exit, and whether
+    /// it exited cleanly.
+    fn terminate(&mut self) -> (Duration, bool) {
+        let sent = Instant::now();
+        let killed = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill");
+        assert!(killed.success());
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return (sent.elapsed(), status.success());
+            }
+            if sent.elapsed() > Duration::from_secs(10) {
+                let _ = self.child.kill();
+                return (sent.elapsed(), false);
+            }
+            std::thread::sleep(Duration::from_millis(5)); // polling a child's exit
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir).map(|entries| entries.filter_map(Result::ok).filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum()).unwrap_or(0)
+}
+
+/// What a run under attack measured.
+struct Measured {
+    seconds: f64,
+    /// Blocks the chain beside wrote, and how many of them were silent.
+    blocks: usize,
+    silent: usize,
+    /// The chain beside's `late` count, from the node's final stats.
+    late: u64,
+}
+
+/// Runs `attack` for [`ATTACK`] and checks everything the module docs say;
+/// `shows` is what the log must say about it.
+fn attack(attack: &str, limits: &str, shows: &str) {
+    let hostile = format!("config = {{ {attack} }}\nlimits = {{ {limits} }}");
+    let m = run_attack(attack, &hostile, "", ATTACK, shows);
+    assert!(m.blocks as f64 >= m.seconds * 100.0 * 0.9, "{attack}: the chain beside made {} blocks in {:.1} s", m.blocks, m.seconds);
+    assert_eq!(m.silent, 0, "{attack}: {} silent blocks beside", m.silent);
+}
+
+fn run_attack(name: &str, hostile: &str, budget: &str, attack: Duration, shows: &str) -> Measured {
+    let mut node = Node::start(hostile, budget);
+    node.wait_for("pipeline running");
+    let started = Instant::now();
+    let baseline = node.rss();
+    let mut peak = baseline;
+    while started.elapsed() < attack {
+        assert!(node.alive(), "{name}: the node died:\n{}", node.log());
+        peak = peak.max(node.rss());
+        std::thread::sleep(Duration::from_millis(50)); // sampling memory
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let (took, clean) = node.terminate();
+    let log = node.log();
+    eprintln!(
+        "{name}: RSS {} -> peak {} MiB, SIGTERM to exit {:.0} ms, log {} KiB, crash dir {} KiB",
+        baseline >> 20,
+        peak >> 20,
+        took.as_secs_f64() * 1e3,
+        log.len() >> 10,
+        dir_size(&node.path("crash")) >> 10
+    );
+    assert!(peak - baseline < 64 << 20, "{name}: RSS grew by {} MiB", (peak - baseline) >> 20);
+    assert!(took < Duration::from_secs(1), "{name}: SIGTERM took {took:?}");
+    assert!(clean, "{name}: the node did not exit cleanly:\n{log}");
+    assert!(log.contains(shows), "{name}: the log does not show {shows:?}");
+    // The plugin's share of the log is 16 KiB/s with a 4 s burst, plus each
+    // line's prefix; the host's own lines (faults, restarts) come on top.
+    let budget = 16.0 * 1024.0 * (4.0 + seconds + 1.0) * 2.0 + 256.0 * 1024.0;
+    assert!((log.len() as f64) < budget, "{name}: {} bytes of log", log.len());
+    assert!(dir_size(&node.path("crash")) <= 16 << 20, "{name}: the crash directory outgrew its budget");
+    // The chain beside: the blocks it made, and the silent ones.
+    let mut wav = hound::WavReader::open(node.path("beside.wav")).expect("beside.wav");
+    let samples: Vec<f32> = wav.samples::<f32>().map(|s| s.expect("sample")).collect();
+    let silent = samples.chunks(480).filter(|b| b.iter().all(|&s| s == 0.0)).count();
+    let late = final_stats(&log).and_then(|stats| stats["stages"]["beside"]["late"].as_u64()).unwrap_or(u64::MAX);
+    Measured { seconds, blocks: samples.len() / 480, silent, late }
+}
+
+/// The stats the node logs when its pipeline stops.
+fn final_stats(log: &str) -> Option<serde_json::Value> {
+    let line = log.lines().find(|l| l.contains("pipeline stopped"))?;
+    let json = &line[line.find("stats=")? + "stats=".len()..];
+    serde_json::Deserializer::from_str(json).into_iter().next()?.ok()
+}
+
+/// Ten seconds of realtime at the default budget (the tick), with a stage
+/// beside that fails in a way that costs time: the chain beside must make
+/// a block every tick, none late and none silent.
+fn stays_realtime(name: &str, hostile: &str, shows: &str) {
+    let m = run_attack(name, hostile, "", Duration::from_secs(10), shows);
+    let per_second = m.blocks as f64 / m.seconds;
+    eprintln!("{name}: the chain beside made {} blocks in {:.2} s ({per_second:.1}/s), {} late, {} silent", m.blocks, m.seconds, m.late, m.silent);
+    assert!(per_second >= 98.0, "{name}: {per_second:.1} blocks a second beside");
+    assert_eq!((m.late, m.silent), (0, 0), "{name}: the chain beside missed blocks");
+}
+
+#[test]
+fn a_stage_whose_init_loops_after_each_crash_costs_its_neighbour_nothing_over_10_s() {
+    let hostile = r#"config = { attack = "init-loop", every = 50 }
+        restart = { max-restarts = 100000, long-max-restarts = 100000, backoff-cap = "200ms" }"#;
+    stays_realtime("init loops after each crash", hostile, "stage fault");
+}
+
+#[test]
+fn a_stage_at_twice_its_deadline_leaves_its_neighbour_realtime() {
+    let hostile = r#"config = { attack = "slow", ms = 10 }
+        limits = { deadline = "5ms" }
+        restart = { max-restarts = 100000, long-max-restarts = 100000, healthy-after = "0ms", backoff-base = "1ms", backoff-cap = "1ms" }"#;
+    stays_realtime("a stage at twice its deadline", hostile, "trap=\"deadline\"");
+}
+
+#[test]
+fn println_on_every_block() {
+    attack(r#"attack = "println""#, "", r#"from="stdout""#);
+}
+
+#[test]
+fn a_log_flood() {
+    attack(r#"attack = "log-flood", lines = 1000"#, r#"deadline = "50ms""#, "over its budget");
+}
+
+#[test]
+fn a_stdout_flood() {
+    attack(r#"attack = "print-flood", size = 1000000, lines = 1000"#, r#"deadline = "100ms""#, "over its budget");
+}
+
+#[test]
+fn a_new_64_kib_metric_name_on_every_block() {
+    attack(r#"attack = "counters", size = 65536"#, "", "pipeline running");
+}
+
+#[test]
+fn state_writes_past_the_quota() {
+    attack(r#"attack = "state", size = 100000"#, "", r#"text=state: Err"#);
+}
+
+#[test]
+fn huge_panics() {
+    attack(r#"attack = "huge-panic", size = 8000000, every = 10"#, r#"memory = "128MiB", deadline = "1s""#, "stage fault");
+}
+
+#[test]
+fn init_that_loops_after_each_crash() {
+    attack(r#"attack = "init-loop", every = 20"#, "", "stage fault");
+}
+
+#[test]
+fn sleeping() {
+    attack(r#"attack = "sleep", ms = 10000"#, "", "trap=\"deadline\"");
+}
