@@ -243,7 +243,7 @@ mod tests {
         splitter.feed(b"one\ntw", |l, cut| lines.push((l.to_vec(), cut)));
         splitter.feed(b"o\n", |l, cut| lines.push((l.to_vec(), cut)));
         splitter.feed(&vec![b'x'; 10 * MAX_LINE], |l, cut| lines.push((l.to_vec(), cut)));
-        assert_eq!(splitter.partial.capacity() <= 2 * MAX_LINE, true);
+        assert!(splitter.partial.capacity() <= 2 * MAX_LINE);
         splitter.flush(|l, cut| lines.push((l.to_vec(), cut)));
         assert_eq!(lines[0], (b"one".to_vec(), 0));
         assert_eq!(lines[1], (b"two".to_vec(), 0));
