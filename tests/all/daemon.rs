@@ -7,7 +7,9 @@
 //! the attack shows in the log; and the healthy chain's WAV file holds
 //! every block, none of them silent.
 
+use crate::webrtc_peers::{Peer, peer_at_with};
 use medianode::daemon::RunOptions;
+use std::sync::atomic::Ordering;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -33,8 +35,9 @@ struct Node {
 }
 
 impl Node {
-    /// `hostile`: the hostile stage's `config`, `limits` and `restart`
-    /// lines; `budget`: the pipeline's.
+    /// A pipeline with a hostile stage beside a healthy chain writing
+    /// `beside.wav`; `hostile`: the hostile stage's `config`, `limits` and
+    /// `restart` lines; `budget`: the pipeline's.
     fn start(hostile: &str, budget: &str) -> Node {
         let dir = tempfile::tempdir().expect("tempdir");
         let beside = dir.path().join("beside.wav");
@@ -73,6 +76,11 @@ impl Node {
             "#,
             beside.display()
         );
+        Node::spawn(dir, &pipeline)
+    }
+
+    /// A node running `pipeline`, keeping its files in `dir`.
+    fn spawn(dir: tempfile::TempDir, pipeline: &str) -> Node {
         std::fs::write(dir.path().join("pipeline.toml"), pipeline).expect("write pipeline");
         let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("log file");
         let child = Command::new(std::env::current_exe().expect("test binary"))
@@ -280,4 +288,100 @@ fn init_that_loops_after_each_crash() {
 #[test]
 fn sleeping() {
     attack(r#"attack = "sleep", ms = 10000"#, "", "trap=\"deadline\"");
+}
+
+/// An SFU node in a child process: 4 publishers send VP8-sized video
+/// (1200-byte packets, 150 a second: 1.4 Mbit/s each) to a room with 3
+/// subscribers, one of which reads nothing for 30 s. The node's memory must
+/// not grow by 64 MiB, and the two that read must get 99.5 % of the packets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_stops_reading_for_30_s_costs_the_others_nothing() {
+    const PER_TICK: u16 = 3; // every 20 ms: 150 packets a second
+    const TICKS: u16 = 1500; // 30 s
+    let pipeline = r#"
+        [server]
+        listen = "127.0.0.1:0"
+        media-ip = "127.0.0.1"
+
+        [[stage]]
+        id = "rooms"
+        plugin = "stock:signaling"
+
+        [[stage]]
+        id = "forward"
+        plugin = "stock:forward"
+    "#;
+    let mut node = Node::spawn(tempfile::tempdir().expect("tempdir"), pipeline);
+    let marker = "serving the web client on http://";
+    tokio::task::block_in_place(|| node.wait_for(marker));
+    let log = node.log();
+    let addr: std::net::SocketAddr = log[log.find(marker).expect("address") + marker.len()..]
+        .split_whitespace()
+        .next()
+        .and_then(|a| a.parse().ok())
+        .expect("the node's address");
+
+    let mut publishers = Vec::new();
+    for i in 0..4 {
+        publishers.push(peer_at_with(addr, "stall", &format!("pub{i}"), true, true).await);
+    }
+    let mut subscribers = Vec::new();
+    for i in 0..3 {
+        subscribers.push(peer_at_with(addr, "stall", &format!("sub{i}"), false, false).await);
+    }
+    for peer in publishers.iter().chain(&subscribers) {
+        peer.connected().await;
+    }
+    // Until every subscriber gets video from all four publishers.
+    let streams = |peer: &Peer| peer.seen.unique.lock().expect("lock").iter().map(|(ssrc, _)| *ssrc).collect::<std::collections::HashSet<_>>().len();
+    let mut warm = 0u16;
+    while subscribers.iter().any(|s| streams(s) < 4) {
+        assert!(warm < 500, "video never reached every subscriber");
+        for p in &publishers {
+            p.send_video(warm, 1200).await;
+        }
+        warm += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await; // pacing the sender
+    }
+
+    subscribers[0].seen.stalled.store(true, Ordering::Relaxed);
+    let before: Vec<usize> = subscribers.iter().map(|s| s.seen.unique.lock().expect("lock").len()).collect();
+    let baseline = node.rss();
+    let mut peak = baseline;
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    for t in 0..TICKS {
+        tick.tick().await;
+        for p in &publishers {
+            for k in 0..PER_TICK {
+                p.send_video(1000 + t * PER_TICK + k, 1200).await;
+            }
+        }
+        if t % 25 == 0 {
+            assert!(node.alive(), "the node died:\n{}", node.log());
+            peak = peak.max(node.rss());
+        }
+    }
+    // The last packets in flight.
+    let sent = usize::from(TICKS * PER_TICK) * publishers.len();
+    let got = |s: &Peer, before: usize| s.seen.unique.lock().expect("lock").len() - before;
+    for _ in 0..100 {
+        if subscribers[1..].iter().zip(&before[1..]).all(|(s, b)| got(s, *b) >= sent) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await; // draining
+    }
+    peak = peak.max(node.rss());
+    let received: Vec<f64> = subscribers[1..].iter().zip(&before[1..]).map(|(s, b)| got(s, *b) as f64 / sent as f64).collect();
+    eprintln!(
+        "stalled subscriber: {sent} packets sent to each; the readers got {:?} of them; node RSS {} -> peak {} MiB",
+        received.iter().map(|r| format!("{:.2}%", r * 100.0)).collect::<Vec<_>>(),
+        baseline >> 20,
+        peak >> 20
+    );
+    assert!(peak - baseline < 64 << 20, "the node grew by {} MiB", (peak - baseline) >> 20);
+    for (i, r) in received.iter().enumerate() {
+        assert!(*r >= 0.995, "subscriber {} got {:.2}% of the packets", i + 1, r * 100.0);
+    }
+    let (took, _) = tokio::task::block_in_place(|| node.terminate());
+    assert!(took < Duration::from_secs(1), "SIGTERM took {took:?}");
 }

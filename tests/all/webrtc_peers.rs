@@ -85,6 +85,10 @@ pub struct Seen {
     pub remote_tracks: Mutex<Vec<Arc<dyn TrackRemote>>>,
     /// The first payloads received (up to [`KEPT_PAYLOADS`]), as they came.
     pub payloads: Mutex<Vec<Vec<u8>>>,
+    /// While set, the peer reads none of its tracks (a stalled subscriber);
+    /// `resume` wakes it when cleared.
+    pub stalled: std::sync::atomic::AtomicBool,
+    pub resume: tokio::sync::Notify,
 }
 
 /// Payloads a peer keeps for inspection.
@@ -117,7 +121,11 @@ impl PeerConnectionEventHandler for PeerHandler {
         let seen = self.seen.clone();
         seen.remote_tracks.lock().expect("lock").push(track.clone());
         tokio::spawn(async move {
-            while let Some(event) = track.poll().await {
+            loop {
+                while seen.stalled.load(Ordering::Relaxed) {
+                    seen.resume.notified().await;
+                }
+                let Some(event) = track.poll().await else { break };
                 if let TrackRemoteEvent::OnRtpPacket(p) = event {
                     if p.payload.len() >= 16 && p.payload[8..16] == TIMED {
                         let sent = u64::from_le_bytes(p.payload[..8].try_into().unwrap_or_default());
@@ -386,6 +394,21 @@ impl Peer {
             ..Default::default()
         };
         let _ = track.write_rtp(rtp::Packet { header, payload: payload.into() }).await;
+    }
+
+    /// Sends one video packet of `size` bytes on the VP8 track.
+    #[allow(dead_code)] // used by some tests only
+    pub async fn send_video(&self, sequence: u16, size: usize) {
+        let (track, ssrc) = self.video.as_ref().expect("a video publisher");
+        let header = rtp::header::Header {
+            version: 2,
+            payload_type: 96,
+            sequence_number: sequence,
+            timestamp: u32::from(sequence) * 3000,
+            ssrc: *ssrc,
+            ..Default::default()
+        };
+        let _ = track.write_rtp(rtp::Packet { header, payload: vec![0x5A; size].into() }).await;
     }
 
     /// Sends one audio packet carrying an RFC 6464 level (-dBov).

@@ -16,6 +16,7 @@
 //! server; seats (who is in which room) from the signaling stage.
 
 pub mod keyframes;
+pub mod outbox;
 pub mod rewrite;
 pub mod router;
 pub mod speaker;
@@ -134,7 +135,8 @@ impl Sfu {
         let (router, rx) = mpsc::channel(ROUTER_QUEUE);
         let stats = Arc::new(Mutex::new(RouterStats::default()));
         let (stop_tx, stopped) = tokio::sync::watch::channel(None);
-        tokio::spawn(router::run(rx, decide, stats.clone(), stop_tx));
+        let (keyframes_tx, mut keyframes) = mpsc::channel::<u32>(64);
+        tokio::spawn(router::run(rx, decide, stats.clone(), stop_tx, keyframes_tx));
         let (control, mut control_rx) = mpsc::unbounded_channel();
         let sfu = Sfu {
             inner: Arc::new(Inner {
@@ -148,6 +150,20 @@ impl Sfu {
                 stopped,
             }),
         };
+        // Keyframes the router asks for after a subscriber's gap.
+        let weak = Arc::downgrade(&sfu.inner);
+        tokio::spawn(async move {
+            while let Some(ssrc) = keyframes.recv().await {
+                let Some(inner) = weak.upgrade() else { return };
+                let stream = {
+                    let participants = inner.participants.lock().await;
+                    participants.values().flat_map(|p| &p.published).find(|s| s.ssrc == ssrc).cloned()
+                };
+                if let Some(stream) = stream {
+                    request_keyframe(&stream).await;
+                }
+            }
+        });
         // The control task holds a weak handle: dropping every `Sfu` ends it.
         let weak = Arc::downgrade(&sfu.inner);
         tokio::spawn(async move {

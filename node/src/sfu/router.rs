@@ -7,6 +7,7 @@
 //! changes through [`RouterMsg`]s on the same channel as the packets, so a
 //! change and the packets after it are seen in order.
 
+use super::outbox::{Outbox, OutboxCounters, Pushed};
 use super::rewrite::SequenceRewriter;
 use crate::runtime::bindings::{ForwardBatch, MediaKind, PacketMeta, RouteChange, RouteMember};
 use crate::config::FailurePolicy;
@@ -17,9 +18,10 @@ use medianode_sdk::{self as sdk, Forwarding as _};
 use rtc::rtp;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::TrackLocal as _;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::rtp_transceiver::RtpSender;
 
@@ -272,33 +274,48 @@ fn full_table(all: &BTreeMap<u64, String>) -> Vec<RouteChange> {
     all.iter().map(|(&participant, room)| RouteChange::Joined(RouteMember { participant, room: room.clone() })).collect()
 }
 
-/// One forwarded stream at one subscriber.
+/// One forwarded stream at one subscriber: its rewriting, and the outbox
+/// its writer task drains (see [`super::outbox`]).
 struct Outgoing {
-    track: Arc<TrackLocalStaticRTP>,
-    sender: Arc<dyn RtpSender>,
-    mime: String,
-    /// The codec's payload type on the subscriber's leg, once known.
-    payload_type: Option<u8>,
     ssrc: u32,
     sequence: SequenceRewriter,
+    outbox: Outbox,
+    video: bool,
 }
 
 impl Outgoing {
-    /// The subscriber leg's payload type for the codec: negotiated per leg,
-    /// so not necessarily the publisher's.
-    async fn payload_type(&mut self) -> Option<u8> {
-        if self.payload_type.is_none()
-            && let Ok(parameters) = self.sender.get_parameters().await
-        {
-            self.payload_type = parameters
-                .rtp_parameters
-                .codecs
-                .iter()
-                .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&self.mime))
-                .map(|c| c.payload_type);
-        }
-        self.payload_type
+    /// Starts the writer task of a new outgoing stream.
+    fn start(track: Arc<TrackLocalStaticRTP>, sender: Arc<dyn RtpSender>, mime: String, ssrc: u32, counters: &Arc<OutboxCounters>) -> Outgoing {
+        let video = mime.to_ascii_lowercase().starts_with("video/");
+        let (outbox, reader) = Outbox::new(counters.clone());
+        let counters = counters.clone();
+        tokio::spawn(async move {
+            let mut payload_type = None;
+            while let Some(mut packet) = reader.next().await {
+                if payload_type.is_none() {
+                    payload_type = leg_payload_type(sender.as_ref(), &mime).await;
+                }
+                let Some(pt) = payload_type else {
+                    counters.write_errors.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                packet.header.payload_type = pt;
+                let counter = match track.write_rtp(packet).await {
+                    Ok(()) => &counters.written,
+                    Err(_) => &counters.write_errors,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        Outgoing { ssrc, sequence: SequenceRewriter::default(), outbox, video }
     }
+}
+
+/// The subscriber leg's payload type for the codec: negotiated per leg, so
+/// not necessarily the publisher's.
+async fn leg_payload_type(sender: &dyn RtpSender, mime: &str) -> Option<u8> {
+    let parameters = sender.get_parameters().await.ok()?;
+    parameters.rtp_parameters.codecs.iter().find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime)).map(|c| c.payload_type)
 }
 
 /// Counters the router keeps (read by tests and benchmarks).
@@ -309,6 +326,8 @@ pub struct RouterStats {
     pub batches: u64,
     /// Writes to a subscriber's track that failed (track not bound yet, or gone).
     pub write_errors: u64,
+    /// Packets dropped because a subscriber did not take them fast enough.
+    pub dropped_slow: u64,
 }
 
 /// Runs the router until every sender is gone, or until the deciding stage
@@ -318,7 +337,9 @@ pub async fn run(
     mut decide: Box<dyn Decide>,
     stats: Arc<std::sync::Mutex<RouterStats>>,
     stopped: tokio::sync::watch::Sender<Option<Stopped>>,
+    keyframes: mpsc::Sender<u32>,
 ) {
+    let counters = Arc::new(OutboxCounters::default());
     let mut routes: BTreeMap<u64, String> = BTreeMap::new();
     // (publisher stream ssrc) -> subscriber -> outgoing track.
     let mut outgoing: HashMap<u32, HashMap<u64, Outgoing>> = HashMap::new();
@@ -355,7 +376,7 @@ pub async fn run(
                     decide.update(&RouteChange::Left(participant), &routes).await;
                 }
                 RouterMsg::Subscribe { subscriber, ssrc, track, sender, mime, out_ssrc } => {
-                    let out = Outgoing { track, sender, mime, payload_type: None, ssrc: out_ssrc, sequence: SequenceRewriter::default() };
+                    let out = Outgoing::start(track, sender, mime, out_ssrc, &counters);
                     outgoing.entry(ssrc).or_default().insert(subscriber, out);
                 }
                 RouterMsg::Forget(participant) => {
@@ -396,21 +417,20 @@ pub async fn run(
                     out.sequence.withhold();
                     continue;
                 }
-                let Some(payload_type) = out.payload_type().await else {
-                    local.write_errors += 1;
-                    continue;
-                };
                 let mut copy = packet.clone();
                 copy.header.ssrc = out.ssrc;
                 copy.header.sequence_number = out.sequence.forward(meta.sequence);
-                copy.header.payload_type = payload_type;
-                match out.track.write_rtp(copy).await {
-                    Ok(()) => local.packets_out += 1,
-                    Err(_) => local.write_errors += 1,
+                // A gap in a video stream wants a keyframe after it (at
+                // most one request a second; a full queue skips it).
+                if out.outbox.push(copy) == Pushed::DroppedAskKeyframe && out.video {
+                    let _ = keyframes.try_send(meta.ssrc);
                 }
             }
         }
         metas.clear();
+        local.packets_out = counters.written.load(Ordering::Relaxed);
+        local.write_errors = counters.write_errors.load(Ordering::Relaxed);
+        local.dropped_slow = counters.dropped.load(Ordering::Relaxed);
         if let Ok(mut shared) = stats.lock() {
             *shared = local;
         }
