@@ -118,6 +118,8 @@ struct Inner {
     speakers: Mutex<HashMap<String, speaker::SpeakerDetector>>,
     /// Set when the forwarding stage gives up under `stop`.
     stopped: tokio::sync::watch::Receiver<Option<crate::supervisor::Stopped>>,
+    /// What the subscribers' outboxes wrote and dropped.
+    outboxes: Arc<outbox::OutboxCounters>,
 }
 
 /// The SFU. Cheap to clone; every clone is the same SFU.
@@ -136,7 +138,8 @@ impl Sfu {
         let stats = Arc::new(Mutex::new(RouterStats::default()));
         let (stop_tx, stopped) = tokio::sync::watch::channel(None);
         let (keyframes_tx, mut keyframes) = mpsc::channel::<u32>(64);
-        tokio::spawn(router::run(rx, decide, stats.clone(), stop_tx, keyframes_tx));
+        let outboxes = Arc::new(outbox::OutboxCounters::default());
+        tokio::spawn(router::run(rx, decide, stats.clone(), stop_tx, keyframes_tx, outboxes.clone()));
         let (control, mut control_rx) = mpsc::unbounded_channel();
         let sfu = Sfu {
             inner: Arc::new(Inner {
@@ -148,6 +151,7 @@ impl Sfu {
                 stats,
                 speakers: Mutex::new(HashMap::new()),
                 stopped,
+                outboxes,
             }),
         };
         // Keyframes the router asks for after a subscriber's gap.
@@ -187,7 +191,7 @@ impl Sfu {
 
     /// The router's counters.
     pub fn stats(&self) -> RouterStats {
-        *self.inner.stats.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner.stats.lock().unwrap_or_else(PoisonError::into_inner).with(&self.inner.outboxes)
     }
 
     fn send(&self, connection: u64, value: Value) {

@@ -322,12 +322,23 @@ async fn leg_payload_type(sender: &dyn RtpSender, mime: &str) -> Option<u8> {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RouterStats {
     pub packets_in: u64,
-    pub packets_out: u64,
     pub batches: u64,
+    /// Written to subscribers' tracks (by the outboxes' writer tasks).
+    pub packets_out: u64,
     /// Writes to a subscriber's track that failed (track not bound yet, or gone).
     pub write_errors: u64,
     /// Packets dropped because a subscriber did not take them fast enough.
     pub dropped_slow: u64,
+}
+
+impl RouterStats {
+    /// The router's counts with the outboxes' as they are now.
+    pub fn with(mut self, outboxes: &OutboxCounters) -> RouterStats {
+        self.packets_out = outboxes.written.load(Ordering::Relaxed);
+        self.write_errors = outboxes.write_errors.load(Ordering::Relaxed);
+        self.dropped_slow = outboxes.dropped.load(Ordering::Relaxed);
+        self
+    }
 }
 
 /// Runs the router until every sender is gone, or until the deciding stage
@@ -338,8 +349,8 @@ pub async fn run(
     stats: Arc<std::sync::Mutex<RouterStats>>,
     stopped: tokio::sync::watch::Sender<Option<Stopped>>,
     keyframes: mpsc::Sender<u32>,
+    counters: Arc<OutboxCounters>,
 ) {
-    let counters = Arc::new(OutboxCounters::default());
     let mut routes: BTreeMap<u64, String> = BTreeMap::new();
     // (publisher stream ssrc) -> subscriber -> outgoing track.
     let mut outgoing: HashMap<u32, HashMap<u64, Outgoing>> = HashMap::new();
@@ -428,9 +439,6 @@ pub async fn run(
             }
         }
         metas.clear();
-        local.packets_out = counters.written.load(Ordering::Relaxed);
-        local.write_errors = counters.write_errors.load(Ordering::Relaxed);
-        local.dropped_slow = counters.dropped.load(Ordering::Relaxed);
         if let Ok(mut shared) = stats.lock() {
             *shared = local;
         }
