@@ -214,6 +214,31 @@ async fn a_signaling_plugin_trap_keeps_every_socket_and_room() {
     assert_eq!(server.connections.len(), 3);
 }
 
+/// A signaling plugin that sleeps traps on its deadline (the message gets
+/// an `internal` error at once, not ten seconds later), and one that
+/// answers with more than the node sends has the answer dropped and
+/// counted; every socket and the room stay.
+#[tokio::test]
+async fn a_signaling_plugin_that_sleeps_or_answers_too_much_keeps_every_socket() {
+    let server = server("faulty-signaling", ServerOptions::default()).await;
+    let mut alice = joined(&server, "r", "alice").await;
+    let mut bob = joined(&server, "r", "bob").await;
+    next(&mut alice).await;
+
+    let asked = std::time::Instant::now();
+    say(&mut alice, json!({"type": "typing", "fault": "sleep"})).await;
+    expect_error(&mut alice, "internal").await;
+    assert!(asked.elapsed() < Duration::from_secs(2), "the sleep was not cut: {:?}", asked.elapsed());
+
+    say(&mut bob, json!({"type": "typing", "fault": "huge"})).await;
+    say(&mut bob, json!({"type": "ack", "id": "after"})).await;
+    assert_eq!(next(&mut alice).await["id"], "after", "the room still works");
+    assert_eq!(server.connections.counters.oversized.load(std::sync::atomic::Ordering::Relaxed), 1);
+    say(&mut alice, json!({"type": "typing"})).await;
+    assert_eq!(next(&mut bob).await["user"], "alice", "bob got nothing over the limit, and is still here");
+    assert_eq!(server.connections.len(), 2);
+}
+
 #[tokio::test]
 async fn tokens_are_checked_at_the_door_and_scope_the_join() {
     let secret = b"a test secret".to_vec();

@@ -71,11 +71,14 @@ pub struct StateStore {
     entries: HashMap<String, Vec<u8>>,
     used: u64,
     quota: u64,
+    /// Changes so far: an instance built at one version and promoted at
+    /// another started from state that is no longer the stage's.
+    version: u64,
 }
 
 impl StateStore {
     pub fn new(quota: u64) -> StateStore {
-        StateStore { entries: HashMap::new(), used: 0, quota }
+        StateStore { entries: HashMap::new(), used: 0, quota, version: 0 }
     }
 
     pub fn get(&self, key: &str) -> Option<&[u8]> {
@@ -95,18 +98,25 @@ impl StateStore {
         }
         self.used = used;
         self.entries.insert(key, value);
+        self.version += 1;
         Ok(())
     }
 
     pub fn delete(&mut self, key: &str) {
         if let Some(v) = self.entries.remove(key) {
             self.used -= (key.len() + v.len()) as u64;
+            self.version += 1;
         }
     }
 
     /// Bytes in use (keys + values).
     pub fn used(&self) -> u64 {
         self.used
+    }
+
+    /// How many changes the store has seen.
+    pub fn version(&self) -> u64 {
+        self.version
     }
 }
 
@@ -137,6 +147,9 @@ pub struct Metrics {
     /// Audio blocks a plugin returned with NaN or infinite samples,
     /// replaced by silence.
     pub non_finite: AtomicU64,
+    /// Standby instances thrown away because the state store changed after
+    /// their `init` read it (a fresh one was built instead).
+    pub stale: AtomicU64,
     /// The level the stage last wrote on an audio block (a meter does).
     pub level: LevelGauge,
     /// The plugin's own counters and gauges (at most
@@ -221,6 +234,7 @@ impl Metrics {
             "late": get(&self.late),
             "metrics_dropped": get(&self.metrics_dropped),
             "non_finite": get(&self.non_finite),
+            "stale": get(&self.stale),
             "level": self.level.get().map(|l| serde_json::json!({
                 "rms_dbfs": l.rms_dbfs, "peak_dbfs": l.peak_dbfs, "voice": l.voice,
             })),
@@ -240,6 +254,8 @@ pub struct HostState {
     /// progress must end (its deadline): a WASI sleep may not go past it.
     pub(crate) epochs: Arc<AtomicU64>,
     pub(crate) call_ends: u64,
+    /// Changes this instance made to the state store.
+    pub(crate) state_writes: u64,
     /// The item index the plugin last marked with `begin-item`.
     pub(crate) current_item: Option<u32>,
     /// The last `panicked at` message the plugin logged.
@@ -276,6 +292,7 @@ impl HostState {
             output,
             epochs,
             call_ends: 0,
+            state_writes: 0,
             current_item: None,
             panic_message: None,
             limit_hit: None,
@@ -380,11 +397,18 @@ impl host::Host for HostState {
     }
 
     fn state_put(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
-        lock(&self.stage.state).put(key, value)
+        let mut state = lock(&self.stage.state);
+        let before = state.version();
+        let put = state.put(key, value);
+        self.state_writes += state.version() - before;
+        put
     }
 
     fn state_delete(&mut self, key: String) {
-        lock(&self.stage.state).delete(&key)
+        let mut state = lock(&self.stage.state);
+        let before = state.version();
+        state.delete(&key);
+        self.state_writes += state.version() - before;
     }
 
     fn begin_item(&mut self, index: u32) {

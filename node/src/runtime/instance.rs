@@ -114,6 +114,11 @@ pub struct Instance {
 }
 
 impl Instance {
+    /// Changes this instance made to its stage's state store.
+    pub fn state_writes(&self) -> u64 {
+        self.store.data().state_writes
+    }
+
     /// Instantiates `plugin` in a fresh store and runs its `init`.
     pub fn start(
         plugin: &Plugin,

@@ -9,7 +9,7 @@
 //!   per connection (heartbeat, size and rate limits, token check).
 //! - [`hub`]: the thread that runs the supervised signaling stage, one
 //!   event per call.
-//! - [`connections`]: bounded outboxes, one per connection.
+//! - [`connections`]: outboxes bounded in bytes, one per connection.
 //! - [`client`]: the other end, for headless participants: joins, checks
 //!   the line with pings, reconnects with backoff.
 //! - [`heartbeat::Heartbeat`] and [`rate_limit::TokenBucket`]: sans-IO state

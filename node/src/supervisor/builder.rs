@@ -21,8 +21,19 @@ use std::time::{Duration, Instant};
 use super::StageSpec;
 use super::thread::SPIN;
 
-/// What a build produced: an instance and how long it took, or why not.
-pub(crate) type Built = Result<(Instance, Duration), Fault>;
+/// What a build produced, or why it failed.
+pub(crate) type Built = Result<Ready, Fault>;
+
+/// A built instance.
+pub(crate) struct Ready {
+    pub(crate) instance: Instance,
+    /// How long building it took.
+    pub(crate) took: Duration,
+    /// The state store's version its `init` saw: if the store has changed
+    /// since, the instance started from state that is no longer the
+    /// stage's (see [`Builder::ready_version`]).
+    pub(crate) state_version: u64,
+}
 
 #[derive(Default)]
 struct Slot {
@@ -96,11 +107,20 @@ impl Builder {
         let mut slot = lock(&self.shared.slot);
         match slot.result.take() {
             Some(Err(fault)) => Some(News::Failed(fault)),
-            Some(Ok((instance, built_in))) => {
-                slot.result = Some(Ok((instance, built_in)));
-                (!std::mem::replace(&mut slot.told, true)).then_some(News::Ready(built_in))
+            Some(Ok(ready)) => {
+                let took = ready.took;
+                slot.result = Some(Ok(ready));
+                (!std::mem::replace(&mut slot.told, true)).then_some(News::Ready(took))
             }
             None => None,
+        }
+    }
+
+    /// The state version a ready instance started from, if one is ready.
+    pub(crate) fn ready_version(&self) -> Option<u64> {
+        match &lock(&self.shared.slot).result {
+            Some(Ok(ready)) => Some(ready.state_version),
+            _ => None,
         }
     }
 
@@ -151,7 +171,14 @@ impl Builder {
 fn build_loop(spec: &StageSpec, stage: &Arc<StageShared>, requests: &Receiver<()>, shared: &Shared) {
     while requests.recv().is_ok() {
         let started = Instant::now();
-        let built = start_instance(spec, stage).map(|instance| (instance, started.elapsed()));
+        let before = lock(&stage.state).version();
+        let built = start_instance(spec, stage).map(|instance| {
+            let after = lock(&stage.state).version();
+            // Only its own writes came between: it saw the state as of
+            // `after`. Anyone else's: as of some time before.
+            let state_version = if after - before == instance.state_writes() { after } else { before };
+            Ready { instance, took: started.elapsed(), state_version }
+        });
         let mut slot = lock(&shared.slot);
         slot.pending = false;
         slot.result = Some(built);

@@ -40,7 +40,7 @@ pub mod thread;
 use crate::config::FailurePolicy;
 use crate::runtime::{AudioBatch, Fault, Instance, Items, Metrics, Plugin, StageShared, TrapKind};
 use backoff::{Backoff, Decision, RestartConfig};
-use builder::{Builder, News};
+use builder::{Builder, News, Ready};
 use crash_report::{CrashReport, CrashReporter, unix_ms};
 use recorder::{Action, FlightRecorder};
 use std::sync::Arc;
@@ -119,6 +119,9 @@ pub async fn wait_stopped(mut stopped: tokio::sync::watch::Receiver<Option<Stopp
     }
 }
 
+/// How often a standby may be rebuilt because the state store moved on.
+const STANDBY_REFRESH: Duration = Duration::from_secs(1);
+
 /// A piece of a batch still to handle after a fault.
 enum Work {
     /// Items for the plugin.
@@ -139,6 +142,8 @@ pub struct Supervisor {
     wait_until: Option<Instant>,
     /// The build last waited for (each is waited for once at most).
     waited_for: Option<u64>,
+    /// When a stale standby was last thrown away for a fresh one.
+    refreshed: Option<Instant>,
     backoff: Backoff,
     recorder: FlightRecorder,
     reporter: CrashReporter,
@@ -158,7 +163,7 @@ impl Supervisor {
         let start_wait = spec.limits.init_deadline.saturating_mul(2) + Duration::from_secs(5);
         builder.request();
         let active = match builder.wait(Instant::now() + start_wait).then(|| builder.take()).flatten() {
-            Some(Ok((instance, _))) => instance,
+            Some(Ok(ready)) => ready.instance,
             Some(Err(fault)) => return Err(fault),
             None => {
                 let message = format!("the first instance was not built within {start_wait:?}");
@@ -173,6 +178,7 @@ impl Supervisor {
             builder,
             wait_until: None,
             waited_for: None,
+            refreshed: None,
             reporter,
             faults: 0,
             spec,
@@ -439,6 +445,17 @@ impl Supervisor {
             Some(News::Ready(built_in)) => self.recorder.record(now, Action::StandbyReady { micros: built_in.as_micros() as u32 }),
             None => {}
         }
+        // A standby built on state the store has since moved past is
+        // rebuilt, at most once a second (a plugin that writes on every
+        // call would otherwise keep its builder busy).
+        let version = crate::runtime::lock(&self.shared.state).version();
+        if self.builder.ready_version().is_some_and(|seen| seen != version)
+            && self.refreshed.is_none_or(|at| at.elapsed() >= STANDBY_REFRESH)
+        {
+            self.refreshed = Some(Instant::now());
+            self.builder.discard();
+            Metrics::add(&self.shared.metrics.stale, 1);
+        }
         if self.spec.restart.standby && self.backoff.may_start(now) {
             self.builder.request();
         }
@@ -453,7 +470,11 @@ impl Supervisor {
         while self.active.is_none() && self.backoff.may_start(now) {
             let ready_at_once = !waited && self.builder.ready();
             match self.builder.take() {
-                Some(Ok((instance, built_in))) => {
+                // Built on state the store has moved past since: a new one.
+                Some(Ok(ready)) if ready.state_version != crate::runtime::lock(&self.shared.state).version() => {
+                    Metrics::add(&self.shared.metrics.stale, 1);
+                }
+                Some(Ok(Ready { instance, took: built_in, .. })) => {
                     self.active = Some(instance);
                     self.backoff.on_started(now);
                     Metrics::add(&self.shared.metrics.restarts, 1);

@@ -1,10 +1,13 @@
 //! The stock signaling stage, made to fail on purpose (tests and demos).
 //!
-//! Any message whose text contains `"fault":"panic"` makes it panic, and
-//! `"fault":"loop"` makes it spin until the deadline; everything else is
-//! the stock stage's (`medianode-signaling`), rooms in the state store and all.
+//! Any message whose text contains `"fault":"panic"` makes it panic,
+//! `"fault":"loop"` makes it spin until the deadline, `"fault":"sleep"`
+//! makes it sleep for ten seconds, and `"fault":"huge"` answers it with a
+//! 2 MiB message (over what the node sends); everything else is the stock
+//! stage's (`medianode-signaling`), rooms in the state store and all.
 
 use medianode_sdk::{SignalAction, SignalEvent, Signaling, Stage};
+use std::time::Duration;
 use medianode_signaling::{Config, RoomServer};
 use std::hint::black_box;
 
@@ -19,7 +22,14 @@ impl Stage for FaultySignaling {
 
 impl Signaling for FaultySignaling {
     fn handle(&mut self, event: SignalEvent, out: &mut Vec<SignalAction>) {
-        if let SignalEvent::Message { text, .. } = &event {
+        if let SignalEvent::Message { connection, text } = &event {
+            if text.contains(r#""fault":"sleep""#) {
+                std::thread::sleep(Duration::from_secs(10));
+            }
+            if text.contains(r#""fault":"huge""#) {
+                out.push(SignalAction::Send { connection: *connection, text: "z".repeat(2 << 20) });
+                return;
+            }
             if text.contains(r#""fault":"panic""#) {
                 panic!("asked to fail on this message");
             }
