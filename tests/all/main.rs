@@ -12,6 +12,7 @@ mod dsp;
 mod e2ee;
 mod edge_nodes;
 mod faults;
+mod fuzz;
 mod hostile;
 mod pipelines;
 mod restart_policy;

@@ -582,8 +582,9 @@ impl Sfu {
 }
 
 /// The id an SDP gives a header extension (`a=extmap:ID URI`). Audio and
-/// video sections of one description agree on ids (BUNDLE).
-fn extension_id(sdp: &str, uri: &str) -> Option<u8> {
+/// video sections of one description agree on ids (BUNDLE). The SDP is the
+/// peer's: anything may come.
+pub fn extension_id(sdp: &str, uri: &str) -> Option<u8> {
     sdp.lines().find_map(|line| {
         let rest = line.trim().strip_prefix("a=extmap:")?;
         let (id, rest) = rest.split_once(' ')?;
