@@ -141,6 +141,11 @@ impl Connections {
     }
 }
 
+/// The JSON of an error reply: `{"type": "error", "code", "message", "ref"}`.
+pub fn error_reply(code: &str, message: &str, reference: Option<&str>) -> String {
+    serde_json::json!({"type": "error", "code": code, "message": message, "ref": reference}).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,9 +165,4 @@ mod tests {
         assert_eq!(connections.counters.slow_closed.load(Ordering::Relaxed), 1);
         assert!(connections.is_empty(), "dropped from the registry");
     }
-}
-
-/// The JSON of an error reply: `{"type": "error", "code", "message", "ref"}`.
-pub fn error_reply(code: &str, message: &str, reference: Option<&str>) -> String {
-    serde_json::json!({"type": "error", "code": code, "message": message, "ref": reference}).to_string()
 }
