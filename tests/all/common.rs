@@ -142,3 +142,49 @@ pub fn stock_stage(plugin: &str, config_json: &str) -> medianode::supervisor::Su
     };
     Supervisor::start(spec, CrashReporter::new(None), Instant::now()).unwrap_or_else(|f| panic!("{}", f.message))
 }
+
+/// A pipeline on a paused clock: `blocks` tone blocks (with `source` lines
+/// added to the source) into the stage under test (its `[[stage]]` lines
+/// after `inputs = ["tone"]`; its output goes to the channel sink `out`),
+/// beside a gain stage reading the same tone into `beside-out`. The budget
+/// leaves room for traps on slow deadlines: the paused clock's ticks take
+/// no time, but a trap on a 50 ms deadline does.
+pub fn beside(blocks: u64, source: &str, id: &str, stage: &str) -> String {
+    format!(
+        r#"
+        [pipeline]
+        pace = "realtime"
+        tick = "10ms"
+        budget = "2s"
+
+        [[source]]
+        id = "tone"
+        kind = "tone"
+        count = {blocks}
+        {source}
+
+        [[stage]]
+        id = "{id}"
+        inputs = ["tone"]
+        {stage}
+
+        [[stage]]
+        id = "beside"
+        plugin = "stock:gain"
+        inputs = ["tone"]
+        limits = {{ deadline = "1s" }}
+
+        [[sink]]
+        id = "out"
+        kind = "channel"
+        inputs = ["{id}"]
+        capacity = 10000
+
+        [[sink]]
+        id = "beside-out"
+        kind = "channel"
+        inputs = ["beside"]
+        capacity = 10000
+        "#
+    )
+}

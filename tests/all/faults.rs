@@ -8,48 +8,13 @@ use crate::common::run;
 /// 200 blocks (2 s of audio on a paused clock); the faulty stage fails on
 /// every block with `sequence % 50 == 49`; a gain stage reads the same tone.
 fn pipeline(fault: &str, trigger: &str, extra: &str) -> String {
-    format!(
-        r#"
-        [pipeline]
-        pace = "realtime"
-        tick = "10ms"
-        # The paused clock's ticks take no time, but a trap on a 50 ms
-        # deadline does: room for it, so that no stage is late.
-        budget = "2s"
-
-        [[source]]
-        id = "tone"
-        kind = "tone"
-        count = 200
-        {extra}
-
-        [[stage]]
-        id = "faulty"
-        plugin = "stock:faulty"
-        inputs = ["tone"]
+    let stage = format!(
+        r#"plugin = "stock:faulty"
         config = {{ fault = "{fault}", {trigger} }}
         limits = {{ memory = "8MiB", stack = "256KiB", deadline = "50ms" }}
-        restart = {{ healthy-after = "100ms", jitter = 0.0 }}
-
-        [[stage]]
-        id = "beside"
-        plugin = "stock:gain"
-        inputs = ["tone"]
-        limits = {{ deadline = "1s" }}
-
-        [[sink]]
-        id = "out"
-        kind = "channel"
-        inputs = ["faulty"]
-        capacity = 10000
-
-        [[sink]]
-        id = "beside-out"
-        kind = "channel"
-        inputs = ["beside"]
-        capacity = 10000
-        "#
-    )
+        restart = {{ healthy-after = "100ms", jitter = 0.0 }}"#
+    );
+    crate::common::beside(200, extra, "faulty", &stage)
 }
 
 const POISONED: [u64; 4] = [49, 99, 149, 199];

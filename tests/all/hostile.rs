@@ -15,45 +15,13 @@ const LOG_LINES: u64 = 20;
 const LOG_BYTES: u64 = 4096;
 
 fn pipeline(config: &str, limits: &str) -> String {
-    format!(
-        r#"
-        [pipeline]
-        pace = "realtime"
-        tick = "10ms"
-        budget = "2s"
-
-        [[source]]
-        id = "tone"
-        kind = "tone"
-        count = {BLOCKS}
-
-        [[stage]]
-        id = "hostile"
-        plugin = "stock:hostile"
-        inputs = ["tone"]
+    let stage = format!(
+        r#"plugin = "stock:hostile"
         config = {{ {config} }}
         limits = {{ log-lines = {LOG_LINES}, log = "4KiB", {limits} }}
-        restart = {{ max-restarts = 1000, long-max-restarts = 1000, healthy-after = "100ms", jitter = 0.0 }}
-
-        [[stage]]
-        id = "beside"
-        plugin = "stock:gain"
-        inputs = ["tone"]
-        limits = {{ deadline = "1s" }}
-
-        [[sink]]
-        id = "out"
-        kind = "channel"
-        inputs = ["hostile"]
-        capacity = 10000
-
-        [[sink]]
-        id = "beside-out"
-        kind = "channel"
-        inputs = ["beside"]
-        capacity = 10000
-        "#
-    )
+        restart = {{ max-restarts = 1000, long-max-restarts = 1000, healthy-after = "100ms", jitter = 0.0 }}"#
+    );
+    crate::common::beside(BLOCKS, "", "hostile", &stage)
 }
 
 /// Runs an attack and checks what every attack must leave true.
