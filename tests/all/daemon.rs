@@ -204,6 +204,8 @@ fn run_attack(name: &str, hostile: &str, budget: &str, attack: Duration, shows: 
     assert!(took < Duration::from_secs(1), "{name}: SIGTERM took {took:?}");
     assert!(clean, "{name}: the node did not exit cleanly:\n{log}");
     assert!(log.contains(shows), "{name}: the log does not show {shows:?}");
+    // Plugin text never starts a line of its own.
+    assert!(!log.lines().any(|l| l.starts_with("2026-12-01T00:00:00")), "{name}: a forged line in the log");
     // The plugin's share of the log is 16 KiB/s with a 4 s burst, plus each
     // line's prefix; the host's own lines (faults, restarts) come on top.
     let budget = 16.0 * 1024.0 * (4.0 + seconds + 1.0) * 2.0 + 256.0 * 1024.0;
@@ -384,4 +386,68 @@ async fn a_subscriber_that_stops_reading_for_30_s_costs_the_others_nothing() {
     }
     let (took, _) = tokio::task::block_in_place(|| node.terminate());
     assert!(took < Duration::from_secs(1), "SIGTERM took {took:?}");
+}
+
+#[test]
+fn eprintln_on_every_block() {
+    attack(r#"attack = "eprintln""#, "", r#"from="stderr""#);
+}
+
+#[test]
+fn reading_stdin() {
+    attack(r#"attack = "stdin", every = 10"#, "", "stdin: Ok(0), 0 bytes");
+}
+
+#[test]
+fn sockets_and_name_lookups() {
+    attack(r#"attack = "udp", every = 10"#, "", "udp: Err");
+    attack(r#"attack = "tcp", every = 10"#, "", "tcp: Err");
+    attack(r#"attack = "dns", every = 10"#, "", "dns: Err");
+}
+
+#[test]
+fn files_environment_and_clocks() {
+    attack(r#"attack = "file", every = 10"#, "", "file: read Err");
+    attack(r#"attack = "env", every = 10"#, "", "env: 0 vars, 0 args");
+    attack(r#"attack = "clock", every = 10"#, "", "clock: wall Ok(0ns)");
+}
+
+#[test]
+fn a_new_gauge_on_every_block() {
+    attack(r#"attack = "gauges", size = 65536"#, "", "pipeline running");
+}
+
+#[test]
+fn huge_log_lines() {
+    attack(r#"attack = "log-huge", size = 16000000, every = 5"#, r#"memory = "128MiB", deadline = "1s""#, "cut_bytes=");
+}
+
+#[test]
+fn forged_log_lines_stay_one_line() {
+    attack(r#"attack = "log-forge", every = 10"#, "", r#"text=innocent\n2026-12-01"#);
+}
+
+#[test]
+fn panics_through_the_default_hook() {
+    attack(r#"attack = "panic-default-hook", every = 50"#, "", "hostile panic through the default hook");
+}
+
+#[test]
+fn forged_report_fields() {
+    attack(r#"attack = "forged-report", every = 50"#, "", r#"trap="panic""#);
+}
+
+#[test]
+fn nan_and_infinity() {
+    attack(r#"attack = "nan", every = 10"#, "", "pipeline running");
+}
+
+#[test]
+fn process_exit() {
+    attack(r#"attack = "exit", every = 50"#, "", "stage fault");
+}
+
+#[test]
+fn init_that_sleeps_after_each_crash() {
+    attack(r#"attack = "init-sleep", every = 20"#, "", "stage fault");
 }
