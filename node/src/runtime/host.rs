@@ -14,7 +14,7 @@ use super::bindings::{AudioLevel, BlockInfo};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use wasmtime::StoreContextMut;
-use wasmtime::component::{HasSelf, Linker, ResourceTable, WasmList};
+use wasmtime::component::{HasSelf, Linker, ResourceTable, WasmList, WasmStr};
 use wasmtime::ResourceLimiter;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::log::{Origin, StageLog};
@@ -107,6 +107,11 @@ impl StateStore {
             self.used -= (key.len() + v.len()) as u64;
             self.version += 1;
         }
+    }
+
+    /// The most bytes (keys + values) it may hold.
+    pub fn quota(&self) -> u64 {
+        self.quota
     }
 
     /// Bytes in use (keys + values).
@@ -364,10 +369,12 @@ impl ResourceLimiter for HostState {
     }
 }
 
-impl host::Host for HostState {
-    fn log(&mut self, level: Level, message: String) {
-        if message.starts_with("panicked at") {
-            self.panic_message = Some(super::log::escape_cut(message.as_bytes(), MAX_PANIC_MESSAGE));
+impl HostState {
+    /// A log call: `head` is the start of the plugin's message, `cut` how
+    /// many bytes of it were not copied out of the plugin's memory.
+    fn log_head(&mut self, level: Level, head: &[u8], cut: usize) {
+        if head.starts_with(b"panicked at") {
+            self.panic_message = Some(super::log::escape_cut(head, MAX_PANIC_MESSAGE));
         }
         let level = match level {
             Level::Trace => tracing::Level::TRACE,
@@ -377,7 +384,13 @@ impl host::Host for HostState {
             Level::Error => tracing::Level::ERROR,
         };
         // One call, one line: line breaks in it are escaped.
-        self.stage.log.line(Origin::Log(level), message.as_bytes());
+        self.stage.log.line_at(Instant::now(), Origin::Log(level), head, cut);
+    }
+}
+
+impl host::Host for HostState {
+    fn log(&mut self, level: Level, message: String) {
+        self.log_head(level, message.as_bytes(), 0);
     }
 
     fn monotonic_now(&mut self) -> u64 {
@@ -404,6 +417,7 @@ impl host::Host for HostState {
         put
     }
 
+
     fn state_delete(&mut self, key: String) {
         let mut state = lock(&self.stage.state);
         let before = state.version();
@@ -424,6 +438,34 @@ pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
     super::wasi::add_monotonic_clock(linker)?;
     host::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)?;
     super::bindings::aead::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)?;
+    // `log` and `state-put` by hand too (shadowing the generated ones),
+    // for the same reason as `output` below: they read the plugin's memory
+    // in place, so a 16 MB log message costs the host the bytes it keeps,
+    // and a value past the state quota is refused before it is copied.
+    linker.allow_shadowing(true);
+    let mut host_calls = linker.instance("medianode:plugin/host@0.1.0")?;
+    host_calls.func_wrap("log", |mut store: StoreContextMut<'_, HostState>, (level, message): (Level, WasmStr)| {
+        let text = message.to_str(&store)?;
+        let head = text.as_bytes()[..text.len().min(MAX_PANIC_MESSAGE)].to_vec();
+        let cut = text.len() - head.len();
+        store.data_mut().log_head(level, &head, cut);
+        Ok(())
+    })?;
+    host_calls.func_wrap(
+        "state-put",
+        |mut store: StoreContextMut<'_, HostState>, (key, value): (WasmStr, WasmList<u8>)| {
+            let quota = lock(&store.data().stage.state).quota();
+            let wanted = key.to_str(&store)?.len() as u64 + value.len() as u64;
+            if wanted > quota {
+                let refused = format!("state quota exceeded: {wanted} bytes for one key and value, the stage's limits.state is {quota}");
+                return Ok((Err(refused),));
+            }
+            let key = key.to_str(&store)?.into_owned();
+            let value = value.as_le_slice(&store).to_vec();
+            Ok((host::Host::state_put(store.data_mut(), key, value),))
+        },
+    )?;
+    linker.allow_shadowing(false);
     // By hand rather than generated: `WasmList` borrows the lists in the
     // plugin's memory for the length of the call, so copying them into the
     // reused buffers allocates nothing (generated code would build Vecs).
