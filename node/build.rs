@@ -53,9 +53,7 @@ fn main() {
 
     let mut rows = String::new();
     for (name, krate) in PLUGINS {
-        let wasm = target_dir
-            .join("wasm32-wasip2/plugin")
-            .join(format!("{}.wasm", krate.replace('-', "_")));
+        let wasm = target_dir.join("wasm32-wasip2/plugin").join(format!("{}.wasm", krate.replace('-', "_")));
         assert!(wasm.exists(), "expected {} after the plugin build", wasm.display());
         let path = wasm.display().to_string();
         rows.push_str(&format!("    ({name:?}, {path:?}, include_bytes!({path:?})),\n"));

@@ -210,7 +210,11 @@ fn main() {
     let mut stages = supervisors(&runtime);
     let mut out = AudioBatch::new();
     for (stage, (name, _)) in stages.iter_mut().zip(CHAIN) {
-        let batch = { let mut b = AudioBatch::new(); b.push(BlockInfo { sequence: 0, sample_rate: 48_000, channels: 1, frames: 0, level: None }, &input[0]); b };
+        let batch = {
+            let mut b = AudioBatch::new();
+            b.push(BlockInfo { sequence: 0, sample_rate: 48_000, channels: 1, frames: 0, level: None }, &input[0]);
+            b
+        };
         let t = Instant::now();
         for _ in 0..20_000 {
             stage.process_audio(Instant::now(), &batch, &mut out).unwrap();
@@ -274,7 +278,10 @@ fn pipeline_per_tick(runtime: &Runtime) -> (Duration, f64) {
     let mut text = format!("[pipeline]\npace = \"asap\"\n[[source]]\nid = \"tone\"\nkind = \"tone\"\ncount = {TICKS}\n");
     let mut input = "tone".to_string();
     for (name, config) in CHAIN {
-        text.push_str(&format!("[[stage]]\nid = \"{name}\"\nplugin = \"stock:{name}\"\ninputs = [\"{input}\"]\nconfig = {}\n", toml_inline(config)));
+        text.push_str(&format!(
+            "[[stage]]\nid = \"{name}\"\nplugin = \"stock:{name}\"\ninputs = [\"{input}\"]\nconfig = {}\n",
+            toml_inline(config)
+        ));
         input = name.to_string();
     }
     text.push_str(&format!("[[sink]]\nid = \"out\"\nkind = \"null\"\ninputs = [\"{input}\"]\n"));

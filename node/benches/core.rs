@@ -53,7 +53,8 @@ fn sdk_frames(batch: &FrameBatch) -> Vec<medianode_sdk::FrameInfo> {
 fn wasm_passthrough(runtime: &Runtime) -> Instance {
     let plugin = runtime.load("stock:passthrough", stock::bytes("passthrough").unwrap(), 512 << 10).unwrap();
     let stage = Arc::new(StageShared::new("bench", 1 << 20));
-    Instance::start(&plugin, stage, "{}", 64 << 20, CallLimits { deadline: Duration::from_secs(1), init_deadline: Duration::from_secs(1) }).unwrap()
+    Instance::start(&plugin, stage, "{}", 64 << 20, CallLimits { deadline: Duration::from_secs(1), init_deadline: Duration::from_secs(1) })
+        .unwrap()
 }
 
 /// The native baseline: the plugin's own code, run the way the SDK's export

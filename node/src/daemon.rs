@@ -119,7 +119,12 @@ pub fn runtime(cache_dir: Option<PathBuf>) -> Result<Runtime, ExitCode> {
 }
 
 /// Builds the pipeline, saying what is wrong if it cannot.
-pub fn pipeline(runtime: &Runtime, config: &PipelineConfig, reporter: &CrashReporter, ports: Option<crate::edge::Ports>) -> Result<Pipeline, ExitCode> {
+pub fn pipeline(
+    runtime: &Runtime,
+    config: &PipelineConfig,
+    reporter: &CrashReporter,
+    ports: Option<crate::edge::Ports>,
+) -> Result<Pipeline, ExitCode> {
     match Pipeline::build_with(runtime, config, reporter, ports) {
         Ok(pipeline) => Ok(pipeline),
         Err(BuildError::Config(e)) => Err(fail_config(&e)),

@@ -65,7 +65,10 @@ fn main() -> ExitCode {
     telemetry::init(cli.log_format);
     match cli.command {
         Command::Run { file, dirs } => {
-            let options = RunOptions { crash_dir: dirs.crash_dir.clone().unwrap_or_else(|| state_dir().join("crash-reports")), cache_dir: dirs.cache() };
+            let options = RunOptions {
+                crash_dir: dirs.crash_dir.clone().unwrap_or_else(|| state_dir().join("crash-reports")),
+                cache_dir: dirs.cache(),
+            };
             daemon::run(file.as_deref(), &options)
         }
         Command::Check { file, dirs } => check(file, dirs),
@@ -160,4 +163,3 @@ fn state_dir() -> PathBuf {
 fn cache_dir() -> PathBuf {
     xdg("XDG_CACHE_HOME", ".cache")
 }
-

@@ -13,8 +13,8 @@ use crate::sfu::router::{Decide, NativeDecider, PluginDecider};
 use crate::sfu::{Sfu, SfuOptions};
 use crate::signaling::connections::Connections;
 use crate::signaling::server::Server;
-use crate::supervisor::crash_report::CrashReporter;
 use crate::supervisor::Supervisor;
+use crate::supervisor::crash_report::CrashReporter;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -43,7 +43,9 @@ pub async fn start(runtime: &Runtime, config: &PipelineConfig, reporter: &CrashR
         };
         if slot.is_some() {
             let message = format!("a second {} stage `{}`", kind.name(), stage.id);
-            return Err(config.error(stage.span.clone(), message, "the server takes one signaling and at most one packet-forwarding stage").into());
+            return Err(config
+                .error(stage.span.clone(), message, "the server takes one signaling and at most one packet-forwarding stage")
+                .into());
         }
         *slot = Some(supervisor);
     }
@@ -65,7 +67,12 @@ pub async fn start(runtime: &Runtime, config: &PipelineConfig, reporter: &CrashR
     Ok(Running { server, sfu })
 }
 
-fn supervise(runtime: &Runtime, config: &PipelineConfig, stage: &StageConfig, reporter: &CrashReporter) -> Result<(StageKind, Supervisor), BuildError> {
+fn supervise(
+    runtime: &Runtime,
+    config: &PipelineConfig,
+    stage: &StageConfig,
+    reporter: &CrashReporter,
+) -> Result<(StageKind, Supervisor), BuildError> {
     let Runs::Plugin(plugin_ref) = &stage.runs else {
         let hint = "built-in stages take inputs; the server's stages are signaling and forwarding plugins";
         return Err(config.error(stage.span.clone(), format!("`{}` has no inputs", stage.id), hint).into());

@@ -101,7 +101,8 @@ impl DevTools {
     /// Opens `url` in a new page; returns the page's session.
     async fn open(&mut self, url: &str) -> String {
         let target = self.call(None, "Target.createTarget", json!({"url": url})).await.expect("a page");
-        let attached = self.call(None, "Target.attachToTarget", json!({"targetId": target["targetId"], "flatten": true})).await.expect("attached");
+        let attached =
+            self.call(None, "Target.attachToTarget", json!({"targetId": target["targetId"], "flatten": true})).await.expect("attached");
         attached["sessionId"].as_str().expect("session").to_string()
     }
 
@@ -124,7 +125,8 @@ async fn two_browser_pages_see_and_hear_each_other() {
     if let Some(server) = config.server.as_mut() {
         server.listen.set_port(0);
     }
-    let node = medianode::server::start(crate::common::runtime(), &config, &CrashReporter::new(None)).await.unwrap_or_else(|e| panic!("{e}"));
+    let node =
+        medianode::server::start(crate::common::runtime(), &config, &CrashReporter::new(None)).await.unwrap_or_else(|e| panic!("{e}"));
     let browser = launch();
     let (ws, _) = tokio_tungstenite::connect_async(browser.devtools.as_str()).await.expect("devtools connects");
     let mut devtools = DevTools { ws, next_id: 0 };
@@ -143,7 +145,8 @@ async fn two_browser_pages_see_and_hear_each_other() {
         if flowing && first.is_empty() {
             first = now.clone();
         } else if flowing {
-            let grew = first.iter().zip(&now).all(|(a, b)| b["audio"].as_u64() > a["audio"].as_u64() && b["video"].as_u64() > a["video"].as_u64());
+            let grew =
+                first.iter().zip(&now).all(|(a, b)| b["audio"].as_u64() > a["audio"].as_u64() && b["video"].as_u64() > a["video"].as_u64());
             if grew {
                 break;
             }
@@ -151,7 +154,11 @@ async fn two_browser_pages_see_and_hear_each_other() {
         if Instant::now() > deadline {
             let mut states = Vec::new();
             for page in &pages {
-                states.push(devtools.eval(page, "document.getElementById('state').textContent + ' | ' + document.getElementById('log').textContent").await);
+                states.push(
+                    devtools
+                        .eval(page, "document.getElementById('state').textContent + ' | ' + document.getElementById('log').textContent")
+                        .await,
+                );
                 if std::env::var_os("RUST_LOG").is_some() {
                     let debug = "(async () => { const pc = window.medianode.pc; const out = []; (await pc.getStats()).forEach(s => { if (s.type === 'inbound-rtp' || s.type === 'codec') out.push(JSON.stringify(s)); }); return out.join('\\n') + '\\n' + pc.getTransceivers().map(t => [t.mid, t.receiver.track.kind, t.currentDirection].join(',')).join(' ; ') + '\\n' + pc.remoteDescription.sdp; })()";
                     eprintln!("{}", devtools.eval(page, debug).await.as_str().unwrap_or("?"));

@@ -61,8 +61,8 @@ impl Run {
 
 pub fn parse(toml: &str) -> (PipelineConfig, TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = PipelineConfig::parse(dir.path().join("test.toml"), toml.to_string())
-        .unwrap_or_else(|e| panic!("test pipeline is invalid:\n{e}"));
+    let config =
+        PipelineConfig::parse(dir.path().join("test.toml"), toml.to_string()).unwrap_or_else(|e| panic!("test pipeline is invalid:\n{e}"));
     (config, dir)
 }
 
@@ -105,13 +105,7 @@ pub async fn run(toml: &str) -> Run {
         })
         .unwrap_or_default();
     report_files.sort_by_key(|(name, _)| name.rsplit('-').next().and_then(|n| n.trim_end_matches(".json").parse::<u64>().ok()));
-    Run {
-        result,
-        channels,
-        reports: reporter.recent(),
-        report_files: report_files.into_iter().map(|(_, v)| v).collect(),
-        _dir: dir,
-    }
+    Run { result, channels, reports: reporter.recent(), report_files: report_files.into_iter().map(|(_, v)| v).collect(), _dir: dir }
 }
 
 /// A supervised stage running a stock plugin, with a restart policy that

@@ -45,7 +45,8 @@ fn unknown_key() {
 
 #[test]
 fn unknown_key_in_limits() {
-    let text = format!("{SOURCE}[[stage]]\nid = \"g\"\nplugin = \"stock:gain\"\ninputs = [\"tone\"]\nlimits = {{ memroy = \"1MiB\" }}\n{SINK}");
+    let text =
+        format!("{SOURCE}[[stage]]\nid = \"g\"\nplugin = \"stock:gain\"\ninputs = [\"tone\"]\nlimits = {{ memroy = \"1MiB\" }}\n{SINK}");
     expect(&text, "unknown field `memroy`", 8, 12);
 }
 
@@ -56,13 +57,16 @@ fn wrong_value_type() {
 
 #[test]
 fn bad_duration_unit() {
-    let text = format!("{SOURCE}[[stage]]\nid = \"g\"\nplugin = \"stock:gain\"\ninputs = [\"tone\"]\nlimits = {{ deadline = \"5 parsecs\" }}\n{SINK}");
+    let text = format!(
+        "{SOURCE}[[stage]]\nid = \"g\"\nplugin = \"stock:gain\"\ninputs = [\"tone\"]\nlimits = {{ deadline = \"5 parsecs\" }}\n{SINK}"
+    );
     expect(&text, "bad duration `5 parsecs`", 8, 23);
 }
 
 #[test]
 fn bad_size_unit() {
-    let text = format!("{SOURCE}[[stage]]\nid = \"g\"\nplugin = \"stock:gain\"\ninputs = [\"tone\"]\nlimits = {{ memory = \"lots\" }}\n{SINK}");
+    let text =
+        format!("{SOURCE}[[stage]]\nid = \"g\"\nplugin = \"stock:gain\"\ninputs = [\"tone\"]\nlimits = {{ memory = \"lots\" }}\n{SINK}");
     expect(&text, "bad size `lots`", 8, 21);
 }
 
@@ -82,10 +86,8 @@ fn unknown_stock_plugin() {
 
 #[test]
 fn digest_mismatch() {
-    let text = format!(
-        "{SOURCE}[[stage]]\nid = \"g\"\nplugin = \"stock:gain\"\nsha256 = \"{}\"\ninputs = [\"tone\"]\n{SINK}",
-        "0".repeat(64)
-    );
+    let text =
+        format!("{SOURCE}[[stage]]\nid = \"g\"\nplugin = \"stock:gain\"\nsha256 = \"{}\"\ninputs = [\"tone\"]\n{SINK}", "0".repeat(64));
     expect(&text, "digest mismatch", 7, 10);
 }
 
@@ -177,7 +179,12 @@ fn setting_of_another_source_kind() {
 
 #[test]
 fn setting_of_another_sink_kind() {
-    expect(&format!("{SOURCE}[[sink]]\nid = \"out\"\nkind = \"null\"\ninputs = [\"tone\"]\ncapacity = 8\n"), "`capacity` is not a setting of null sinks", 8, 12);
+    expect(
+        &format!("{SOURCE}[[sink]]\nid = \"out\"\nkind = \"null\"\ninputs = [\"tone\"]\ncapacity = 8\n"),
+        "`capacity` is not a setting of null sinks",
+        8,
+        12,
+    );
 }
 
 #[test]
@@ -210,7 +217,8 @@ fn file_that_does_not_exist() {
 
 #[test]
 fn plugin_config_rejected_by_init_is_a_start_error() {
-    let text = format!("{SOURCE}[[stage]]\nid = \"g\"\nplugin = \"stock:gain\"\ninputs = [\"tone\"]\nconfig = {{ gain-db = 100.0 }}\n{SINK}");
+    let text =
+        format!("{SOURCE}[[stage]]\nid = \"g\"\nplugin = \"stock:gain\"\ninputs = [\"tone\"]\nconfig = {{ gain-db = 100.0 }}\n{SINK}");
     match build(&text) {
         Err(BuildError::Start { stage, kind, message }) => {
             assert_eq!((stage.as_str(), kind), ("g", "init-error"));
@@ -229,7 +237,8 @@ fn sandbox_settings_on_a_builtin_stage() {
 
 #[test]
 fn bad_opus_bitrate() {
-    let text = format!("{SOURCE}[[stage]]\nid = \"enc\"\nbuiltin = \"opus-encoder\"\ninputs = [\"tone\"]\nconfig = {{ bitrate = 1 }}\n{SINK}");
+    let text =
+        format!("{SOURCE}[[stage]]\nid = \"enc\"\nbuiltin = \"opus-encoder\"\ninputs = [\"tone\"]\nconfig = {{ bitrate = 1 }}\n{SINK}");
     expect(&text, "bitrate = 1 is out of range", 8, 10);
 }
 
@@ -241,7 +250,8 @@ fn opus_decoder_fed_audio() {
 
 #[test]
 fn wav_source_without_a_file() {
-    let text = "[[source]]\nid = \"in\"\nkind = \"wav\"\npath = \"nowhere.wav\"\n[[sink]]\nid = \"out\"\nkind = \"null\"\ninputs = [\"in\"]\n";
+    let text =
+        "[[source]]\nid = \"in\"\nkind = \"wav\"\npath = \"nowhere.wav\"\n[[sink]]\nid = \"out\"\nkind = \"null\"\ninputs = [\"in\"]\n";
     expect(text, "cannot read WAV file", 4, 8);
 }
 

@@ -9,9 +9,9 @@
 
 use crate::webrtc_peers::{Peer, peer_at_with};
 use medianode::daemon::RunOptions;
-use std::sync::atomic::Ordering;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 const DIR_VAR: &str = "MEDIANODE_DAEMON_DIR";
@@ -156,7 +156,9 @@ impl Drop for Node {
 }
 
 fn dir_size(dir: &Path) -> u64 {
-    std::fs::read_dir(dir).map(|entries| entries.filter_map(Result::ok).filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum()).unwrap_or(0)
+    std::fs::read_dir(dir)
+        .map(|entries| entries.filter_map(Result::ok).filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+        .unwrap_or(0)
 }
 
 /// What a run under attack measured.
@@ -232,7 +234,10 @@ fn final_stats(log: &str) -> Option<serde_json::Value> {
 fn stays_realtime(name: &str, hostile: &str, shows: &str) {
     let m = run_attack(name, hostile, "", Duration::from_secs(10), shows);
     let per_second = m.blocks as f64 / m.seconds;
-    eprintln!("{name}: the chain beside made {} blocks in {:.2} s ({per_second:.1}/s), {} late, {} silent", m.blocks, m.seconds, m.late, m.silent);
+    eprintln!(
+        "{name}: the chain beside made {} blocks in {:.2} s ({per_second:.1}/s), {} late, {} silent",
+        m.blocks, m.seconds, m.late, m.silent
+    );
     assert!(per_second >= 98.0, "{name}: {per_second:.1} blocks a second beside");
     assert_eq!((m.late, m.silent), (0, 0), "{name}: the chain beside missed blocks");
 }
@@ -335,7 +340,8 @@ async fn a_subscriber_that_stops_reading_for_30_s_costs_the_others_nothing() {
         peer.connected().await;
     }
     // Until every subscriber gets video from all four publishers.
-    let streams = |peer: &Peer| peer.seen.unique.lock().expect("lock").iter().map(|(ssrc, _)| *ssrc).collect::<std::collections::HashSet<_>>().len();
+    let streams =
+        |peer: &Peer| peer.seen.unique.lock().expect("lock").iter().map(|(ssrc, _)| *ssrc).collect::<std::collections::HashSet<_>>().len();
     let mut warm = 0u16;
     while subscribers.iter().any(|s| streams(s) < 4) {
         assert!(warm < 500, "video never reached every subscriber");

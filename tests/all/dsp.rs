@@ -134,7 +134,8 @@ fn gate_static_curve_within_half_a_db() {
 #[test]
 fn compressor_static_curve_within_half_a_db() {
     let (t, r, w, makeup) = (-20.0, 4.0, 6.0, 3.0);
-    let config = format!(r#"{{"threshold-db": {t}, "ratio": {r}, "knee-db": {w}, "makeup-db": {makeup}, "attack-ms": 5, "release-ms": 200}}"#);
+    let config =
+        format!(r#"{{"threshold-db": {t}, "ratio": {r}, "knee-db": {w}, "makeup-db": {makeup}, "attack-ms": 5, "release-ms": 200}}"#);
     // The curve of Giannoulis et al., written out again here.
     let curve = |x: f64| {
         let y = if 2.0 * (x - t) < -w {

@@ -4,10 +4,10 @@
 //! MLS delivery service.
 
 use crate::common::stock_stage;
-use medianode::signaling::server::{Server, ServerOptions};
 use medianode::edge::{Edge, EncryptionStage};
-use medianode::supervisor::thread::StageThread;
 use medianode::runtime::bindings::{E2eeStatus, FrameBatch, FrameInfo};
+use medianode::signaling::server::{Server, ServerOptions};
+use medianode::supervisor::thread::StageThread;
 
 use medianode::signaling::client::{ClientEvent, ClientOptions};
 use medianode::signaling::connections::Outgoing;
@@ -32,7 +32,11 @@ fn edge(url: &str, user: &str, plugin: &str, config: &str) -> Edge {
 /// A node serving signaling only (no media here), whose heartbeat stays
 /// out of the paused clock's leaps.
 async fn node() -> Server {
-    let options = ServerOptions { heartbeat_interval: Duration::from_secs(600), heartbeat_timeout: Duration::from_secs(3600), ..ServerOptions::default() };
+    let options = ServerOptions {
+        heartbeat_interval: Duration::from_secs(600),
+        heartbeat_timeout: Duration::from_secs(3600),
+        ..ServerOptions::default()
+    };
     Server::start("127.0.0.1:0".parse().expect("addr"), options, stock_stage("signaling", "{}"), Default::default(), None, None)
         .await
         .expect("the node starts")
@@ -57,7 +61,11 @@ fn agreed(edges: &[&Edge], n: usize) -> Option<E2eeStatus> {
 
 fn frames(payloads: &[&[u8]]) -> FrameBatch {
     FrameBatch {
-        frames: payloads.iter().enumerate().map(|(i, p)| FrameInfo { stream: 1, sequence: i as u64, timestamp: 0, size: p.len() as u32 }).collect(),
+        frames: payloads
+            .iter()
+            .enumerate()
+            .map(|(i, p)| FrameInfo { stream: 1, sequence: i as u64, timestamp: 0, size: p.len() as u32 })
+            .collect(),
         payloads: payloads.concat(),
     }
 }

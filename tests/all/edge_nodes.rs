@@ -229,7 +229,11 @@ async fn three_edge_nodes_hear_alice_and_the_sfu_sees_only_ciphertext() {
     let after: Vec<Vec<u8>> = observed[(seen_before_leave + 10).min(observed.len())..].to_vec();
     assert!(after.len() > 20, "{} packets after carol left", after.len());
     let batch = FrameBatch {
-        frames: after.iter().enumerate().map(|(i, p)| FrameInfo { stream: 1, sequence: i as u64, timestamp: 0, size: p.len() as u32 }).collect(),
+        frames: after
+            .iter()
+            .enumerate()
+            .map(|(i, p)| FrameInfo { stream: 1, sequence: i as u64, timestamp: 0, size: p.len() as u32 })
+            .collect(),
         payloads: after.concat(),
     };
     let opened = carol_stage

@@ -22,7 +22,20 @@ fn config() -> ProptestConfig {
 /// A signaling message: one of the protocol's types with random fields, or
 /// anything at all.
 fn signaling_message() -> impl Strategy<Value = String> {
-    let kinds = prop::sample::select(vec!["join", "leave", "typing", "ack", "read", "chat", "mls-commit", "mls-welcome", "mls-key-package", "ping", "nonsense", ""]);
+    let kinds = prop::sample::select(vec![
+        "join",
+        "leave",
+        "typing",
+        "ack",
+        "read",
+        "chat",
+        "mls-commit",
+        "mls-welcome",
+        "mls-key-package",
+        "ping",
+        "nonsense",
+        "",
+    ]);
     let field = prop_oneof![
         Just(serde_json::Value::Null),
         any::<i64>().prop_map(|n| json!(n)),
@@ -30,9 +43,8 @@ fn signaling_message() -> impl Strategy<Value = String> {
         prop::collection::vec(any::<u8>(), 0..8).prop_map(|v| json!(v)),
     ];
     prop_oneof![
-        (kinds, field.clone(), field.clone(), field).prop_map(|(kind, a, b, c)| {
-            json!({"type": kind, "room": a, "user": b, "id": c.clone(), "text": c}).to_string()
-        }),
+        (kinds, field.clone(), field.clone(), field)
+            .prop_map(|(kind, a, b, c)| { json!({"type": kind, "room": a, "user": b, "id": c.clone(), "text": c}).to_string() }),
         "\\PC{0,200}",
     ]
 }

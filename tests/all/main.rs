@@ -1,10 +1,10 @@
 //! Integration tests for medianode: one test binary (so wasmtime is linked
 //! once), one module per behaviour.
 
-mod common;
 mod audio_faults;
 mod audio_files;
 mod browser;
+mod common;
 mod config_errors;
 mod daemon;
 mod devices;
@@ -16,7 +16,7 @@ mod fuzz;
 mod hostile;
 mod pipelines;
 mod restart_policy;
+mod sfu;
 mod signaling;
 mod signaling_server;
-mod sfu;
 mod webrtc_peers;

@@ -2,10 +2,10 @@
 //! and fan-out.
 
 use crate::common::run;
-use medianode::supervisor::crash_report::CrashReporter;
 use medianode::config::{PipelineConfig, SinkKind, SourceKind};
 use medianode::pipeline::to_dot;
 use medianode::runtime::Items;
+use medianode::supervisor::crash_report::CrashReporter;
 
 /// `medianode run` with no file: the SFU, its page and its WebSocket.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -16,9 +16,8 @@ async fn the_built_in_default_serves_the_sfu_and_its_page() {
     let server = config.server.as_mut().expect("a [server]");
     assert_eq!(server.listen.to_string(), "127.0.0.1:8080");
     server.listen.set_port(0);
-    let running = medianode::server::start(crate::common::runtime(), &config, &CrashReporter::new(None))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let running =
+        medianode::server::start(crate::common::runtime(), &config, &CrashReporter::new(None)).await.unwrap_or_else(|e| panic!("{e}"));
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", running.server.addr)).await.expect("connects");
     ws.send(tokio_tungstenite::tungstenite::Message::text(r#"{"type":"join","room":"r","user":"u"}"#)).await.expect("sends");
     let Some(Ok(tokio_tungstenite::tungstenite::Message::Text(reply))) = ws.next().await else { panic!("no reply") };

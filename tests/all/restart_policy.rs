@@ -64,11 +64,7 @@ async fn backoff_doubles_from_an_immediate_first_restart() {
 
 #[tokio::test(start_paused = true)]
 async fn intensity_trips_and_fail_closed_mutes_for_good() {
-    let run = run(&always_trapping(
-        r#"backoff-base = "10ms", jitter = 0.0, max-restarts = 3, window = "10s""#,
-        "fail-closed",
-    ))
-    .await;
+    let run = run(&always_trapping(r#"backoff-base = "10ms", jitter = 0.0, max-restarts = 3, window = "10s""#, "fail-closed")).await;
     // Faults at blocks 0, 1 (then 10 ms), 2 (then 20 ms), 4: the fourth
     // failure in the window is one more than max-restarts allows.
     assert_eq!(poisons(&run), vec![0, 1, 2, 4]);
@@ -81,11 +77,7 @@ async fn intensity_trips_and_fail_closed_mutes_for_good() {
 
 #[tokio::test(start_paused = true)]
 async fn fail_open_bypasses_the_stage_once_it_gives_up() {
-    let run = run(&always_trapping(
-        r#"backoff-base = "10ms", jitter = 0.0, max-restarts = 3, window = "10s""#,
-        "fail-open",
-    ))
-    .await;
+    let run = run(&always_trapping(r#"backoff-base = "10ms", jitter = 0.0, max-restarts = 3, window = "10s""#, "fail-open")).await;
     // Every block passes around the stage, in order, the four quarantined
     // ones included (fail-open passes a block the plugin trapped on).
     assert_eq!(run.sequences("out"), (0..100).collect::<Vec<_>>());
@@ -105,11 +97,7 @@ async fn stop_policy_stops_the_pipeline() {
 
 #[tokio::test(start_paused = true)]
 async fn without_standby_restarts_start_a_fresh_instance() {
-    let run = run(&always_trapping(
-        r#"standby = false, backoff-base = "100ms", jitter = 0.0, max-restarts = 100"#,
-        "fail-closed",
-    ))
-    .await;
+    let run = run(&always_trapping(r#"standby = false, backoff-base = "100ms", jitter = 0.0, max-restarts = 100"#, "fail-closed")).await;
     assert_eq!(poisons(&run), vec![0, 1, 11, 31, 71]);
     let recorded = &run.reports.last().unwrap().recorded;
     let restarts: Vec<_> = recorded

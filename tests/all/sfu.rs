@@ -186,8 +186,13 @@ async fn keyframe_requests_are_relayed_to_the_publisher() {
     let mut sequence = 0u16;
     let mut video_track = None;
     for _ in 0..200 {
-        let header = rtc::rtp::header::Header { version: 2, payload_type: 96, sequence_number: sequence, ssrc: video_ssrc, ..Default::default() };
-        let _ = webrtc::media_stream::track_local::TrackLocal::write_rtp(&*video, rtc::rtp::Packet { header, payload: vec![0x10, 0, 0, 0].into() }).await;
+        let header =
+            rtc::rtp::header::Header { version: 2, payload_type: 96, sequence_number: sequence, ssrc: video_ssrc, ..Default::default() };
+        let _ = webrtc::media_stream::track_local::TrackLocal::write_rtp(
+            &*video,
+            rtc::rtp::Packet { header, payload: vec![0x10, 0, 0, 0].into() },
+        )
+        .await;
         sequence = sequence.wrapping_add(1);
         tokio::time::sleep(Duration::from_millis(10)).await;
         let tracks = subscriber.seen.remote_tracks.lock().expect("lock").clone();

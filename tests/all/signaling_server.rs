@@ -380,9 +380,10 @@ async fn the_client_reconnects_with_backoff_and_rejoins() {
     assert_eq!(delays, [1, 2, 4, 8]);
 
     // Back on the same address: connected and rejoined.
-    let _second = Server::start(addr, ServerOptions::default(), crate::common::stock_stage("signaling", "{}"), Default::default(), None, None)
-        .await
-        .expect("the node is back");
+    let _second =
+        Server::start(addr, ServerOptions::default(), crate::common::stock_stage("signaling", "{}"), Default::default(), None, None)
+            .await
+            .expect("the node is back");
     loop {
         match client.next().await {
             Some(ClientEvent::Connected { .. }) => break,

@@ -4,6 +4,7 @@
 
 use crate::common::stock_stage;
 use futures_util::{SinkExt, StreamExt};
+use medianode::sfu::keyframes;
 use medianode::sfu::router::PluginDecider;
 use medianode::sfu::{Sfu, SfuOptions};
 use medianode::signaling::connections::Connections;
@@ -12,7 +13,6 @@ use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
-use medianode::sfu::keyframes;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
@@ -27,10 +27,12 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
-use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
-use webrtc::peer_connection::{PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceConnectionState, RTCPeerConnectionIceEvent};
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceConnectionState, RTCPeerConnectionIceEvent,
+};
 
 /// A node: signaling server + SFU with the given forwarding plugin.
 pub struct Node {
@@ -415,8 +417,12 @@ impl Peer {
     #[allow(dead_code)] // used by some tests only
     pub async fn send_level(&self, sequence: u16, level: u8) {
         let track = self.track.as_ref().expect("a publisher");
-        let header = rtp::header::Header { version: 2, payload_type: 111, sequence_number: sequence, ssrc: self.ssrc, ..Default::default() };
-        let extension = rtp::extension::HeaderExtension::AudioLevel(rtp::extension::audio_level_extension::AudioLevelExtension { level, voice: level < 127 });
+        let header =
+            rtp::header::Header { version: 2, payload_type: 111, sequence_number: sequence, ssrc: self.ssrc, ..Default::default() };
+        let extension = rtp::extension::HeaderExtension::AudioLevel(rtp::extension::audio_level_extension::AudioLevelExtension {
+            level,
+            voice: level < 127,
+        });
         let _ = track.write_rtp_with_extensions(rtp::Packet { header, payload: vec![0xAB; 60].into() }, &[extension]).await;
     }
 
@@ -437,4 +443,3 @@ pub async fn until_flowing(publisher: &Peer, subscribers: &[Peer]) {
     let counts: Vec<u64> = subscribers.iter().map(Peer::received).collect();
     panic!("media never reached every subscriber: {counts:?}");
 }
-

@@ -13,13 +13,13 @@
 //!
 //! Run: `cargo bench -p medianode-tests --bench e2ee`
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
 use medianode::runtime::bindings::{E2eeEvent, E2eeSeat, FrameBatch, FrameInfo};
 use medianode::runtime::{CallLimits, Instance, Runtime, RuntimeOptions, StageShared, stock};
 use medianode_e2ee::membership::Member;
 use medianode_e2ee::stage::E2ee;
 use medianode_sdk::{Encryption, FrameInfo as SdkFrameInfo};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 use std::hint::black_box;
 use std::sync::Arc;
@@ -54,7 +54,10 @@ fn sdk_frames(batch: &FrameBatch) -> Vec<SdkFrameInfo> {
 }
 
 fn wit_batch(frames: Vec<SdkFrameInfo>, payloads: Vec<u8>) -> FrameBatch {
-    FrameBatch { frames: frames.iter().map(|f| FrameInfo { stream: f.stream, sequence: f.sequence, timestamp: f.timestamp, size: f.size }).collect(), payloads }
+    FrameBatch {
+        frames: frames.iter().map(|f| FrameInfo { stream: f.stream, sequence: f.sequence, timestamp: f.timestamp, size: f.size }).collect(),
+        payloads,
+    }
 }
 
 impl Stage for Native {

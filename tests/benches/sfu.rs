@@ -41,8 +41,10 @@ fn decisions() {
 
 async fn decisions_async() {
     let mut table = BTreeMap::new();
-    let mut deciders: Vec<(&str, Box<dyn Decide>)> =
-        vec![("plugin", Box::new(PluginDecider::new(common::stock_stage("forward", "{}")))), ("native", Box::new(NativeDecider::default()))];
+    let mut deciders: Vec<(&str, Box<dyn Decide>)> = vec![
+        ("plugin", Box::new(PluginDecider::new(common::stock_stage("forward", "{}")))),
+        ("native", Box::new(NativeDecider::default())),
+    ];
     for participant in 1..=6u64 {
         table.insert(participant, "room".to_string());
         let change = RouteChange::Joined(RouteMember { participant, room: "room".into() });
@@ -96,7 +98,8 @@ fn cpu_time(prefixes: &[&str]) -> Duration {
             continue;
         }
         let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-        ticks += fields.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0) + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+        ticks += fields.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
+            + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
     }
     Duration::from_secs_f64(ticks as f64 / 100.0) // USER_HZ is 100 on Linux
 }
@@ -121,7 +124,9 @@ async fn throughput(node_rt: &tokio::runtime::Runtime, name: &str, decide: Box<d
             p.send_audio(round, 1, Duration::ZERO).await;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
-        if subs.iter().all(|s| s.seen.unique.lock().expect("lock").iter().map(|(ssrc, _)| *ssrc).collect::<std::collections::HashSet<_>>().len() == publishers) {
+        if subs.iter().all(|s| {
+            s.seen.unique.lock().expect("lock").iter().map(|(ssrc, _)| *ssrc).collect::<std::collections::HashSet<_>>().len() == publishers
+        }) {
             break;
         }
     }
@@ -200,7 +205,8 @@ async fn latency(publisher: &Peer, subscriber: &Peer) -> (f64, f64) {
 fn main() {
     decisions();
     // The node on one runtime (one worker: "per core"), the peers on another.
-    let node_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name(NODE_THREAD).enable_all().build().expect("runtime");
+    let node_rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name(NODE_THREAD).enable_all().build().expect("runtime");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("peers").enable_all().build().expect("runtime");
     rt.block_on(async {
         let options = SfuOptions::new("127.0.0.1".parse().expect("ip"));
@@ -211,10 +217,18 @@ fn main() {
         let (node50, node99) = latency(&publisher, &subscriber).await;
         let (a, b) = direct_pair().await;
         let (direct50, direct99) = latency(&a, &b).await;
-        println!("(c) latency through the node: p50 {node50:.0} us, p99 {node99:.0} us; direct: p50 {direct50:.0} us, p99 {direct99:.0} us");
-        println!("(c) the node adds: p50 {:.0} us, p99 {:.0} us (p99 differences of a few hundred us are run-to-run noise)", node50 - direct50, node99 - direct99);
+        println!(
+            "(c) latency through the node: p50 {node50:.0} us, p99 {node99:.0} us; direct: p50 {direct50:.0} us, p99 {direct99:.0} us"
+        );
+        println!(
+            "(c) the node adds: p50 {:.0} us, p99 {:.0} us (p99 differences of a few hundred us are run-to-run noise)",
+            node50 - direct50,
+            node99 - direct99
+        );
         for (publishers, subscribers) in [(1, 4), (2, 4), (4, 4)] {
-            let plugin = throughput(&node_rt, "plugin", Box::new(PluginDecider::new(common::stock_stage("forward", "{}"))), publishers, subscribers).await;
+            let plugin =
+                throughput(&node_rt, "plugin", Box::new(PluginDecider::new(common::stock_stage("forward", "{}"))), publishers, subscribers)
+                    .await;
             let native = throughput(&node_rt, "native", Box::new(NativeDecider::default()), publishers, subscribers).await;
             println!("(b) {publishers}x{subscribers} plugin/native per CPU-second: {:.2}", plugin / native);
         }

@@ -28,8 +28,12 @@ impl Builtin {
     pub fn parse(name: &str, config_json: &str) -> Result<Builtin, String> {
         let parse_err = |e: serde_json::Error| format!("invalid config for {name}: {e}");
         match name {
-            "opus-encoder" => serde_json::from_str(config_json).map_err(parse_err).and_then(opus::EncoderConfig::check).map(Builtin::OpusEncoder),
-            "opus-decoder" => serde_json::from_str(config_json).map_err(parse_err).and_then(opus::DecoderConfig::check).map(Builtin::OpusDecoder),
+            "opus-encoder" => {
+                serde_json::from_str(config_json).map_err(parse_err).and_then(opus::EncoderConfig::check).map(Builtin::OpusEncoder)
+            }
+            "opus-decoder" => {
+                serde_json::from_str(config_json).map_err(parse_err).and_then(opus::DecoderConfig::check).map(Builtin::OpusDecoder)
+            }
             other => Err(format!("unknown built-in stage `{other}`")),
         }
     }

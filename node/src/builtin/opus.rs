@@ -20,8 +20,8 @@
 
 use super::BuiltinStage;
 use crate::io::SAMPLE_RATE;
-use crate::runtime::Items;
 use crate::runtime::AudioBatch;
+use crate::runtime::Items;
 use crate::runtime::bindings::{BlockInfo, FrameBatch, FrameInfo};
 use serde::Deserialize;
 
@@ -158,10 +158,13 @@ impl BuiltinStage for OpusEncoder {
             let encoded = self.encoder(info.channels).and_then(|e| e.encode_float(samples, &mut packet).map_err(|e| format!("{e}")));
             match encoded {
                 Ok(len) => {
-                    let frame = FrameInfo { stream: 0, sequence: info.sequence, timestamp: info.sequence * u64::from(info.frames), size: 0 };
+                    let frame =
+                        FrameInfo { stream: 0, sequence: info.sequence, timestamp: info.sequence * u64::from(info.frames), size: 0 };
                     out.push(frame, &packet[..len]);
                 }
-                Err(e) => tracing::error!(sequence = info.sequence, frames = info.frames, error = %e, "opus-encoder dropped a block (Opus takes 2.5 to 60 ms frames)"),
+                Err(e) => {
+                    tracing::error!(sequence = info.sequence, frames = info.frames, error = %e, "opus-encoder dropped a block (Opus takes 2.5 to 60 ms frames)")
+                }
             }
             self.packet = packet;
         }

@@ -293,9 +293,8 @@ impl SinkKind {
 impl PipelineConfig {
     /// Reads and checks a pipeline file.
     pub fn load(path: &Path) -> Result<PipelineConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::whole(path, format!("cannot read the pipeline file: {e}"), "check the path and its permissions")
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::whole(path, format!("cannot read the pipeline file: {e}"), "check the path and its permissions"))?;
         Self::parse(path, text)
     }
 

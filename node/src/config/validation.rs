@@ -4,11 +4,11 @@
 //! fault, with a hint that says what to write instead.
 
 use super::schema::{RawClient, RawFile, RawLimits, RawRestart, RawServer, RawSink, RawSource, RawStage};
-use crate::signaling::server::ServerOptions;
 use super::*;
 use crate::builtin::Builtin;
 use crate::io::wav::WavFormat;
 use crate::runtime::{MAX_MEMORY, hex, stock};
+use crate::signaling::server::ServerOptions;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use toml::Spanned;
@@ -53,11 +53,19 @@ pub(super) fn check(file: Arc<SourceFile>) -> Result<PipelineConfig, ConfigError
     let server = raw.server.as_ref().map(|s| cx.server(s)).transpose()?;
     let client = raw.client.as_ref().map(|c| cx.client(c)).transpose()?;
     if let (Some(_), Some(c)) = (&server, &client) {
-        return Err(cx.err_at(c.span.clone(), "a node is either a server or a client", "run the SFU and each edge node from files of their own"));
+        return Err(cx.err_at(
+            c.span.clone(),
+            "a node is either a server or a client",
+            "run the SFU and each edge node from files of their own",
+        ));
     }
     let networked = server.is_some() || client.is_some();
     if server.is_none() && raw.source.is_empty() && client.is_none() {
-        return Err(cx.err_at(0..0, "the pipeline has no sources", "add a [[source]] table, e.g. kind = \"tone\" (or a [server] table to run the SFU)"));
+        return Err(cx.err_at(
+            0..0,
+            "the pipeline has no sources",
+            "add a [[source]] table, e.g. kind = \"tone\" (or a [server] table to run the SFU)",
+        ));
     }
     if server.is_none() && raw.sink.is_empty() && client.is_none() {
         return Err(cx.err_at(0..0, "the pipeline has no sinks", "add a [[sink]] table, e.g. kind = \"meter\""));
@@ -65,14 +73,21 @@ pub(super) fn check(file: Arc<SourceFile>) -> Result<PipelineConfig, ConfigError
 
     // Ids are unique across sources, stages and sinks.
     let mut ids: HashMap<&str, &Spanned<String>> = HashMap::new();
-    let all_ids = raw.source.iter().map(|s| &s.get_ref().id)
+    let all_ids = raw
+        .source
+        .iter()
+        .map(|s| &s.get_ref().id)
         .chain(raw.stage.iter().map(|s| &s.get_ref().id))
         .chain(raw.sink.iter().map(|s| &s.get_ref().id));
     for id in all_ids {
         cx.check_id(id)?;
         if let Some(first) = ids.insert(id.get_ref(), id) {
             let (line, _) = file.line_column(first.span().start);
-            return Err(cx.err(id, format!("duplicate id `{}`", id.get_ref()), format!("ids must be unique; `{}` is already used on line {line}", id.get_ref())));
+            return Err(cx.err(
+                id,
+                format!("duplicate id `{}`", id.get_ref()),
+                format!("ids must be unique; `{}` is already used on line {line}", id.get_ref()),
+            ));
         }
     }
 
@@ -82,7 +97,10 @@ pub(super) fn check(file: Arc<SourceFile>) -> Result<PipelineConfig, ConfigError
 
     // The room's media exists only on an edge node.
     if client.is_none() {
-        let roomy = sources.iter().find(|s| matches!(s.kind, SourceKind::Subscribe { .. })).map(|s| (s.span.clone(), "subscribe source"))
+        let roomy = sources
+            .iter()
+            .find(|s| matches!(s.kind, SourceKind::Subscribe { .. }))
+            .map(|s| (s.span.clone(), "subscribe source"))
             .or_else(|| sinks.iter().find(|s| s.kind == SinkKind::Publish).map(|s| (s.span.clone(), "publish sink")));
         if let Some((span, what)) = roomy {
             return Err(cx.err_at(span, format!("a {what} needs a [client]"), "add a [client] table naming the SFU node, room and user"));
@@ -96,7 +114,11 @@ pub(super) fn check(file: Arc<SourceFile>) -> Result<PipelineConfig, ConfigError
     for (id, inputs) in stages.iter().map(|s| (&s.id, &s.inputs)).chain(sinks.iter().map(|s| (&s.id, &s.inputs))) {
         for input in inputs {
             if input.from == *id {
-                return Err(cx.err_at(input.span.clone(), format!("`{id}` lists itself as an input"), "a node cannot feed itself; name a source or another stage"));
+                return Err(cx.err_at(
+                    input.span.clone(),
+                    format!("`{id}` lists itself as an input"),
+                    "a node cannot feed itself; name a source or another stage",
+                ));
             }
             if !producers.contains_key(input.from.as_str()) {
                 let hint = if sinks.iter().any(|s| s.id == input.from) {
@@ -125,12 +147,21 @@ pub(super) fn check(file: Arc<SourceFile>) -> Result<PipelineConfig, ConfigError
 fn check_cycles(cx: &Cx, stages: &[StageConfig]) -> Result<(), ConfigError> {
     let index: HashMap<&str, usize> = stages.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
     #[derive(Clone, Copy, PartialEq)]
-    enum Mark { New, Open, Done }
+    enum Mark {
+        New,
+        Open,
+        Done,
+    }
     let mut marks = vec![Mark::New; stages.len()];
     let mut path: Vec<usize> = Vec::new();
 
     fn visit(
-        i: usize, stages: &[StageConfig], index: &HashMap<&str, usize>, marks: &mut [Mark], path: &mut Vec<usize>, cx: &Cx,
+        i: usize,
+        stages: &[StageConfig],
+        index: &HashMap<&str, usize>,
+        marks: &mut [Mark],
+        path: &mut Vec<usize>,
+        cx: &Cx,
     ) -> Result<(), ConfigError> {
         marks[i] = Mark::Open;
         path.push(i);
@@ -196,24 +227,28 @@ impl Cx {
     }
 
     fn check_id(&self, id: &Spanned<String>) -> Result<(), ConfigError> {
-        let ok = !id.get_ref().is_empty()
-            && id.get_ref().chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-        if ok {
-            Ok(())
-        } else {
-            Err(self.err(id, format!("bad id `{}`", id.get_ref()), "ids use lowercase letters, digits, `-` and `_`"))
-        }
+        let ok =
+            !id.get_ref().is_empty() && id.get_ref().chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        if ok { Ok(()) } else { Err(self.err(id, format!("bad id `{}`", id.get_ref()), "ids use lowercase letters, digits, `-` and `_`")) }
     }
 
     fn duration(&self, value: &Spanned<String>) -> Result<Duration, ConfigError> {
         humantime::parse_duration(value.get_ref()).map_err(|e| {
-            self.err(value, format!("bad duration `{}`: {e}", value.get_ref()), "write a number and a unit, like \"5ms\", \"250us\" or \"10s\"")
+            self.err(
+                value,
+                format!("bad duration `{}`: {e}", value.get_ref()),
+                "write a number and a unit, like \"5ms\", \"250us\" or \"10s\"",
+            )
         })
     }
 
     fn size(&self, value: &Spanned<String>) -> Result<u64, ConfigError> {
         value.get_ref().parse::<bytesize::ByteSize>().map(|b| b.as_u64()).map_err(|e| {
-            self.err(value, format!("bad size `{}`: {e}", value.get_ref()), "write a number and a unit, like \"64MiB\", \"512KiB\" or \"1200B\"")
+            self.err(
+                value,
+                format!("bad size `{}`: {e}", value.get_ref()),
+                "write a number and a unit, like \"64MiB\", \"512KiB\" or \"1200B\"",
+            )
         })
     }
 
@@ -256,7 +291,9 @@ impl Cx {
             ("publisher", s.publisher.as_ref().map(|v| v.span())),
         ];
         for (key, span) in keys {
-            if let Some(span) = span && !takes(key) {
+            if let Some(span) = span
+                && !takes(key)
+            {
                 return Err(self.err_at(span, format!("`{key}` is not a setting of {owner}"), format!("remove `{key}`, or change `kind`")));
             }
         }
@@ -282,11 +319,9 @@ impl Cx {
             }
         };
         let kind = match kind_name {
-            "tone" => SourceKind::Tone {
-                frequency: frequency(&s.frequency, 440.0)?,
-                amplitude: amplitude()?,
-                channels: channels()?.unwrap_or(1),
-            },
+            "tone" => {
+                SourceKind::Tone { frequency: frequency(&s.frequency, 440.0)?, amplitude: amplitude()?, channels: channels()?.unwrap_or(1) }
+            }
             "sweep" => {
                 let period = match &s.period {
                     None => Duration::from_secs(10),
@@ -311,7 +346,8 @@ impl Cx {
                     return Err(self.err(&s.kind, "a wav source needs `path`", "add path = \"input.wav\" (relative to this file)"));
                 };
                 let full = self.file.dir().join(path.get_ref());
-                crate::io::wav::probe(&full).map_err(|e| self.err(path, e, "paths are relative to the pipeline file; give a PCM or float WAV file"))?;
+                crate::io::wav::probe(&full)
+                    .map_err(|e| self.err(path, e, "paths are relative to the pipeline file; give a PCM or float WAV file"))?;
                 SourceKind::Wav { path: full, path_span: path.span(), channels: channels()? }
             }
             "device" => SourceKind::Device { device: s.device.as_ref().map(|d| d.get_ref().clone()), channels: channels()?.unwrap_or(1) },
@@ -327,20 +363,34 @@ impl Cx {
                     }
                 };
                 let per_tick = s.per_tick.as_ref().map_or(1, |p| *p.get_ref());
-                if let Some(p) = &s.per_tick && !(1..=10_000).contains(p.get_ref()) {
+                if let Some(p) = &s.per_tick
+                    && !(1..=10_000).contains(p.get_ref())
+                {
                     return Err(self.err(p, "per-tick out of range", "use 1 to 10000 frames per tick"));
                 }
                 SourceKind::Frames { size, per_tick }
             }
             "subscribe" => match &s.publisher {
                 Some(p) if !p.get_ref().is_empty() => SourceKind::Subscribe { publisher: p.get_ref().clone() },
-                _ => return Err(self.err(&s.kind, "a subscribe source needs `publisher`", "name whose audio to take, e.g. publisher = \"alice\"")),
+                _ => {
+                    return Err(self.err(
+                        &s.kind,
+                        "a subscribe source needs `publisher`",
+                        "name whose audio to take, e.g. publisher = \"alice\"",
+                    ));
+                }
             },
             other => {
-                return Err(self.err(&s.kind, format!("unknown source kind `{other}`"), "source kinds are: tone, sweep, wav, device, frames, subscribe"));
+                return Err(self.err(
+                    &s.kind,
+                    format!("unknown source kind `{other}`"),
+                    "source kinds are: tone, sweep, wav, device, frames, subscribe",
+                ));
             }
         };
-        if let Some(p) = &s.poison_every && *p.get_ref() == 0 {
+        if let Some(p) = &s.poison_every
+            && *p.get_ref() == 0
+        {
             return Err(self.err(p, "poison-every = 0 marks nothing", "use 1 or more, or remove it"));
         }
         Ok(SourceConfig {
@@ -354,7 +404,11 @@ impl Cx {
 
     fn inputs(&self, owner: &str, inputs: &Spanned<Vec<Spanned<String>>>) -> Result<Vec<Input>, ConfigError> {
         if inputs.get_ref().is_empty() {
-            return Err(self.err(inputs, format!("`{owner}` has no inputs"), "list at least one source or stage id, e.g. inputs = [\"tone\"]"));
+            return Err(self.err(
+                inputs,
+                format!("`{owner}` has no inputs"),
+                "list at least one source or stage id, e.g. inputs = [\"tone\"]",
+            ));
         }
         Ok(inputs.get_ref().iter().map(|i| Input { from: i.get_ref().clone(), span: i.span() }).collect())
     }
@@ -377,11 +431,17 @@ impl Cx {
         let mut options = ServerOptions::default();
         let listen: std::net::SocketAddr = match &s.listen {
             None => std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
-            Some(l) => l.get_ref().parse().map_err(|_| self.err(l, format!("`{}` is not an address with a port", l.get_ref()), "e.g. listen = \"127.0.0.1:8080\""))?,
+            Some(l) => l
+                .get_ref()
+                .parse()
+                .map_err(|_| self.err(l, format!("`{}` is not an address with a port", l.get_ref()), "e.g. listen = \"127.0.0.1:8080\""))?,
         };
         let media_ip = match &s.media_ip {
             None => listen.ip(),
-            Some(ip) => ip.get_ref().parse().map_err(|_| self.err(ip, format!("`{}` is not an IP address", ip.get_ref()), "e.g. media-ip = \"127.0.0.1\""))?,
+            Some(ip) => ip
+                .get_ref()
+                .parse()
+                .map_err(|_| self.err(ip, format!("`{}` is not an IP address", ip.get_ref()), "e.g. media-ip = \"127.0.0.1\""))?,
         };
         if let Some(size) = &s.max_message {
             let bytes = self.size(size)?;
@@ -410,13 +470,29 @@ impl Cx {
         }
         if options.heartbeat_interval.is_zero() || options.heartbeat_timeout <= options.heartbeat_interval {
             let at = s.heartbeat_timeout.as_ref().or(s.heartbeat.as_ref()).map_or(raw.span(), |d| d.span());
-            return Err(self.err_at(at, "heartbeat-timeout must be longer than a non-zero heartbeat", "the defaults are \"10s\" and \"30s\""));
+            return Err(self.err_at(
+                at,
+                "heartbeat-timeout must be longer than a non-zero heartbeat",
+                "the defaults are \"10s\" and \"30s\"",
+            ));
         }
         if let Some(var) = &s.token_secret_env {
             match std::env::var(var.get_ref()) {
                 Ok(secret) if secret.len() >= 16 => options.token_secret = Some(secret.into_bytes()),
-                Ok(_) => return Err(self.err(var, format!("the secret in ${} is shorter than 16 bytes", var.get_ref()), "use a long random secret, e.g. `openssl rand -hex 32`")),
-                Err(_) => return Err(self.err(var, format!("${} is not set", var.get_ref()), "export the room token secret in that variable, or remove token-secret-env to admit everyone")),
+                Ok(_) => {
+                    return Err(self.err(
+                        var,
+                        format!("the secret in ${} is shorter than 16 bytes", var.get_ref()),
+                        "use a long random secret, e.g. `openssl rand -hex 32`",
+                    ));
+                }
+                Err(_) => {
+                    return Err(self.err(
+                        var,
+                        format!("${} is not set", var.get_ref()),
+                        "export the room token secret in that variable, or remove token-secret-env to admit everyone",
+                    ));
+                }
             }
         }
         Ok(ServerConfig { span: raw.span(), listen, media_ip, options })
@@ -436,7 +512,10 @@ impl Cx {
         }
         let media_ip = match &c.media_ip {
             None => std::net::IpAddr::from([127, 0, 0, 1]),
-            Some(ip) => ip.get_ref().parse().map_err(|_| self.err(ip, format!("`{}` is not an IP address", ip.get_ref()), "e.g. media-ip = \"127.0.0.1\""))?,
+            Some(ip) => ip
+                .get_ref()
+                .parse()
+                .map_err(|_| self.err(ip, format!("`{}` is not an IP address", ip.get_ref()), "e.g. media-ip = \"127.0.0.1\""))?,
         };
         Ok(ClientConfig { span: raw.span(), url: url.clone(), room: c.room.get_ref().clone(), user: c.user.get_ref().clone(), media_ip })
     }
@@ -446,15 +525,20 @@ impl Cx {
         let id = s.id.get_ref().clone();
         let config_json = match &s.config {
             None => "{}".to_string(),
-            Some(table) => serde_json::to_string(table.get_ref())
-                .map_err(|e| self.err(table, format!("config cannot be passed to the plugin: {e}"), "use strings, numbers, booleans, arrays and tables"))?,
+            Some(table) => serde_json::to_string(table.get_ref()).map_err(|e| {
+                self.err(table, format!("config cannot be passed to the plugin: {e}"), "use strings, numbers, booleans, arrays and tables")
+            })?,
         };
         let plugin = match (&s.plugin, &s.builtin) {
             (Some(plugin), None) => plugin,
             (None, Some(name)) => return self.builtin_stage(raw, name, config_json),
             (Some(_), Some(b)) => return Err(self.err(b, "a stage runs a plugin or a built-in, not both", "remove `plugin` or `builtin`")),
             (None, None) => {
-                return Err(self.err(&s.id, format!("stage `{id}` has neither `plugin` nor `builtin`"), "add plugin = \"stock:gain\" (or a .wasm path), or builtin = \"opus-encoder\""));
+                return Err(self.err(
+                    &s.id,
+                    format!("stage `{id}` has neither `plugin` nor `builtin`"),
+                    "add plugin = \"stock:gain\" (or a .wasm path), or builtin = \"opus-encoder\"",
+                ));
             }
         };
         let plugin_bytes = self.plugin_bytes(plugin)?;
@@ -518,7 +602,11 @@ impl Cx {
             return Err(self.err(name, "`limits` and `restart` apply to plugins, not to built-in stages", "remove them from this stage"));
         }
         if !Builtin::NAMES.contains(&name.get_ref().as_str()) {
-            return Err(self.err(name, format!("unknown built-in stage `{}`", name.get_ref()), format!("built-in stages are: {}", Builtin::NAMES.join(", "))));
+            return Err(self.err(
+                name,
+                format!("unknown built-in stage `{}`", name.get_ref()),
+                format!("built-in stages are: {}", Builtin::NAMES.join(", ")),
+            ));
         }
         let builtin = Builtin::parse(name.get_ref(), &config_json).map_err(|e| match &s.config {
             Some(table) => self.err(table, e, "see the stage's settings in `medianode::builtin`"),
@@ -694,7 +782,11 @@ impl Cx {
             }
             "publish" => SinkKind::Publish,
             other => {
-                return Err(self.err(&s.kind, format!("unknown sink kind `{other}`"), "sink kinds are: meter, wav, device, null, channel, publish"));
+                return Err(self.err(
+                    &s.kind,
+                    format!("unknown sink kind `{other}`"),
+                    "sink kinds are: meter, wav, device, null, channel, publish",
+                ));
             }
         };
         Ok(SinkConfig { inputs: self.inputs(&id, &s.inputs)?, id, span: raw.span(), kind })

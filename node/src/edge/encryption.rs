@@ -59,9 +59,8 @@ impl EncryptionStage {
         let mut out = Vec::new();
         // A new instance is primed with the seat known before these events
         // (a seat among them reaches it as the event itself, once).
-        let result = self.run(now, &events, &mut out, |instance, events, out| {
-            instance.e2ee_control(events).map(|messages| out.extend(messages))
-        });
+        let result =
+            self.run(now, &events, &mut out, |instance, events, out| instance.e2ee_control(events).map(|messages| out.extend(messages)));
         for event in &events {
             if let E2eeEvent::Seated(seat) = event {
                 self.seat = Some(E2eeSeat { rejoined: false, ..seat.clone() });

@@ -114,7 +114,13 @@ impl PeerConnectionEventHandler for Handler {
 
 impl Media {
     /// Opens the connection on `ip` and sends the offer through `signal`.
-    pub async fn start(ip: std::net::IpAddr, user: &str, publish: bool, signal: mpsc::UnboundedSender<Value>, received: mpsc::Sender<Received>) -> Result<Media, String> {
+    pub async fn start(
+        ip: std::net::IpAddr,
+        user: &str,
+        publish: bool,
+        signal: mpsc::UnboundedSender<Value>,
+        received: mpsc::Sender<Received>,
+    ) -> Result<Media, String> {
         let mut media = MediaEngine::default();
         media.register_default_codecs().map_err(|e| format!("codecs: {e}"))?;
         let registry = register_default_interceptors(Registry::new(), &mut media).map_err(|e| format!("interceptors: {e}"))?;
@@ -190,7 +196,8 @@ impl Media {
                 }
             }
             Some("candidate") => {
-                let Some(candidate) = message.get("candidate").and_then(|c| serde_json::from_value::<RTCIceCandidateInit>(c.clone()).ok()) else {
+                let Some(candidate) = message.get("candidate").and_then(|c| serde_json::from_value::<RTCIceCandidateInit>(c.clone()).ok())
+                else {
                     return tracing::warn!("edge: a bad candidate from the node");
                 };
                 match self.pc.remote_description().await {
@@ -211,7 +218,14 @@ impl Media {
     /// Sends one frame as one RTP packet (a no-op when not publishing).
     pub async fn send(&self, sequence: u16, timestamp: u32, payload: Vec<u8>) {
         let Some((track, ssrc)) = &self.track else { return };
-        let header = rtp::header::Header { version: 2, payload_type: OPUS_PAYLOAD_TYPE, sequence_number: sequence, timestamp, ssrc: *ssrc, ..Default::default() };
+        let header = rtp::header::Header {
+            version: 2,
+            payload_type: OPUS_PAYLOAD_TYPE,
+            sequence_number: sequence,
+            timestamp,
+            ssrc: *ssrc,
+            ..Default::default()
+        };
         if let Err(e) = track.write_rtp(rtp::Packet { header, payload: payload.into() }).await {
             tracing::debug!("edge: a packet not sent: {e}");
         }

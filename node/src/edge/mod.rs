@@ -21,10 +21,10 @@ pub use encryption::EncryptionStage;
 
 use crate::runtime::bindings::{E2eeEvent, E2eeSeat, E2eeStatus, FrameBatch, FrameInfo};
 use crate::runtime::{StageShared, lock};
+use crate::signaling::client::{Client, ClientEvent, ClientOptions};
 use crate::supervisor::Stopped;
 use crate::supervisor::thread::StageThread;
 use media::{Media, Received};
-use crate::signaling::client::{Client, ClientEvent, ClientOptions};
 use serde_json::Value;
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -93,7 +93,9 @@ impl Edge {
             Some((stage, outbox)) => {
                 let shared = stage.shared().clone();
                 let id = stage.id().to_string();
-                match StageThread::spawn(&id, stage, STAGE_QUEUE, MAINTAIN_EVERY, |s: &mut EncryptionStage| s.maintain(std::time::Instant::now())) {
+                match StageThread::spawn(&id, stage, STAGE_QUEUE, MAINTAIN_EVERY, |s: &mut EncryptionStage| {
+                    s.maintain(std::time::Instant::now())
+                }) {
                     Ok(thread) => (Some(thread), Some(shared), Some(outbox)),
                     Err(e) => {
                         // Without its stage the node must not send media at
@@ -119,9 +121,12 @@ impl Edge {
     /// An outbox for an [`EncryptionStage`], and its reader for [`Edge::start`].
     pub fn outbox() -> (encryption::Outbox, mpsc::UnboundedReceiver<String>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Box::new(move |message| {
-            let _ = tx.send(message);
-        }), rx)
+        (
+            Box::new(move |message| {
+                let _ = tx.send(message);
+            }),
+            rx,
+        )
     }
 
     /// The E2EE stage's thread, for the media paths.

@@ -76,7 +76,13 @@ fn find(name: Option<&str>, input: bool) -> Result<cpal::Device, String> {
     let host = cpal::default_host();
     let what = if input { "input" } else { "output" };
     let found = match name {
-        None => if input { host.default_input_device() } else { host.default_output_device() },
+        None => {
+            if input {
+                host.default_input_device()
+            } else {
+                host.default_output_device()
+            }
+        }
         Some(name) => host.devices().ok().and_then(|mut devices| {
             devices.find(|d| {
                 let usable = if input { d.supports_input() } else { d.supports_output() };
@@ -103,8 +109,12 @@ fn stream_config(channels: u8) -> cpal::StreamConfig {
 }
 
 fn open_error(device: &cpal::Device, channels: u8, input: bool, e: impl std::fmt::Display) -> String {
-    let ranges: Vec<String> = if input { device.supported_input_configs().map(|c| c.map(|c| format!("{c:?}")).collect()) } else { device.supported_output_configs().map(|c| c.map(|c| format!("{c:?}")).collect()) }
-        .unwrap_or_default();
+    let ranges: Vec<String> = if input {
+        device.supported_input_configs().map(|c| c.map(|c| format!("{c:?}")).collect())
+    } else {
+        device.supported_output_configs().map(|c| c.map(|c| format!("{c:?}")).collect())
+    }
+    .unwrap_or_default();
     format!("cannot open `{device}` at 48 kHz f32 with {channels} channel(s): {e}; it supports: {}", ranges.join("; "))
 }
 
@@ -216,9 +226,10 @@ impl DeviceOutput {
         }
         let Ok(chunk) = self.ring.write_chunk_uninit(fit * to) else { return };
         // Mono spreads; otherwise channels map one to one, extras silent.
-        let spread = samples.chunks_exact(from).take(fit).flat_map(|frame| {
-            (0..to).map(move |c| if from == 1 { frame[0] } else { frame.get(c).copied().unwrap_or(0.0) })
-        });
+        let spread = samples
+            .chunks_exact(from)
+            .take(fit)
+            .flat_map(|frame| (0..to).map(move |c| if from == 1 { frame[0] } else { frame.get(c).copied().unwrap_or(0.0) }));
         chunk.fill_from_iter(spread);
     }
 }

@@ -70,9 +70,7 @@ impl Sink {
     /// also returns its reader.
     pub fn new(config: &SinkConfig) -> Result<(Sink, Option<mpsc::Receiver<Items>>), String> {
         let (kind, reader) = match &config.kind {
-            SinkKind::Meter { report_every } => {
-                (Output::Meter(Meter { report_every: *report_every, ..Meter::zero() }), None)
-            }
+            SinkKind::Meter { report_every } => (Output::Meter(Meter { report_every: *report_every, ..Meter::zero() }), None),
             SinkKind::Null => (Output::Null, None),
             SinkKind::Wav { path, format } => (Output::Wav(WavWriter::new(path, *format)), None),
             SinkKind::Device { device, channels } => (Output::Device(DeviceOutput::open(device.as_deref(), *channels)?), None),

@@ -8,8 +8,8 @@ use super::SAMPLE_RATE;
 use super::device::DeviceInput;
 use super::wav::{self, Pcm};
 use crate::config::{SourceConfig, SourceKind};
-use crate::runtime::Items;
 use crate::runtime::AudioBatch;
+use crate::runtime::Items;
 use crate::runtime::bindings::{BlockInfo, FrameBatch, FrameInfo};
 use std::f64::consts::TAU;
 use std::time::Duration;
@@ -32,13 +32,35 @@ pub struct Source {
 
 /// What makes the items.
 enum Generator {
-    Tone { step: f64, amplitude: f64, channels: u8, phase: f64 },
-    Sweep { from: f64, ratio: f64, period_frames: u64, amplitude: f64, channels: u8, phase: f64, position: u64 },
-    Wav { pcm: Pcm, position: usize },
+    Tone {
+        step: f64,
+        amplitude: f64,
+        channels: u8,
+        phase: f64,
+    },
+    Sweep {
+        from: f64,
+        ratio: f64,
+        period_frames: u64,
+        amplitude: f64,
+        channels: u8,
+        phase: f64,
+        position: u64,
+    },
+    Wav {
+        pcm: Pcm,
+        position: usize,
+    },
     Device(DeviceInput),
-    Frames { size: usize, per_tick: u32 },
+    Frames {
+        size: usize,
+        per_tick: u32,
+    },
     /// What an edge node receives: (publisher, frames), kept for one.
-    Subscribe { publisher: String, from: tokio::sync::mpsc::Receiver<(String, FrameBatch)> },
+    Subscribe {
+        publisher: String,
+        from: tokio::sync::mpsc::Receiver<(String, FrameBatch)>,
+    },
 }
 
 /// The most blocks a device source hands on in one tick: enough to catch
@@ -110,7 +132,9 @@ impl Source {
         let channels = self.fill();
         let n = self.frames_per_tick;
         let sequence = self.sequence();
-        if self.is_poison(sequence) && let Some(first) = self.scratch.first_mut() {
+        if self.is_poison(sequence)
+            && let Some(first) = self.scratch.first_mut()
+        {
             *first = f32::NAN;
         }
         let mut batch = AudioBatch::new();

@@ -145,10 +145,9 @@ impl WavWriter {
         let io = |e: hound::Error| format!("cannot write {}: {e}", path.display());
         match self.format {
             WavFormat::F32 => samples.iter().try_for_each(|&s| writer.write_sample(s)).map_err(io),
-            WavFormat::S16 => samples
-                .iter()
-                .try_for_each(|&s| writer.write_sample((s.clamp(-1.0, 1.0) * 32767.0).round() as i16))
-                .map_err(io),
+            WavFormat::S16 => {
+                samples.iter().try_for_each(|&s| writer.write_sample((s.clamp(-1.0, 1.0) * 32767.0).round() as i16)).map_err(io)
+            }
         }
     }
 

@@ -14,14 +14,7 @@ pub fn to_dot(config: &PipelineConfig) -> String {
         let _ = writeln!(dot, "  {:?} [shape=ellipse, label=\"{}\\n({kind})\"];", s.id, s.id);
     }
     for s in &config.stages {
-        let _ = writeln!(
-            dot,
-            "  {:?} [shape=box, label=\"{}\\n{}\\n{}\"];",
-            s.id,
-            s.id,
-            s.runs_name().replace('"', "'"),
-            s.failure.name()
-        );
+        let _ = writeln!(dot, "  {:?} [shape=box, label=\"{}\\n{}\\n{}\"];", s.id, s.id, s.runs_name().replace('"', "'"), s.failure.name());
     }
     for s in &config.sinks {
         let kind = s.kind.name();

@@ -176,13 +176,25 @@ struct TickScratch {
 }
 
 /// Compiles (or finds in the cache) a stage's plugin.
-pub(crate) fn load_plugin(runtime: &Runtime, config: &PipelineConfig, stage: &StageConfig, plugin: &PluginRef) -> Result<Arc<Plugin>, BuildError> {
+pub(crate) fn load_plugin(
+    runtime: &Runtime,
+    config: &PipelineConfig,
+    stage: &StageConfig,
+    plugin: &PluginRef,
+) -> Result<Arc<Plugin>, BuildError> {
     let hint = "check that the file is a component built with medianode-sdk for wasm32-wasip2";
-    Ok(runtime.load(&plugin.name, &plugin.bytes, stage.limits.stack).map_err(|e| config.error(plugin.span.clone(), format!("{e:#}"), hint))?)
+    Ok(runtime
+        .load(&plugin.name, &plugin.bytes, stage.limits.stack)
+        .map_err(|e| config.error(plugin.span.clone(), format!("{e:#}"), hint))?)
 }
 
 /// Starts a stage's first instance, its standby and its supervision.
-pub(crate) fn supervise(stage: &StageConfig, plugin: Arc<Plugin>, reporter: &CrashReporter, now: Instant) -> Result<Supervisor, BuildError> {
+pub(crate) fn supervise(
+    stage: &StageConfig,
+    plugin: Arc<Plugin>,
+    reporter: &CrashReporter,
+    now: Instant,
+) -> Result<Supervisor, BuildError> {
     let spec = StageSpec {
         id: stage.id.clone(),
         plugin,
@@ -193,15 +205,14 @@ pub(crate) fn supervise(stage: &StageConfig, plugin: Arc<Plugin>, reporter: &Cra
         recorder: stage.recorder,
         seed: rand::random(),
     };
-    Supervisor::start(spec, reporter.clone(), now)
-        .map_err(|fault| BuildError::Start {
-            stage: stage.id.clone(),
-            kind: fault.kind.name(),
-            message: match fault.plugin_message {
-                Some(said) => format!("{}: {said}", fault.message),
-                None => fault.message,
-            },
-        })
+    Supervisor::start(spec, reporter.clone(), now).map_err(|fault| BuildError::Start {
+        stage: stage.id.clone(),
+        kind: fault.kind.name(),
+        message: match fault.plugin_message {
+            Some(said) => format!("{}: {said}", fault.message),
+            None => fault.message,
+        },
+    })
 }
 
 impl Pipeline {
@@ -212,7 +223,12 @@ impl Pipeline {
 
     /// [`Pipeline::build`], with an edge node's media for the `subscribe`
     /// source and `publish` sinks.
-    pub fn build_with(runtime: &Runtime, config: &PipelineConfig, reporter: &CrashReporter, mut ports: Option<crate::edge::Ports>) -> Result<Pipeline, BuildError> {
+    pub fn build_with(
+        runtime: &Runtime,
+        config: &PipelineConfig,
+        reporter: &CrashReporter,
+        mut ports: Option<crate::edge::Ports>,
+    ) -> Result<Pipeline, BuildError> {
         let now = tokio::time::Instant::now().into_std();
         let mut nodes = Vec::new();
         let mut index: HashMap<&str, (usize, PortType)> = HashMap::new();
@@ -240,12 +256,7 @@ impl Pipeline {
                 config.error(span, message, hint)
             })?;
             index.insert(&source.id, (nodes.len(), ty));
-            nodes.push(Node {
-                id: source.id.clone(),
-                kind: NodeKind::Source(made),
-                inputs: Vec::new(),
-                readers: 0,
-            });
+            nodes.push(Node { id: source.id.clone(), kind: NodeKind::Source(made), inputs: Vec::new(), readers: 0 });
         }
 
         // Stages in dependency order (the config check ruled out cycles).
@@ -254,7 +265,9 @@ impl Pipeline {
         while !pending.is_empty() {
             let ready = pending.iter().position(|s| s.inputs.iter().all(|i| index.contains_key(i.from.as_str())));
             let Some(ready) = ready else {
-                return Err(config.error(pending[0].span.clone(), "stage inputs cannot be ordered", "remove the cycle among these stages").into());
+                return Err(config
+                    .error(pending[0].span.clone(), "stage inputs cannot be ordered", "remove the cycle among these stages")
+                    .into());
             };
             let stage = pending.remove(ready);
             let plugin_ref = match &stage.runs {
@@ -263,7 +276,8 @@ impl Pipeline {
                     let (takes_audio, makes_audio) = builtin.ports();
                     let port = |audio| if audio { PortType::Audio } else { PortType::Frames };
                     let inputs = link(config, &index, &stage.id, &stage.inputs, Some(port(takes_audio)), builtin.name())?;
-                    let running = builtin.start().map_err(|message| BuildError::Start { stage: stage.id.clone(), kind: "builtin", message })?;
+                    let running =
+                        builtin.start().map_err(|message| BuildError::Start { stage: stage.id.clone(), kind: "builtin", message })?;
                     index.insert(&stage.id, (nodes.len(), port(makes_audio)));
                     nodes.push(Node { id: stage.id.clone(), kind: NodeKind::Builtin(running), inputs, readers: 0 });
                     continue;
@@ -317,7 +331,17 @@ impl Pipeline {
                 chain.start().map_err(|e| BuildError::Start { stage: node.id.clone(), kind: "thread", message: message(e) })?;
             }
         }
-        Ok(Pipeline { name: config.name.clone(), pace: config.pace, tick: config.tick, nodes, channels, stats, budget: config.budget, ticks: 0, scratch: TickScratch::default() })
+        Ok(Pipeline {
+            name: config.name.clone(),
+            pace: config.pace,
+            tick: config.tick,
+            nodes,
+            channels,
+            stats,
+            budget: config.budget,
+            ticks: 0,
+            scratch: TickScratch::default(),
+        })
     }
 
     /// The reader of channel sink `id` (once).

@@ -88,7 +88,8 @@ mod tests {
     /// plaintext give its ciphertext and tag.
     #[test]
     fn seals_the_rfc_9605_gcm_vector_and_refuses_forgeries() {
-        let all: serde_json::Value = serde_json::from_str(include_str!("../../../plugins/e2ee/src/rfc9605-test-vectors.json")).expect("vectors");
+        let all: serde_json::Value =
+            serde_json::from_str(include_str!("../../../plugins/e2ee/src/rfc9605-test-vectors.json")).expect("vectors");
         let v = all["sframe"].as_array().expect("vectors").iter().find(|v| v["cipher_suite"] == 4).expect("suite 4");
         let hex = |k: &str| -> Vec<u8> {
             let s = v[k].as_str().expect("hex");

@@ -7,19 +7,19 @@
 //! [`HostState`] is one instance's `Store` data and dies with it.
 
 use super::bindings::host::{self, Level};
-use super::lock;
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
 use super::bindings::{AudioLevel, BlockInfo};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
-use wasmtime::StoreContextMut;
-use wasmtime::component::{HasSelf, Linker, ResourceTable, WasmList, WasmStr};
-use wasmtime::ResourceLimiter;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use super::lock;
 use super::log::{Origin, StageLog};
 use super::wasi::PluginOutput;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use wasmtime::ResourceLimiter;
+use wasmtime::StoreContextMut;
+use wasmtime::component::{HasSelf, Linker, ResourceTable, WasmList, WasmStr};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// The longest metric name a plugin may use, in bytes.
 pub const MAX_METRIC_NAME: usize = 64;
@@ -91,10 +91,7 @@ impl StateStore {
         let new = (key.len() + value.len()) as u64;
         let used = self.used - old + new;
         if used > self.quota {
-            return Err(format!(
-                "state quota exceeded: {used} bytes would be stored, the stage's limits.state is {}",
-                self.quota
-            ));
+            return Err(format!("state quota exceeded: {used} bytes would be stored, the stage's limits.state is {}", self.quota));
         }
         self.used = used;
         self.entries.insert(key, value);
@@ -210,9 +207,8 @@ impl Metrics {
     /// Applies `update` to the plugin metric `name`, if the name is
     /// acceptable and the series exists or there is room for it.
     fn plugin_metric(&self, name: String, update: impl FnOnce(&mut f64)) {
-        let valid = !name.is_empty()
-            && name.len() <= MAX_METRIC_NAME
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b));
+        let valid =
+            !name.is_empty() && name.len() <= MAX_METRIC_NAME && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b));
         let mut plugin = lock(&self.plugin);
         let room = plugin.len() < MAX_METRIC_SERIES || plugin.contains_key(&name);
         if !(valid && room) {
@@ -281,11 +277,7 @@ impl HostState {
     pub fn new(stage: std::sync::Arc<StageShared>, epochs: Arc<AtomicU64>, memory_limit: u64, wall_clock: bool) -> HostState {
         let output = PluginOutput::pair(stage.log.clone());
         let mut wasi = WasiCtx::builder();
-        wasi.stdout(output.0.clone())
-            .stderr(output.1.clone())
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false);
+        wasi.stdout(output.0.clone()).stderr(output.1.clone()).allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
         if !wall_clock {
             wasi.wall_clock(FrozenWallClock);
         }
@@ -417,7 +409,6 @@ impl host::Host for HostState {
         put
     }
 
-
     fn state_delete(&mut self, key: String) {
         let mut state = lock(&self.stage.state);
         let before = state.version();
@@ -451,20 +442,17 @@ pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
         store.data_mut().log_head(level, &head, cut);
         Ok(())
     })?;
-    host_calls.func_wrap(
-        "state-put",
-        |mut store: StoreContextMut<'_, HostState>, (key, value): (WasmStr, WasmList<u8>)| {
-            let quota = lock(&store.data().stage.state).quota();
-            let wanted = key.to_str(&store)?.len() as u64 + value.len() as u64;
-            if wanted > quota {
-                let refused = format!("state quota exceeded: {wanted} bytes for one key and value, the stage's limits.state is {quota}");
-                return Ok((Err(refused),));
-            }
-            let key = key.to_str(&store)?.into_owned();
-            let value = value.as_le_slice(&store).to_vec();
-            Ok((host::Host::state_put(store.data_mut(), key, value),))
-        },
-    )?;
+    host_calls.func_wrap("state-put", |mut store: StoreContextMut<'_, HostState>, (key, value): (WasmStr, WasmList<u8>)| {
+        let quota = lock(&store.data().stage.state).quota();
+        let wanted = key.to_str(&store)?.len() as u64 + value.len() as u64;
+        if wanted > quota {
+            let refused = format!("state quota exceeded: {wanted} bytes for one key and value, the stage's limits.state is {quota}");
+            return Ok((Err(refused),));
+        }
+        let key = key.to_str(&store)?.into_owned();
+        let value = value.as_le_slice(&store).to_vec();
+        Ok((host::Host::state_put(store.data_mut(), key, value),))
+    })?;
     linker.allow_shadowing(false);
     // By hand rather than generated: `WasmList` borrows the lists in the
     // plugin's memory for the length of the call, so copying them into the

@@ -131,26 +131,23 @@ impl Instance {
         let mut store = Store::new(plugin.engine(), state);
         store.limiter(|state| state);
         arm(&mut store, limits.init_deadline);
-        let instance = plugin
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| classify(&mut store, e, TrapKind::Instantiate))?;
+        let instance = plugin.pre.instantiate(&mut store).map_err(|e| classify(&mut store, e, TrapKind::Instantiate))?;
         let exports = match plugin.kind {
-            StageKind::AudioDsp => bindings::dsp::GuestIndices::new(&plugin.pre)
-                .and_then(|ix| ix.load(&mut store, &instance))
-                .map(Exports::Dsp),
-            StageKind::FrameTransform => bindings::transform::GuestIndices::new(&plugin.pre)
-                .and_then(|ix| ix.load(&mut store, &instance))
-                .map(Exports::Transform),
-            StageKind::Signaling => bindings::signal::GuestIndices::new(&plugin.pre)
-                .and_then(|ix| ix.load(&mut store, &instance))
-                .map(Exports::Signal),
-            StageKind::PacketForwarding => bindings::forward::GuestIndices::new(&plugin.pre)
-                .and_then(|ix| ix.load(&mut store, &instance))
-                .map(Exports::Forward),
-            StageKind::Encryption => bindings::e2ee::GuestIndices::new(&plugin.pre)
-                .and_then(|ix| ix.load(&mut store, &instance))
-                .map(Exports::E2ee),
+            StageKind::AudioDsp => {
+                bindings::dsp::GuestIndices::new(&plugin.pre).and_then(|ix| ix.load(&mut store, &instance)).map(Exports::Dsp)
+            }
+            StageKind::FrameTransform => {
+                bindings::transform::GuestIndices::new(&plugin.pre).and_then(|ix| ix.load(&mut store, &instance)).map(Exports::Transform)
+            }
+            StageKind::Signaling => {
+                bindings::signal::GuestIndices::new(&plugin.pre).and_then(|ix| ix.load(&mut store, &instance)).map(Exports::Signal)
+            }
+            StageKind::PacketForwarding => {
+                bindings::forward::GuestIndices::new(&plugin.pre).and_then(|ix| ix.load(&mut store, &instance)).map(Exports::Forward)
+            }
+            StageKind::Encryption => {
+                bindings::e2ee::GuestIndices::new(&plugin.pre).and_then(|ix| ix.load(&mut store, &instance)).map(Exports::E2ee)
+            }
         }
         .map_err(|e| Fault::new(TrapKind::Instantiate, format!("{e:#}")))?;
 
@@ -246,9 +243,8 @@ impl Instance {
     /// Seals outbound frames (at most one out per frame in).
     pub fn seal(&mut self, batch: &FrameBatch) -> Result<FrameBatch, Fault> {
         let g = self.e2ee()?;
-        let output = g
-            .call_seal(&mut self.store, &batch.frames, &batch.payloads)
-            .map_err(|e| classify(&mut self.store, e, TrapKind::OtherTrap))?;
+        let output =
+            g.call_seal(&mut self.store, &batch.frames, &batch.payloads).map_err(|e| classify(&mut self.store, e, TrapKind::OtherTrap))?;
         check_frames(batch, &output, 0)?;
         Ok(output)
     }
@@ -256,9 +252,8 @@ impl Instance {
     /// Opens inbound frames (plus, first, any held earlier that open now).
     pub fn open(&mut self, batch: &FrameBatch) -> Result<FrameBatch, Fault> {
         let g = self.e2ee()?;
-        let output = g
-            .call_open(&mut self.store, &batch.frames, &batch.payloads)
-            .map_err(|e| classify(&mut self.store, e, TrapKind::OtherTrap))?;
+        let output =
+            g.call_open(&mut self.store, &batch.frames, &batch.payloads).map_err(|e| classify(&mut self.store, e, TrapKind::OtherTrap))?;
         check_frames(batch, &output, MAX_HELD_FRAMES)?;
         Ok(output)
     }
@@ -291,8 +286,7 @@ impl Instance {
         let state = self.store.data_mut();
         state.current_item = None;
         state.dsp_output.given = false;
-        g.call_process(&mut self.store, &input.blocks, &input.samples)
-            .map_err(|e| classify(&mut self.store, e, TrapKind::OtherTrap))?;
+        g.call_process(&mut self.store, &input.blocks, &input.samples).map_err(|e| classify(&mut self.store, e, TrapKind::OtherTrap))?;
         let state = self.store.data_mut();
         if !state.dsp_output.given {
             return Err(Fault::new(TrapKind::Contract, "process returned without handing its output to dsp-output.output"));

@@ -33,8 +33,6 @@ pub use host::{HostState, MAX_METRIC_NAME, MAX_METRIC_SERIES, MAX_PANIC_MESSAGE,
 pub use instance::{CallLimits, Fault, Instance, TrapKind};
 pub use items::{AudioBatch, Items};
 
-use wasmtime::error::Context;
-use wasmtime::{Result, bail};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -42,7 +40,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use wasmtime::component::{Component, InstancePre, Linker};
+use wasmtime::error::Context;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Result, bail};
 
 /// How often the epoch advances: the resolution of every deadline.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
@@ -73,11 +73,11 @@ pub mod bindings {
     });
     // `self::` because the WIT namespace shares this crate's name.
     pub use self::exports::medianode::plugin::{dsp, e2ee, forward, signal, transform};
-    pub use self::medianode::plugin::{aead, host};
     pub use self::medianode::plugin::types::{
-        self as types, AudioLevel, BlockInfo, E2eeEvent, E2eeSeat, E2eeStatus, ForwardBatch, FrameBatch, FrameInfo, MediaKind, PacketMeta, RouteChange,
-        RouteMember, Seat, SeatGrant, SignalAction, SignalEvent, SignalMessage, SignalPeer,
+        self as types, AudioLevel, BlockInfo, E2eeEvent, E2eeSeat, E2eeStatus, ForwardBatch, FrameBatch, FrameInfo, MediaKind, PacketMeta,
+        RouteChange, RouteMember, Seat, SeatGrant, SignalAction, SignalEvent, SignalMessage, SignalPeer,
     };
+    pub use self::medianode::plugin::{aead, host};
 }
 
 /// What a stage does, read from the interface its plugin exports.
@@ -179,15 +179,11 @@ impl Runtime {
             return Ok(plugin.clone());
         }
         let engine = self.engine(max_stack)?;
-        let component = Component::new(&engine, bytes)
-            .with_context(|| format!("{source} is not a valid WebAssembly component"))?;
-        let kind = exported_kind(&engine, &component)
-            .with_context(|| format!("{source} is not a medianode plugin"))?;
+        let component = Component::new(&engine, bytes).with_context(|| format!("{source} is not a valid WebAssembly component"))?;
+        let kind = exported_kind(&engine, &component).with_context(|| format!("{source} is not a medianode plugin"))?;
         let mut linker = Linker::new(&engine);
         host::add_to_linker(&mut linker)?;
-        let pre = linker
-            .instantiate_pre(&component)
-            .with_context(|| format!("{source} imports something the node does not provide"))?;
+        let pre = linker.instantiate_pre(&component).with_context(|| format!("{source} imports something the node does not provide"))?;
         let plugin = Arc::new(Plugin { source: source.to_string(), digest, kind, pre, epochs: self.inner.epochs.clone() });
         lock(&self.inner.plugins).insert(key, plugin.clone());
         Ok(plugin)
@@ -234,11 +230,8 @@ fn build_engine(options: &RuntimeOptions, max_stack: usize) -> Result<Engine> {
 fn exported_kind(engine: &Engine, component: &Component) -> Result<StageKind> {
     let ty = component.component_type();
     let exported: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_string()).collect();
-    let kinds: Vec<StageKind> = StageKind::ALL
-        .iter()
-        .filter(|(_, name)| exported.iter().any(|e| e == name))
-        .map(|(kind, _)| *kind)
-        .collect();
+    let kinds: Vec<StageKind> =
+        StageKind::ALL.iter().filter(|(_, name)| exported.iter().any(|e| e == name)).map(|(kind, _)| *kind).collect();
     match kinds.as_slice() {
         [kind] => Ok(*kind),
         [] => bail!(

@@ -34,16 +34,16 @@ use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind};
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceConnectionState, RTCPeerConnectionIceEvent,
@@ -203,7 +203,8 @@ impl Sfu {
     }
 
     async fn seat(&self, connection: u64, room: String, user: String) {
-        let participant = Participant { room: room.clone(), user, pc: None, published: Vec::new(), receiving: Vec::new(), offering: false, again: false };
+        let participant =
+            Participant { room: room.clone(), user, pc: None, published: Vec::new(), receiving: Vec::new(), offering: false, again: false };
         self.inner.participants.lock().await.insert(connection, participant);
         let _ = self.inner.router.send(RouterMsg::Joined { participant: connection, room }).await;
     }
@@ -440,7 +441,11 @@ impl Sfu {
             }
         };
         let mime = stream.codec.mime_type.clone();
-        let _ = self.inner.router.send(RouterMsg::Subscribe { subscriber, ssrc: stream.ssrc, track: track.clone(), sender, mime, out_ssrc }).await;
+        let _ = self
+            .inner
+            .router
+            .send(RouterMsg::Subscribe { subscriber, ssrc: stream.ssrc, track: track.clone(), sender, mime, out_ssrc })
+            .await;
         if stream.kind == MediaKind::Video {
             // A new viewer needs a keyframe, and so does one that lost one.
             request_keyframe(stream).await;

@@ -9,8 +9,8 @@
 
 use super::outbox::{Outbox, OutboxCounters, Pushed};
 use super::rewrite::SequenceRewriter;
-use crate::runtime::bindings::{ForwardBatch, MediaKind, PacketMeta, RouteChange, RouteMember};
 use crate::config::FailurePolicy;
+use crate::runtime::bindings::{ForwardBatch, MediaKind, PacketMeta, RouteChange, RouteMember};
 use crate::supervisor::thread::StageThread;
 use crate::supervisor::{Stopped, Supervisor};
 use medianode_forward::RoomForwarder;
@@ -31,12 +31,27 @@ pub const MAX_BATCH: usize = 64;
 /// What the router is told.
 pub enum RouterMsg {
     /// A packet from a publisher.
-    Packet { publisher: u64, kind: MediaKind, audio_level: Option<u8>, packet: rtp::Packet },
-    Joined { participant: u64, room: String },
+    Packet {
+        publisher: u64,
+        kind: MediaKind,
+        audio_level: Option<u8>,
+        packet: rtp::Packet,
+    },
+    Joined {
+        participant: u64,
+        room: String,
+    },
     Left(u64),
     /// `subscriber` now has a track carrying `publisher`'s stream `ssrc`
     /// (codec `mime`), sent by `sender`.
-    Subscribe { subscriber: u64, ssrc: u32, track: Arc<TrackLocalStaticRTP>, sender: Arc<dyn RtpSender>, mime: String, out_ssrc: u32 },
+    Subscribe {
+        subscriber: u64,
+        ssrc: u32,
+        track: Arc<TrackLocalStaticRTP>,
+        sender: Arc<dyn RtpSender>,
+        mime: String,
+        out_ssrc: u32,
+    },
     /// Everything `participant` sent or received is gone.
     Forget(u64),
 }
@@ -285,7 +300,13 @@ struct Outgoing {
 
 impl Outgoing {
     /// Starts the writer task of a new outgoing stream.
-    fn start(track: Arc<TrackLocalStaticRTP>, sender: Arc<dyn RtpSender>, mime: String, ssrc: u32, counters: &Arc<OutboxCounters>) -> Outgoing {
+    fn start(
+        track: Arc<TrackLocalStaticRTP>,
+        sender: Arc<dyn RtpSender>,
+        mime: String,
+        ssrc: u32,
+        counters: &Arc<OutboxCounters>,
+    ) -> Outgoing {
         let video = mime.to_ascii_lowercase().starts_with("video/");
         let (outbox, reader) = Outbox::new(counters.clone());
         let counters = counters.clone();

@@ -26,7 +26,13 @@ pub struct SpeakerDetector {
 impl SpeakerDetector {
     /// `threshold` in -dBov (e.g. 60: quieter than -60 dBov is not speech).
     pub fn new(threshold: u8, hold: Duration) -> SpeakerDetector {
-        SpeakerDetector { threshold: 127.0 - f32::from(threshold.min(127)), hold, loudness: HashMap::new(), current: None, challenger: None }
+        SpeakerDetector {
+            threshold: 127.0 - f32::from(threshold.min(127)),
+            hold,
+            loudness: HashMap::new(),
+            current: None,
+            challenger: None,
+        }
     }
 
     /// Records a packet's level; returns the new active speaker when it changes.

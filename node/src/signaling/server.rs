@@ -114,7 +114,8 @@ async fn upgrade(ws: WebSocketUpgrade, Query(query): Query<HashMap<String, Strin
         Some(secret) => {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
             let Some(given) = query.get("token") else {
-                let body = Json(serde_json::json!({"type": "error", "code": "token-missing", "message": "connect to /ws?token=<room token>"}));
+                let body =
+                    Json(serde_json::json!({"type": "error", "code": "token-missing", "message": "connect to /ws?token=<room token>"}));
                 return (StatusCode::UNAUTHORIZED, body).into_response();
             };
             match token::open(secret, given, now) {

@@ -114,9 +114,7 @@ impl Backoff {
     /// says whether the instance in service died; otherwise an instance
     /// failed to start (a standby, say) while the serving one carries on.
     pub fn on_failure(&mut self, now: Instant, serving_lost: bool) -> Decision {
-        let healthy = self
-            .serving_since
-            .is_some_and(|since| now.saturating_duration_since(since) >= self.config.healthy_after);
+        let healthy = self.serving_since.is_some_and(|since| now.saturating_duration_since(since) >= self.config.healthy_after);
         if healthy {
             self.consecutive = 0;
         }

@@ -74,9 +74,7 @@ impl Builder {
         let shared = Arc::new(Shared { slot: Mutex::new(Slot::default()), done: Condvar::new() });
         let spec = spec.clone();
         let thread_shared = shared.clone();
-        std::thread::Builder::new()
-            .name(format!("build-{}", spec.id))
-            .spawn(move || build_loop(&spec, &stage, &rx, &thread_shared))?;
+        std::thread::Builder::new().name(format!("build-{}", spec.id)).spawn(move || build_loop(&spec, &stage, &rx, &thread_shared))?;
         Ok(Builder { requests, shared })
     }
 

@@ -80,9 +80,6 @@ mod tests {
             r.record(t0, Action::Quarantine { sequence });
         }
         let kept: Vec<_> = r.snapshot().iter().map(|r| r.action).collect();
-        assert_eq!(
-            kept,
-            (2..5).map(|sequence| Action::Quarantine { sequence }).collect::<Vec<_>>()
-        );
+        assert_eq!(kept, (2..5).map(|sequence| Action::Quarantine { sequence }).collect::<Vec<_>>());
     }
 }

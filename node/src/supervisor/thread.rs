@@ -151,16 +151,20 @@ mod tests {
         let stage = StageThread::spawn("test", Vec::new(), 8, Duration::from_secs(1), |_| {}).unwrap();
         let (gate_tx, gate_rx) = mpsc::channel::<()>();
         // Holds the thread until the test says so.
-        stage.tell(Instant::now() + Duration::from_secs(60), move |v| {
-            let _ = gate_rx.recv();
-            v.unwrap().push(1);
-        }).unwrap();
+        stage
+            .tell(Instant::now() + Duration::from_secs(60), move |v| {
+                let _ = gate_rx.recv();
+                v.unwrap().push(1);
+            })
+            .unwrap();
         // Expires while the first job runs: it must not run.
-        stage.tell(Instant::now(), |v| {
-            if let Some(v) = v {
-                v.push(99);
-            }
-        }).unwrap();
+        stage
+            .tell(Instant::now(), |v| {
+                if let Some(v) = v {
+                    v.push(99);
+                }
+            })
+            .unwrap();
         gate_tx.send(()).unwrap();
         let seen = stage.call_blocking(Duration::from_secs(60), |v: &mut Vec<i32>| {
             v.push(2);
@@ -175,10 +179,12 @@ mod tests {
         let (gate_tx, gate_rx) = mpsc::channel::<()>();
         let (started_tx, started_rx) = mpsc::channel::<()>();
         let far = Instant::now() + Duration::from_secs(60);
-        stage.tell(far, move |_| {
-            let _ = started_tx.send(());
-            let _ = gate_rx.recv();
-        }).unwrap();
+        stage
+            .tell(far, move |_| {
+                let _ = started_tx.send(());
+                let _ = gate_rx.recv();
+            })
+            .unwrap();
         started_rx.recv().unwrap();
         stage.tell(far, |_| {}).unwrap();
         assert_eq!(stage.tell(far, |_| {}), Err(CallError::Busy));

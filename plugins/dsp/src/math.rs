@@ -38,7 +38,9 @@ pub fn fast_exp2(x: f32) -> f32 {
     let floor = if (truncated as f32) > x { truncated - 1 } else { truncated };
     let f = x - floor as f32;
     // Polynomial for 2^f on [0, 1).
-    let p = 1.0 + f * (0.693_147_2 + f * (0.240_226_5 + f * (0.055_504_1 + f * (0.009_618_1 + f * (0.001_333_4 + f * (0.000_154_0 + f * 0.000_015_3))))));
+    let p = 1.0
+        + f * (0.693_147_2
+            + f * (0.240_226_5 + f * (0.055_504_1 + f * (0.009_618_1 + f * (0.001_333_4 + f * (0.000_154_0 + f * 0.000_015_3))))));
     f32::from_bits(((floor + 127) as u32) << 23) * p
 }
 

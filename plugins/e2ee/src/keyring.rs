@@ -340,8 +340,8 @@ mod tests {
 #[cfg(test)]
 mod with_mls {
     use super::*;
-    use crate::sframe_layer::Pure;
     use crate::membership::Member;
+    use crate::sframe_layer::Pure;
 
     fn keyed(member: &Member, ring: &mut KeyRing<Pure>, now: Duration) {
         let base = member.sframe_base_key(ring.base_key_len()).unwrap();
@@ -359,7 +359,10 @@ mod with_mls {
         let commit = alice.add(&[bob.key_package().unwrap()]).unwrap().unwrap();
         alice.confirm().unwrap();
         bob.join(commit.welcome.as_deref().unwrap()).unwrap();
-        let (mut ra, mut rb) = (KeyRing::<Pure>::new(CipherSuite::AesGcm128Sha256, Duration::ZERO, Duration::ZERO), KeyRing::<Pure>::new(CipherSuite::AesGcm128Sha256, Duration::ZERO, Duration::ZERO));
+        let (mut ra, mut rb) = (
+            KeyRing::<Pure>::new(CipherSuite::AesGcm128Sha256, Duration::ZERO, Duration::ZERO),
+            KeyRing::<Pure>::new(CipherSuite::AesGcm128Sha256, Duration::ZERO, Duration::ZERO),
+        );
         keyed(&alice, &mut ra, t);
         keyed(&bob, &mut rb, t);
         let frame = ra.seal(b"", b"opus frame").unwrap();

@@ -22,12 +22,12 @@
 //! for its epoch) or [`Member::rejected`] (another commit won: discard
 //! this one, process the winner, and try again on the new epoch).
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
 use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
 use openmls::prelude::*;
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_rust_crypto::OpenMlsRustCrypto;
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 
 /// MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519: AES-128-GCM like the
@@ -159,7 +159,11 @@ impl Member {
         }
         let group = match &saved.group {
             None => None,
-            Some(id) => Some(MlsGroup::load(provider.storage(), id).map_err(|e| err("cannot load the group", e))?.ok_or_else(|| MlsError("the saved group is missing".into()))?),
+            Some(id) => Some(
+                MlsGroup::load(provider.storage(), id)
+                    .map_err(|e| err("cannot load the group", e))?
+                    .ok_or_else(|| MlsError("the saved group is missing".into()))?,
+            ),
         };
         Ok(Member { user: saved.user, provider, signer: saved.signer, credential: saved.credential, group })
     }
@@ -231,11 +235,8 @@ impl Member {
             .members()
             .map(|m| (String::from_utf8_lossy(m.credential.serialized_content()).into_owned(), m.index, m.signature_key))
             .collect();
-        let mut removals: Vec<LeafNodeIndex> = leaves
-            .iter()
-            .filter(|(user, _, _)| *user != own && departed.contains(&user.as_str()))
-            .map(|(_, index, _)| *index)
-            .collect();
+        let mut removals: Vec<LeafNodeIndex> =
+            leaves.iter().filter(|(user, _, _)| *user != own && departed.contains(&user.as_str())).map(|(_, index, _)| *index).collect();
         let mut adds: Vec<KeyPackage> = Vec::new();
         for bytes in key_packages {
             let Ok(MlsMessageBodyIn::KeyPackage(package)) = parse(bytes) else { continue };

@@ -581,7 +581,14 @@ mod tests {
                 self.seen.push((self.nodes[i].name.clone(), message.clone()));
                 let event = if message["type"] == "joined" {
                     let own = &self.nodes[i].name;
-                    let others = message["members"].as_array().unwrap().iter().filter_map(|m| m["user"].as_str()).filter(|u| u != own).map(String::from).collect();
+                    let others = message["members"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .filter_map(|m| m["user"].as_str())
+                        .filter(|u| u != own)
+                        .map(String::from)
+                        .collect();
                     E2eeEvent::Seated { room: "r".into(), user: own.clone(), others, rejoined: true }
                 } else {
                     E2eeEvent::Message(text)
@@ -709,7 +716,10 @@ mod tests {
         let i = room.index("carol");
         // Carol's instance trapped: a new one starts from her store.
         room.nodes[i].stage = room.stage("carol");
-        room.control(i, E2eeEvent::Seated { room: "r".into(), user: "carol".into(), others: vec!["alice".into(), "bob".into()], rejoined: false });
+        room.control(
+            i,
+            E2eeEvent::Seated { room: "r".into(), user: "carol".into(), others: vec!["alice".into(), "bob".into()], rejoined: false },
+        );
         room.run();
         assert_eq!(room.agree(3), epoch, "no rejoin: the group did not change");
         let frame = room.seal("carol", b"back").expect("seals at once");
@@ -726,7 +736,10 @@ mod tests {
         let i = room.index("carol");
         room.nodes[i].stage = room.stage("carol");
         assert_eq!(room.seal("carol", b"x"), None, "not back yet: dropped");
-        room.control(i, E2eeEvent::Seated { room: "r".into(), user: "carol".into(), others: vec!["alice".into(), "bob".into()], rejoined: false });
+        room.control(
+            i,
+            E2eeEvent::Seated { room: "r".into(), user: "carol".into(), others: vec!["alice".into(), "bob".into()], rejoined: false },
+        );
         room.run();
         assert_eq!(room.agree(3), epoch + 1, "her old leaf replaced in one commit");
         let frame = room.seal("carol", b"back").unwrap();

@@ -7,9 +7,9 @@
 //! stage's (`medianode-signaling`), rooms in the state store and all.
 
 use medianode_sdk::{SignalAction, SignalEvent, Signaling, Stage};
-use std::time::Duration;
 use medianode_signaling::{Config, RoomServer};
 use std::hint::black_box;
+use std::time::Duration;
 
 pub struct FaultySignaling(RoomServer);
 

@@ -38,10 +38,7 @@ pub fn with_stage<S, R>(cell: &'static LocalKey<RefCell<Option<S>>>, f: impl FnO
 /// that the crash report carries them.
 fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
-        let location = info
-            .location()
-            .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
-            .unwrap_or_default();
+        let location = info.location().map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column())).unwrap_or_default();
         let message = info
             .payload()
             .downcast_ref::<&str>()
@@ -122,7 +119,7 @@ macro_rules! export_audio_dsp {
                     w::process(&STAGE, blocks, samples)
                 }
             }
-            $crate::export::audio_dsp::__export_audio_dsp_world!(Glue with_types_in $crate::export::audio_dsp);
+    $crate::export::audio_dsp::__export_audio_dsp_world!(Glue with_types_in $crate::export::audio_dsp);
         };
     };
 }
@@ -151,9 +148,7 @@ pub mod frame_transform {
         let infos: Vec<crate::FrameInfo> = frames.iter().map(from_wit).collect();
         let mut out_frames = Vec::with_capacity(infos.len());
         let mut out_payloads = Vec::with_capacity(payloads.len());
-        let ran = super::with_stage(cell, |stage| {
-            crate::transform_batch(stage, &infos, &payloads, &mut out_frames, &mut out_payloads)
-        });
+        let ran = super::with_stage(cell, |stage| crate::transform_batch(stage, &infos, &payloads, &mut out_frames, &mut out_payloads));
         match ran {
             Some(()) => FrameBatch { frames: out_frames.iter().map(to_wit).collect(), payloads: out_payloads },
             None => FrameBatch { frames, payloads },
@@ -185,10 +180,7 @@ macro_rules! export_frame_transform {
                 fn init(config: String) -> Result<(), String> {
                     $crate::export::init(&STAGE, config)
                 }
-                fn transform(
-                    frames: Vec<w::FrameInfo>,
-                    payloads: Vec<u8>,
-                ) -> w::FrameBatch {
+                fn transform(frames: Vec<w::FrameInfo>, payloads: Vec<u8>) -> w::FrameBatch {
                     w::transform(&STAGE, frames, payloads)
                 }
             }
@@ -274,7 +266,7 @@ macro_rules! export_forwarding {
                     w::forward(&STAGE, packets)
                 }
             }
-            $crate::export::forwarding::__export_forwarding_world!(Glue with_types_in $crate::export::forwarding);
+    $crate::export::forwarding::__export_forwarding_world!(Glue with_types_in $crate::export::forwarding);
         };
     };
 }
@@ -339,7 +331,7 @@ macro_rules! export_signaling {
                     w::handle(&STAGE, events)
                 }
             }
-            $crate::export::signaling::__export_signaling_world!(Glue with_types_in $crate::export::signaling);
+    $crate::export::signaling::__export_signaling_world!(Glue with_types_in $crate::export::signaling);
         };
     };
 }
@@ -440,7 +432,7 @@ macro_rules! export_encryption {
                     w::status(&STAGE)
                 }
             }
-            $crate::export::encryption::__export_encryption_world!(Glue with_types_in $crate::export::encryption);
+    $crate::export::encryption::__export_encryption_world!(Glue with_types_in $crate::export::encryption);
         };
     };
 }

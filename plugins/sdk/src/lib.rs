@@ -261,7 +261,6 @@ pub fn control_batch<S: Encryption>(stage: &mut S, events: Vec<E2eeEvent>) -> Ve
 /// Public so that native tests and benchmarks start a stage exactly the way
 /// the host does.
 pub fn start<S: Stage>(config_json: &str) -> Result<S, String> {
-    let config: S::Config = serde_json::from_str(config_json)
-        .map_err(|e| format!("invalid [stage.config]: {e}"))?;
+    let config: S::Config = serde_json::from_str(config_json).map_err(|e| format!("invalid [stage.config]: {e}"))?;
     S::new(config)
 }

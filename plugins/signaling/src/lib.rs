@@ -74,8 +74,7 @@ enum ClientMessage {
     MlsCommit { epoch: u64, commit: String, welcome: Option<String>, joiners: Option<Vec<String>> },
 }
 
-const TYPES: &[&str] =
-    &["join", "leave", "publish", "unpublish", "subscribe", "typing", "ack", "read", "mls-key-package", "mls-commit"];
+const TYPES: &[&str] = &["join", "leave", "publish", "unpublish", "subscribe", "typing", "ack", "read", "mls-key-package", "mls-commit"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -116,7 +115,6 @@ pub struct RoomServer {
     config: Config,
     state: Rooms,
 }
-
 
 impl Stage for RoomServer {
     type Config = Config;
@@ -187,7 +185,12 @@ impl RoomServer {
         // Everything but join needs a seat; join needs none.
         let seat = match (&message, seat) {
             (ClientMessage::Join { .. }, Some(seat)) => {
-                return out.push(error(connection, "already-joined", format!("already in room `{}` as `{}`", seat.room, seat.user), Some(&kind)));
+                return out.push(error(
+                    connection,
+                    "already-joined",
+                    format!("already in room `{}` as `{}`", seat.room, seat.user),
+                    Some(&kind),
+                ));
             }
             (ClientMessage::Join { room, user }, None) => return self.join(connection, room, user, out),
             (ClientMessage::Leave {}, None) => return out.push(send(connection, json!({"type": "left"}))),
@@ -231,7 +234,12 @@ impl RoomServer {
                     Some(kinds) if publisher != user => {
                         out.push(send(connection, json!({"type": "subscribed", "room": room, "publisher": publisher, "kinds": kinds})))
                     }
-                    _ => out.push(error(connection, "no-such-publisher", format!("no other member `{publisher}` in room `{room}`"), Some(&kind))),
+                    _ => out.push(error(
+                        connection,
+                        "no-such-publisher",
+                        format!("no other member `{publisher}` in room `{room}`"),
+                        Some(&kind),
+                    )),
                 }
             }
             ClientMessage::Typing { room: r, user: u } => match own(&r, &u) {
@@ -283,10 +291,16 @@ impl RoomServer {
             }
             if joiners.contains(name) {
                 if let Some(welcome) = &welcome {
-                    out.push(send(member.connection, json!({"type": "mls-welcome", "room": room, "from": user, "epoch": epoch + 1, "welcome": welcome})));
+                    out.push(send(
+                        member.connection,
+                        json!({"type": "mls-welcome", "room": room, "from": user, "epoch": epoch + 1, "welcome": welcome}),
+                    ));
                 }
             } else {
-                out.push(send(member.connection, json!({"type": "mls-commit", "room": room, "from": user, "epoch": epoch, "commit": commit})));
+                out.push(send(
+                    member.connection,
+                    json!({"type": "mls-commit", "room": room, "from": user, "epoch": epoch, "commit": commit}),
+                ));
             }
         }
     }
@@ -306,7 +320,12 @@ impl RoomServer {
             return out.push(error(connection, "user-taken", format!("`{user}` is already in room `{room}`"), Some("join")));
         }
         if members.is_some_and(|m| m.len() >= self.config.max_room_size) {
-            return out.push(error(connection, "room-full", format!("room `{room}` has {} members", self.config.max_room_size), Some("join")));
+            return out.push(error(
+                connection,
+                "room-full",
+                format!("room `{room}` has {} members", self.config.max_room_size),
+                Some("join"),
+            ));
         }
         let members = self.state.rooms.entry(room.to_string()).or_default();
         members.insert(user.to_string(), Member { connection, publishing: Vec::new() });

@@ -82,11 +82,7 @@ pub fn open(secret: &[u8], token: &str, now: u64) -> Result<Claims, TokenError> 
     let mut m = mac(secret);
     m.update(body.as_bytes());
     m.verify_slice(&signature).map_err(|_| TokenError::BadSignature)?;
-    let claims: Claims = B64
-        .decode(body)
-        .ok()
-        .and_then(|json| serde_json::from_slice(&json).ok())
-        .ok_or(TokenError::Malformed)?;
+    let claims: Claims = B64.decode(body).ok().and_then(|json| serde_json::from_slice(&json).ok()).ok_or(TokenError::Malformed)?;
     if claims.exp <= now {
         return Err(TokenError::Expired);
     }
