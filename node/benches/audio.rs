@@ -16,14 +16,14 @@
 mod common;
 
 use common::Better;
-use medianode::config::{FailurePolicy, PipelineConfig};
+use medianode_core::supervision::{FailurePolicy, Limits};
 use medianode::pipeline::Pipeline;
 use medianode::runtime::AudioBatch;
 use medianode::runtime::bindings::BlockInfo;
 use medianode::runtime::{Items, Runtime, RuntimeOptions, stock};
-use medianode::supervisor::backoff::RestartConfig;
+use medianode_core::supervision::backoff::RestartConfig;
 use medianode::supervisor::crash_report::CrashReporter;
-use medianode::supervisor::{Limits, StageSpec, Supervisor};
+use medianode::supervisor::{StageSpec, Supervisor};
 use medianode_dsp::{biquad::Biquad, compressor::Compressor, gain::Gain, gate::Gate};
 use medianode_sdk::start;
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -285,7 +285,7 @@ fn pipeline_per_tick(runtime: &Runtime) -> (Duration, f64) {
         input = name.to_string();
     }
     text.push_str(&format!("[[sink]]\nid = \"out\"\nkind = \"null\"\ninputs = [\"{input}\"]\n"));
-    let config = PipelineConfig::parse("bench.toml", text).unwrap();
+    let config = medianode::config::load_str("bench.toml", text).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let mut times = Vec::new();
     let mut allocs = 0;

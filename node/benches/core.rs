@@ -20,14 +20,14 @@ mod common;
 
 use common::Better;
 use criterion::{Criterion, criterion_group};
-use medianode::config::{FailurePolicy, PipelineConfig};
+use medianode_core::supervision::{FailurePolicy, Limits};
 use medianode::pipeline::Pipeline;
 use medianode::runtime::AudioBatch;
 use medianode::runtime::bindings::{BlockInfo, FrameBatch, FrameInfo};
 use medianode::runtime::{CallLimits, Instance, Items, Runtime, RuntimeOptions, StageShared, stock};
-use medianode::supervisor::backoff::RestartConfig;
+use medianode_core::supervision::backoff::RestartConfig;
 use medianode::supervisor::crash_report::CrashReporter;
-use medianode::supervisor::{Limits, StageSpec, Supervisor};
+use medianode::supervisor::{StageSpec, Supervisor};
 use medianode_passthrough::Passthrough;
 use std::hint::black_box;
 use std::sync::Arc;
@@ -225,7 +225,7 @@ fn ten_stage_pipeline() -> String {
 
 fn start_up(text: &str, cache_dir: Option<std::path::PathBuf>) -> Duration {
     let t = Instant::now();
-    let config = PipelineConfig::parse("bench.toml", text.to_string()).unwrap();
+    let config = medianode::config::load_str("bench.toml", text.to_string()).unwrap();
     let runtime = Runtime::new(RuntimeOptions { cache_dir }).unwrap();
     let pipeline = Pipeline::build(&runtime, &config, &CrashReporter::new(None)).unwrap();
     let elapsed = t.elapsed();

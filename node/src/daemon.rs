@@ -26,8 +26,8 @@ pub struct RunOptions {
 /// ends or the node is told to stop.
 pub fn run(file: Option<&Path>, options: &RunOptions) -> ExitCode {
     let config = match file {
-        Some(path) => PipelineConfig::load(path),
-        None => PipelineConfig::default_pipeline(),
+        Some(path) => crate::config::load(path),
+        None => crate::config::default_pipeline(),
     };
     let config = match config {
         Ok(config) => config,
@@ -123,7 +123,7 @@ pub fn pipeline(
     runtime: &Runtime,
     config: &PipelineConfig,
     reporter: &CrashReporter,
-    ports: Option<crate::edge::Ports>,
+    ports: Option<crate::pipeline::Ports>,
 ) -> Result<Pipeline, ExitCode> {
     match Pipeline::build_with(runtime, config, reporter, ports) {
         Ok(pipeline) => Ok(pipeline),
@@ -155,8 +155,8 @@ pub async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-/// Prints a located config error; exit status 2.
-pub fn fail_config(e: &crate::config::ConfigError) -> ExitCode {
+/// Prints located config errors; exit status 2.
+pub fn fail_config(e: &crate::config::ConfigErrors) -> ExitCode {
     eprintln!("{e}");
     ExitCode::from(2)
 }

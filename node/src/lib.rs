@@ -3,7 +3,9 @@
 //!
 //! The crate is organised by what the node is made of:
 //!
-//! - [`config`]: pipeline files — schema, units, validation, located errors.
+//! - [`config`]: pipeline files: the pure checks of [`medianode_core`]'s
+//!   config, then what needs the machine (plugin files, WAV inputs, secrets).
+//! - [`check`]: `medianode check`, every error in a pipeline at once.
 //! - [`runtime`]: wasmtime engines, compiled plugins, sandboxed instances and
 //!   the host interface plugins call.
 //! - [`supervisor`]: per-stage supervision — standby, restart backoff,
@@ -23,6 +25,7 @@
 //! The `medianode` binary (`src/main.rs`) wires these into a CLI.
 
 pub mod builtin;
+pub mod check;
 pub mod config;
 pub mod daemon;
 pub mod edge;

@@ -3,16 +3,16 @@
 //! - `medianode run [FILE]` runs a pipeline until Ctrl-C or SIGTERM, or
 //!   until its sources end. Without FILE: the SFU with its web page on
 //!   http://127.0.0.1:8080 (`pipelines/sfu.toml`).
-//! - `medianode check FILE` validates a pipeline: the file, its plugins, their
-//!   link types and their `init` with the given config.
+//! - `medianode check FILE` validates a pipeline without running it: the
+//!   file, what it names, its plugins and link types, and each plugin's
+//!   `init` with its config; every error at once, and nothing bound or
+//!   opened.
 //! - `medianode graph FILE` prints the pipeline as Graphviz DOT.
 
 use clap::{Parser, Subcommand};
-use medianode::config::PipelineConfig;
-use medianode::daemon::{self, RunOptions, fail, fail_config, pipeline};
-use medianode::pipeline::{BuildError, Pipeline, to_dot};
-use medianode::runtime::Runtime;
-use medianode::supervisor::crash_report::CrashReporter;
+use medianode::check::CheckError;
+use medianode::daemon::{self, RunOptions, fail_config};
+use medianode::pipeline::to_dot;
 use medianode::telemetry::{self, LogFormat};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,7 +35,8 @@ enum Command {
         #[command(flatten)]
         dirs: Dirs,
     },
-    /// Check a pipeline file without running it.
+    /// Check a pipeline file without running it (every error at once; no
+    /// socket, device or output file is opened).
     Check {
         file: PathBuf,
         #[command(flatten)]
@@ -72,7 +73,7 @@ fn main() -> ExitCode {
             daemon::run(file.as_deref(), &options)
         }
         Command::Check { file, dirs } => check(file, dirs),
-        Command::Graph { file } => match PipelineConfig::load(&file) {
+        Command::Graph { file } => match medianode::config::load(&file) {
             Ok(config) => {
                 print!("{}", to_dot(&config));
                 ExitCode::SUCCESS
@@ -87,58 +88,21 @@ fn main() -> ExitCode {
 }
 
 fn check(file: PathBuf, dirs: Dirs) -> ExitCode {
-    let mut config = match PipelineConfig::load(&file) {
-        Ok(config) => config,
-        Err(e) => return fail_config(&e),
+    let runtime = match daemon::runtime(dirs.cache()) {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
     };
-    match build(&config, &dirs, &CrashReporter::new(None)) {
-        Ok((runtime, pipeline)) => {
-            if let Some(server) = config.server.as_mut() {
-                // Starting the server checks its stages; it listens on a
-                // spare port so that a running node does not fail the check.
-                let (listen, media_ip) = (server.listen, server.media_ip);
-                server.listen.set_port(0);
-                let tokio = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-                    Ok(rt) => rt,
-                    Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
-                };
-                match tokio.block_on(medianode::server::start(&runtime, &config, &CrashReporter::new(None))) {
-                    Ok(_) => println!("ok: server on {listen} (media on {media_ip})"),
-                    Err(BuildError::Config(e)) => return fail_config(&e),
-                    Err(e) => return fail(&e.to_string()),
-                }
-            }
-            println!(
-                "ok: pipeline `{}`: {} sources, {} stages ({} serving the server or client), {} sinks; run order: {}",
-                config.name,
-                config.sources.len(),
-                config.stages.len(),
-                config.stages.iter().filter(|s| s.serves()).count(),
-                config.sinks.len(),
-                match pipeline.order() {
-                    order if order.is_empty() => "(nothing to run)".to_string(),
-                    order => order.join(" -> "),
-                }
-            );
+    match medianode::check::check_file(&runtime, &file) {
+        Ok(summary) => {
+            println!("{summary}");
             ExitCode::SUCCESS
         }
-        Err(code) => code,
+        Err(CheckError::Config(errors)) => fail_config(&errors),
+        Err(e @ CheckError::Start(_)) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
     }
-}
-
-fn build(config: &PipelineConfig, dirs: &Dirs, reporter: &CrashReporter) -> Result<(Runtime, Pipeline), ExitCode> {
-    let runtime = runtime(dirs)?;
-    // `check` has no edge media: the pipeline's ends of it go nowhere.
-    let ports = config.client.as_ref().map(|_| {
-        let (publish, _) = tokio::sync::mpsc::channel(1);
-        medianode::edge::Ports { publish, subscribe: Some(tokio::sync::mpsc::channel(1).1) }
-    });
-    let pipeline = pipeline(&runtime, config, reporter, ports)?;
-    Ok((runtime, pipeline))
-}
-
-fn runtime(dirs: &Dirs) -> Result<Runtime, ExitCode> {
-    daemon::runtime(dirs.cache())
 }
 
 impl Dirs {

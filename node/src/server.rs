@@ -6,9 +6,9 @@
 //! the SFU's forwarding decisions (without one, the same stock decision
 //! runs natively).
 
-use crate::config::{PipelineConfig, Runs, ServerConfig, StageConfig};
+use crate::config::{PipelineConfig, ServerConfig};
 use crate::pipeline::{self, BuildError};
-use crate::runtime::{Runtime, StageKind};
+use crate::runtime::Runtime;
 use crate::sfu::router::{Decide, NativeDecider, PluginDecider};
 use crate::sfu::{Sfu, SfuOptions};
 use crate::signaling::connections::Connections;
@@ -29,27 +29,16 @@ pub async fn start(runtime: &Runtime, config: &PipelineConfig, reporter: &CrashR
     let Some(server_config) = &config.server else {
         return Err(config.error(0..0, "the pipeline has no [server] table", "add one (see pipelines/sfu.toml)").into());
     };
-    let mut signaling = None;
-    let mut forwarding = None;
-    for stage in config.stages.iter().filter(|s| s.serves()) {
-        let (kind, supervisor) = supervise(runtime, config, stage, reporter)?;
-        let slot = match kind {
-            StageKind::Signaling => &mut signaling,
-            StageKind::PacketForwarding => &mut forwarding,
-            other => {
-                let message = format!("`{}` has no inputs, but {} stages need them", stage.id, other.name());
-                return Err(config.error(stage.span.clone(), message, "list its inputs, e.g. inputs = [\"tone\"]").into());
-            }
-        };
-        if slot.is_some() {
-            let message = format!("a second {} stage `{}`", kind.name(), stage.id);
-            return Err(config
-                .error(stage.span.clone(), message, "the server takes one signaling and at most one packet-forwarding stage")
-                .into());
-        }
-        *slot = Some(supervisor);
-    }
-    let Some(signaling) = signaling else {
+    let compiled = pipeline::compile(runtime, config)?;
+    let now = Instant::now();
+    let serving = |index: Option<usize>| -> Result<Option<Supervisor>, BuildError> {
+        let Some(i) = index else { return Ok(None) };
+        let stage = &config.stages[i];
+        let plugin = compiled.plugin(config, i).ok_or_else(|| config.error(stage.span.clone(), "the plugin was not compiled", "report this as a bug"))?;
+        Ok(Some(pipeline::supervise(stage, plugin.clone(), reporter, now)?))
+    };
+    let forwarding = serving(compiled.plan.forwarding)?;
+    let Some(signaling) = serving(compiled.plan.signaling)? else {
         let hint = "add a stage without inputs running plugin = \"stock:signaling\"";
         return Err(config.error(server_config.span.clone(), "the [server] has no signaling stage", hint).into());
     };
@@ -65,19 +54,4 @@ pub async fn start(runtime: &Runtime, config: &PipelineConfig, reporter: &CrashR
         .map_err(|e| config.error(server_config.span.clone(), format!("cannot listen on {listen}: {e}"), "pick a free port in `listen`"))?;
     tracing::info!("serving the web client on http://{} (media on {media_ip})", server.addr);
     Ok(Running { server, sfu })
-}
-
-fn supervise(
-    runtime: &Runtime,
-    config: &PipelineConfig,
-    stage: &StageConfig,
-    reporter: &CrashReporter,
-) -> Result<(StageKind, Supervisor), BuildError> {
-    let Runs::Plugin(plugin_ref) = &stage.runs else {
-        let hint = "built-in stages take inputs; the server's stages are signaling and forwarding plugins";
-        return Err(config.error(stage.span.clone(), format!("`{}` has no inputs", stage.id), hint).into());
-    };
-    let plugin = pipeline::load_plugin(runtime, config, stage, plugin_ref)?;
-    let kind = plugin.kind;
-    Ok((kind, pipeline::supervise(stage, plugin, reporter, Instant::now())?))
 }

@@ -6,7 +6,6 @@
 //! the other tests use: create a page, evaluate JavaScript in it.
 
 use futures_util::{SinkExt, StreamExt};
-use medianode::config::PipelineConfig;
 use medianode::supervisor::crash_report::CrashReporter;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
@@ -121,7 +120,7 @@ async fn two_browser_pages_see_and_hear_each_other() {
     if std::env::var_os("RUST_LOG").is_some() {
         medianode::telemetry::init(medianode::telemetry::LogFormat::Text);
     }
-    let mut config = PipelineConfig::default_pipeline().unwrap_or_else(|e| panic!("{e}"));
+    let mut config = medianode::config::default_pipeline().unwrap_or_else(|e| panic!("{e}"));
     if let Some(server) = config.server.as_mut() {
         server.listen.set_port(0);
     }

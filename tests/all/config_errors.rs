@@ -2,7 +2,8 @@
 //! offending value, says what is wrong, and hints at the fix.
 
 use crate::common::{build, runtime};
-use medianode::config::{ConfigError, PipelineConfig};
+use medianode::check::CheckError;
+use medianode::config::ConfigError;
 use medianode::pipeline::{BuildError, Pipeline};
 use medianode::supervisor::crash_report::CrashReporter;
 
@@ -11,10 +12,10 @@ const SINK: &str = "[[sink]]\nid = \"out\"\nkind = \"null\"\ninputs = [\"tone\"]
 
 /// Parses `text` (or builds it, for errors found once plugins load).
 fn error_of(text: &str) -> ConfigError {
-    match PipelineConfig::parse("bad.toml", text.to_string()) {
-        Err(e) => e,
+    match medianode::config::load_str("bad.toml", text.to_string()) {
+        Err(e) => e.first().clone(),
         Ok(config) => match Pipeline::build(runtime(), &config, &CrashReporter::new(None)) {
-            Err(BuildError::Config(e)) => e,
+            Err(BuildError::Config(e)) => e.first().clone(),
             Err(other) => panic!("expected a config error, got: {other}"),
             Ok(_) => panic!("expected an error for:\n{text}"),
         },
@@ -210,7 +211,8 @@ fn unknown_pace() {
 
 #[test]
 fn file_that_does_not_exist() {
-    let e = PipelineConfig::load(std::path::Path::new("/nonexistent/pipeline.toml")).unwrap_err();
+    let e = medianode::config::load(std::path::Path::new("/nonexistent/pipeline.toml")).unwrap_err();
+    let e = e.first();
     assert_eq!(e.line, 0);
     assert!(e.message.contains("cannot read the pipeline file"), "{e}");
 }
@@ -267,12 +269,12 @@ fn audio_device_that_does_not_exist() {
 const SERVER: &str = "[server]\nlisten = \"127.0.0.1:0\"\n";
 const ROOMS: &str = "[[stage]]\nid = \"rooms\"\nplugin = \"stock:signaling\"\n";
 
-/// Errors that starting the `[server]` finds (its stages' kinds).
+/// Errors found once the plugins are compiled (the `[server]`'s stages'
+/// kinds), as `medianode check` finds them.
 fn server_error_of(text: &str) -> ConfigError {
-    let config = PipelineConfig::parse("bad.toml", text.to_string()).unwrap_or_else(|e| panic!("{e}"));
-    let tokio = tokio::runtime::Runtime::new().expect("runtime");
-    match tokio.block_on(medianode::server::start(runtime(), &config, &CrashReporter::new(None))) {
-        Err(BuildError::Config(e)) => e,
+    let config = medianode::config::load_str("bad.toml", text.to_string()).unwrap_or_else(|e| panic!("{e}"));
+    match medianode::check::check(runtime(), &config) {
+        Err(CheckError::Config(e)) => e.first().clone(),
         Err(other) => panic!("expected a config error, got: {other}"),
         Ok(_) => panic!("expected an error for:\n{text}"),
     }
@@ -329,14 +331,77 @@ fn a_server_and_a_client_in_one_file() {
 #[test]
 fn fail_open_on_the_e2ee_stage_of_a_client() {
     let text = format!("{CLIENT}[[stage]]\nid = \"e2ee\"\nplugin = \"stock:e2ee\"\nfailure = \"fail-open\"\n");
-    let config = PipelineConfig::parse("bad.toml", text).expect("valid until the plugin loads");
+    let config = medianode::config::load_str("bad.toml", text).expect("valid until the plugin loads");
     match medianode::edge::start(runtime(), &config, &CrashReporter::new(None)) {
         Err(BuildError::Config(e)) => {
+            let e = e.first();
             assert!(e.message.contains("E2EE stage and cannot fail open"), "{e}");
             assert!(e.hint.contains("in the clear"), "{e}");
             assert_eq!(e.line, 5, "{e}");
         }
         Err(other) => panic!("expected a config error, got: {other}"),
         Ok(_) => panic!("an E2EE stage started with fail-open"),
+    }
+}
+
+/// `medianode check` on a file with five independent errors, of the text
+/// and of what it names on this machine: all five, each located.
+#[test]
+fn check_reports_every_error_at_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("five.toml");
+    let text = r#"[pipeline]
+tick = "10 parsecs"
+
+[[source]]
+id = "voice"
+kind = "wav"
+path = "missing.wav"
+
+[[stage]]
+id = "gain"
+plugin = "plugins/missing.wasm"
+inputs = ["voice"]
+
+[[stage]]
+id = "gate"
+plugin = "stock:gate"
+inputs = ["gain"]
+failure = "retry"
+
+[[sink]]
+id = "out"
+kind = "meter"
+inputs = ["gaet"]
+"#;
+    std::fs::write(&path, text).expect("write");
+    let e = match medianode::check::check_file(runtime(), &path) {
+        Err(CheckError::Config(errors)) => errors,
+        other => panic!("expected config errors, got {other:?}"),
+    };
+    let at: Vec<(usize, usize)> = e.iter().map(|e| (e.line, e.column)).collect();
+    assert_eq!(at, [(2, 8), (7, 8), (11, 10), (18, 11), (23, 11)], "{e}");
+    let shown = e.to_string();
+    for message in ["bad duration", "cannot read WAV file", "cannot read plugin file", "unknown failure policy", "unknown input `gaet`"] {
+        assert!(shown.contains(message), "{message:?} missing from:\n{shown}");
+    }
+    assert_eq!(shown.matches(&format!("error: {}:", path.display())).count(), 5, "{shown}");
+}
+
+/// `check` binds nothing: the server in this file listens on an address no
+/// interface of any machine has (TEST-NET-1), so binding it would fail,
+/// and the check passes. Its stages' `init` still runs in the sandbox.
+#[test]
+fn check_binds_no_port() {
+    let text = "[server]\nlisten = \"192.0.2.1:8080\"\nmedia-ip = \"192.0.2.1\"\n[[stage]]\nid = \"rooms\"\nplugin = \"stock:signaling\"\n[[stage]]\nid = \"route\"\nplugin = \"stock:forward\"\n";
+    assert!(std::net::TcpListener::bind("192.0.2.1:0").is_err(), "192.0.2.1 is assigned here; the test needs an unbound address");
+    let config = medianode::config::load_str("server.toml", text.to_string()).unwrap_or_else(|e| panic!("{e}"));
+    let summary = medianode::check::check(runtime(), &config).unwrap_or_else(|e| panic!("{e}"));
+    assert!(summary.contains("server would listen on 192.0.2.1:8080"), "{summary}");
+    let bad_init = text.replace("plugin = \"stock:forward\"\n", "plugin = \"stock:forward\"\nconfig = { nonsense = 1 }\n");
+    let config = medianode::config::load_str("server.toml", bad_init).unwrap_or_else(|e| panic!("{e}"));
+    match medianode::check::check(runtime(), &config) {
+        Err(CheckError::Start(failed)) => assert_eq!(failed.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), ["route"]),
+        other => panic!("init with a bad config should fail the check: {other:?}"),
     }
 }

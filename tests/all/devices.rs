@@ -195,7 +195,7 @@ fn the_live_pipeline_runs_on_test_devices() {
 #[ignore = "a child of the_live_pipeline_runs_on_test_devices, with its own ALSA config"]
 async fn live_child() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines/dsp-live.toml");
-    let config = medianode::config::PipelineConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let config = medianode::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
     let pipeline = Pipeline::build(runtime(), &config, &CrashReporter::new(None)).unwrap_or_else(|e| panic!("{e}"));
     let stats = pipeline.run(tokio::time::sleep(std::time::Duration::from_millis(600))).await.unwrap();
     // Every block captured reached the speakers (a stage missing its 3 ms

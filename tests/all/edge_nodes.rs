@@ -36,7 +36,7 @@ impl EdgeNode {
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
             rt.block_on(async move {
-                let config = medianode::config::PipelineConfig::load(&file).unwrap_or_else(|e| panic!("{e}"));
+                let config = medianode::config::load(&file).unwrap_or_else(|e| panic!("{e}"));
                 let reporter = CrashReporter::new(None);
                 let (edge, ports) = medianode::edge::start(runtime(), &config, &reporter).unwrap_or_else(|e| panic!("{e}"));
                 let mut pipeline = Pipeline::build_with(runtime(), &config, &reporter, Some(ports)).unwrap_or_else(|e| panic!("{e}"));

@@ -5,7 +5,6 @@
 //! panic, and answers stay bounded.
 
 use base64::Engine as _;
-use medianode::config::PipelineConfig;
 use medianode_e2ee::sframe_layer::{decode_header, encode_header};
 use medianode_e2ee::stage::E2ee;
 use medianode_sdk::{E2eeEvent, Encryption, SignalAction, SignalEvent, Signaling};
@@ -54,7 +53,7 @@ proptest! {
 
     #[test]
     fn any_text_as_a_pipeline_file_is_an_answer(text in "\\PC{0,300}") {
-        let _ = PipelineConfig::parse("fuzz.toml", text);
+        let _ = medianode::config::load_str("fuzz.toml", text);
     }
 
     #[test]
@@ -63,7 +62,7 @@ proptest! {
         bytes[at] = byte;
         bytes.truncate(keep);
         if let Ok(text) = String::from_utf8(bytes)
-            && let Err(e) = PipelineConfig::parse("fuzz.toml", text)
+            && let Err(e) = medianode::config::load_str("fuzz.toml", text)
         {
             prop_assert!(e.to_string().contains("fuzz.toml"), "an error without its file: {e}");
         }

@@ -14,6 +14,7 @@ mod edge_nodes;
 mod faults;
 mod fuzz;
 mod hostile;
+mod layout;
 mod pipelines;
 mod restart_policy;
 mod sfu;

@@ -2,7 +2,7 @@
 //! and fan-out.
 
 use crate::common::run;
-use medianode::config::{PipelineConfig, SinkKind, SourceKind};
+use medianode::config::{SinkKind, SourceKind};
 use medianode::pipeline::to_dot;
 use medianode::runtime::Items;
 use medianode::supervisor::crash_report::CrashReporter;
@@ -11,7 +11,7 @@ use medianode::supervisor::crash_report::CrashReporter;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_built_in_default_serves_the_sfu_and_its_page() {
     use futures_util::{SinkExt, StreamExt};
-    let mut config = PipelineConfig::default_pipeline().unwrap_or_else(|e| panic!("{e}"));
+    let mut config = medianode::config::default_pipeline().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.name, "sfu");
     let server = config.server.as_mut().expect("a [server]");
     assert_eq!(server.listen.to_string(), "127.0.0.1:8080");
@@ -31,14 +31,14 @@ fn every_shipped_pipeline_builds() {
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
-            let config = PipelineConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            let config = medianode::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
             // Pipelines with audio devices are built and run against test
             // devices in `devices::the_live_pipeline_runs_on_test_devices`.
             let uses_devices = config.sources.iter().any(|s| matches!(s.kind, SourceKind::Device { .. }))
                 || config.sinks.iter().any(|s| matches!(s.kind, SinkKind::Device { .. }));
             if !uses_devices {
                 // An edge node's media ends (here going nowhere).
-                let ports = config.client.as_ref().map(|_| medianode::edge::Ports {
+                let ports = config.client.as_ref().map(|_| medianode::pipeline::Ports {
                     publish: tokio::sync::mpsc::channel(1).0,
                     subscribe: Some(tokio::sync::mpsc::channel(1).1),
                 });
@@ -170,7 +170,7 @@ async fn in_a_batch_only_the_poison_is_muted() {
 #[test]
 fn graph_is_dot_with_every_link() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines/demo.toml");
-    let config = PipelineConfig::load(&path).unwrap();
+    let config = medianode::config::load(&path).unwrap();
     let dot = to_dot(&config);
     assert!(dot.starts_with("digraph \"demo\" {"), "{dot}");
     for edge in ["\"tone\" -> \"gain\"", "\"gain\" -> \"flaky\"", "\"flaky\" -> \"meter\""] {
@@ -192,7 +192,7 @@ fn plugin_files_are_found_relative_to_the_pipeline_file() {
     );
     let path = dir.path().join("pipeline.toml");
     std::fs::write(&path, text).unwrap();
-    let config = PipelineConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let config = medianode::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
     let pipeline = medianode::pipeline::Pipeline::build(
         crate::common::runtime(),
         &config,

@@ -103,7 +103,7 @@ async fn without_standby_restarts_start_a_fresh_instance() {
     let restarts: Vec<_> = recorded
         .iter()
         .filter_map(|r| match r.action {
-            medianode::supervisor::recorder::Action::Restart { standby, .. } => Some(standby),
+            medianode_core::supervision::recorder::Action::Restart { standby, .. } => Some(standby),
             _ => None,
         })
         .collect();

@@ -13,53 +13,14 @@ pub mod opus;
 
 use crate::runtime::Items;
 
-/// The built-in stages, with their checked settings.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Builtin {
-    OpusEncoder(opus::EncoderConfig),
-    OpusDecoder(opus::DecoderConfig),
-}
+pub use medianode_core::config::builtin::Builtin;
 
-impl Builtin {
-    /// Every `builtin = ...` name, for errors.
-    pub const NAMES: &[&str] = &["opus-encoder", "opus-decoder"];
-
-    /// Parses `[stage.config]` (as JSON) for the built-in `name`.
-    pub fn parse(name: &str, config_json: &str) -> Result<Builtin, String> {
-        let parse_err = |e: serde_json::Error| format!("invalid config for {name}: {e}");
-        match name {
-            "opus-encoder" => {
-                serde_json::from_str(config_json).map_err(parse_err).and_then(opus::EncoderConfig::check).map(Builtin::OpusEncoder)
-            }
-            "opus-decoder" => {
-                serde_json::from_str(config_json).map_err(parse_err).and_then(opus::DecoderConfig::check).map(Builtin::OpusDecoder)
-            }
-            other => Err(format!("unknown built-in stage `{other}`")),
-        }
-    }
-
-    pub fn name(&self) -> &'static str {
-        match self {
-            Builtin::OpusEncoder(_) => "opus-encoder",
-            Builtin::OpusDecoder(_) => "opus-decoder",
-        }
-    }
-
-    /// Whether it takes audio (else frames) and whether it makes audio.
-    pub fn ports(&self) -> (bool, bool) {
-        match self {
-            Builtin::OpusEncoder(_) => (true, false),
-            Builtin::OpusDecoder(_) => (false, true),
-        }
-    }
-
-    /// Creates the running stage.
-    pub fn start(&self) -> Result<Box<dyn BuiltinStage>, String> {
-        Ok(match self {
-            Builtin::OpusEncoder(c) => Box::new(opus::OpusEncoder::new(c)?),
-            Builtin::OpusDecoder(c) => Box::new(opus::OpusDecoder::new(c)?),
-        })
-    }
+/// Creates the running stage.
+pub fn start(builtin: &Builtin) -> Result<Box<dyn BuiltinStage>, String> {
+    Ok(match builtin {
+        Builtin::OpusEncoder(c) => Box::new(opus::OpusEncoder::new(c)?),
+        Builtin::OpusDecoder(c) => Box::new(opus::OpusDecoder::new(c)?),
+    })
 }
 
 /// A running built-in stage.

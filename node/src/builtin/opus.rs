@@ -11,98 +11,15 @@
 //! FEC; by Opus packet-loss concealment otherwise), so its output has no
 //! gaps. A corrupt packet decodes as concealment too.
 //!
-//! `[stage.config]` of `opus-encoder`: `bitrate` (bits/s, default 32000),
-//! `complexity` (0-10, default 10), `fec` (default true), `packet-loss`
-//! (expected loss in percent, which sizes the FEC; default 10),
-//! `application` (`"voip"` default, `"audio"`, `"low-delay"`).
-//! Of `opus-decoder`: `channels` (1 or 2, default 1), `fec` (use in-band
-//! FEC, default true).
+//! Their settings are checked with the pipeline file, in
+//! [`medianode_core::config::builtin`].
 
 use super::BuiltinStage;
 use crate::io::SAMPLE_RATE;
 use crate::runtime::AudioBatch;
 use crate::runtime::Items;
 use crate::runtime::bindings::{BlockInfo, FrameBatch, FrameInfo};
-use serde::Deserialize;
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct EncoderConfig {
-    #[serde(default = "defaults::bitrate")]
-    pub bitrate: i32,
-    #[serde(default = "defaults::complexity")]
-    pub complexity: i32,
-    #[serde(default = "defaults::yes")]
-    pub fec: bool,
-    #[serde(default = "defaults::packet_loss")]
-    pub packet_loss: i32,
-    #[serde(default = "defaults::application")]
-    pub application: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct DecoderConfig {
-    #[serde(default = "defaults::channels")]
-    pub channels: u8,
-    #[serde(default = "defaults::yes")]
-    pub fec: bool,
-}
-
-mod defaults {
-    pub fn bitrate() -> i32 {
-        32_000
-    }
-    pub fn complexity() -> i32 {
-        10
-    }
-    pub fn yes() -> bool {
-        true
-    }
-    pub fn packet_loss() -> i32 {
-        10
-    }
-    pub fn application() -> String {
-        "voip".into()
-    }
-    pub fn channels() -> u8 {
-        1
-    }
-}
-
-impl EncoderConfig {
-    pub fn check(self) -> Result<EncoderConfig, String> {
-        if !(6_000..=510_000).contains(&self.bitrate) {
-            return Err(format!("bitrate = {} is out of range; use 6000 to 510000 bits/s", self.bitrate));
-        }
-        if !(0..=10).contains(&self.complexity) {
-            return Err(format!("complexity = {} is out of range; use 0 to 10", self.complexity));
-        }
-        if !(0..=100).contains(&self.packet_loss) {
-            return Err(format!("packet-loss = {} is out of range; use 0 to 100 (percent)", self.packet_loss));
-        }
-        self.application()?;
-        Ok(self)
-    }
-
-    fn application(&self) -> Result<opus::Application, String> {
-        match self.application.as_str() {
-            "voip" => Ok(opus::Application::Voip),
-            "audio" => Ok(opus::Application::Audio),
-            "low-delay" => Ok(opus::Application::LowDelay),
-            other => Err(format!("unknown application `{other}`; use \"voip\", \"audio\" or \"low-delay\"")),
-        }
-    }
-}
-
-impl DecoderConfig {
-    pub fn check(self) -> Result<DecoderConfig, String> {
-        if !(1..=2).contains(&self.channels) {
-            return Err(format!("channels = {} is out of range; Opus decodes 1 or 2", self.channels));
-        }
-        Ok(self)
-    }
-}
+pub use medianode_core::config::builtin::{DecoderConfig, EncoderConfig, OpusApplication};
 
 /// The largest packet libopus writes for one frame.
 const MAX_PACKET: usize = 1500;
@@ -111,6 +28,14 @@ const MAX_FRAME: usize = 5760;
 /// At most this many lost blocks are rebuilt at one gap; a longer outage
 /// resumes without filling (the stream would otherwise stall behind it).
 const MAX_CONCEALED: u64 = 50;
+
+fn application(application: OpusApplication) -> opus::Application {
+    match application {
+        OpusApplication::Voip => opus::Application::Voip,
+        OpusApplication::Audio => opus::Application::Audio,
+        OpusApplication::LowDelay => opus::Application::LowDelay,
+    }
+}
 
 fn channels(n: u8) -> Result<opus::Channels, String> {
     match n {
@@ -135,7 +60,7 @@ impl OpusEncoder {
     fn encoder(&mut self, n: u8) -> Result<&mut opus::Encoder, String> {
         if self.encoder.as_ref().is_none_or(|(c, _)| *c != n) {
             let e = |e: opus::Error| format!("opus encoder: {e}");
-            let mut encoder = opus::Encoder::new(SAMPLE_RATE, channels(n)?, self.config.application()?).map_err(e)?;
+            let mut encoder = opus::Encoder::new(SAMPLE_RATE, channels(n)?, application(self.config.application)).map_err(e)?;
             encoder.set_bitrate(opus::Bitrate::Bits(self.config.bitrate)).map_err(e)?;
             encoder.set_complexity(self.config.complexity).map_err(e)?;
             encoder.set_inband_fec(self.config.fec).map_err(e)?;
@@ -255,8 +180,8 @@ mod tests {
 
     #[test]
     fn lost_packets_come_back_as_concealed_blocks_in_order() {
-        let mut encoder = OpusEncoder::new(&EncoderConfig::check(serde_json::from_str("{}").unwrap()).unwrap()).unwrap();
-        let mut decoder = OpusDecoder::new(&DecoderConfig::check(serde_json::from_str("{}").unwrap()).unwrap()).unwrap();
+        let mut encoder = OpusEncoder::new(&EncoderConfig::default()).unwrap();
+        let mut decoder = OpusDecoder::new(&DecoderConfig::default()).unwrap();
         let mut sequences = Vec::new();
         for n in 0..20u64 {
             let Items::Frames(packets) = encoder.process(block(n)) else { panic!("frames expected") };

@@ -23,6 +23,7 @@ use crate::runtime::bindings::{E2eeEvent, E2eeSeat, E2eeStatus, FrameBatch, Fram
 use crate::runtime::{StageShared, lock};
 use crate::signaling::client::{Client, ClientEvent, ClientOptions};
 use crate::supervisor::Stopped;
+use crate::pipeline::Ports;
 use crate::supervisor::thread::StageThread;
 use media::{Media, Received};
 use serde_json::Value;
@@ -52,15 +53,6 @@ type Events = Arc<Mutex<VecDeque<ClientEvent>>>;
 
 /// Frames queued between the pipeline and the media, each way.
 const QUEUE: usize = 256;
-
-/// The pipeline's ends of an edge node's media.
-pub struct Ports {
-    /// Frames to publish (the `publish` sink writes here), sealed on the way.
-    pub publish: mpsc::Sender<FrameBatch>,
-    /// Frames received, opened, with their publisher's name (the
-    /// `subscribe` source reads here; taken by the pipeline).
-    pub subscribe: Option<mpsc::Receiver<(String, FrameBatch)>>,
-}
 
 /// The edge node's WebRTC side.
 #[derive(Debug, Clone)]
@@ -397,38 +389,27 @@ fn room_event(options: &ClientOptions, message: &Value, others: &mut BTreeSet<St
 
 /// Starts the room side described by `config.client` (there must be one):
 /// the stage without inputs, if any, must be an E2EE plugin. Build the
-/// pipeline with the returned [`Ports`] ([`crate::pipeline::Pipeline::build_with`]).
+/// pipeline with the returned [`Ports`] ([`Pipeline::build_with`](crate::pipeline::Pipeline::build_with)).
 pub fn start(
     runtime: &crate::runtime::Runtime,
     config: &crate::config::PipelineConfig,
     reporter: &crate::supervisor::crash_report::CrashReporter,
 ) -> Result<(Edge, Ports), crate::pipeline::BuildError> {
-    use crate::config::{FailurePolicy, Runs};
     use crate::pipeline;
     let Some(client) = &config.client else {
         return Err(config.error(0..0, "the pipeline has no [client] table", "add one (see pipelines/edge.toml)").into());
     };
-    let mut encryption = None;
-    for stage in config.stages.iter().filter(|s| s.serves()) {
-        let Runs::Plugin(plugin_ref) = &stage.runs else {
-            return Err(config.error(stage.span.clone(), format!("`{}` has no inputs", stage.id), "built-in stages take inputs").into());
-        };
-        let plugin = pipeline::load_plugin(runtime, config, stage, plugin_ref)?;
-        if plugin.kind != crate::runtime::StageKind::Encryption {
-            let message = format!("`{}` has no inputs, but it is a {} plugin", stage.id, plugin.kind.name());
-            let hint = "a [client] is served by one E2EE plugin (stock:e2ee); give other stages inputs";
-            return Err(config.error(stage.span.clone(), message, hint).into());
+    let compiled = pipeline::compile(runtime, config)?;
+    let encryption = match compiled.plan.encryption {
+        None => None,
+        Some(i) => {
+            let stage = &config.stages[i];
+            let plugin = compiled
+                .plugin(config, i)
+                .ok_or_else(|| config.error(stage.span.clone(), "the plugin was not compiled", "report this as a bug"))?;
+            Some(pipeline::supervise(stage, plugin.clone(), reporter, std::time::Instant::now())?)
         }
-        if stage.failure == FailurePolicy::FailOpen {
-            let message = format!("`{}` is an E2EE stage and cannot fail open", stage.id);
-            let hint = "media would leave in the clear; use failure = \"fail-closed\" (frames are dropped while it is down) or \"stop\"";
-            return Err(config.error(stage.span.clone(), message, hint).into());
-        }
-        if encryption.is_some() {
-            return Err(config.error(stage.span.clone(), format!("a second E2EE stage `{}`", stage.id), "a [client] takes one").into());
-        }
-        encryption = Some(pipeline::supervise(stage, plugin, reporter, std::time::Instant::now())?);
-    }
+    };
     let options = ClientOptions::new(&client.url, &client.room, &client.user);
     let stage = encryption.map(|supervisor| {
         let (outbox, reader) = Edge::outbox();

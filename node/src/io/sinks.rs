@@ -4,7 +4,7 @@
 
 use super::device::DeviceOutput;
 use super::wav::WavWriter;
-use crate::config::{SinkConfig, SinkKind};
+use medianode_core::config::{SinkConfig, SinkKind};
 use crate::runtime::bindings::FrameBatch;
 use crate::runtime::{Items, lock};
 use std::sync::{Arc, Mutex};

@@ -7,7 +7,7 @@
 use super::SAMPLE_RATE;
 use super::device::DeviceInput;
 use super::wav::{self, Pcm};
-use crate::config::{SourceConfig, SourceKind};
+use medianode_core::config::{SourceConfig, SourceKind};
 use crate::runtime::AudioBatch;
 use crate::runtime::Items;
 use crate::runtime::bindings::{BlockInfo, FrameBatch, FrameInfo};

@@ -8,6 +8,7 @@
 //! copy. Writing stores 32-bit float (exact) or 16-bit integer samples.
 
 use super::SAMPLE_RATE;
+pub use medianode_core::config::WavFormat;
 use rubato::audioadapter_buffers::direct::InterleavedSlice;
 use rubato::{Fft, FixedSync, Resampler};
 use std::fs::File;
@@ -87,15 +88,6 @@ fn resample(samples: &[f32], channels: usize, rate: u32) -> Result<Vec<f32>, Str
     let input = InterleavedSlice::new(samples, channels, frames).map_err(|e| format!("resampler input: {e}"))?;
     let output = resampler.process_all(&input, frames, None).map_err(|e| format!("resampling failed: {e}"))?;
     Ok(output.take_data())
-}
-
-/// Sample format of a written WAV file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WavFormat {
-    /// 32-bit float: exact.
-    F32,
-    /// 16-bit integer, with rounding and clipping to full scale.
-    S16,
 }
 
 /// Writes blocks to a WAV file as they arrive; the header is completed by

@@ -10,7 +10,7 @@
 //! and what reads it.
 
 use super::{Node, NodeKind};
-use crate::config::FailurePolicy;
+use medianode_core::supervision::FailurePolicy;
 use crate::runtime::bindings::{BlockInfo, FrameBatch};
 use crate::runtime::{AudioBatch, Items, Metrics, StageShared};
 use crate::supervisor::thread::{CallError, StageThread};

@@ -24,15 +24,15 @@
 //! place for that tick. No async thread ever calls a plugin.
 
 mod chain;
-mod graph;
 
 use chain::{Answer, Chain};
-pub use graph::to_dot;
+pub use medianode_core::config::graph::{Plan, PortType, to_dot};
 
 use crate::builtin::BuiltinStage;
-use crate::config::{ConfigError, Pace, PipelineConfig, PluginRef, Runs, SinkKind, SourceKind, StageConfig};
+use crate::config::{ConfigError, ConfigErrors, Pace, PipelineConfig, Runs, SinkKind, SourceKind, StageConfig};
 use crate::io::{Sink, SinkStats, Source};
-use crate::runtime::{Items, Plugin, Runtime, StageKind, StageShared};
+use crate::runtime::bindings::FrameBatch;
+use crate::runtime::{Items, Plugin, Runtime, StageShared};
 use crate::supervisor::crash_report::CrashReporter;
 use crate::supervisor::thread::{SPIN, spin_recv};
 use crate::supervisor::{StageSpec, Stopped, Supervisor};
@@ -43,20 +43,14 @@ use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-/// The type of items on a link.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PortType {
-    Audio,
-    Frames,
-}
-
-impl PortType {
-    fn describe(self) -> &'static str {
-        match self {
-            PortType::Audio => "audio blocks",
-            PortType::Frames => "frames",
-        }
-    }
+/// The pipeline's ends of a room's media, on an edge node (`[client]`):
+/// the edge fills and drains them (see `crate::edge`).
+pub struct Ports {
+    /// Frames to publish (the `publish` sink writes here), sealed on the way.
+    pub publish: mpsc::Sender<FrameBatch>,
+    /// Frames received, opened, with their publisher's name (the
+    /// `subscribe` source reads here; taken by the pipeline).
+    pub subscribe: Option<mpsc::Receiver<(String, FrameBatch)>>,
 }
 
 /// Why a pipeline could not be built.
@@ -64,7 +58,7 @@ impl PortType {
 pub enum BuildError {
     /// Something in the file is wrong (found once plugins were loaded).
     #[error("{0}")]
-    Config(#[from] ConfigError),
+    Config(#[from] ConfigErrors),
     /// A stage's first instance would not start.
     #[error("stage `{stage}` failed to start ({kind}): {message}")]
     Start { stage: String, kind: &'static str, message: String },
@@ -175,17 +169,55 @@ struct TickScratch {
     resolved: Vec<bool>,
 }
 
-/// Compiles (or finds in the cache) a stage's plugin.
-pub(crate) fn load_plugin(
-    runtime: &Runtime,
-    config: &PipelineConfig,
-    stage: &StageConfig,
-    plugin: &PluginRef,
-) -> Result<Arc<Plugin>, BuildError> {
-    let hint = "check that the file is a component built with medianode-sdk for wasm32-wasip2";
-    Ok(runtime
-        .load(&plugin.name, &plugin.bytes, stage.limits.stack)
-        .map_err(|e| config.error(plugin.span.clone(), format!("{e:#}"), hint))?)
+impl From<ConfigError> for BuildError {
+    fn from(e: ConfigError) -> Self {
+        BuildError::Config(e.into())
+    }
+}
+
+/// A pipeline's plugins, compiled, and its checked graph.
+pub struct Compiled {
+    /// Each plugin stage's plugin, by stage id.
+    pub plugins: HashMap<String, Arc<Plugin>>,
+    pub plan: Plan,
+}
+
+impl Compiled {
+    /// The plugin of stage `index` of the config (a plugin stage).
+    pub(crate) fn plugin(&self, config: &PipelineConfig, index: usize) -> Option<&Arc<Plugin>> {
+        self.plugins.get(&config.stages[index].id)
+    }
+}
+
+/// Compiles (or finds in the cache) every plugin of the pipeline, learns
+/// each one's kind, and checks the graph's link types with them. Every
+/// error at once; nothing is started.
+pub fn compile(runtime: &Runtime, config: &PipelineConfig) -> Result<Compiled, ConfigErrors> {
+    let mut errors = Vec::new();
+    let mut plugins = HashMap::new();
+    for stage in &config.stages {
+        let Runs::Plugin(plugin) = &stage.runs else { continue };
+        match runtime.load(&plugin.name, &plugin.bytes, stage.limits.stack) {
+            Ok(loaded) => {
+                plugins.insert(stage.id.clone(), loaded);
+            }
+            Err(e) => errors.push(config.error(
+                plugin.span.clone(),
+                format!("{e:#}"),
+                "check that the file is a component built with medianode-sdk for wasm32-wasip2",
+            )),
+        }
+    }
+    let kinds = plugins.iter().map(|(id, plugin)| (id.as_str(), plugin.kind)).collect();
+    let plan = medianode_core::config::graph::plan(config, &kinds);
+    if let Err(plan_errors) = &plan {
+        errors.extend(plan_errors.iter().cloned());
+    }
+    match (ConfigErrors::new(errors), plan) {
+        (None, Ok(plan)) => Ok(Compiled { plugins, plan }),
+        (Some(errors), _) => Err(errors),
+        (None, Err(errors)) => Err(errors),
+    }
 }
 
 /// Starts a stage's first instance, its standby and its supervision.
@@ -227,16 +259,16 @@ impl Pipeline {
         runtime: &Runtime,
         config: &PipelineConfig,
         reporter: &CrashReporter,
-        mut ports: Option<crate::edge::Ports>,
+        mut ports: Option<Ports>,
     ) -> Result<Pipeline, BuildError> {
         let now = tokio::time::Instant::now().into_std();
+        let compiled = compile(runtime, config)?;
         let mut nodes = Vec::new();
-        let mut index: HashMap<&str, (usize, PortType)> = HashMap::new();
+        let mut index: HashMap<&str, usize> = HashMap::new();
         let mut channels = HashMap::new();
         let mut stats = PipelineStats::default();
 
         for source in &config.sources {
-            let ty = if source.kind.is_audio() { PortType::Audio } else { PortType::Frames };
             let made = match &source.kind {
                 SourceKind::Subscribe { publisher } => match ports.as_mut().and_then(|p| p.subscribe.take()) {
                     Some(from) => Ok(Source::subscribe(publisher, from)),
@@ -255,61 +287,34 @@ impl Pipeline {
                 };
                 config.error(span, message, hint)
             })?;
-            index.insert(&source.id, (nodes.len(), ty));
+            index.insert(&source.id, nodes.len());
             nodes.push(Node { id: source.id.clone(), kind: NodeKind::Source(made), inputs: Vec::new(), readers: 0 });
         }
 
-        // Stages in dependency order (the config check ruled out cycles).
-        // (Stages without inputs serve `[server]`: see `crate::server`.)
-        let mut pending: Vec<_> = config.stages.iter().filter(|s| !s.serves()).collect();
-        while !pending.is_empty() {
-            let ready = pending.iter().position(|s| s.inputs.iter().all(|i| index.contains_key(i.from.as_str())));
-            let Some(ready) = ready else {
-                return Err(config
-                    .error(pending[0].span.clone(), "stage inputs cannot be ordered", "remove the cycle among these stages")
-                    .into());
-            };
-            let stage = pending.remove(ready);
-            let plugin_ref = match &stage.runs {
-                Runs::Plugin(p) => p,
-                Runs::Builtin(builtin) => {
-                    let (takes_audio, makes_audio) = builtin.ports();
-                    let port = |audio| if audio { PortType::Audio } else { PortType::Frames };
-                    let inputs = link(config, &index, &stage.id, &stage.inputs, Some(port(takes_audio)), builtin.name())?;
-                    let running =
-                        builtin.start().map_err(|message| BuildError::Start { stage: stage.id.clone(), kind: "builtin", message })?;
-                    index.insert(&stage.id, (nodes.len(), port(makes_audio)));
-                    nodes.push(Node { id: stage.id.clone(), kind: NodeKind::Builtin(running), inputs, readers: 0 });
-                    continue;
+        // Stages in dependency order. (Stages without inputs serve
+        // `[server]` or `[client]`: see `crate::server` and `crate::edge`.)
+        for &i in &compiled.plan.order {
+            let stage = &config.stages[i];
+            let inputs = link(&index, &stage.inputs);
+            let kind = match (&stage.runs, compiled.plugin(config, i)) {
+                (Runs::Builtin(builtin), _) => NodeKind::Builtin(
+                    crate::builtin::start(builtin)
+                        .map_err(|message| BuildError::Start { stage: stage.id.clone(), kind: "builtin", message })?,
+                ),
+                (Runs::Plugin(_), Some(plugin)) => {
+                    let supervisor = supervise(stage, plugin.clone(), reporter, now)?;
+                    stats.stages.push(supervisor.shared().clone());
+                    let build_wait = stage.limits.init_deadline.saturating_mul(2) + Duration::from_secs(1);
+                    NodeKind::Stage(Chain::new(&stage.id, supervisor, stage.failure, build_wait, now))
                 }
+                (Runs::Plugin(p), None) => return Err(config.error(p.span.clone(), "the plugin was not compiled", "report this as a bug").into()),
             };
-            let plugin = load_plugin(runtime, config, stage, plugin_ref)?;
-            let ty = match plugin.kind {
-                StageKind::AudioDsp => PortType::Audio,
-                StageKind::FrameTransform => PortType::Frames,
-                other => {
-                    let serves = if other == StageKind::Encryption { "[client]" } else { "[server]" };
-                    let message = format!("{} plugins serve the {serves}, not a pipeline of sources and sinks", other.name());
-                    let hint = format!("remove this stage's `inputs` and add a {serves} table");
-                    return Err(config.error(plugin_ref.span.clone(), message, hint).into());
-                }
-            };
-            let inputs = link(config, &index, &stage.id, &stage.inputs, Some(ty), plugin.kind.name())?;
-            let supervisor = supervise(stage, plugin, reporter, now)?;
-            stats.stages.push(supervisor.shared().clone());
-            index.insert(&stage.id, (nodes.len(), ty));
-            let build_wait = stage.limits.init_deadline.saturating_mul(2) + Duration::from_secs(1);
-            let chain = Chain::new(&stage.id, supervisor, stage.failure, build_wait, now);
-            nodes.push(Node { id: stage.id.clone(), kind: NodeKind::Stage(chain), inputs, readers: 0 });
+            index.insert(&stage.id, nodes.len());
+            nodes.push(Node { id: stage.id.clone(), kind, inputs, readers: 0 });
         }
 
         for sink_config in &config.sinks {
-            let wants = match sink_config.kind {
-                SinkKind::Meter { .. } | SinkKind::Wav { .. } | SinkKind::Device { .. } => Some(PortType::Audio),
-                SinkKind::Publish => Some(PortType::Frames),
-                SinkKind::Null | SinkKind::Channel { .. } => None,
-            };
-            let inputs = link(config, &index, &sink_config.id, &sink_config.inputs, wants, "sink")?;
+            let inputs = link(&index, &sink_config.inputs);
             let (sink, reader) = match (&sink_config.kind, &ports) {
                 (SinkKind::Publish, Some(ports)) => Ok((Sink::publish(sink_config, ports.publish.clone()), None)),
                 _ => Sink::new(sink_config),
@@ -554,43 +559,10 @@ fn count_readers(nodes: &mut [Node]) {
     }
 }
 
-/// Resolves a node's inputs to indices, checking their port types.
-fn link(
-    config: &PipelineConfig,
-    index: &HashMap<&str, (usize, PortType)>,
-    id: &str,
-    inputs: &[crate::config::Input],
-    wants: Option<PortType>,
-    what: &str,
-) -> Result<Vec<usize>, ConfigError> {
-    let mut seen: Option<(PortType, &str)> = None;
-    let mut out = Vec::with_capacity(inputs.len());
-    for input in inputs {
-        let Some(&(i, ty)) = index.get(input.from.as_str()) else {
-            return Err(config.error(input.span.clone(), format!("unknown input `{}`", input.from), "name a source or a stage"));
-        };
-        if let Some(want) = wants
-            && ty != want
-        {
-            return Err(config.error(
-                input.span.clone(),
-                format!("type mismatch: `{}` produces {}, but `{id}` ({what}) takes {}", input.from, ty.describe(), want.describe()),
-                "link nodes whose port types match: audio into audio stages, frames into frame stages",
-            ));
-        }
-        if let Some((first, first_id)) = seen
-            && first != ty
-        {
-            return Err(config.error(
-                input.span.clone(),
-                format!("type mismatch: `{}` produces {}, but `{first_id}` produces {}", input.from, ty.describe(), first.describe()),
-                "all inputs of one node carry the same type",
-            ));
-        }
-        seen = Some((ty, input.from.as_str()));
-        out.push(i);
-    }
-    Ok(out)
+/// A node's inputs as indices of the nodes before it (the plan checked
+/// that each names one, with the right type).
+fn link(index: &HashMap<&str, usize>, inputs: &[crate::config::Input]) -> Vec<usize> {
+    inputs.iter().filter_map(|input| index.get(input.from.as_str()).copied()).collect()
 }
 
 /// Collects a node's inputs from this tick's outputs, moving each output to

@@ -43,10 +43,10 @@ pub struct StageShared {
 impl StageShared {
     /// A stage with the default limits but for its state quota.
     pub fn new(id: &str, state_quota: u64) -> StageShared {
-        StageShared::with_limits(id, &crate::supervisor::Limits { state: state_quota, ..Default::default() })
+        StageShared::with_limits(id, &medianode_core::supervision::Limits { state: state_quota, ..Default::default() })
     }
 
-    pub fn with_limits(id: &str, limits: &crate::supervisor::Limits) -> StageShared {
+    pub fn with_limits(id: &str, limits: &medianode_core::supervision::Limits) -> StageShared {
         StageShared {
             id: id.to_string(),
             state: Mutex::new(StateStore::new(limits.state)),

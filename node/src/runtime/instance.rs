@@ -15,45 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::{Store, Trap, WasmBacktrace};
 
-/// Why a call failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum TrapKind {
-    /// A Rust panic (the plugin logged `panicked at` before trapping).
-    Panic,
-    /// An `unreachable` instruction without a panic message.
-    Unreachable,
-    /// The call ran past its deadline (a slow or endless loop).
-    Deadline,
-    /// The plugin tried to grow memory (or a table) past its limit.
-    MemoryLimit,
-    /// The wasm call stack ran out.
-    StackOverflow,
-    /// Any other trap (out-of-bounds access, bad cast, division by zero...).
-    OtherTrap,
-    /// `init` returned an error.
-    InitError,
-    /// The plugin answered with the wrong shape (e.g. fewer audio blocks).
-    Contract,
-    /// The instance could not be created at all.
-    Instantiate,
-}
-
-impl TrapKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            TrapKind::Panic => "panic",
-            TrapKind::Unreachable => "unreachable",
-            TrapKind::Deadline => "deadline",
-            TrapKind::MemoryLimit => "memory-limit",
-            TrapKind::StackOverflow => "stack-overflow",
-            TrapKind::OtherTrap => "trap",
-            TrapKind::InitError => "init-error",
-            TrapKind::Contract => "contract",
-            TrapKind::Instantiate => "instantiate",
-        }
-    }
-}
+pub use medianode_core::supervision::TrapKind;
 
 /// A failed call, with everything the crash report needs.
 #[derive(Debug, Clone)]

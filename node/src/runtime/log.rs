@@ -17,7 +17,7 @@
 //! The counters are part of the stage's metrics (`log_lines`, `log_bytes`,
 //! `log_dropped_lines`, `log_dropped_bytes`, `log_truncated`).
 
-use crate::signaling::rate_limit::TokenBucket;
+use medianode_core::signaling::rate_limit::TokenBucket;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};

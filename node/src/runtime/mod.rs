@@ -48,7 +48,7 @@ use wasmtime::{Result, bail};
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// Wasm linear memory ceiling per instance that the pool is built for.
-pub const MAX_MEMORY: u64 = 4 << 30;
+pub use medianode_core::supervision::MAX_MEMORY;
 
 /// Bindings generated from `plugins/wit` for the host side. The inline world
 /// gathers every stage kind's export so one `bindgen!` covers them all; an
@@ -80,37 +80,7 @@ pub mod bindings {
     pub use self::medianode::plugin::{aead, host};
 }
 
-/// What a stage does, read from the interface its plugin exports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum StageKind {
-    AudioDsp,
-    FrameTransform,
-    PacketForwarding,
-    Signaling,
-    Encryption,
-}
-
-impl StageKind {
-    const ALL: [(StageKind, &'static str); 5] = [
-        (StageKind::AudioDsp, "medianode:plugin/dsp@0.1.0"),
-        (StageKind::FrameTransform, "medianode:plugin/transform@0.1.0"),
-        (StageKind::PacketForwarding, "medianode:plugin/forward@0.1.0"),
-        (StageKind::Signaling, "medianode:plugin/signal@0.1.0"),
-        (StageKind::Encryption, "medianode:plugin/e2ee@0.1.0"),
-    ];
-
-    /// The name used in configs, logs and errors.
-    pub fn name(self) -> &'static str {
-        match self {
-            StageKind::AudioDsp => "audio-dsp",
-            StageKind::FrameTransform => "frame-transform",
-            StageKind::PacketForwarding => "packet-forwarding",
-            StageKind::Signaling => "signaling",
-            StageKind::Encryption => "media-encryption",
-        }
-    }
-}
+pub use medianode_core::plugin::StageKind;
 
 /// Node-wide runtime settings.
 #[derive(Debug, Clone, Default)]

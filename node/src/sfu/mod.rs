@@ -19,13 +19,13 @@ pub mod keyframes;
 pub mod outbox;
 pub mod rewrite;
 pub mod router;
-pub mod speaker;
 
 use crate::runtime::bindings::MediaKind;
 use crate::signaling::connections::{Connections, Outgoing, error_reply};
 use crate::signaling::hub::SeatSink;
 use crate::signaling::server::MediaSink;
 use router::{Decide, RouterMsg, RouterStats};
+use medianode_core::sfu::speaker::SpeakerDetector;
 use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
@@ -115,7 +115,7 @@ struct Inner {
     participants: tokio::sync::Mutex<HashMap<u64, Participant>>,
     router: mpsc::Sender<RouterMsg>,
     stats: Arc<Mutex<RouterStats>>,
-    speakers: Mutex<HashMap<String, speaker::SpeakerDetector>>,
+    speakers: Mutex<HashMap<String, SpeakerDetector>>,
     /// Set when the forwarding stage gives up under `stop`.
     stopped: tokio::sync::watch::Receiver<Option<crate::supervisor::Stopped>>,
     /// What the subscribers' outboxes wrote and dropped.
@@ -541,7 +541,7 @@ impl Sfu {
             let mut speakers = self.inner.speakers.lock().unwrap_or_else(PoisonError::into_inner);
             // Looked up by `&str`: no allocation per packet once the room has one.
             if !speakers.contains_key(room) {
-                speakers.insert(room.to_string(), speaker::SpeakerDetector::new(60, Duration::from_millis(300)));
+                speakers.insert(room.to_string(), SpeakerDetector::new(60, Duration::from_millis(300)));
             }
             speakers.get_mut(room).and_then(|detector| detector.level(Instant::now(), publisher, level))
         };

@@ -9,7 +9,7 @@
 
 use super::outbox::{Outbox, OutboxCounters, Pushed};
 use super::rewrite::SequenceRewriter;
-use crate::config::FailurePolicy;
+use medianode_core::supervision::FailurePolicy;
 use crate::runtime::bindings::{ForwardBatch, MediaKind, PacketMeta, RouteChange, RouteMember};
 use crate::supervisor::thread::StageThread;
 use crate::supervisor::{Stopped, Supervisor};

@@ -15,8 +15,8 @@
 //! among them; [`Client::send`] queues a message (dropped while the line is
 //! down: everything a room needs is re-established by the join).
 
-use super::heartbeat::{Beat, Heartbeat};
-use crate::supervisor::backoff::{Backoff, Decision, RestartConfig};
+use medianode_core::signaling::heartbeat::{self, Beat, Heartbeat};
+use medianode_core::supervision::backoff::{Backoff, Decision, RestartConfig};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -54,8 +54,8 @@ impl ClientOptions {
                 jitter: 0.2,
                 standby: false,
             },
-            heartbeat_interval: super::heartbeat::INTERVAL,
-            heartbeat_timeout: super::heartbeat::TIMEOUT,
+            heartbeat_interval: heartbeat::INTERVAL,
+            heartbeat_timeout: heartbeat::TIMEOUT,
         }
     }
 }

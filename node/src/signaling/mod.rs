@@ -12,16 +12,14 @@
 //! - [`connections`]: outboxes bounded in bytes, one per connection.
 //! - [`client`]: the other end, for headless participants: joins, checks
 //!   the line with pings, reconnects with backoff.
-//! - [`heartbeat::Heartbeat`] and [`rate_limit::TokenBucket`]: sans-IO state
-//!   machines, driven with explicit instants so tests run them on a
-//!   simulated clock.
+//!
+//! The state machines these drive (heartbeat, rate limit) are sans-IO and
+//! live in [`medianode_core::signaling`].
 //! - [`token`]: room access tokens, HMAC-SHA256 over room, user and expiry
 //!   with a configured secret (the `medianode-token` crate).
 
 pub mod client;
 pub mod connections;
-pub mod heartbeat;
 pub mod hub;
-pub mod rate_limit;
 pub mod server;
 pub use medianode_token as token;

@@ -14,7 +14,7 @@
 //! - **size limit**: a text message over `max_message` bytes gets a
 //!   `too-big` error reply and is dropped (frames over four times that are
 //!   refused by the WebSocket layer itself, which closes with 1009);
-//! - **rate limit** ([`super::rate_limit`]): messages beyond the budget get
+//! - **rate limit** ([`medianode_core::signaling::rate_limit`]): messages beyond the budget get
 //!   one `rate-limited` reply per second and are dropped;
 //! - binary messages get a `bad-message` reply.
 //!
@@ -23,9 +23,9 @@
 //! signaling stage ([`super::hub`]).
 
 use super::connections::{Connections, Outgoing, error_reply};
-use super::heartbeat::{Beat, Heartbeat};
 use super::hub::Hub;
-use super::rate_limit::TokenBucket;
+use medianode_core::signaling::heartbeat::{Beat, Heartbeat};
+use medianode_core::signaling::rate_limit::TokenBucket;
 use super::token;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
@@ -39,32 +39,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// The settings of the signaling server (`[server]` in a pipeline file).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ServerOptions {
-    /// Largest text message handled, in bytes.
-    pub max_message: usize,
-    /// Messages per second per connection, and the burst allowed above it.
-    pub rate: f64,
-    pub burst: u32,
-    pub heartbeat_interval: Duration,
-    pub heartbeat_timeout: Duration,
-    /// When set, `/ws` needs `?token=` signed with this secret.
-    pub token_secret: Option<Vec<u8>>,
-}
-
-impl Default for ServerOptions {
-    fn default() -> Self {
-        ServerOptions {
-            max_message: 64 << 10,
-            rate: 50.0,
-            burst: 100,
-            heartbeat_interval: super::heartbeat::INTERVAL,
-            heartbeat_timeout: super::heartbeat::TIMEOUT,
-            token_secret: None,
-        }
-    }
-}
+pub use medianode_core::config::ServerOptions;
 
 /// Where media messages go: the SFU.
 pub trait MediaSink: Send + Sync + 'static {

@@ -13,8 +13,8 @@
 //! and bytes; and the crash directory by bytes, oldest report removed
 //! first.
 
-use super::recorder::Record;
-use crate::config::FailurePolicy;
+use medianode_core::supervision::recorder::Record;
+use medianode_core::supervision::FailurePolicy;
 use crate::runtime::{TrapKind, lock};
 use serde::Serialize;
 use std::collections::VecDeque;

@@ -31,57 +31,18 @@
 //! serves its failure policy until one is ready (waiting for it at most
 //! until the time set with [`Supervisor::wait_for_builds_until`]).
 
-pub mod backoff;
 mod builder;
 pub mod crash_report;
-pub mod recorder;
 pub mod thread;
 
-use crate::config::FailurePolicy;
 use crate::runtime::{AudioBatch, Fault, Instance, Items, Metrics, Plugin, StageShared, TrapKind};
-use backoff::{Backoff, Decision, RestartConfig};
 use builder::{Builder, News, Ready};
 use crash_report::{CrashReport, CrashReporter, unix_ms};
-use recorder::{Action, FlightRecorder};
+use medianode_core::supervision::backoff::{Backoff, Decision, RestartConfig};
+use medianode_core::supervision::recorder::{Action, FlightRecorder};
+use medianode_core::supervision::{FailurePolicy, Limits};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Resource limits of one stage (`[stage.limits]`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Limits {
-    /// Linear memory ceiling in bytes.
-    pub memory: u64,
-    /// Longest a single processing call may run. Measured in wall-clock
-    /// time (epochs), so a descheduled thread counts too: leave headroom on
-    /// a busy machine.
-    pub deadline: Duration,
-    /// Longest instantiation plus `init` may run (start-up does more work
-    /// than a call, and happens off the hot path).
-    pub init_deadline: Duration,
-    /// Wasm stack ceiling in bytes.
-    pub stack: usize,
-    /// State store quota in bytes.
-    pub state: u64,
-    /// Plugin log (log calls, stdout, stderr): bytes per second, with a
-    /// burst of four seconds' worth.
-    pub log_bytes: u64,
-    /// Plugin log lines per second, with a burst of four seconds' worth.
-    pub log_lines: u32,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            memory: 64 << 20,
-            deadline: Duration::from_millis(5),
-            init_deadline: Duration::from_secs(1),
-            stack: 512 << 10,
-            state: 1 << 20,
-            log_bytes: 16 << 10,
-            log_lines: 50,
-        }
-    }
-}
 
 /// Everything needed to run one stage.
 #[derive(Clone)]

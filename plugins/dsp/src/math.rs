@@ -11,7 +11,8 @@ const DB_PER_LOG2: f32 = 6.020_6;
 /// log2(x) for x > 0 (a floor of -150 for zero, negative or NaN input).
 #[inline]
 pub fn fast_log2(x: f32) -> f32 {
-    if !(x > 1e-45) {
+    // Written so that NaN takes this branch too.
+    if x.is_nan() || x <= 1e-45 {
         return -150.0;
     }
     let bits = x.to_bits();
@@ -39,7 +40,7 @@ pub fn fast_exp2(x: f32) -> f32 {
     let f = x - floor as f32;
     // Polynomial for 2^f on [0, 1).
     let p = 1.0
-        + f * (0.693_147_2
+        + f * (std::f32::consts::LN_2
             + f * (0.240_226_5 + f * (0.055_504_1 + f * (0.009_618_1 + f * (0.001_333_4 + f * (0.000_154_0 + f * 0.000_015_3))))));
     f32::from_bits(((floor + 127) as u32) << 23) * p
 }

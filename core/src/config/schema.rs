@@ -2,25 +2,11 @@
 //!
 //! These types mirror the TOML one to one. Unknown keys are errors
 //! (`deny_unknown_fields`), and every value is `Spanned` so that validation
-//! can point at it. [`super::validation`] turns them into the checked
-//! [`super::PipelineConfig`].
+//! can point at it. Each table is read on its own (see `check`), and each
+//! kind's module turns its table into checked settings.
 
 use serde::Deserialize;
 use toml::Spanned;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct RawFile {
-    pub pipeline: Option<RawPipeline>,
-    pub server: Option<Spanned<RawServer>>,
-    pub client: Option<Spanned<RawClient>>,
-    #[serde(default)]
-    pub source: Vec<Spanned<RawSource>>,
-    #[serde(default)]
-    pub stage: Vec<Spanned<RawStage>>,
-    #[serde(default)]
-    pub sink: Vec<Spanned<RawSink>>,
-}
 
 /// `[pipeline]`
 #[derive(Debug, Deserialize)]

@@ -3,8 +3,7 @@
 //! Records are small `Copy` values in a ring allocated once, so recording on
 //! the hot path never allocates.
 
-use crate::config::FailurePolicy;
-use crate::runtime::TrapKind;
+use super::{FailurePolicy, TrapKind};
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::time::Instant;

@@ -1,0 +1,23 @@
+//! medianode's sans-IO core.
+//!
+//! Everything in this crate is a value or a state machine: no tokio, no
+//! sockets, no threads, no wasmtime, no clock. Time comes in as `now`,
+//! events come in as method calls, and what to do comes out as return
+//! values, so each part is tested by driving it with made-up instants (the
+//! way quinn-proto and str0m are built). The `medianode` crate runs these
+//! with real I/O: wasmtime, tokio, axum, webrtc-rs, cpal, stage threads.
+//!
+//! - [`config`]: pipeline files — schema, each kind's settings and checks,
+//!   the graph and its link types, located errors (all of them at once).
+//! - [`plugin`]: what the host knows of a plugin without running it: the
+//!   kind of stage its world makes it.
+//! - [`supervision`]: limits, failure policies, the restart backoff, the
+//!   flight recorder.
+//! - [`signaling`]: per-connection state machines: heartbeat, rate limit.
+//! - [`sfu`]: media decisions made from packet metadata: active speaker.
+
+pub mod config;
+pub mod plugin;
+pub mod sfu;
+pub mod signaling;
+pub mod supervision;

@@ -1,0 +1,3 @@
+//! The SFU's decisions that need only packet metadata and time.
+
+pub mod speaker;
