@@ -13,17 +13,20 @@
 //!
 //! Run: `cargo bench -p medianode --bench audio`
 
+// Bench code: a failed unwrap is a failed run.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::Better;
-use medianode_core::supervision::{FailurePolicy, Limits};
 use medianode::pipeline::Pipeline;
 use medianode::runtime::AudioBatch;
 use medianode::runtime::bindings::BlockInfo;
 use medianode::runtime::{Items, Runtime, RuntimeOptions, stock};
-use medianode_core::supervision::backoff::RestartConfig;
 use medianode::supervisor::crash_report::CrashReporter;
 use medianode::supervisor::{StageSpec, Supervisor};
+use medianode_core::supervision::backoff::RestartConfig;
+use medianode_core::supervision::{FailurePolicy, Limits};
 use medianode_dsp::{biquad::Biquad, compressor::Compressor, gain::Gain, gate::Gate};
 use medianode_sdk::start;
 use std::alloc::{GlobalAlloc, Layout, System};

@@ -16,18 +16,21 @@
 //!
 //! Run: `cargo bench -p medianode --bench core`
 
+// Bench code: a failed unwrap is a failed run.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::Better;
 use criterion::{Criterion, criterion_group};
-use medianode_core::supervision::{FailurePolicy, Limits};
 use medianode::pipeline::Pipeline;
 use medianode::runtime::AudioBatch;
 use medianode::runtime::bindings::{BlockInfo, FrameBatch, FrameInfo};
 use medianode::runtime::{CallLimits, Instance, Items, Runtime, RuntimeOptions, StageShared, stock};
-use medianode_core::supervision::backoff::RestartConfig;
 use medianode::supervisor::crash_report::CrashReporter;
 use medianode::supervisor::{StageSpec, Supervisor};
+use medianode_core::supervision::backoff::RestartConfig;
+use medianode_core::supervision::{FailurePolicy, Limits};
 use medianode_passthrough::Passthrough;
 use std::hint::black_box;
 use std::sync::Arc;
@@ -266,7 +269,7 @@ fn criterion_benches(c: &mut Criterion) {
         let Items::Frames(raw) = &batch else { unreachable!() };
         group.bench_function(format!("wasm/{n}"), |b| b.iter(|| wasm.call(black_box(&batch)).unwrap()));
         group.bench_function(format!("native/{n}"), |b| {
-            b.iter(|| native_passthrough(&mut native, black_box(&infos), black_box(&raw.payloads)))
+            b.iter(|| native_passthrough(&mut native, black_box(&infos), black_box(&raw.payloads)));
         });
     }
     group.finish();
@@ -283,7 +286,7 @@ fn criterion_benches(c: &mut Criterion) {
                 total += t.elapsed();
             }
             total
-        })
+        });
     });
 }
 

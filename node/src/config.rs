@@ -21,9 +21,8 @@ use std::sync::Arc;
 
 /// Reads, checks and resolves a pipeline file.
 pub fn load(path: &Path) -> Result<PipelineConfig, ConfigErrors> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigError::whole(path, format!("cannot read the pipeline file: {e}"), "check the path and its permissions")
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::whole(path, format!("cannot read the pipeline file: {e}"), "check the path and its permissions"))?;
     load_str(path, text)
 }
 

@@ -34,7 +34,9 @@ pub async fn start(runtime: &Runtime, config: &PipelineConfig, reporter: &CrashR
     let serving = |index: Option<usize>| -> Result<Option<Supervisor>, BuildError> {
         let Some(i) = index else { return Ok(None) };
         let stage = &config.stages[i];
-        let plugin = compiled.plugin(config, i).ok_or_else(|| config.error(stage.span.clone(), "the plugin was not compiled", "report this as a bug"))?;
+        let plugin = compiled
+            .plugin(config, i)
+            .ok_or_else(|| config.error(stage.span.clone(), "the plugin was not compiled", "report this as a bug"))?;
         Ok(Some(pipeline::supervise(stage, plugin.clone(), reporter, now)?))
     };
     let forwarding = serving(compiled.plan.forwarding)?;

@@ -34,7 +34,7 @@ pub fn speech_like(rate: u32, seconds: f64, hum: bool) -> Vec<f32> {
             let t = i as f64 / f64::from(rate);
             let pitch = 130.0 * (1.0 + 0.08 * (TAU * 0.7 * t).sin());
             phase += TAU * pitch / f64::from(rate);
-            let buzz: f64 = (1..12).map(|h| (phase * h as f64).sin() / h as f64).sum();
+            let buzz: f64 = (1..12).map(|h| (phase * f64::from(h)).sin() / f64::from(h)).sum();
             let syllable = (TAU * 4.0 * t).sin().max(0.0).powf(0.7);
             let pause = if (t % 1.5) > 1.2 { 0.0 } else { 1.0 };
             let hum = if hum { 0.02 * (TAU * 30.0 * t).sin() } else { 0.0 };

@@ -61,8 +61,8 @@ impl Run {
 
 pub fn parse(toml: &str) -> (PipelineConfig, TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config =
-        medianode::config::load_str(dir.path().join("test.toml"), toml.to_string()).unwrap_or_else(|e| panic!("test pipeline is invalid:\n{e}"));
+    let config = medianode::config::load_str(dir.path().join("test.toml"), toml.to_string())
+        .unwrap_or_else(|e| panic!("test pipeline is invalid:\n{e}"));
     (config, dir)
 }
 
@@ -111,11 +111,11 @@ pub async fn run(toml: &str) -> Run {
 /// A supervised stage running a stock plugin, with a restart policy that
 /// always restarts at once (the standby takes over).
 pub fn stock_stage(plugin: &str, config_json: &str) -> medianode::supervisor::Supervisor {
-    use medianode_core::supervision::FailurePolicy;
     use medianode::runtime::stock;
-    use medianode_core::supervision::backoff::RestartConfig;
     use medianode::supervisor::{StageSpec, Supervisor};
+    use medianode_core::supervision::FailurePolicy;
     use medianode_core::supervision::Limits;
+    use medianode_core::supervision::backoff::RestartConfig;
     use std::time::{Duration, Instant};
     let bytes = stock::bytes(plugin).unwrap_or_else(|| panic!("no stock plugin {plugin}"));
     let plugin = runtime().load(&format!("stock:{plugin}"), bytes, 512 << 10).expect("load");

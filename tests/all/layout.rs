@@ -128,11 +128,10 @@ fn no_import_cycles_between_modules() {
 fn the_cycle_check_sees_a_cycle() {
     let a = "use crate::{b::X, c};\nfn f() { crate::d::g(); } // crate::e is a comment";
     assert_eq!(crate_paths(a), ["b", "c", "d"].map(String::from).into());
-    let graph: BTreeMap<String, BTreeSet<String>> =
-        [("a", vec!["b"]), ("b", vec!["c"]), ("c", vec!["a"]), ("d", vec!["a"])]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.into_iter().map(String::from).collect()))
-            .collect();
+    let graph: BTreeMap<String, BTreeSet<String>> = [("a", vec!["b"]), ("b", vec!["c"]), ("c", vec!["a"]), ("d", vec!["a"])]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.into_iter().map(String::from).collect()))
+        .collect();
     let found = cycles(&graph);
     assert!(found.iter().any(|c| c == "a -> b -> c -> a"), "{found:?}");
     assert!(!found.iter().any(|c| c.starts_with("d ")), "{found:?}");

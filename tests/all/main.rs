@@ -1,6 +1,9 @@
 //! Integration tests for medianode: one test binary (so wasmtime is linked
 //! once), one module per behaviour.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod audio_faults;
 mod audio_files;
 mod browser;

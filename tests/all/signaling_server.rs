@@ -34,7 +34,7 @@ async fn next(socket: &mut Socket) -> Value {
         match message.expect("socket open").expect("no socket error") {
             Message::Text(text) => return serde_json::from_str(&text).expect("JSON"),
             Message::Close(frame) => panic!("closed: {frame:?}"),
-            _ => continue,
+            _ => {}
         }
     }
 }
@@ -387,7 +387,7 @@ async fn the_client_reconnects_with_backoff_and_rejoins() {
     loop {
         match client.next().await {
             Some(ClientEvent::Connected { .. }) => break,
-            Some(ClientEvent::Disconnected { .. }) => continue,
+            Some(ClientEvent::Disconnected { .. }) => {}
             other => panic!("{other:?}"),
         }
     }
@@ -401,7 +401,7 @@ async fn the_client_reconnects_with_backoff_and_rejoins() {
     loop {
         match hopeless.next().await {
             Some(ClientEvent::GaveUp { failures }) => break assert_eq!(failures, 3),
-            Some(ClientEvent::Disconnected { .. }) => continue,
+            Some(ClientEvent::Disconnected { .. }) => {}
             other => panic!("{other:?}"),
         }
     }

@@ -13,6 +13,9 @@
 //!
 //! Run: `cargo bench -p medianode-tests --bench e2ee`
 
+// Bench code: a failed unwrap is a failed run.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use medianode::runtime::bindings::{E2eeEvent, E2eeSeat, FrameBatch, FrameInfo};
@@ -192,7 +195,7 @@ fn mls_round(stage: &mut dyn Stage, n: usize) -> (f64, f64) {
         process_time += started.elapsed();
         assert!(out.is_empty(), "the stage processed the commit quietly: {out:?}");
     }
-    let ms = |d: Duration| d.as_secs_f64() * 1e3 / rounds as f64;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3 / f64::from(rounds);
     (ms(commit_time), ms(process_time))
 }
 

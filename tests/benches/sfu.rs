@@ -16,6 +16,9 @@
 //!
 //! Run: `cargo bench -p medianode-tests --bench sfu`
 
+// Bench code: a failed unwrap is a failed run.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "../all/common.rs"]
 #[allow(dead_code)]
 mod common;
@@ -76,7 +79,7 @@ async fn decisions_async() {
             decider.decide(&packets, &table, &mut out).await.expect("deciding");
         }
         assert_eq!(out.subscribers.len(), 64 * 5);
-        let ns = started.elapsed().as_nanos() as f64 / (rounds * 64) as f64;
+        let ns = started.elapsed().as_nanos() as f64 / f64::from(rounds * 64);
         per_packet.push(ns);
         println!("(a) decision, {name}: {ns:.0} ns/packet (batch 64, 5 subscribers)");
     }

@@ -47,13 +47,21 @@ impl Cx {
 
     pub fn duration(&self, value: &Spanned<String>) -> Result<Duration, ConfigError> {
         humantime::parse_duration(value.get_ref()).map_err(|e| {
-            self.err(value, format!("bad duration `{}`: {e}", value.get_ref()), "write a number and a unit, like \"5ms\", \"250us\" or \"10s\"")
+            self.err(
+                value,
+                format!("bad duration `{}`: {e}", value.get_ref()),
+                "write a number and a unit, like \"5ms\", \"250us\" or \"10s\"",
+            )
         })
     }
 
     pub fn size(&self, value: &Spanned<String>) -> Result<u64, ConfigError> {
         value.get_ref().parse::<bytesize::ByteSize>().map(|b| b.as_u64()).map_err(|e| {
-            self.err(value, format!("bad size `{}`: {e}", value.get_ref()), "write a number and a unit, like \"64MiB\", \"512KiB\" or \"1200B\"")
+            self.err(
+                value,
+                format!("bad size `{}`: {e}", value.get_ref()),
+                "write a number and a unit, like \"64MiB\", \"512KiB\" or \"1200B\"",
+            )
         })
     }
 
@@ -209,7 +217,12 @@ fn table<T: DeserializeOwned>(cx: &Cx, value: &Spanned<DeValue<'_>>) -> Option<T
 }
 
 /// Reads an array of tables (`[[source]]`), each on its own.
-fn tables<T: DeserializeOwned>(cx: &Cx, key: &Spanned<std::borrow::Cow<'_, str>>, value: &Spanned<DeValue<'_>>, broken: &mut HashSet<String>) -> Vec<T> {
+fn tables<T: DeserializeOwned>(
+    cx: &Cx,
+    key: &Spanned<std::borrow::Cow<'_, str>>,
+    value: &Spanned<DeValue<'_>>,
+    broken: &mut HashSet<String>,
+) -> Vec<T> {
     let Some(array) = value.get_ref().as_array() else {
         let name = key.get_ref();
         cx.report(cx.err_at(key.span(), format!("`{name}` must be an array of tables"), format!("write each one as [[{name}]]")));
@@ -240,8 +253,7 @@ fn check_ids(cx: &Cx, raw: &RawFile) {
         .chain(raw.sinks.iter().map(|s| &s.get_ref().id));
     for id in all_ids {
         let name = id.get_ref();
-        let well_formed =
-            !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        let well_formed = !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
         if !well_formed {
             cx.report(cx.err(id, format!("bad id `{name}`"), "ids use lowercase letters, digits, `-` and `_`"));
         }

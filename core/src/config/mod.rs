@@ -218,7 +218,8 @@ inputs = ["gian"]
 
     #[test]
     fn a_link_to_a_table_that_failed_to_read_is_not_a_second_error() {
-        let text = "[[source]]\nid = \"tone\"\nkind = \"tone\"\nloud = true\n[[sink]]\nid = \"out\"\nkind = \"null\"\ninputs = [\"tone\"]\n";
+        let text =
+            "[[source]]\nid = \"tone\"\nkind = \"tone\"\nloud = true\n[[sink]]\nid = \"out\"\nkind = \"null\"\ninputs = [\"tone\"]\n";
         let errors = PipelineConfig::parse("one.toml", text.to_string()).expect_err("one error");
         assert_eq!(errors.len(), 1, "{errors}");
         assert!(errors.first().message.contains("unknown field `loud`"), "{errors}");

@@ -56,9 +56,10 @@ pub(super) fn check(cx: &Cx, raw: &Spanned<RawServer>) -> Option<ServerConfig> {
     let listen = match &s.listen {
         None => SocketAddr::from(([127, 0, 0, 1], 8080)),
         Some(l) => cx
-            .ok(l.get_ref().parse().map_err(|_| {
-                cx.err(l, format!("`{}` is not an address with a port", l.get_ref()), "e.g. listen = \"127.0.0.1:8080\"")
-            }))
+            .ok(l
+                .get_ref()
+                .parse()
+                .map_err(|_| cx.err(l, format!("`{}` is not an address with a port", l.get_ref()), "e.g. listen = \"127.0.0.1:8080\"")))
             .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
     };
     let media_ip = match &s.media_ip {
@@ -92,7 +93,7 @@ pub(super) fn check(cx: &Cx, raw: &Spanned<RawServer>) -> Option<ServerConfig> {
     // Judged only when both parsed (a bad duration is its own error).
     if let (Some(interval), Some(timeout)) = (interval, timeout) {
         if interval.is_zero() || timeout <= interval {
-            let at = s.heartbeat_timeout.as_ref().or(s.heartbeat.as_ref()).map_or(raw.span(), |d| d.span());
+            let at = s.heartbeat_timeout.as_ref().or(s.heartbeat.as_ref()).map_or(raw.span(), toml::Spanned::span);
             cx.report(cx.err_at(at, "heartbeat-timeout must be longer than a non-zero heartbeat", "the defaults are \"10s\" and \"30s\""));
         }
         options.heartbeat_interval = interval;

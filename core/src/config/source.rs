@@ -80,23 +80,27 @@ pub(super) fn check(cx: &Cx, raw: &Spanned<RawSource>) -> Option<SourceConfig> {
     let kind_name = s.kind.get_ref().as_str();
     let errors_before = cx.error_count();
     let keys = [
-        ("frequency", s.frequency.as_ref().map(|v| v.span())),
-        ("amplitude", s.amplitude.as_ref().map(|v| v.span())),
-        ("channels", s.channels.as_ref().map(|v| v.span())),
-        ("size", s.size.as_ref().map(|v| v.span())),
-        ("per-tick", s.per_tick.as_ref().map(|v| v.span())),
-        ("path", s.path.as_ref().map(|v| v.span())),
-        ("device", s.device.as_ref().map(|v| v.span())),
-        ("from", s.from.as_ref().map(|v| v.span())),
-        ("to", s.to.as_ref().map(|v| v.span())),
-        ("period", s.period.as_ref().map(|v| v.span())),
-        ("publisher", s.publisher.as_ref().map(|v| v.span())),
+        ("frequency", s.frequency.as_ref().map(toml::Spanned::span)),
+        ("amplitude", s.amplitude.as_ref().map(toml::Spanned::span)),
+        ("channels", s.channels.as_ref().map(toml::Spanned::span)),
+        ("size", s.size.as_ref().map(toml::Spanned::span)),
+        ("per-tick", s.per_tick.as_ref().map(toml::Spanned::span)),
+        ("path", s.path.as_ref().map(toml::Spanned::span)),
+        ("device", s.device.as_ref().map(toml::Spanned::span)),
+        ("from", s.from.as_ref().map(toml::Spanned::span)),
+        ("to", s.to.as_ref().map(toml::Spanned::span)),
+        ("period", s.period.as_ref().map(toml::Spanned::span)),
+        ("publisher", s.publisher.as_ref().map(toml::Spanned::span)),
     ];
     for (key, span) in keys {
         if let Some(span) = span
             && !SourceKind::takes(kind_name, key)
         {
-            cx.report(cx.err_at(span, format!("`{key}` is not a setting of {kind_name} sources"), format!("remove `{key}`, or change `kind`")));
+            cx.report(cx.err_at(
+                span,
+                format!("`{key}` is not a setting of {kind_name} sources"),
+                format!("remove `{key}`, or change `kind`"),
+            ));
         }
     }
     let amplitude = || match &s.amplitude {

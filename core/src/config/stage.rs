@@ -249,7 +249,8 @@ fn limits(cx: &Cx, raw: &RawLimits) -> Limits {
 /// `[stage.restart]`, and the flight recorder's length.
 fn restart(cx: &Cx, raw: &RawRestart) -> (RestartConfig, usize) {
     let mut r = RestartConfig::default();
-    let duration = |value: &Option<Spanned<String>>, default: Duration| value.as_ref().and_then(|v| cx.ok(cx.duration(v))).unwrap_or(default);
+    let duration =
+        |value: &Option<Spanned<String>>, default: Duration| value.as_ref().and_then(|v| cx.ok(cx.duration(v))).unwrap_or(default);
     if let Some(v) = &raw.max_restarts {
         r.max_restarts = *v.get_ref();
     }

@@ -88,7 +88,7 @@ impl BuiltinStage for OpusEncoder {
                     out.push(frame, &packet[..len]);
                 }
                 Err(e) => {
-                    tracing::error!(sequence = info.sequence, frames = info.frames, error = %e, "opus-encoder dropped a block (Opus takes 2.5 to 60 ms frames)")
+                    tracing::error!(sequence = info.sequence, frames = info.frames, error = %e, "opus-encoder dropped a block (Opus takes 2.5 to 60 ms frames)");
                 }
             }
             self.packet = packet;

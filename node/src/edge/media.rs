@@ -83,7 +83,7 @@ impl PeerConnectionEventHandler for Handler {
         // RTP that arrives before the node's offer is applied opens a
         // track without a stream id: its publisher comes from the offer's
         // SSRC lines then.
-        let stream = track.stream_id().await.to_string();
+        let stream = track.stream_id().await.clone();
         let (received, publishers) = (self.received.clone(), self.publishers.clone());
         tokio::spawn(async move {
             while let Some(event) = track.poll().await {

@@ -19,11 +19,11 @@ pub mod media;
 
 pub use encryption::EncryptionStage;
 
+use crate::pipeline::Ports;
 use crate::runtime::bindings::{E2eeEvent, E2eeSeat, E2eeStatus, FrameBatch, FrameInfo};
 use crate::runtime::{StageShared, lock};
 use crate::signaling::client::{Client, ClientEvent, ClientOptions};
 use crate::supervisor::Stopped;
-use crate::pipeline::Ports;
 use crate::supervisor::thread::StageThread;
 use media::{Media, Received};
 use serde_json::Value;
@@ -86,7 +86,7 @@ impl Edge {
                 let shared = stage.shared().clone();
                 let id = stage.id().to_string();
                 match StageThread::spawn(&id, stage, STAGE_QUEUE, MAINTAIN_EVERY, |s: &mut EncryptionStage| {
-                    s.maintain(std::time::Instant::now())
+                    s.maintain(std::time::Instant::now());
                 }) {
                     Ok(thread) => (Some(thread), Some(shared), Some(outbox)),
                     Err(e) => {

@@ -47,7 +47,7 @@ pub fn describe() -> String {
     let default_in = host.default_input_device().map(|d| d.to_string());
     let default_out = host.default_output_device().map(|d| d.to_string());
     let mut out = format!("audio host: {:?} (name a device by its id or its quoted name)\n", host.id());
-    let devices: Vec<cpal::Device> = host.devices().map(|ds| ds.collect()).unwrap_or_default();
+    let devices: Vec<cpal::Device> = host.devices().map(std::iter::Iterator::collect).unwrap_or_default();
     if devices.is_empty() {
         out.push_str("no devices found\n");
     }

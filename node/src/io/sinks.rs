@@ -4,9 +4,9 @@
 
 use super::device::DeviceOutput;
 use super::wav::WavWriter;
-use medianode_core::config::{SinkConfig, SinkKind};
 use crate::runtime::bindings::FrameBatch;
 use crate::runtime::{Items, lock};
+use medianode_core::config::{SinkConfig, SinkKind};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -159,13 +159,13 @@ impl Meter {
         for (block, samples) in batch.iter() {
             for &s in samples {
                 if s.is_finite() {
-                    self.sum_squares += (s as f64) * (s as f64);
+                    self.sum_squares += f64::from(s) * f64::from(s);
                     self.peak = self.peak.max(s.abs());
                 }
             }
             self.samples += samples.len() as u64;
             self.blocks += 1;
-            self.period += Duration::from_secs_f64(block.frames as f64 / block.sample_rate.max(1) as f64);
+            self.period += Duration::from_secs_f64(f64::from(block.frames) / f64::from(block.sample_rate.max(1)));
         }
         if self.period >= self.report_every {
             let missing = stats.get().missing;
@@ -175,7 +175,7 @@ impl Meter {
                 blocks = self.blocks,
                 missing = missing - self.missing_at_start,
                 rms_dbfs = format!("{:.1}", dbfs(rms)),
-                peak_dbfs = format!("{:.1}", dbfs(self.peak as f64)),
+                peak_dbfs = format!("{:.1}", dbfs(f64::from(self.peak))),
                 "meter"
             );
             *self = Meter { report_every: self.report_every, missing_at_start: missing, ..Meter::zero() };

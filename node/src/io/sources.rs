@@ -7,10 +7,10 @@
 use super::SAMPLE_RATE;
 use super::device::DeviceInput;
 use super::wav::{self, Pcm};
-use medianode_core::config::{SourceConfig, SourceKind};
 use crate::runtime::AudioBatch;
 use crate::runtime::Items;
 use crate::runtime::bindings::{BlockInfo, FrameBatch, FrameInfo};
+use medianode_core::config::{SourceConfig, SourceKind};
 use std::f64::consts::TAU;
 use std::time::Duration;
 
@@ -113,7 +113,7 @@ impl Source {
     }
 
     /// The next batch, or `None` once the source has ended.
-    pub fn next(&mut self) -> Option<Items> {
+    pub fn produce(&mut self) -> Option<Items> {
         if let Generator::Subscribe { publisher, from } = &mut self.generator {
             return subscribed(publisher, from);
         }

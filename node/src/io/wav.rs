@@ -163,7 +163,7 @@ mod tests {
         let spec = hound::WavSpec { channels: 2, sample_rate: 44_100, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
         let mut w = hound::WavWriter::create(&path, spec).unwrap();
         for i in 0..44_100 {
-            let s = (0.5 * (std::f64::consts::TAU * 1000.0 * i as f64 / 44_100.0).sin() * 32767.0) as i16;
+            let s = (0.5 * (std::f64::consts::TAU * 1000.0 * f64::from(i) / 44_100.0).sin() * 32767.0) as i16;
             w.write_sample(s).unwrap();
             w.write_sample(s).unwrap();
         }

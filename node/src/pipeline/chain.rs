@@ -10,11 +10,11 @@
 //! and what reads it.
 
 use super::{Node, NodeKind};
-use medianode_core::supervision::FailurePolicy;
 use crate::runtime::bindings::{BlockInfo, FrameBatch};
 use crate::runtime::{AudioBatch, Items, Metrics, StageShared};
 use crate::supervisor::thread::{CallError, StageThread};
 use crate::supervisor::{Stopped, Supervisor};
+use medianode_core::supervision::FailurePolicy;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -124,7 +124,7 @@ impl Chain {
             answer(match workers {
                 Some(workers) => run(workers, now, wait_until, items),
                 None => Ok(Answer::Expired),
-            })
+            });
         })
     }
 

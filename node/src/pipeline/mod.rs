@@ -297,17 +297,20 @@ impl Pipeline {
             let stage = &config.stages[i];
             let inputs = link(&index, &stage.inputs);
             let kind = match (&stage.runs, compiled.plugin(config, i)) {
-                (Runs::Builtin(builtin), _) => NodeKind::Builtin(
-                    crate::builtin::start(builtin)
-                        .map_err(|message| BuildError::Start { stage: stage.id.clone(), kind: "builtin", message })?,
-                ),
+                (Runs::Builtin(builtin), _) => NodeKind::Builtin(crate::builtin::start(builtin).map_err(|message| BuildError::Start {
+                    stage: stage.id.clone(),
+                    kind: "builtin",
+                    message,
+                })?),
                 (Runs::Plugin(_), Some(plugin)) => {
                     let supervisor = supervise(stage, plugin.clone(), reporter, now)?;
                     stats.stages.push(supervisor.shared().clone());
                     let build_wait = stage.limits.init_deadline.saturating_mul(2) + Duration::from_secs(1);
                     NodeKind::Stage(Chain::new(&stage.id, supervisor, stage.failure, build_wait, now))
                 }
-                (Runs::Plugin(p), None) => return Err(config.error(p.span.clone(), "the plugin was not compiled", "report this as a bug").into()),
+                (Runs::Plugin(p), None) => {
+                    return Err(config.error(p.span.clone(), "the plugin was not compiled", "report this as a bug").into());
+                }
             };
             index.insert(&stage.id, nodes.len());
             nodes.push(Node { id: stage.id.clone(), kind, inputs, readers: 0 });
@@ -479,7 +482,7 @@ impl Pipeline {
                 let input = gather(&self.nodes[i].inputs, outputs, unread);
                 match &mut self.nodes[i].kind {
                     NodeKind::Source(source) => {
-                        outputs[i] = source.next();
+                        outputs[i] = source.produce();
                         any_source |= outputs[i].is_some();
                     }
                     NodeKind::Builtin(stage) => {

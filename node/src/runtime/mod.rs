@@ -235,7 +235,7 @@ fn spawn_ticker(inner: Weak<Inner>) -> Result<()> {
 /// Locks a mutex, recovering it if a panic elsewhere poisoned it: every map
 /// guarded here stays consistent across a panic (single inserts and reads).
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Lower-case hex of `bytes`.

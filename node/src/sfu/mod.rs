@@ -24,8 +24,8 @@ use crate::runtime::bindings::MediaKind;
 use crate::signaling::connections::{Connections, Outgoing, error_reply};
 use crate::signaling::hub::SeatSink;
 use crate::signaling::server::MediaSink;
-use router::{Decide, RouterMsg, RouterStats};
 use medianode_core::sfu::speaker::SpeakerDetector;
+use router::{Decide, RouterMsg, RouterStats};
 use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
@@ -293,10 +293,7 @@ impl Sfu {
 
     async fn on_offer(&self, connection: u64, sdp: String) -> Result<(), String> {
         let offer = RTCSessionDescription::offer(sdp).map_err(|e| format!("bad offer: {e}"))?;
-        let pc = match self.peer_connection(connection).await? {
-            Some(pc) => pc,
-            None => return Ok(()),
-        };
+        let Some(pc) = self.peer_connection(connection).await? else { return Ok(()) };
         pc.set_remote_description(offer).await.map_err(|e| format!("cannot apply the offer: {e}"))?;
         let answer = pc.create_answer(None).await.map_err(|e| format!("cannot answer: {e}"))?;
         // Sent before it is applied: applying it starts ICE gathering, and a
@@ -609,16 +606,6 @@ struct Handler {
     connection: u64,
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn extension_ids_are_read_from_the_sdp() {
-        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid\r\na=extmap:1/sendonly urn:ietf:params:rtp-hdrext:ssrc-audio-level vad=on\r\n";
-        assert_eq!(super::extension_id(sdp, super::AUDIO_LEVEL_URI), Some(1));
-        assert_eq!(super::extension_id(sdp, "urn:x"), None);
-    }
-}
-
 #[async_trait::async_trait]
 impl PeerConnectionEventHandler for Handler {
     async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
@@ -656,5 +643,15 @@ impl MediaSink for Sfu {
 
     fn closed(&self, connection: u64) {
         let _ = self.inner.control.send(Control::Leave(connection));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn extension_ids_are_read_from_the_sdp() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid\r\na=extmap:1/sendonly urn:ietf:params:rtp-hdrext:ssrc-audio-level vad=on\r\n";
+        assert_eq!(super::extension_id(sdp, super::AUDIO_LEVEL_URI), Some(1));
+        assert_eq!(super::extension_id(sdp, "urn:x"), None);
     }
 }

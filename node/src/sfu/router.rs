@@ -9,10 +9,10 @@
 
 use super::outbox::{Outbox, OutboxCounters, Pushed};
 use super::rewrite::SequenceRewriter;
-use medianode_core::supervision::FailurePolicy;
 use crate::runtime::bindings::{ForwardBatch, MediaKind, PacketMeta, RouteChange, RouteMember};
 use crate::supervisor::thread::StageThread;
 use crate::supervisor::{Stopped, Supervisor};
+use medianode_core::supervision::FailurePolicy;
 use medianode_forward::RoomForwarder;
 use medianode_sdk::{self as sdk, Forwarding as _};
 use rtc::rtp;

@@ -15,9 +15,9 @@
 //! among them; [`Client::send`] queues a message (dropped while the line is
 //! down: everything a room needs is re-established by the join).
 
+use futures_util::{SinkExt, StreamExt};
 use medianode_core::signaling::heartbeat::{self, Beat, Heartbeat};
 use medianode_core::supervision::backoff::{Backoff, Decision, RestartConfig};
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::time::Duration;
 use tokio::sync::mpsc;

@@ -24,8 +24,6 @@
 
 use super::connections::{Connections, Outgoing, error_reply};
 use super::hub::Hub;
-use medianode_core::signaling::heartbeat::{Beat, Heartbeat};
-use medianode_core::signaling::rate_limit::TokenBucket;
 use super::token;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
@@ -33,6 +31,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use medianode_core::signaling::heartbeat::{Beat, Heartbeat};
+use medianode_core::signaling::rate_limit::TokenBucket;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

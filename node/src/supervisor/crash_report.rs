@@ -13,9 +13,9 @@
 //! and bytes; and the crash directory by bytes, oldest report removed
 //! first.
 
-use medianode_core::supervision::recorder::Record;
-use medianode_core::supervision::FailurePolicy;
 use crate::runtime::{TrapKind, lock};
+use medianode_core::supervision::FailurePolicy;
+use medianode_core::supervision::recorder::Record;
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};

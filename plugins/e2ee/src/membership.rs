@@ -139,7 +139,7 @@ impl Member {
             user: &self.user,
             signer: &self.signer,
             credential: &self.credential,
-            group: self.group.as_ref().map(|g| g.group_id()),
+            group: self.group.as_ref().map(openmls::group::MlsGroup::group_id),
             storage,
         };
         serde_json::to_vec(&saved).map_err(|e| err("cannot save", e))

@@ -45,7 +45,7 @@ impl Encryption for FaultyE2ee {
 
     fn seal(&mut self, meta: &mut FrameMeta, payload: &[u8], out: &mut Payload<'_>) -> Verdict {
         self.seen += 1;
-        if self.seen % self.every == 0 {
+        if self.seen.is_multiple_of(self.every) {
             let _ = host::state_put(COUNT_KEY, &self.seen.to_le_bytes());
             panic!("asked to fail on frame {}", self.seen);
         }

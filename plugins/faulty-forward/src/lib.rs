@@ -42,7 +42,7 @@ impl Forwarding for FaultyForward {
 
     fn forward(&mut self, packet: &PacketMeta, out: &mut Vec<u64>) {
         self.seen += 1;
-        if self.seen % self.every == 0 {
+        if self.seen.is_multiple_of(self.every) {
             let _ = host::state_put(COUNT_KEY, &self.seen.to_le_bytes());
             panic!("asked to fail on packet {}", self.seen);
         }

@@ -172,13 +172,13 @@ impl Hostile {
             }
             Attack::Dns => {
                 use std::net::ToSocketAddrs;
-                let got = "localhost:80".to_socket_addrs().map(|a| a.count());
+                let got = "localhost:80".to_socket_addrs().map(std::iter::Iterator::count);
                 host::log(host::Level::Info, &format!("dns: {got:?}"));
             }
             Attack::File => {
                 let read = std::fs::read("/etc/passwd").map(|b| b.len());
                 let write = std::fs::write("hostile.txt", b"x");
-                let list = std::fs::read_dir(".").map(|d| d.count());
+                let list = std::fs::read_dir(".").map(std::iter::Iterator::count);
                 host::log(host::Level::Info, &format!("file: read {read:?}, write {write:?}, list {list:?}"));
             }
             Attack::Env => {

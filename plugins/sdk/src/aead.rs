@@ -113,7 +113,7 @@ pub fn load_key(algorithm: Algorithm, key: &[u8]) -> Result<u32, String> {
 
 /// Drops a key from the host.
 pub fn forget(key: u32) {
-    imp::forget(key)
+    imp::forget(key);
 }
 
 /// Encrypts `data` with a 12-byte nonce: ciphertext, then the 16-byte tag.

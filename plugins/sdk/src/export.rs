@@ -42,7 +42,7 @@ fn install_panic_hook() {
         let message = info
             .payload()
             .downcast_ref::<&str>()
-            .map(|s| s.to_string())
+            .map(std::string::ToString::to_string)
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "Box<dyn Any>".into());
         host::log(Level::Error, &format!("panicked at {location}:\n{message}"));
@@ -184,7 +184,7 @@ macro_rules! export_frame_transform {
                     w::transform(&STAGE, frames, payloads)
                 }
             }
-            $crate::export::frame_transform::__export_frame_transform_world!(Glue with_types_in $crate::export::frame_transform);
+    $crate::export::frame_transform::__export_frame_transform_world!(Glue with_types_in $crate::export::frame_transform);
         };
     };
 }

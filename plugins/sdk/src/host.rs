@@ -110,7 +110,7 @@ mod imp {
 
 /// Writes a log record, tagged by the host with the stage id.
 pub fn log(level: Level, message: &str) {
-    imp::log(level, message)
+    imp::log(level, message);
 }
 
 /// Monotonic nanoseconds; only differences are meaningful.
@@ -120,12 +120,12 @@ pub fn monotonic_now() -> u64 {
 
 /// Adds `delta` to the stage's counter `name`.
 pub fn counter_add(name: &str, delta: u64) {
-    imp::counter_add(name, delta)
+    imp::counter_add(name, delta);
 }
 
 /// Sets the stage's gauge `name`.
 pub fn gauge_set(name: &str, value: f64) {
-    imp::gauge_set(name, value)
+    imp::gauge_set(name, value);
 }
 
 /// Reads from the stage's state store, which survives re-instantiation.
@@ -140,7 +140,7 @@ pub fn state_put(key: &str, value: &[u8]) -> Result<(), String> {
 
 /// Removes a key from the stage's state store.
 pub fn state_delete(key: &str) {
-    imp::state_delete(key)
+    imp::state_delete(key);
 }
 
 /// Adds one to the counter kept under `key` in the state store and returns
@@ -158,11 +158,11 @@ pub fn state_count(key: &str) -> Result<u32, String> {
 /// gives them.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn use_state_store(name: &str) {
-    imp::use_state_store(name)
+    imp::use_state_store(name);
 }
 
 /// Marks the start of batch item `index`; the export glue calls this.
 #[doc(hidden)]
 pub fn begin_item(index: u32) {
-    imp::begin_item(index)
+    imp::begin_item(index);
 }

@@ -192,7 +192,7 @@ pub fn transform_batch<S: FrameTransform>(
     out_frames: &mut Vec<FrameInfo>,
     out_payloads: &mut Vec<u8>,
 ) {
-    frame_batch(frames, payloads, out_frames, out_payloads, |meta, payload, out| stage.transform(meta, payload, out))
+    frame_batch(frames, payloads, out_frames, out_payloads, |meta, payload, out| stage.transform(meta, payload, out));
 }
 
 /// Runs `each` over a flat batch of frames, marking each one, appending
@@ -240,7 +240,7 @@ pub fn open_batch<S: Encryption>(
         out_frames.push(FrameInfo { stream: meta.stream, sequence: meta.sequence, timestamp: meta.timestamp, size: payload.len() as u32 });
         out_payloads.extend_from_slice(&payload);
     }
-    frame_batch(frames, payloads, out_frames, out_payloads, |meta, payload, out| stage.open(meta, payload, out))
+    frame_batch(frames, payloads, out_frames, out_payloads, |meta, payload, out| stage.open(meta, payload, out));
 }
 
 /// Handles room events for an E2EE stage, marking each one.

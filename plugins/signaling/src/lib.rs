@@ -232,7 +232,7 @@ impl RoomServer {
                 let publishing = self.state.rooms.get(room).and_then(|m| m.get(&publisher)).map(|m| m.publishing.clone());
                 match publishing {
                     Some(kinds) if publisher != user => {
-                        out.push(send(connection, json!({"type": "subscribed", "room": room, "publisher": publisher, "kinds": kinds})))
+                        out.push(send(connection, json!({"type": "subscribed", "room": room, "publisher": publisher, "kinds": kinds})));
                     }
                     _ => out.push(error(
                         connection,
