@@ -6,7 +6,7 @@
 //! view of the media.
 
 use crate::common::runtime;
-use crate::webrtc_peers::{node, peer};
+use crate::webrtc_peers::{Seen, node, peer};
 use medianode::edge::Edge;
 use medianode::pipeline::Pipeline;
 use medianode::runtime::Items;
@@ -195,14 +195,15 @@ async fn three_edge_nodes_hear_alice_and_the_sfu_sees_only_ciphertext() {
     until("all three agree", Duration::from_secs(20), || agreed(&[&alice.edge, &bob.edge, &carol.edge], 3).is_some()).await;
     let epoch = agreed(&[&alice.edge, &bob.edge, &carol.edge], 3).expect("epoch");
 
-    // Three seconds of speech, then carol leaves.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Three seconds of speech (10 ms frames through the SFU), then carol leaves.
+    let forwarded = |n: usize| move |seen: &Seen| seen.payloads.lock().expect("lock").len() >= n;
+    observer.seen.until("3 s of alice's speech", Duration::from_secs(20), forwarded(300)).await;
     let carol_stage = carol.edge.stage().expect("stage").clone();
     carol.stop();
     drop(carol);
     until("alice and bob move on", Duration::from_secs(20), || agreed(&[&alice.edge, &bob.edge], 2).is_some_and(|e| e > epoch)).await;
     let seen_before_leave = observer.seen.payloads.lock().expect("lock").len();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    observer.seen.until("1 s of speech after carol left", Duration::from_secs(20), forwarded(seen_before_leave + 110)).await;
     bob.stop();
     alice.stop();
 
@@ -259,12 +260,14 @@ async fn a_trapping_e2ee_plugin_mid_call_leaks_nothing_and_loses_one_frame_per_t
     let observer = peer(&node, "call", "observer", false).await;
     let mut alice = EdgeNode::start(alice(&url, &speech, "stock:faulty-e2ee", "{ panic-every = 50 }"), dir.path());
     until("alice and bob agree", Duration::from_secs(20), || agreed(&[&alice.edge, &bob.edge], 2).is_some()).await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Three seconds of speech: six traps, one per 50 frames.
+    let forwarded = |seen: &Seen| seen.payloads.lock().expect("lock").len() >= 300;
+    observer.seen.until("3 s of alice's speech", Duration::from_secs(20), forwarded).await;
     bob.stop();
     alice.stop();
 
     let faults = alice.edge.stage_shared().expect("stage").metrics.snapshot()["faults"].as_u64().expect("faults");
-    assert!(faults >= 4, "{faults} traps in 4 s");
+    assert!(faults >= 4, "{faults} traps in 3 s");
     let plain: Vec<Vec<u8>> = drain(&mut alice).iter().flat_map(frames_of).collect();
     let observed = observer.seen.payloads.lock().expect("lock").clone();
     assert!(observed.len() > 200, "{} observed packets", observed.len());

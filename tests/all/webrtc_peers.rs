@@ -20,7 +20,7 @@ use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use serde_json::{Value, json};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -91,7 +91,47 @@ pub struct Seen {
     /// `resume` wakes it when cleared.
     pub stalled: std::sync::atomic::AtomicBool,
     pub resume: tokio::sync::Notify,
+    /// Packets received by the first payload byte, their tag
+    /// ([`Peer::send_tagged`]): a test counts its own burst, whatever else
+    /// is still in flight.
+    pub tagged: Mutex<HashMap<u8, u64>>,
+    /// Woken on everything a peer sees (a packet, an ICE state, a message),
+    /// for tests that wait for a state ([`Seen::until`]).
+    pub changed: tokio::sync::Notify,
 }
+
+impl Seen {
+    /// Waits until `done` holds, re-checking each time the peer sees
+    /// something; panics naming `what` after `within`.
+    pub async fn until(&self, what: &str, within: Duration, done: impl Fn(&Seen) -> bool) {
+        assert!(self.holds_within(within, done).await, "timed out after {within:?} waiting for {what}");
+    }
+
+    /// Whether `done` holds within `within`, re-checked each time the peer
+    /// sees something.
+    pub async fn holds_within(&self, within: Duration, done: impl Fn(&Seen) -> bool) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if done(self) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return done(self);
+            }
+        }
+    }
+
+    /// Packets received with tag `tag`.
+    pub fn tagged(&self, tag: u8) -> u64 {
+        self.tagged.lock().expect("lock").get(&tag).copied().unwrap_or(0)
+    }
+}
+
+/// The first payload byte of [`Peer::send_audio`]'s packets.
+pub const UNTAGGED: u8 = 0xAB;
 
 /// Payloads a peer keeps for inspection.
 pub const KEPT_PAYLOADS: usize = 4000;
@@ -118,6 +158,7 @@ impl PeerConnectionEventHandler for PeerHandler {
     }
     async fn on_ice_connection_state_change(&self, state: RTCIceConnectionState) {
         self.seen.ice.lock().expect("lock").push(state);
+        self.seen.changed.notify_waiters();
     }
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
         let seen = self.seen.clone();
@@ -141,6 +182,10 @@ impl PeerConnectionEventHandler for PeerHandler {
                         }
                     }
                     seen.unique.lock().expect("lock").insert((p.header.ssrc, p.header.sequence_number));
+                    if let Some(&tag) = p.payload.first() {
+                        *seen.tagged.lock().expect("lock").entry(tag).or_default() += 1;
+                    }
+                    seen.changed.notify_waiters();
                 }
             }
         });
@@ -229,6 +274,7 @@ async fn endpoint(user: &str, publish: bool, video: bool, out: mpsc::UnboundedSe
                 while let Some(TrackLocalEvent::OnRtcpPacket(packets)) = counting.poll().await {
                     let n = packets.iter().filter(|p| keyframes::is_keyframe_request(p.as_ref())).count();
                     seen.keyframe_requests.fetch_add(n as u64, Ordering::Relaxed);
+                    seen.changed.notify_waiters();
                 }
             });
             Some((track, video_ssrc))
@@ -301,6 +347,7 @@ pub async fn peer_at_with(addr: std::net::SocketAddr, room: &str, user: &str, pu
             let Message::Text(text) = message else { continue };
             let Ok(v) = serde_json::from_str::<Value>(&text) else { continue };
             seen2.messages.lock().expect("lock").push(v.clone());
+            seen2.changed.notify_waiters();
             match v["type"].as_str() {
                 Some("joined") => {
                     if let Some(tx) = joined_tx.take() {
@@ -358,19 +405,23 @@ impl Peer {
 
     /// Waits until ICE is connected.
     pub async fn connected(&self) {
-        for _ in 0..800 {
-            if self.seen.ice.lock().expect("lock").contains(&RTCIceConnectionState::Connected) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("ICE never connected: {:?}", self.seen.ice.lock().expect("lock"));
+        let connected = |seen: &Seen| seen.ice.lock().expect("lock").contains(&RTCIceConnectionState::Connected);
+        self.seen.until("ICE to connect", Duration::from_secs(20), connected).await;
     }
 
     /// Sends `n` audio packets, one per `gap`, numbered from `first`.
     pub async fn send_audio(&self, first: u16, n: u16, gap: Duration) {
+        self.send_tagged(UNTAGGED, first, n, gap).await;
+    }
+
+    /// [`Peer::send_audio`] with `tag` as each payload's first byte, so
+    /// that receivers can count this burst alone ([`Seen::tagged`]).
+    pub async fn send_tagged(&self, tag: u8, first: u16, n: u16, gap: Duration) {
         for i in 0..n {
-            self.send_one(first.wrapping_add(i), vec![0xAB; 120]).await;
+            let mut payload = vec![UNTAGGED; 120];
+            payload[0] = tag;
+            self.send_one(first.wrapping_add(i), payload).await;
+            // Pacing what is sent, as a microphone would.
             tokio::time::sleep(gap).await;
         }
     }
