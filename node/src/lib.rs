@@ -15,7 +15,8 @@
 //! - [`builtin`]: native stages in the host (the Opus codec).
 //! - [`signaling`]: the host's side of signaling connections: the HTTP
 //!   server and its page, heartbeat, limits, room tokens, the stage thread.
-//! - [`sfu`]: WebRTC peer connections and the packet forwarding loop.
+//! - [`peer`]: opening a WebRTC peer connection, one way for all.
+//! - [`sfu`]: the SFU's participants, tracks and packet forwarding loop.
 //! - [`server`]: `[server]` from a pipeline file: signaling server + SFU.
 //! - [`edge`]: `[client]` from a pipeline file: a participant in a room on
 //!   an SFU node, with its E2EE stage.
@@ -30,6 +31,7 @@ pub mod config;
 pub mod daemon;
 pub mod edge;
 pub mod io;
+pub mod peer;
 pub mod pipeline;
 pub mod runtime;
 pub mod server;

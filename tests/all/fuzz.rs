@@ -93,8 +93,8 @@ proptest! {
 
     #[test]
     fn any_sdp_gives_an_extension_id_or_none(sdp in "\\PC{0,300}", id in 0u16..300) {
-        let line = format!("{sdp}\r\na=extmap:{id} {}\r\n", medianode::sfu::AUDIO_LEVEL_URI);
-        let found = medianode::sfu::extension_id(&line, medianode::sfu::AUDIO_LEVEL_URI);
+        let line = format!("{sdp}\r\na=extmap:{id} {}\r\n", medianode::peer::AUDIO_LEVEL_URI);
+        let found = medianode::sfu::extension_id(&line, medianode::peer::AUDIO_LEVEL_URI);
         if let Ok(id) = u8::try_from(id) && !sdp.contains("a=extmap") {
             prop_assert_eq!(found, Some(id));
         }

@@ -4,16 +4,13 @@
 
 use crate::common::stock_stage;
 use futures_util::{SinkExt, StreamExt};
-use medianode::sfu::keyframes;
+use medianode::peer::{self, PeerOptions, keyframes};
 use medianode::sfu::router::PluginDecider;
 use medianode::sfu::{Sfu, SfuOptions};
 use medianode::signaling::connections::Connections;
 use medianode::signaling::server::{Server, ServerOptions};
-use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine};
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtp;
@@ -30,9 +27,7 @@ use tokio_tungstenite::tungstenite::Message;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
-use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceConnectionState, RTCPeerConnectionIceEvent,
-};
+use webrtc::peer_connection::{PeerConnection, PeerConnectionEventHandler, RTCIceConnectionState, RTCPeerConnectionIceEvent};
 
 /// A node: signaling server + SFU with the given forwarding plugin.
 pub struct Node {
@@ -214,25 +209,11 @@ pub async fn peer(node: &Node, room: &str, user: &str, publish: bool) -> Peer {
 /// receives audio; its ICE candidates go to `out` as `candidate` messages.
 async fn endpoint(user: &str, publish: bool, video: bool, out: mpsc::UnboundedSender<Value>) -> Endpoint {
     let seen = Arc::new(Seen::default());
-    let mut media = MediaEngine::default();
-    media.register_default_codecs().expect("codecs");
-    // Audio levels (RFC 6464) on published audio, as browsers send them.
-    let level = rtc::rtp_transceiver::rtp_sender::RTCRtpHeaderExtensionCapability { uri: medianode::sfu::AUDIO_LEVEL_URI.to_string() };
-    media.register_header_extension(level, RtpCodecKind::Audio, None).expect("audio level extension");
-    let registry = register_default_interceptors(Registry::new(), &mut media).expect("interceptors");
-    // Keyframe requests reach the application (they count in `Seen`).
-    let registry = registry.with(rtc::interceptor::Slot::from(keyframes::SLOT), keyframes::KeyframeRequests::default());
-    let pc: Arc<dyn PeerConnection> = Arc::new(
-        PeerConnectionBuilder::new()
-            .with_configuration(RTCConfigurationBuilder::new().build())
-            .with_media_engine(media)
-            .with_interceptor_registry(registry)
-            .with_handler(Arc::new(PeerHandler { seen: seen.clone(), out }))
-            .with_udp_addrs(vec!["127.0.0.1:0"])
-            .build()
-            .await
-            .expect("peer connection"),
-    );
+    // The node's own setup: audio levels (RFC 6464) on published audio, as
+    // browsers send them, and keyframe requests reach the application
+    // (they count in `Seen`).
+    let options = PeerOptions { ip: [127, 0, 0, 1].into(), ice: None, keyframe_requests: true };
+    let pc = peer::open(&options, Arc::new(PeerHandler { seen: seen.clone(), out })).await.expect("peer connection");
     let ssrc = rand::random::<u32>();
     let track = if publish {
         let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(

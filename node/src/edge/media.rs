@@ -12,11 +12,9 @@
 //! forwarded tracks). Sealing and opening are the caller's: this module
 //! never sees a key.
 
-use rtc::interceptor::Registry;
+use crate::peer::PeerOptions;
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MediaEngine};
+use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtp;
@@ -28,7 +26,7 @@ use tokio::sync::{Mutex, mpsc};
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
-use webrtc::peer_connection::{PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCPeerConnectionIceEvent};
+use webrtc::peer_connection::{PeerConnection, PeerConnectionEventHandler, RTCPeerConnectionIceEvent};
 
 /// The payload type the edge sends Opus with (the default codecs' Opus).
 const OPUS_PAYLOAD_TYPE: u8 = 111;
@@ -121,21 +119,9 @@ impl Media {
         signal: mpsc::UnboundedSender<Value>,
         received: mpsc::Sender<Received>,
     ) -> Result<Media, String> {
-        let mut media = MediaEngine::default();
-        media.register_default_codecs().map_err(|e| format!("codecs: {e}"))?;
-        let registry = register_default_interceptors(Registry::new(), &mut media).map_err(|e| format!("interceptors: {e}"))?;
         let publishers = Publishers::default();
-        let pc: Arc<dyn PeerConnection> = Arc::new(
-            PeerConnectionBuilder::new()
-                .with_configuration(RTCConfigurationBuilder::new().build())
-                .with_media_engine(media)
-                .with_interceptor_registry(registry)
-                .with_handler(Arc::new(Handler { signal: signal.clone(), received, publishers: publishers.clone() }))
-                .with_udp_addrs(vec![format!("{ip}:0")])
-                .build()
-                .await
-                .map_err(|e| format!("peer connection: {e}"))?,
-        );
+        let handler = Arc::new(Handler { signal: signal.clone(), received, publishers: publishers.clone() });
+        let pc = crate::peer::open(&PeerOptions { ip, ice: None, keyframe_requests: false }, handler).await?;
         let track = if publish {
             let ssrc = rand::random::<u32>();
             let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(

@@ -15,26 +15,22 @@
 //! Media messages (`offer`, `answer`, `candidate`) come from the signaling
 //! server; seats (who is in which room) from the signaling stage.
 
-pub mod keyframes;
 pub mod outbox;
 pub mod rewrite;
 pub mod router;
 
+use crate::peer::{self, AUDIO_LEVEL_URI, IceTimeouts, PeerOptions, keyframes};
 use crate::runtime::bindings::MediaKind;
 use crate::signaling::connections::{Connections, Outgoing, error_reply};
 use crate::signaling::hub::SeatSink;
 use crate::signaling::server::MediaSink;
 use medianode_core::sfu::speaker::SpeakerDetector;
 use router::{Decide, RouterMsg, RouterStats};
-use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
-use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind};
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -45,13 +41,7 @@ use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
-use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceConnectionState, RTCPeerConnectionIceEvent,
-    SettingEngineBuilder,
-};
-
-/// The RFC 6464 header extension that carries audio levels.
-pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+use webrtc::peer_connection::{PeerConnection, PeerConnectionEventHandler, RTCIceConnectionState, RTCPeerConnectionIceEvent};
 
 /// Settings of the SFU (`[server]` in a pipeline file).
 #[derive(Debug, Clone, PartialEq)]
@@ -337,28 +327,13 @@ impl Sfu {
         if let Some(pc) = self.inner.participants.lock().await.get(&connection).and_then(|p| p.pc.clone()) {
             return Ok(Some(pc));
         }
-        let mut media = MediaEngine::default();
-        media.register_default_codecs().map_err(|e| e.to_string())?;
-        let level = RTCRtpHeaderExtensionCapability { uri: AUDIO_LEVEL_URI.to_string() };
-        media.register_header_extension(level, RtpCodecKind::Audio, None).map_err(|e| e.to_string())?;
-        let registry = register_default_interceptors(Registry::new(), &mut media).map_err(|e| e.to_string())?;
-        let registry = registry.with(rtc::interceptor::Slot::from(keyframes::SLOT), keyframes::KeyframeRequests::default());
-        let handler = Arc::new(Handler { sfu: self.clone(), connection });
         let options = &self.inner.options;
-        let settings = SettingEngineBuilder::new()
-            .with_ice_timeouts(Some(options.ice_disconnected), Some(options.ice_failed), Some(options.ice_keepalive))
-            .build();
-        let pc = PeerConnectionBuilder::new()
-            .with_configuration(RTCConfigurationBuilder::new().build())
-            .with_setting_engine(settings)
-            .with_media_engine(media)
-            .with_interceptor_registry(registry)
-            .with_handler(handler)
-            .with_udp_addrs(vec![format!("{}:0", self.inner.options.rtc_ip)])
-            .build()
-            .await
-            .map_err(|e| format!("cannot open a peer connection: {e}"))?;
-        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+        let setup = PeerOptions {
+            ip: options.rtc_ip,
+            ice: Some(IceTimeouts { disconnected: options.ice_disconnected, failed: options.ice_failed, keepalive: options.ice_keepalive }),
+            keyframe_requests: true,
+        };
+        let pc = peer::open(&setup, Arc::new(Handler { sfu: self.clone(), connection })).await?;
         let mut participants = self.inner.participants.lock().await;
         match participants.get_mut(&connection) {
             Some(p) => {
