@@ -15,8 +15,9 @@
 //! among them; [`Client::send`] queues a message (dropped while the line is
 //! down: everything a room needs is re-established by the join).
 
+use super::keepalive::{Lapse, keep_alive};
 use futures_util::{SinkExt, StreamExt};
-use medianode_core::signaling::heartbeat::{self, Beat, Heartbeat};
+use medianode_core::signaling::heartbeat::{self, Heartbeat};
 use medianode_core::supervision::backoff::{Backoff, Decision, RestartConfig};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -148,15 +149,10 @@ async fn session(
     }
     let mut heartbeat = Heartbeat::new(Instant::now().into_std(), options.heartbeat_interval, options.heartbeat_timeout);
     loop {
-        let wake = match heartbeat.poll(Instant::now().into_std()) {
-            Beat::Dead => return "no answer to pings".into(),
-            Beat::Ping => {
-                if ws.send(Message::Ping(Default::default())).await.is_err() {
-                    return "send failed".into();
-                }
-                continue;
-            }
-            Beat::WaitUntil(at) => Instant::from_std(at),
+        let wake = match keep_alive(&mut heartbeat, &mut ws).await {
+            Ok(wake) => wake,
+            Err(Lapse::Dead) => return "no answer to pings".into(),
+            Err(Lapse::SendFailed) => return "send failed".into(),
         };
         tokio::select! {
             incoming = ws.next() => match incoming {

@@ -12,6 +12,7 @@
 //! - [`connections`]: outboxes bounded in bytes, one per connection.
 //! - [`client`]: the other end, for headless participants: joins, checks
 //!   the line with pings, reconnects with backoff.
+//! - [`keepalive`]: the heartbeat's driver, shared by both ends.
 //!
 //! The state machines these drive (heartbeat, rate limit) are sans-IO and
 //! live in [`medianode_core::signaling`].
@@ -21,5 +22,6 @@
 pub mod client;
 pub mod connections;
 pub mod hub;
+pub mod keepalive;
 pub mod server;
 pub use medianode_token as token;

@@ -24,6 +24,7 @@
 
 use super::connections::{Connections, Outgoing, error_reply};
 use super::hub::Hub;
+use super::keepalive::{Lapse, keep_alive};
 use super::token;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
@@ -31,7 +32,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use medianode_core::signaling::heartbeat::{Beat, Heartbeat};
+use medianode_core::signaling::heartbeat::Heartbeat;
 use medianode_core::signaling::rate_limit::TokenBucket;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -117,15 +118,10 @@ async fn connection(mut socket: WebSocket, shared: Arc<Shared>, grant: Option<(S
     let mut budget = TokenBucket::new(start, options.rate, options.burst);
     let mut last_rate_reply: Option<Instant> = None;
     let reason = loop {
-        let wake = match heartbeat.poll(Instant::now().into_std()) {
-            Beat::Dead => break "heartbeat timeout".to_string(),
-            Beat::Ping => {
-                if socket.send(Message::Ping(Default::default())).await.is_err() {
-                    break "send failed".into();
-                }
-                continue;
-            }
-            Beat::WaitUntil(at) => Instant::from_std(at),
+        let wake = match keep_alive(&mut heartbeat, &mut socket).await {
+            Ok(wake) => wake,
+            Err(Lapse::Dead) => break "heartbeat timeout".to_string(),
+            Err(Lapse::SendFailed) => break "send failed".into(),
         };
         tokio::select! {
             incoming = socket.recv() => {
