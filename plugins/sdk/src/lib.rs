@@ -54,6 +54,8 @@
 pub mod aead;
 pub mod host;
 mod types;
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod wit_mirror;
 
 #[doc(hidden)]
 pub mod export;

@@ -5,7 +5,8 @@
 //! samples (or payload bytes), so a batch costs two copies in and two out
 //! however many items it holds. A plugin never sees that layout: the SDK
 //! hands it one [`AudioBlock`] or one frame at a time. The same code compiles
-//! natively, where the mirrors below stand in for the generated bindings.
+//! natively, where the mirrors below stand in for the generated bindings
+//! (`wit_mirror.rs` checks, at compile time, that they still match the WIT).
 
 /// The level of an audio block, set by a meter stage and readable by every
 /// stage after it.
