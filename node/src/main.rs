@@ -29,7 +29,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a pipeline (the built-in demo when FILE is omitted).
+    /// Run a pipeline (without FILE: the built-in SFU and its web page).
     Run {
         file: Option<PathBuf>,
         #[command(flatten)]

@@ -41,11 +41,6 @@ impl AudioBatch {
         bytemuck::cast_slice(&self.samples)
     }
 
-    /// All samples as f32, to change in place.
-    pub fn pcm_mut(&mut self) -> &mut [f32] {
-        bytemuck::cast_slice_mut(&mut self.samples)
-    }
-
     /// Each block's header and samples, in order.
     pub fn iter(&self) -> impl Iterator<Item = (&BlockInfo, &[f32])> {
         let mut rest = self.pcm();

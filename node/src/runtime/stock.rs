@@ -3,9 +3,6 @@
 
 include!(concat!(env!("OUT_DIR"), "/stock.rs"));
 
-/// The prefix that names a stock plugin in a pipeline file.
-pub const PREFIX: &str = medianode_core::config::PluginRef::STOCK;
-
 /// The bytes of stock plugin `name`.
 pub fn bytes(name: &str) -> Option<&'static [u8]> {
     STOCK.iter().find(|(n, _, _)| *n == name).map(|(_, _, bytes)| *bytes)

@@ -100,7 +100,7 @@ pub mod audio_dsp {
 }
 
 /// Exports a type implementing [`crate::AudioDsp`] as an audio DSP component.
-/// Needs the SDK's `audio-dsp` feature; expands to nothing natively.
+/// Expands to nothing natively (where the stage is unit-tested as a plain type).
 #[macro_export]
 macro_rules! export_audio_dsp {
     ($stage:ty) => {
@@ -165,7 +165,7 @@ pub mod frame_transform {
 }
 
 /// Exports a type implementing [`crate::FrameTransform`] as a frame transform
-/// component. Needs the SDK's `frame-transform` feature.
+/// component. Expands to nothing natively.
 #[macro_export]
 macro_rules! export_frame_transform {
     ($stage:ty) => {

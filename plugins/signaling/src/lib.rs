@@ -34,7 +34,7 @@
 //!
 //! When the node checks access tokens, each connection arrives with the room
 //! and user its token grants, and a join anywhere else is refused with
-//! `token-scope`, `stale-epoch`.
+//! `token-scope`.
 //!
 //! A join tells the host the connection's seat (`seated`), so that its media
 //! (SDP, ICE, RTP) is carried from then on; a leave or disconnect takes the
