@@ -16,7 +16,6 @@
 //! server; seats (who is in which room) from the signaling stage.
 
 pub mod outbox;
-pub mod rewrite;
 pub mod router;
 
 use crate::peer::{self, AUDIO_LEVEL_URI, IceTimeouts, PeerOptions, keyframes};

@@ -8,15 +8,15 @@
 //! change and the packets after it are seen in order.
 
 use super::outbox::{Outbox, OutboxCounters, Pushed};
-use super::rewrite::SequenceRewriter;
 use crate::runtime::bindings::{ForwardBatch, MediaKind, PacketMeta, RouteChange, RouteMember};
 use crate::supervisor::thread::StageThread;
 use crate::supervisor::{Stopped, Supervisor};
+use medianode_core::sfu::fanout::Fanout;
 use medianode_core::supervision::FailurePolicy;
 use medianode_forward::RoomForwarder;
 use medianode_sdk::{self as sdk, Forwarding as _};
 use rtc::rtp;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -289,24 +289,17 @@ fn full_table(all: &BTreeMap<u64, String>) -> Vec<RouteChange> {
     all.iter().map(|(&participant, room)| RouteChange::Joined(RouteMember { participant, room: room.clone() })).collect()
 }
 
-/// One forwarded stream at one subscriber: its rewriting, and the outbox
-/// its writer task drains (see [`super::outbox`]).
+/// The I/O end of one forwarded stream at one subscriber: the outbox its
+/// writer task drains (see [`super::outbox`]). Its SSRC and numbering are
+/// the core's ([`Fanout`]).
 struct Outgoing {
-    ssrc: u32,
-    sequence: SequenceRewriter,
     outbox: Outbox,
     video: bool,
 }
 
 impl Outgoing {
     /// Starts the writer task of a new outgoing stream.
-    fn start(
-        track: Arc<TrackLocalStaticRTP>,
-        sender: Arc<dyn RtpSender>,
-        mime: String,
-        ssrc: u32,
-        counters: &Arc<OutboxCounters>,
-    ) -> Outgoing {
+    fn start(track: Arc<TrackLocalStaticRTP>, sender: Arc<dyn RtpSender>, mime: String, counters: &Arc<OutboxCounters>) -> Outgoing {
         let video = mime.to_ascii_lowercase().starts_with("video/");
         let (outbox, reader) = Outbox::new(counters.clone());
         let counters = counters.clone();
@@ -328,7 +321,7 @@ impl Outgoing {
                 counter.fetch_add(1, Ordering::Relaxed);
             }
         });
-        Outgoing { ssrc, sequence: SequenceRewriter::default(), outbox, video }
+        Outgoing { outbox, video }
     }
 }
 
@@ -373,8 +366,7 @@ pub async fn run(
     counters: Arc<OutboxCounters>,
 ) {
     let mut routes: BTreeMap<u64, String> = BTreeMap::new();
-    // (publisher stream ssrc) -> subscriber -> outgoing track.
-    let mut outgoing: HashMap<u32, HashMap<u64, Outgoing>> = HashMap::new();
+    let mut fanout: Fanout<Outgoing> = Fanout::default();
     let mut metas = Vec::with_capacity(MAX_BATCH);
     let mut packets = Vec::with_capacity(MAX_BATCH);
     let mut decision = ForwardBatch { counts: Vec::new(), subscribers: Vec::new() };
@@ -408,15 +400,9 @@ pub async fn run(
                     decide.update(&RouteChange::Left(participant), &routes).await;
                 }
                 RouterMsg::Subscribe { subscriber, ssrc, track, sender, mime, out_ssrc } => {
-                    let out = Outgoing::start(track, sender, mime, out_ssrc, &counters);
-                    outgoing.entry(ssrc).or_default().insert(subscriber, out);
+                    fanout.subscribe(ssrc, subscriber, out_ssrc, Outgoing::start(track, sender, mime, &counters));
                 }
-                RouterMsg::Forget(participant) => {
-                    outgoing.values_mut().for_each(|subs| {
-                        subs.remove(&participant);
-                    });
-                    outgoing.retain(|_, subs| !subs.is_empty());
-                }
+                RouterMsg::Forget(participant) => fanout.forget(participant),
             }
             if metas.len() < MAX_BATCH {
                 next = rx.try_recv().ok();
@@ -438,26 +424,24 @@ pub async fn run(
         for ((meta, mut packet), &count) in metas.iter().zip(packets.drain(..)).zip(&decision.counts) {
             let chosen = decision.subscribers.get(cursor..cursor + count as usize).unwrap_or(&[]);
             cursor += count as usize;
-            let Some(subscribers) = outgoing.get_mut(&meta.ssrc) else { continue };
+            if !fanout.has(meta.ssrc) {
+                continue;
+            }
             // Header extension ids are negotiated per leg; none is carried
             // over (the publisher's would be refused). Stripped once here,
             // so the copies below clone no extension list.
             packet.header.extension = false;
             packet.header.extensions.clear();
-            for (subscriber, out) in subscribers.iter_mut() {
-                if !chosen.contains(subscriber) {
-                    out.sequence.withhold();
-                    continue;
-                }
+            fanout.route(meta.ssrc, meta.sequence, chosen, |leg, to| {
                 let mut copy = packet.clone();
-                copy.header.ssrc = out.ssrc;
-                copy.header.sequence_number = out.sequence.forward(meta.sequence);
+                copy.header.ssrc = to.ssrc;
+                copy.header.sequence_number = to.sequence;
                 // A gap in a video stream wants a keyframe after it (at
                 // most one request a second; a full queue skips it).
-                if out.outbox.push(copy) == Pushed::DroppedAskKeyframe && out.video {
+                if leg.io.outbox.push(copy) == Pushed::DroppedAskKeyframe && leg.io.video {
                     let _ = keyframes.try_send(meta.ssrc);
                 }
-            }
+            });
         }
         metas.clear();
         if let Ok(mut shared) = stats.lock() {

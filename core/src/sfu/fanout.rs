@@ -1,0 +1,117 @@
+//! Who receives a copy of each publisher stream, and how each copy is
+//! numbered.
+//!
+//! For every publisher stream (by its SSRC) the fanout keeps the
+//! subscribers that have a track for it, each a *leg* with its own SSRC and
+//! [`SequenceRewriter`]. Given one packet and the subscribers the
+//! forwarding decision chose, [`Fanout::route`] hands each chosen leg its
+//! copy's SSRC and sequence number, and counts the packet as withheld for
+//! every other leg, so that no subscriber sees a hole for a packet that was
+//! never meant for it. What a leg carries for the I/O layer (an outbox, a
+//! socket) is the type parameter: this module never touches it.
+
+use super::rewrite::SequenceRewriter;
+use std::collections::HashMap;
+
+/// One subscriber's copy of one publisher stream.
+#[derive(Debug)]
+pub struct Leg<L> {
+    /// The SSRC the subscriber sees.
+    pub ssrc: u32,
+    sequence: SequenceRewriter,
+    /// The I/O layer's end of the leg.
+    pub io: L,
+}
+
+/// How to send one copy of a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Copy {
+    pub ssrc: u32,
+    pub sequence: u16,
+}
+
+/// Publisher stream -> subscriber -> leg.
+#[derive(Debug)]
+pub struct Fanout<L> {
+    streams: HashMap<u32, HashMap<u64, Leg<L>>>,
+}
+
+impl<L> Default for Fanout<L> {
+    fn default() -> Self {
+        Fanout { streams: HashMap::new() }
+    }
+}
+
+impl<L> Fanout<L> {
+    /// `subscriber` now receives `stream` as `ssrc`, through `io` (a second
+    /// subscription to the same stream replaces the first).
+    pub fn subscribe(&mut self, stream: u32, subscriber: u64, ssrc: u32, io: L) {
+        self.streams.entry(stream).or_default().insert(subscriber, Leg { ssrc, sequence: SequenceRewriter::default(), io });
+    }
+
+    /// Everything `participant` received is gone.
+    pub fn forget(&mut self, participant: u64) {
+        self.streams.values_mut().for_each(|legs| {
+            legs.remove(&participant);
+        });
+        self.streams.retain(|_, legs| !legs.is_empty());
+    }
+
+    /// Whether anyone receives `stream`.
+    pub fn has(&self, stream: u32) -> bool {
+        self.streams.contains_key(&stream)
+    }
+
+    /// Routes packet `sequence` of `stream` to the `chosen` subscribers:
+    /// `deliver` is called with each chosen leg and its copy.
+    pub fn route(&mut self, stream: u32, sequence: u16, chosen: &[u64], mut deliver: impl FnMut(&mut Leg<L>, Copy)) {
+        let Some(legs) = self.streams.get_mut(&stream) else { return };
+        for (subscriber, leg) in legs.iter_mut() {
+            if chosen.contains(subscriber) {
+                let copy = Copy { ssrc: leg.ssrc, sequence: leg.sequence.forward(sequence) };
+                deliver(leg, copy);
+            } else {
+                leg.sequence.withhold();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routed(fanout: &mut Fanout<&'static str>, sequence: u16, chosen: &[u64]) -> Vec<(&'static str, Copy)> {
+        let mut out = Vec::new();
+        fanout.route(100, sequence, chosen, |leg, copy| out.push((leg.io, copy)));
+        out.sort_by_key(|(name, _)| *name);
+        out
+    }
+
+    #[test]
+    fn each_leg_has_its_ssrc_and_no_holes_for_what_it_was_not_sent() {
+        let mut fanout = Fanout::default();
+        fanout.subscribe(100, 1, 0xA, "a");
+        fanout.subscribe(100, 2, 0xB, "b");
+        assert_eq!(routed(&mut fanout, 10, &[1, 2]), [("a", Copy { ssrc: 0xA, sequence: 10 }), ("b", Copy { ssrc: 0xB, sequence: 10 })]);
+        // 11 is for `a` only: `b`'s next copy follows its last without a gap.
+        assert_eq!(routed(&mut fanout, 11, &[1]), [("a", Copy { ssrc: 0xA, sequence: 11 })]);
+        assert_eq!(routed(&mut fanout, 12, &[1, 2]), [("a", Copy { ssrc: 0xA, sequence: 12 }), ("b", Copy { ssrc: 0xB, sequence: 11 })]);
+        // Unknown streams and unknown subscribers route nowhere.
+        let mut none = Vec::new();
+        fanout.route(999, 1, &[1, 2], |leg, _| none.push(leg.io));
+        assert!(none.is_empty());
+        assert_eq!(routed(&mut fanout, 13, &[7]), []);
+    }
+
+    #[test]
+    fn a_forgotten_participant_gets_nothing_and_empty_streams_go() {
+        let mut fanout = Fanout::default();
+        fanout.subscribe(100, 1, 0xA, "a");
+        fanout.subscribe(200, 1, 0xC, "c");
+        fanout.subscribe(100, 2, 0xB, "b");
+        fanout.forget(1);
+        assert_eq!(routed(&mut fanout, 1, &[1, 2]), [("b", Copy { ssrc: 0xB, sequence: 1 })]);
+        assert!(!fanout.has(200));
+    }
+}
