@@ -11,10 +11,11 @@
 //!   the graph and its link types, located errors (all of them at once).
 //! - [`plugin`]: what the host knows of a plugin without running it: the
 //!   kind of stage its world makes it.
-//! - [`supervision`]: limits, failure policies, the restart backoff, the
-//!   flight recorder.
+//! - [`supervision`]: limits, failure policies, the restart backoff (also
+//!   the signaling client's reconnect schedule), the flight recorder.
 //! - [`signaling`]: per-connection state machines: heartbeat, rate limit.
-//! - [`sfu`]: media decisions made from packet metadata: active speaker.
+//! - [`sfu`]: the SFU's decisions: who gets a copy of each packet and how
+//!   it is numbered, when to renegotiate, who is speaking.
 
 pub mod config;
 pub mod plugin;

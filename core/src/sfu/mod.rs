@@ -1,7 +1,9 @@
-//! The SFU's decisions that need only packet metadata and time: who gets a
-//! copy of each packet and how it is numbered ([`fanout`], [`rewrite`]),
-//! and who is speaking ([`speaker`]).
+//! The SFU's decisions that need only packet metadata, events and time:
+//! who gets a copy of each packet and how it is numbered ([`fanout`],
+//! [`rewrite`]), when to offer a participant a new description
+//! ([`negotiation`]), and who is speaking ([`speaker`]).
 
 pub mod fanout;
+pub mod negotiation;
 pub mod rewrite;
 pub mod speaker;

@@ -23,6 +23,7 @@ use crate::runtime::bindings::MediaKind;
 use crate::signaling::connections::{Connections, Outgoing, error_reply};
 use crate::signaling::hub::SeatSink;
 use crate::signaling::server::MediaSink;
+use medianode_core::sfu::negotiation::Negotiation;
 use medianode_core::sfu::speaker::SpeakerDetector;
 use router::{Decide, RouterMsg, RouterStats};
 use rtc::media_stream::MediaStreamTrack;
@@ -83,10 +84,8 @@ struct Participant {
     published: Vec<Published>,
     /// (publisher, ssrc) pairs this participant already receives.
     receiving: Vec<(u64, u32)>,
-    /// A node offer is waiting for its answer.
-    offering: bool,
-    /// Changes arrived while offering: offer again after the answer.
-    again: bool,
+    /// Whether a node offer is in flight, and whether another is due.
+    negotiation: Negotiation,
 }
 
 /// Seats, leaves and media messages, handled one at a time in arrival
@@ -192,8 +191,14 @@ impl Sfu {
     }
 
     async fn seat(&self, connection: u64, room: String, user: String) {
-        let participant =
-            Participant { room: room.clone(), user, pc: None, published: Vec::new(), receiving: Vec::new(), offering: false, again: false };
+        let participant = Participant {
+            room: room.clone(),
+            user,
+            pc: None,
+            published: Vec::new(),
+            receiving: Vec::new(),
+            negotiation: Negotiation::default(),
+        };
         self.inner.participants.lock().await.insert(connection, participant);
         let _ = self.inner.router.send(RouterMsg::Joined { participant: connection, room }).await;
     }
@@ -299,16 +304,7 @@ impl Sfu {
         let pc = self.inner.participants.lock().await.get(&connection).and_then(|p| p.pc.clone());
         let pc = pc.ok_or("no offer to answer")?;
         pc.set_remote_description(answer).await.map_err(|e| format!("cannot apply the answer: {e}"))?;
-        let again = {
-            let mut participants = self.inner.participants.lock().await;
-            match participants.get_mut(&connection) {
-                Some(p) => {
-                    p.offering = false;
-                    std::mem::take(&mut p.again)
-                }
-                None => false,
-            }
-        };
+        let again = self.inner.participants.lock().await.get_mut(&connection).is_some_and(|p| p.negotiation.answered());
         if again {
             self.renegotiate(connection).await;
         }
@@ -440,16 +436,19 @@ impl Sfu {
             let mut participants = self.inner.participants.lock().await;
             let Some(p) = participants.get_mut(&connection) else { return };
             let Some(pc) = p.pc.clone() else { return };
-            if p.offering {
-                p.again = true;
+            if !p.negotiation.changed() {
                 return;
             }
-            p.offering = true;
             pc
         };
         let offer = match pc.create_offer(None).await {
             Ok(offer) => offer,
-            Err(e) => return tracing::warn!(connection, "cannot make an offer: {e}"),
+            Err(e) => {
+                if let Some(p) = self.inner.participants.lock().await.get_mut(&connection) {
+                    p.negotiation.failed();
+                }
+                return tracing::warn!(connection, "cannot make an offer: {e}");
+            }
         };
         // Sent before it is applied, like an answer (see `on_offer`).
         self.send(connection, json!({"type": "offer", "sdp": offer.sdp}));

@@ -13,8 +13,9 @@
 //!   (`medianode:plugin/aead`), keys held there by handle.
 //! - [`stage`]: the plugin (`stock:e2ee`): the room's group kept through
 //!   signaling messages, frames sealed and opened, state kept in the host
-//!   state store across crashes.
+//!   state store across crashes; its settings in [`config`].
 
+pub mod config;
 pub mod host_crypto;
 pub mod keyring;
 pub mod membership;
