@@ -13,7 +13,6 @@ use crate::sfu::router::{Decide, NativeDecider, PluginDecider};
 use crate::sfu::{Sfu, SfuOptions};
 use crate::signaling::connections::Connections;
 use crate::signaling::server::Server;
-use crate::supervisor::Supervisor;
 use crate::supervisor::crash_report::CrashReporter;
 use std::sync::Arc;
 use std::time::Instant;
@@ -31,14 +30,7 @@ pub async fn start(runtime: &Runtime, config: &PipelineConfig, reporter: &CrashR
     };
     let compiled = pipeline::compile(runtime, config)?;
     let now = Instant::now();
-    let serving = |index: Option<usize>| -> Result<Option<Supervisor>, BuildError> {
-        let Some(i) = index else { return Ok(None) };
-        let stage = &config.stages[i];
-        let plugin = compiled
-            .plugin(config, i)
-            .ok_or_else(|| config.error(stage.span.clone(), "the plugin was not compiled", "report this as a bug"))?;
-        Ok(Some(pipeline::supervise(stage, plugin.clone(), reporter, now)?))
-    };
+    let serving = |index: Option<usize>| index.map(|i| compiled.supervise(config, i, reporter, now)).transpose();
     let forwarding = serving(compiled.plan.forwarding)?;
     let Some(signaling) = serving(compiled.plan.signaling)? else {
         let hint = "add a stage without inputs running plugin = \"stock:signaling\"";

@@ -400,16 +400,8 @@ pub fn start(
         return Err(config.error(0..0, "the pipeline has no [client] table", "add one (see pipelines/edge.toml)").into());
     };
     let compiled = pipeline::compile(runtime, config)?;
-    let encryption = match compiled.plan.encryption {
-        None => None,
-        Some(i) => {
-            let stage = &config.stages[i];
-            let plugin = compiled
-                .plugin(config, i)
-                .ok_or_else(|| config.error(stage.span.clone(), "the plugin was not compiled", "report this as a bug"))?;
-            Some(pipeline::supervise(stage, plugin.clone(), reporter, std::time::Instant::now())?)
-        }
-    };
+    let now = std::time::Instant::now();
+    let encryption = compiled.plan.encryption.map(|i| compiled.supervise(config, i, reporter, now)).transpose()?;
     let options = ClientOptions::new(&client.url, &client.room, &client.user);
     let stage = encryption.map(|supervisor| {
         let (outbox, reader) = Edge::outbox();

@@ -26,7 +26,7 @@
 mod chain;
 
 use chain::{Answer, Chain};
-pub use medianode_core::config::graph::{Plan, PortType, to_dot};
+pub use medianode_core::config::graph::{Plan, to_dot};
 
 use crate::builtin::BuiltinStage;
 use crate::config::{ConfigError, ConfigErrors, Pace, PipelineConfig, Runs, SinkKind, SourceKind, StageConfig};
@@ -183,9 +183,20 @@ pub struct Compiled {
 }
 
 impl Compiled {
-    /// The plugin of stage `index` of the config (a plugin stage).
-    pub(crate) fn plugin(&self, config: &PipelineConfig, index: usize) -> Option<&Arc<Plugin>> {
-        self.plugins.get(&config.stages[index].id)
+    /// Starts the supervision of plugin stage `index` of the config.
+    pub(crate) fn supervise(
+        &self,
+        config: &PipelineConfig,
+        index: usize,
+        reporter: &CrashReporter,
+        now: Instant,
+    ) -> Result<Supervisor, BuildError> {
+        let stage = &config.stages[index];
+        let Some(plugin) = self.plugins.get(&stage.id) else {
+            // `compile` returns an error for every plugin it did not compile.
+            return Err(config.error(stage.span.clone(), "the stage's plugin was not compiled", "report this as a bug").into());
+        };
+        supervise(stage, plugin.clone(), reporter, now)
     }
 }
 
@@ -296,20 +307,17 @@ impl Pipeline {
         for &i in &compiled.plan.order {
             let stage = &config.stages[i];
             let inputs = link(&index, &stage.inputs);
-            let kind = match (&stage.runs, compiled.plugin(config, i)) {
-                (Runs::Builtin(builtin), _) => NodeKind::Builtin(crate::builtin::start(builtin).map_err(|message| BuildError::Start {
+            let kind = match &stage.runs {
+                Runs::Builtin(builtin) => NodeKind::Builtin(crate::builtin::start(builtin).map_err(|message| BuildError::Start {
                     stage: stage.id.clone(),
                     kind: "builtin",
                     message,
                 })?),
-                (Runs::Plugin(_), Some(plugin)) => {
-                    let supervisor = supervise(stage, plugin.clone(), reporter, now)?;
+                Runs::Plugin(_) => {
+                    let supervisor = compiled.supervise(config, i, reporter, now)?;
                     stats.stages.push(supervisor.shared().clone());
                     let build_wait = stage.limits.init_deadline.saturating_mul(2) + Duration::from_secs(1);
                     NodeKind::Stage(Chain::new(&stage.id, supervisor, stage.failure, build_wait, now))
-                }
-                (Runs::Plugin(p), None) => {
-                    return Err(config.error(p.span.clone(), "the plugin was not compiled", "report this as a bug").into());
                 }
             };
             index.insert(&stage.id, nodes.len());
