@@ -12,6 +12,7 @@ use super::*;
 use serde::de::DeserializeOwned;
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+use std::ops::RangeInclusive;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
@@ -63,6 +64,26 @@ impl Cx {
                 "write a number and a unit, like \"64MiB\", \"512KiB\" or \"1200B\"",
             )
         })
+    }
+
+    /// A duration within `range`, or `None` after reporting why not.
+    pub fn duration_in(&self, value: &Spanned<String>, range: RangeInclusive<Duration>, message: &str, hint: &str) -> Option<Duration> {
+        let d = self.ok(self.duration(value))?;
+        self.in_range(value, d, &range, message, hint)
+    }
+
+    /// A size within `range`, or `None` after reporting why not.
+    pub fn size_in(&self, value: &Spanned<String>, range: RangeInclusive<u64>, message: &str, hint: &str) -> Option<u64> {
+        let bytes = self.ok(self.size(value))?;
+        self.in_range(value, bytes, &range, message, hint)
+    }
+
+    fn in_range<T: PartialOrd, V>(&self, at: &Spanned<V>, x: T, range: &RangeInclusive<T>, message: &str, hint: &str) -> Option<T> {
+        if range.contains(&x) {
+            return Some(x);
+        }
+        self.report(self.err(at, message, hint));
+        None
     }
 
     /// Reports a key that belongs to another kind of table; `owner` is e.g.
@@ -118,21 +139,12 @@ pub(super) fn check(file: Arc<SourceFile>) -> Result<(PipelineConfig, Vec<Config
         },
     };
     let tick = pipeline.and_then(|p| p.tick.as_ref()).and_then(|t| {
-        let d = cx.ok(cx.duration(t))?;
-        if d.is_zero() || d > Duration::from_secs(1) {
-            cx.report(cx.err(t, "tick must be between 1us and 1s", "audio uses \"10ms\""));
-            return None;
-        }
-        Some(d)
+        cx.duration_in(t, Duration::from_micros(1)..=Duration::from_secs(1), "tick must be between 1us and 1s", "audio uses \"10ms\"")
     });
     let tick = tick.unwrap_or(Duration::from_millis(10));
     let budget = pipeline.and_then(|p| p.budget.as_ref()).and_then(|b| {
-        let d = cx.ok(cx.duration(b))?;
-        if d.is_zero() || d > Duration::from_secs(60) {
-            cx.report(cx.err(b, "budget must be between 1us and 60s", "leave it out to use the tick, or write e.g. \"20ms\""));
-            return None;
-        }
-        Some(d)
+        let hint = "leave it out to use the tick, or write e.g. \"20ms\"";
+        cx.duration_in(b, Duration::from_micros(1)..=Duration::from_secs(60), "budget must be between 1us and 60s", hint)
     });
 
     let server = raw.server.as_ref().and_then(|s| server::check(&cx, s));

@@ -67,13 +67,9 @@ pub(super) fn check(cx: &Cx, raw: &Spanned<RawServer>) -> Option<ServerConfig> {
         Some(ip) => ip_address(cx, ip).unwrap_or(listen.ip()),
     };
     if let Some(size) = &s.max_message
-        && let Some(bytes) = cx.ok(cx.size(size))
+        && let Some(bytes) = cx.size_in(size, 256..=16 << 20, "max-message must be between 256B and 16MiB", "the default is \"64KiB\"")
     {
-        if (256..=16 << 20).contains(&bytes) {
-            options.max_message = bytes as usize;
-        } else {
-            cx.report(cx.err(size, "max-message must be between 256B and 16MiB", "the default is \"64KiB\""));
-        }
+        options.max_message = bytes as usize;
     }
     if let Some(rate) = &s.rate {
         if rate.get_ref().is_finite() && *rate.get_ref() > 0.0 {

@@ -127,16 +127,10 @@ pub(super) fn check(cx: &Cx, raw: &Spanned<RawSource>) -> Option<SourceConfig> {
     let kind = match kind_name {
         "tone" => SourceKind::Tone { frequency: frequency(&s.frequency, 440.0), amplitude: amplitude(), channels: channels().unwrap_or(1) },
         "sweep" => {
-            let period = match &s.period {
-                None => Duration::from_secs(10),
-                Some(v) => match cx.ok(cx.duration(v)) {
-                    Some(d) if d < Duration::from_millis(100) => {
-                        cx.report(cx.err(v, "sweep period too short", "use 100ms or more, e.g. \"10s\""));
-                        Duration::from_secs(10)
-                    }
-                    d => d.unwrap_or(Duration::from_secs(10)),
-                },
-            };
+            let period = s.period.as_ref().and_then(|v| {
+                cx.duration_in(v, Duration::from_millis(100)..=Duration::MAX, "sweep period too short", "use 100ms or more, e.g. \"10s\"")
+            });
+            let period = period.unwrap_or(Duration::from_secs(10));
             SourceKind::Sweep {
                 from: frequency(&s.from, 20.0),
                 to: frequency(&s.to, 20_000.0),
@@ -154,16 +148,8 @@ pub(super) fn check(cx: &Cx, raw: &Spanned<RawSource>) -> Option<SourceConfig> {
         }
         "device" => SourceKind::Device { device: s.device.as_ref().map(|d| d.get_ref().clone()), channels: channels().unwrap_or(1) },
         "frames" => {
-            let size = match &s.size {
-                None => 1200,
-                Some(v) => match cx.ok(cx.size(v)) {
-                    Some(size) if size == 0 || size > 1 << 20 => {
-                        cx.report(cx.err(v, "frame size out of range", "use 1B to 1MiB"));
-                        1200
-                    }
-                    size => size.map_or(1200, |s| s as usize),
-                },
-            };
+            let size = s.size.as_ref().and_then(|v| cx.size_in(v, 1..=1 << 20, "frame size out of range", "use 1B to 1MiB"));
+            let size = size.map_or(1200, |s| s as usize);
             let per_tick = match &s.per_tick {
                 Some(p) if !(1..=10_000).contains(p.get_ref()) => {
                     cx.report(cx.err(p, "per-tick out of range", "use 1 to 10000 frames per tick"));

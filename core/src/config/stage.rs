@@ -76,7 +76,7 @@ impl StageConfig {
 }
 
 /// The stack a stage may ask for.
-const STACK_RANGE: (u64, u64) = (64 << 10, 8 << 20);
+const STACK_RANGE: std::ops::RangeInclusive<u64> = 64 << 10..=8 << 20;
 
 /// Checks one `[[stage]]`; `None` after reporting what is wrong.
 /// `networked`: the file has a `[server]` or `[client]`, whose stages have
@@ -194,47 +194,28 @@ fn builtin(cx: &Cx, s: &RawStage, name: &Spanned<String>, config_json: &str) -> 
 /// `[stage.limits]`: each setting checked on its own.
 fn limits(cx: &Cx, raw: &RawLimits) -> Limits {
     let mut limits = Limits::default();
-    let in_range = |value: &Spanned<String>, parsed: Option<u64>, ok: bool, message: &str, hint: &str| {
-        if parsed.is_some() && !ok {
-            cx.report(cx.err(value, message, hint));
-        }
-        parsed.filter(|_| ok)
-    };
     if let Some(m) = &raw.memory {
-        let bytes = cx.ok(cx.size(m));
-        let ok = bytes.is_some_and(|b| (1 << 20..=MAX_MEMORY).contains(&b));
-        limits.memory = in_range(m, bytes, ok, "memory limit out of range", "use 1MiB to 4GiB").unwrap_or(limits.memory);
+        limits.memory = cx.size_in(m, 1 << 20..=MAX_MEMORY, "memory limit out of range", "use 1MiB to 4GiB").unwrap_or(limits.memory);
     }
-    let duration_in = |value: &Spanned<String>, range: std::ops::RangeInclusive<Duration>, message: &str, hint: &str| {
-        let d = cx.ok(cx.duration(value))?;
-        if !range.contains(&d) {
-            cx.report(cx.err(value, message, hint));
-            return None;
-        }
-        Some(d)
-    };
     if let Some(d) = &raw.deadline {
         let range = Duration::from_micros(100)..=Duration::from_secs(10);
         let hint = "use 100us to 10s; audio stages want less than a block (\"5ms\")";
-        limits.deadline = duration_in(d, range, "deadline out of range", hint).unwrap_or(limits.deadline);
+        limits.deadline = cx.duration_in(d, range, "deadline out of range", hint).unwrap_or(limits.deadline);
     }
     if let Some(d) = &raw.init_deadline {
         let range = Duration::from_millis(1)..=Duration::from_secs(60);
-        limits.init_deadline = duration_in(d, range, "init-deadline out of range", "use 1ms to 60s").unwrap_or(limits.init_deadline);
+        limits.init_deadline = cx.duration_in(d, range, "init-deadline out of range", "use 1ms to 60s").unwrap_or(limits.init_deadline);
     }
     if let Some(s) = &raw.stack {
-        let bytes = cx.ok(cx.size(s));
-        let ok = bytes.is_some_and(|b| (STACK_RANGE.0..=STACK_RANGE.1).contains(&b));
-        limits.stack = in_range(s, bytes, ok, "stack limit out of range", "use 64KiB to 8MiB").map_or(limits.stack, |b| b as usize);
+        let stack = cx.size_in(s, STACK_RANGE, "stack limit out of range", "use 64KiB to 8MiB");
+        limits.stack = stack.map_or(limits.stack, |b| b as usize);
     }
     if let Some(s) = &raw.state {
         limits.state = cx.ok(cx.size(s)).unwrap_or(limits.state);
     }
     if let Some(l) = &raw.log {
-        let bytes = cx.ok(cx.size(l));
-        let ok = bytes.is_some_and(|b| (1024..=64 << 20).contains(&b));
         let hint = "use 1KiB to 64MiB (bytes of plugin log per second)";
-        limits.log_bytes = in_range(l, bytes, ok, "log budget out of range", hint).unwrap_or(limits.log_bytes);
+        limits.log_bytes = cx.size_in(l, 1024..=64 << 20, "log budget out of range", hint).unwrap_or(limits.log_bytes);
     }
     if let Some(l) = &raw.log_lines {
         if (1..=100_000).contains(l.get_ref()) {
