@@ -13,7 +13,9 @@
 //! | `unpublish` | | others get `unpublished` |
 //! | `subscribe` | `publisher` | checked against the room; answered with `subscribed` |
 //! | `typing` | optional `room`, `user` | others get `typing` |
+//! | `message` | `id`, `text` (at most [`MAX_TEXT`] characters), optional `room`, `user` | others get the chat message |
 //! | `ack`, `read` | `id`, optional `room`, `user` | others get the same event |
+//! | `mute`, `unmute` | `kind` (`"audio"`, `"video"`) | others get `muted` / `unmuted` |
 //! | `mls-key-package` | `package` | others get it (one of them adds the sender) |
 //! | `mls-commit` | `epoch`, `commit`, optional `welcome`, `joiners` | ordered: see below |
 //!
@@ -68,13 +70,54 @@ enum ClientMessage {
     Unpublish {},
     Subscribe { publisher: String },
     Typing { room: Option<String>, user: Option<String> },
+    Message { id: String, text: String, room: Option<String>, user: Option<String> },
     Ack { id: String, room: Option<String>, user: Option<String> },
     Read { id: String, room: Option<String>, user: Option<String> },
+    Mute { kind: MediaKind },
+    Unmute { kind: MediaKind },
     MlsKeyPackage { package: String },
     MlsCommit { epoch: u64, commit: String, welcome: Option<String>, joiners: Option<Vec<String>> },
 }
 
-const TYPES: &[&str] = &["join", "leave", "publish", "unpublish", "subscribe", "typing", "ack", "read", "mls-key-package", "mls-commit"];
+const TYPES: &[&str] = &[
+    "join",
+    "leave",
+    "publish",
+    "unpublish",
+    "subscribe",
+    "typing",
+    "message",
+    "ack",
+    "read",
+    "mute",
+    "unmute",
+    "mls-key-package",
+    "mls-commit",
+];
+
+/// Longest chat message, in characters.
+pub const MAX_TEXT: usize = 2000;
+/// Longest message id, in characters (`[A-Za-z0-9_-]`).
+pub const MAX_ID: usize = 64;
+
+/// Why a chat message is refused, if it is: its id must name it (and the
+/// acks and reads that refer to it), and its text is text, shown as such.
+fn check_chat(id: &str, text: &str) -> Result<(), String> {
+    if id.is_empty() || id.chars().count() > MAX_ID || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(format!("id must be 1 to {MAX_ID} letters, digits, `-` or `_`"));
+    }
+    let length = text.chars().count();
+    if length > MAX_TEXT {
+        return Err(format!("text is {length} characters; the limit is {MAX_TEXT}"));
+    }
+    if text.trim().is_empty() {
+        return Err("text is empty".into());
+    }
+    if text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Err("text holds control characters (only newlines and tabs are allowed)".into());
+    }
+    Ok(())
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -99,6 +142,9 @@ struct Rooms {
 struct Member {
     connection: u64,
     publishing: Vec<MediaKind>,
+    /// The kinds the member has muted (its client sends nothing for them).
+    #[serde(default)]
+    muted: Vec<MediaKind>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -246,6 +292,29 @@ impl RoomServer {
                 Ok(()) => self.broadcast(room, connection, &json!({"type": "typing", "room": room, "user": user}), out),
                 Err(e) => out.push(e),
             },
+            ClientMessage::Message { id, text, room: r, user: u } => {
+                let checked =
+                    own(&r, &u).and_then(|()| check_chat(&id, &text).map_err(|e| error(connection, "bad-message", e, Some(&kind))));
+                match checked {
+                    Ok(()) => {
+                        let chat = json!({"type": "message", "room": room, "user": user, "id": id, "text": text});
+                        self.broadcast(room, connection, &chat, out);
+                    }
+                    Err(e) => out.push(e),
+                }
+            }
+            ClientMessage::Mute { kind: media } | ClientMessage::Unmute { kind: media } => {
+                let mute = kind == "mute";
+                if let Some(member) = self.state.rooms.get_mut(room).and_then(|m| m.get_mut(user)) {
+                    member.muted.retain(|k| *k != media);
+                    if mute {
+                        member.muted.push(media);
+                    }
+                }
+                self.save();
+                let event = if mute { "muted" } else { "unmuted" };
+                self.broadcast(room, connection, &json!({"type": event, "room": room, "user": user, "kind": media}), out);
+            }
             ClientMessage::Ack { id, room: r, user: u } | ClientMessage::Read { id, room: r, user: u } => match own(&r, &u) {
                 Ok(()) => self.broadcast(room, connection, &json!({"type": kind, "room": room, "user": user, "id": id}), out),
                 Err(e) => out.push(e),
@@ -328,8 +397,8 @@ impl RoomServer {
             ));
         }
         let members = self.state.rooms.entry(room.to_string()).or_default();
-        members.insert(user.to_string(), Member { connection, publishing: Vec::new() });
-        let list: Vec<Value> = members.iter().map(|(u, m)| json!({"user": u, "publishing": m.publishing})).collect();
+        members.insert(user.to_string(), Member { connection, publishing: Vec::new(), muted: Vec::new() });
+        let list: Vec<Value> = members.iter().map(|(u, m)| json!({"user": u, "publishing": m.publishing, "muted": m.muted})).collect();
         self.state.seats.insert(connection, Seat { room: room.to_string(), user: user.to_string() });
         self.save();
         out.push(send(connection, json!({"type": "joined", "room": room, "user": user, "members": list})));
@@ -388,6 +457,69 @@ mod tests {
 
     fn code(replies: &[(u64, Value)]) -> &str {
         replies[0].1["code"].as_str().unwrap_or("")
+    }
+
+    #[test]
+    fn chat_messages_reach_the_others_and_bad_ones_get_coded_errors() {
+        let mut s = server();
+        say(&mut s, 1, r#"{"type":"join","room":"r","user":"alice"}"#);
+        say(&mut s, 2, r#"{"type":"join","room":"r","user":"bob"}"#);
+        say(&mut s, 3, r#"{"type":"join","room":"r","user":"carol"}"#);
+        let r = say(&mut s, 1, r#"{"type":"message","id":"m-1","text":"<b>hi</b>\nall"}"#);
+        let to: Vec<u64> = r.iter().map(|(to, _)| *to).collect();
+        assert_eq!(to, [2, 3], "the others, not the sender");
+        assert_eq!(r[0].1, json!({"type": "message", "room": "r", "user": "alice", "id": "m-1", "text": "<b>hi</b>\nall"}));
+        // Delivered and read marks go back to the room, the sender included.
+        let r = say(&mut s, 2, r#"{"type":"ack","id":"m-1"}"#);
+        assert!(r.iter().any(|(to, v)| *to == 1 && v["type"] == "ack" && v["user"] == "bob" && v["id"] == "m-1"));
+        let r = say(&mut s, 3, r#"{"type":"read","id":"m-1"}"#);
+        assert!(r.iter().any(|(to, v)| *to == 1 && v["type"] == "read" && v["user"] == "carol"));
+
+        let long = format!(r#"{{"type":"message","id":"m-2","text":"{}"}}"#, "x".repeat(MAX_TEXT + 1));
+        let bad = [
+            (long.as_str(), "bad-message", "limit"),
+            (r#"{"type":"message","id":"m-3","text":"   "}"#, "bad-message", "empty"),
+            (r#"{"type":"message","id":"m 4","text":"hi"}"#, "bad-message", "id must be"),
+            (r#"{"type":"message","id":"m-5","text":"bell\u0007"}"#, "bad-message", "control"),
+            (r#"{"type":"message","id":"m-6"}"#, "bad-message", "text"),
+            (r#"{"type":"message","id":"m-7","text":"hi","user":"bob"}"#, "wrong-user", "you are `alice`"),
+            (r#"{"type":"message","id":7,"text":"hi"}"#, "bad-message", "string"),
+        ];
+        for (message, code, says) in bad {
+            let r = say(&mut s, 1, message);
+            assert_eq!(r.len(), 1, "{message}: only the sender hears of it: {r:?}");
+            assert_eq!((r[0].0, r[0].1["code"].as_str()), (1, Some(code)), "{message} -> {r:?}");
+            assert!(r[0].1["message"].as_str().is_some_and(|m| m.contains(says)), "{message} -> {r:?}");
+            assert_eq!(r[0].1["ref"], "message");
+        }
+        // Still in the room, still heard.
+        let r = say(&mut s, 1, r#"{"type":"message","id":"m-8","text":"still here"}"#);
+        assert_eq!(r.len(), 2);
+        // Not in a room: nobody to tell.
+        let r = say(&mut s, 9, r#"{"type":"message","id":"m-9","text":"hi"}"#);
+        assert_eq!(r[0].1["code"], "not-joined");
+    }
+
+    #[test]
+    fn mute_state_reaches_the_others_and_newcomers() {
+        let mut s = server();
+        say(&mut s, 1, r#"{"type":"join","room":"r","user":"alice"}"#);
+        say(&mut s, 2, r#"{"type":"join","room":"r","user":"bob"}"#);
+        let r = say(&mut s, 1, r#"{"type":"mute","kind":"audio"}"#);
+        assert_eq!(r, [(2, json!({"type": "muted", "room": "r", "user": "alice", "kind": "audio"}))]);
+        say(&mut s, 1, r#"{"type":"mute","kind":"audio"}"#);
+        say(&mut s, 1, r#"{"type":"mute","kind":"video"}"#);
+        // Muting twice is muting once; a newcomer learns it from `joined`.
+        let r = say(&mut s, 3, r#"{"type":"join","room":"r","user":"carol"}"#);
+        let alice = r[0].1["members"].as_array().unwrap().iter().find(|m| m["user"] == "alice").cloned().unwrap();
+        assert_eq!(alice["muted"], json!(["audio", "video"]));
+        let r = say(&mut s, 1, r#"{"type":"unmute","kind":"audio"}"#);
+        assert!(r.iter().all(|(_, v)| v["type"] == "unmuted" && v["kind"] == "audio"));
+        assert_eq!(r.len(), 2);
+        for bad in [r#"{"type":"mute","kind":"screen"}"#, r#"{"type":"mute"}"#, r#"{"type":"unmute","kind":7}"#] {
+            let r = say(&mut s, 1, bad);
+            assert_eq!((r.len(), r[0].1["code"].as_str()), (1, Some("bad-message")), "{bad} -> {r:?}");
+        }
     }
 
     #[test]
