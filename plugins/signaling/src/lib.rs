@@ -455,16 +455,22 @@ mod tests {
             .collect()
     }
 
+    /// A room `r` with alice, bob and carol on connections 1, 2 and 3.
+    fn alice_bob_carol() -> RoomServer {
+        let mut s = server();
+        say(&mut s, 1, r#"{"type":"join","room":"r","user":"alice"}"#);
+        say(&mut s, 2, r#"{"type":"join","room":"r","user":"bob"}"#);
+        say(&mut s, 3, r#"{"type":"join","room":"r","user":"carol"}"#);
+        s
+    }
+
     fn code(replies: &[(u64, Value)]) -> &str {
         replies[0].1["code"].as_str().unwrap_or("")
     }
 
     #[test]
     fn chat_messages_reach_the_others_and_bad_ones_get_coded_errors() {
-        let mut s = server();
-        say(&mut s, 1, r#"{"type":"join","room":"r","user":"alice"}"#);
-        say(&mut s, 2, r#"{"type":"join","room":"r","user":"bob"}"#);
-        say(&mut s, 3, r#"{"type":"join","room":"r","user":"carol"}"#);
+        let mut s = alice_bob_carol();
         let r = say(&mut s, 1, r#"{"type":"message","id":"m-1","text":"<b>hi</b>\nall"}"#);
         let to: Vec<u64> = r.iter().map(|(to, _)| *to).collect();
         assert_eq!(to, [2, 3], "the others, not the sender");
@@ -605,10 +611,7 @@ mod tests {
 
     #[test]
     fn the_first_commit_for_an_epoch_wins() {
-        let mut s = server();
-        say(&mut s, 1, r#"{"type":"join","room":"r","user":"alice"}"#);
-        say(&mut s, 2, r#"{"type":"join","room":"r","user":"bob"}"#);
-        say(&mut s, 3, r#"{"type":"join","room":"r","user":"carol"}"#);
+        let mut s = alice_bob_carol();
         let r = say(&mut s, 3, r#"{"type":"mls-key-package","package":"KP"}"#);
         assert_eq!(r.len(), 2, "alice and bob get carol's key package");
         assert!(r.iter().all(|(_, v)| v["user"] == "carol" && v["package"] == "KP"));
