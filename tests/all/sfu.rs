@@ -128,20 +128,17 @@ async fn ice_failed_restarts_ice_and_media_resumes() {
     // The subscriber lives on a runtime of its own, so that it can be frozen.
     let addr = node.server.addr;
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let (freeze_tx, freeze_rx) = std::sync::mpsc::channel::<Duration>();
+    let (freeze_tx, mut freeze_rx) = tokio::sync::mpsc::unbounded_channel::<Duration>();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         rt.block_on(async move {
             let subscriber = peer_at(addr, "room", "sub", false).await;
             subscriber.connected().await;
             let _ = ready_tx.send(subscriber.seen.clone());
-            loop {
-                match freeze_rx.try_recv() {
-                    // Blocks this runtime's only thread: no ICE, no DTLS, no reads.
-                    Ok(pause) => std::thread::sleep(pause),
-                    Err(std::sync::mpsc::TryRecvError::Empty) => tokio::time::sleep(Duration::from_millis(20)).await,
-                    Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
-                }
+            // Runs the subscriber until told to freeze, then blocks this
+            // runtime's only thread: no ICE, no DTLS, no reads.
+            while let Some(pause) = freeze_rx.recv().await {
+                std::thread::sleep(pause);
             }
         });
     });

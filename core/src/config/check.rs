@@ -287,8 +287,6 @@ fn check_links(cx: &Cx, raw: &RawFile, sources: &[SourceConfig], stages: &[Stage
         .chain(raw.stages.iter().map(|s| s.get_ref().id.get_ref().as_str()))
         .chain(raw.broken.iter().map(String::as_str))
         .collect();
-    let mut known: Vec<&str> = sources.iter().map(|s| s.id.as_str()).chain(stages.iter().map(|s| s.id.as_str())).collect();
-    known.sort();
     for (id, inputs) in stages.iter().map(|s| (&s.id, &s.inputs)).chain(sinks.iter().map(|s| (&s.id, &s.inputs))) {
         for input in inputs {
             if input.from == *id {
@@ -301,6 +299,8 @@ fn check_links(cx: &Cx, raw: &RawFile, sources: &[SourceConfig], stages: &[Stage
                 let hint = if raw.sinks.iter().any(|s| *s.get_ref().id.get_ref() == input.from) {
                     format!("`{}` is a sink, and sinks produce nothing; name a source or a stage", input.from)
                 } else {
+                    let mut known: Vec<&str> = sources.iter().map(|s| s.id.as_str()).chain(stages.iter().map(|s| s.id.as_str())).collect();
+                    known.sort_unstable();
                     format!("inputs name sources or stages; known ids: {}", known.join(", "))
                 };
                 cx.report(cx.err_at(input.span.clone(), format!("unknown input `{}`", input.from), hint));

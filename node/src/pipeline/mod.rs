@@ -224,11 +224,11 @@ pub fn compile(runtime: &Runtime, config: &PipelineConfig) -> Result<Compiled, C
     if let Err(plan_errors) = &plan {
         errors.extend(plan_errors.iter().cloned());
     }
-    match (ConfigErrors::new(errors), plan) {
-        (None, Ok(plan)) => Ok(Compiled { plugins, plan }),
-        (Some(errors), _) => Err(errors),
-        (None, Err(errors)) => Err(errors),
+    // A failed plan added its errors above, so past this point it is `Ok`.
+    if let Some(errors) = ConfigErrors::new(errors) {
+        return Err(errors);
     }
+    plan.map(|plan| Compiled { plugins, plan })
 }
 
 /// Starts a stage's first instance, its standby and its supervision.

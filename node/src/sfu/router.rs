@@ -424,9 +424,6 @@ pub async fn run(
         for ((meta, mut packet), &count) in metas.iter().zip(packets.drain(..)).zip(&decision.counts) {
             let chosen = decision.subscribers.get(cursor..cursor + count as usize).unwrap_or(&[]);
             cursor += count as usize;
-            if !fanout.has(meta.ssrc) {
-                continue;
-            }
             // Header extension ids are negotiated per leg; none is carried
             // over (the publisher's would be refused). Stripped once here,
             // so the copies below clone no extension list.
