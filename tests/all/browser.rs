@@ -1,11 +1,17 @@
-//! Two headless Chromium pages (Debian's `chromium`, fake camera and
-//! microphone) join one room through the node's own page, and each page's
-//! `getStats()` shows inbound audio and video packets increasing.
+//! Three headless Chromium windows (Debian's `chromium`, fake camera and
+//! microphone) use the node's own room page as people would, and the test
+//! checks what each page shows: the roster after every join, leave and
+//! closed tab (within 1 s), the video grid, chat with its typing indicator
+//! and delivered/read marks, mute (shown to the others, and the node
+//! forwards nothing more for that track), the connection panel, and a
+//! refused name. Each window's screenshot is saved under
+//! `target/screenshots/`.
 //!
 //! Chromium is driven over the DevTools protocol with the WebSocket client
-//! the other tests use: create a page, evaluate JavaScript in it.
+//! the other tests use: open a window, evaluate JavaScript in it.
 
 use futures_util::{SinkExt, StreamExt};
+use medianode::runtime::bindings::MediaKind;
 use medianode::supervisor::crash_report::CrashReporter;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
@@ -75,6 +81,13 @@ struct DevTools {
     next_id: u64,
 }
 
+/// One browser window with the room page.
+struct Tab {
+    name: &'static str,
+    target: Value,
+    session: String,
+}
+
 impl DevTools {
     async fn call(&mut self, session: Option<&str>, method: &str, params: Value) -> Result<Value, Value> {
         self.next_id += 1;
@@ -97,26 +110,85 @@ impl DevTools {
         }
     }
 
-    /// Opens `url` in a new page; returns the page's session.
-    async fn open(&mut self, url: &str) -> String {
-        let target = self.call(None, "Target.createTarget", json!({"url": url})).await.expect("a page");
-        let attached =
-            self.call(None, "Target.attachToTarget", json!({"targetId": target["targetId"], "flatten": true})).await.expect("attached");
-        attached["sessionId"].as_str().expect("session").to_string()
+    /// Opens `url` in a window of its own (so every page is visible, as
+    /// side-by-side windows would be, and none is throttled as a
+    /// background tab).
+    async fn open(&mut self, name: &'static str, url: &str) -> Tab {
+        let params = json!({"url": url, "newWindow": true, "width": 1280, "height": 900});
+        let created = self.call(None, "Target.createTarget", params).await.expect("a window");
+        let target = created["targetId"].clone();
+        let attached = self.call(None, "Target.attachToTarget", json!({"targetId": target, "flatten": true})).await.expect("attached");
+        Tab { name, target, session: attached["sessionId"].as_str().expect("session").to_string() }
+    }
+
+    /// Closes the window as a person would: no `leave`, the socket just goes.
+    async fn close(&mut self, tab: &Tab) {
+        self.call(None, "Target.closeTarget", json!({"targetId": tab.target})).await.expect("closes");
     }
 
     /// The expression's value; null while the page is still loading.
-    async fn eval(&mut self, session: &str, expression: &str) -> Value {
+    async fn eval(&mut self, tab: &Tab, expression: &str) -> Value {
         let params = json!({"expression": expression, "awaitPromise": true, "returnByValue": true});
-        match self.call(Some(session), "Runtime.evaluate", params).await {
+        match self.call(Some(&tab.session), "Runtime.evaluate", params).await {
             Ok(result) => result["result"]["value"].clone(),
             Err(_) => Value::Null,
         }
     }
+
+    /// Waits until `expression` satisfies `ok`; returns how long it took.
+    /// On timeout, fails with the last value and the page's state.
+    async fn until(&mut self, tab: &Tab, what: &str, expression: &str, within: Duration, ok: impl Fn(&Value) -> bool) -> Duration {
+        let start = Instant::now();
+        loop {
+            let value = self.eval(tab, expression).await;
+            if ok(&value) {
+                return start.elapsed();
+            }
+            if start.elapsed() > within {
+                let page = self.eval(tab, PAGE_STATE).await;
+                panic!("{}: {what} not within {within:?}; last value {value}; page: {page}", tab.name);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Saves the window's screenshot as `target/screenshots/<name>.png`.
+    async fn screenshot(&mut self, tab: &Tab, name: &str) {
+        use base64::Engine as _;
+        let shot = self.call(Some(&tab.session), "Page.captureScreenshot", json!({"format": "png", "captureBeyondViewport": true})).await;
+        let data = shot.expect("a screenshot")["data"].as_str().map(str::to_string).expect("image data");
+        let png = base64::engine::general_purpose::STANDARD.decode(data).expect("base64");
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).parent().expect("the target dir").join("screenshots");
+        std::fs::create_dir_all(&dir).expect("screenshot dir");
+        std::fs::write(dir.join(format!("{name}.png")), png).expect("screenshot saved");
+    }
 }
 
+/// The participants list as the page shows it, sorted.
+const ROSTER: &str = "[...document.querySelectorAll('[aria-label=participants] li')].map(li => li.dataset.user).sort().join(',')";
+/// The video grid's tiles by member, sorted.
+const TILES: &str = "[...document.querySelectorAll('#grid figure')].map(f => f.dataset.user).sort().join(',')";
+/// What a failing check prints about the page.
+const PAGE_STATE: &str = "JSON.stringify({status: document.getElementById('status').textContent, alert: document.getElementById('alert').textContent, \
+    roster: document.getElementById('participants').innerText, errors: window.medianode && window.medianode.state.errors, \
+    log: document.getElementById('log').textContent.slice(0, 2000)})";
+
+fn is(expected: &'static str) -> impl Fn(&Value) -> bool {
+    move |v| v.as_str() == Some(expected)
+}
+
+/// The node's forwarded packet count for `user`'s track of `kind`.
+async fn forwarded(sfu: &medianode::sfu::Sfu, user: &str, kind: MediaKind) -> u64 {
+    sfu.tracks().await.iter().filter(|t| t.user == user && t.kind == kind).map(|t| t.forwarded).sum()
+}
+
+static PHONE: std::sync::LazyLock<Value> =
+    std::sync::LazyLock::new(|| json!({"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": true}));
+const PRESENCE_WITHIN: Duration = Duration::from_secs(1);
+const SETTLE: Duration = Duration::from_secs(30);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_browser_pages_see_and_hear_each_other() {
+async fn three_browser_windows_share_a_room() {
     if std::env::var_os("RUST_LOG").is_some() {
         medianode::telemetry::init(medianode::telemetry::LogFormat::Text);
     }
@@ -126,45 +198,134 @@ async fn two_browser_pages_see_and_hear_each_other() {
     }
     let node =
         medianode::server::start(crate::common::runtime(), &config, &CrashReporter::new(None)).await.unwrap_or_else(|e| panic!("{e}"));
+    let sfu = &node.sfu;
     let browser = launch();
     let (ws, _) = tokio_tungstenite::connect_async(browser.devtools.as_str()).await.expect("devtools connects");
-    let mut devtools = DevTools { ws, next_id: 0 };
+    let mut dt = DevTools { ws, next_id: 0 };
     let base = format!("http://{}/?room=browsers&autojoin=1", node.server.addr);
-    let pages = [devtools.open(&format!("{base}&user=ada")).await, devtools.open(&format!("{base}&user=bob")).await];
 
-    let counts = "window.medianode ? window.medianode.inbound() : {audio: 0, video: 0}";
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut first: Vec<Value> = Vec::new();
-    loop {
-        let mut now = Vec::new();
-        for page in &pages {
-            now.push(devtools.eval(page, counts).await);
-        }
-        let flowing = now.iter().all(|c| c["audio"].as_u64() > Some(0) && c["video"].as_u64() > Some(0));
-        if flowing && first.is_empty() {
-            first = now.clone();
-        } else if flowing {
-            let grew =
-                first.iter().zip(&now).all(|(a, b)| b["audio"].as_u64() > a["audio"].as_u64() && b["video"].as_u64() > a["video"].as_u64());
-            if grew {
-                break;
-            }
-        }
-        if Instant::now() > deadline {
-            let mut states = Vec::new();
-            for page in &pages {
-                states.push(
-                    devtools
-                        .eval(page, "document.getElementById('state').textContent + ' | ' + document.getElementById('log').textContent")
-                        .await,
-                );
-                if std::env::var_os("RUST_LOG").is_some() {
-                    let debug = "(async () => { const pc = window.medianode.pc; const out = []; (await pc.getStats()).forEach(s => { if (s.type === 'inbound-rtp' || s.type === 'codec') out.push(JSON.stringify(s)); }); return out.join('\\n') + '\\n' + pc.getTransceivers().map(t => [t.mid, t.receiver.track.kind, t.currentDirection].join(',')).join(' ; ') + '\\n' + pc.remoteDescription.sdp; })()";
-                    eprintln!("{}", devtools.eval(page, debug).await.as_str().unwrap_or("?"));
-                }
-            }
-            panic!("inbound packets never grew on both pages: {now:?}; pages: {states:?}; router: {:?}", node.sfu.stats());
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+    // Joins: each page sees itself, and the others see it within 1 s of
+    // its own `joined`.
+    let ada = dt.open("ada", &format!("{base}&user=ada")).await;
+    dt.until(&ada, "ada alone", ROSTER, SETTLE, is("ada")).await;
+    let bob = dt.open("bob", &format!("{base}&user=bob")).await;
+    dt.until(&bob, "bob's roster", ROSTER, SETTLE, is("ada,bob")).await;
+    let took = dt.until(&ada, "bob in ada's roster", ROSTER, PRESENCE_WITHIN, is("ada,bob")).await;
+    eprintln!("bob's join shown at ada within {took:?}");
+    let carol = dt.open("carol", &format!("{base}&user=carol")).await;
+    dt.until(&carol, "carol's roster", ROSTER, SETTLE, is("ada,bob,carol")).await;
+    for tab in [&ada, &bob] {
+        let took = dt.until(tab, "carol in the roster", ROSTER, PRESENCE_WITHIN, is("ada,bob,carol")).await;
+        eprintln!("carol's join shown at {} within {took:?}", tab.name);
     }
+
+    // Media: a tile per member, and every page receives audio and video.
+    let counts = "window.medianode.inbound().then(c => c.audio > 0 && c.video > 0 ? c : null)";
+    for tab in [&ada, &bob, &carol] {
+        dt.until(tab, "a tile per member", TILES, SETTLE, is("ada,bob,carol")).await;
+        dt.until(tab, "inbound audio and video", counts, SETTLE, |v| !v.is_null()).await;
+    }
+
+    // Chat: typing shows at the others, the message arrives, typing
+    // clears, and ada's message comes back delivered and read by both.
+    dt.eval(
+        &ada,
+        "(() => { const t = document.getElementById('chat-text'); t.value = 'hello <b>room</b>'; t.dispatchEvent(new Event('input')); })()",
+    )
+    .await;
+    let typing = "document.getElementById('typing').textContent";
+    for tab in [&bob, &carol] {
+        dt.until(tab, "ada's typing indicator", typing, SETTLE, is("ada is typing…")).await;
+    }
+    dt.eval(&ada, "document.getElementById('chat-send').click()").await;
+    let last_message = "(() => { const li = document.querySelector('#messages li:last-child'); \
+        return li ? li.querySelector('b').textContent + ': ' + li.querySelector('.text').textContent : null; })()";
+    for tab in [&bob, &carol] {
+        dt.until(tab, "ada's message, as text", last_message, SETTLE, is("ada: hello <b>room</b>")).await;
+        dt.until(tab, "the typing indicator cleared on send", typing, SETTLE, is("")).await;
+    }
+    let marks = "document.querySelector('#messages li.mine .marks').textContent";
+    dt.until(&ada, "delivered and read marks", marks, SETTLE, is("✓✓ read by bob, carol")).await;
+    let receipts = "(() => { const m = [...window.medianode.state.messages.values()].find(m => m.mine); \
+        return [...m.delivered].sort().join(',') + '/' + [...m.read].sort().join(','); })()";
+    assert_eq!(dt.eval(&ada, receipts).await, json!("bob,carol/bob,carol"));
+    // A typing indicator with no message after it clears by itself.
+    dt.eval(&carol, "(() => { const t = document.getElementById('chat-text'); t.value = 'hm'; t.dispatchEvent(new Event('input')); })()")
+        .await;
+    dt.until(&ada, "carol's typing indicator", typing, SETTLE, is("carol is typing…")).await;
+    dt.until(&ada, "carol's typing indicator clears", typing, Duration::from_secs(6), is("")).await;
+
+    // Mute: bob's microphone off shows at the others, and the node's
+    // forwarded count for his audio stops while his video goes on.
+    dt.eval(&bob, "document.getElementById('mute-audio').click()").await;
+    let bob_item = "document.querySelector('[aria-label=participants] li[data-user=bob] .marks')?.textContent ?? ''";
+    for tab in [&ada, &carol] {
+        dt.until(tab, "bob shown muted", bob_item, PRESENCE_WITHIN * 5, |v| v.as_str().is_some_and(|s| s.contains("microphone off"))).await;
+    }
+    let deadline = Instant::now() + SETTLE;
+    let (mut audio, mut video_from) = (forwarded(sfu, "bob", MediaKind::Audio).await, forwarded(sfu, "bob", MediaKind::Video).await);
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (a, v) = (forwarded(sfu, "bob", MediaKind::Audio).await, forwarded(sfu, "bob", MediaKind::Video).await);
+        if a != audio {
+            (audio, video_from) = (a, v);
+        } else if v >= video_from + 60 {
+            break; // 60 video copies forwarded meanwhile, and no audio
+        }
+        assert!(Instant::now() < deadline, "bob's audio still forwarded after his mute: {a} (video {v})");
+    }
+    dt.eval(&bob, "document.getElementById('mute-audio').click()").await;
+    let deadline = Instant::now() + SETTLE;
+    while forwarded(sfu, "bob", MediaKind::Audio).await < audio + 50 {
+        assert!(Instant::now() < deadline, "bob's audio not forwarded again after unmuting");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    dt.until(&ada, "bob shown unmuted", bob_item, PRESENCE_WITHIN * 5, |v| v.as_str().is_some_and(|s| !s.contains("microphone off"))).await;
+    // Carol's camera off stays, for the screenshots.
+    dt.eval(&carol, "document.getElementById('mute-video').click()").await;
+    dt.until(&ada, "carol's camera shown off", "document.querySelector('li[data-user=carol] .marks')?.textContent ?? ''", SETTLE, |v| {
+        v.as_str().is_some_and(|s| s.contains("camera off"))
+    })
+    .await;
+
+    // The connection panel: bitrate both ways and a round-trip time.
+    let stats = "(() => { const s = window.medianode.state.stats; return s && s.send.kbps > 0 && s.receive.kbps > 0 && s.rttMs > 0 \
+        ? document.getElementById('send-rate').textContent + ' / ' + document.getElementById('rtt').textContent : null; })()";
+    for tab in [&ada, &bob, &carol] {
+        dt.until(tab, "bitrate and round trip in the panel", stats, SETTLE, |v| !v.is_null()).await;
+        eprintln!("{} connection panel: {}", tab.name, dt.eval(tab, stats).await);
+    }
+    for tab in [&ada, &bob, &carol] {
+        dt.screenshot(tab, &format!("room-{}", tab.name)).await;
+    }
+    // The same room at phone width: one column, video first.
+    dt.call(Some(&bob.session), "Emulation.setDeviceMetricsOverride", PHONE.clone()).await.expect("phone width");
+    dt.screenshot(&bob, "room-bob-phone").await;
+    dt.call(Some(&bob.session), "Emulation.clearDeviceMetricsOverride", json!({})).await.expect("back to the window");
+
+    // A taken name: the page says so where the user looks, in words, and
+    // the room is as it was.
+    let again = dt.open("ada-again", &format!("{base}&user=ada")).await;
+    dt.call(
+        Some(&again.session),
+        "Emulation.setDeviceMetricsOverride",
+        json!({"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": true}),
+    )
+    .await
+    .expect("phone width");
+    let alert = "(() => { const a = document.getElementById('alert'); return a.hidden ? null : a.textContent; })()";
+    dt.until(&again, "the refusal on the page", alert, SETTLE, |v| v.as_str().is_some_and(|s| s.contains("already in use"))).await;
+    dt.screenshot(&again, "refused-name-phone").await;
+    assert_eq!(dt.eval(&ada, ROSTER).await, json!("ada,bob,carol"));
+
+    // Leaving, by the button and by closing the window.
+    dt.eval(&carol, "document.getElementById('leave').click()").await;
+    for tab in [&ada, &bob] {
+        dt.until(tab, "carol gone after leaving", ROSTER, PRESENCE_WITHIN, is("ada,bob")).await;
+        dt.until(tab, "carol's tile gone", TILES, PRESENCE_WITHIN, is("ada,bob")).await;
+    }
+    dt.close(&bob).await;
+    let took = dt.until(&ada, "bob gone after his window closed", ROSTER, PRESENCE_WITHIN, is("ada")).await;
+    eprintln!("bob's closed window shown at ada within {took:?}");
+    drop(browser);
 }

@@ -290,7 +290,7 @@ async fn tokens_are_checked_at_the_door_and_scope_the_join() {
 #[tokio::test]
 async fn the_page_is_served_cross_origin_isolated() {
     let server = server("signaling", ServerOptions::default()).await;
-    for path in ["/", "/client.js"] {
+    for &(path, content_type, _) in medianode::signaling::page::FILES {
         let mut stream = TcpStream::connect(server.addr).await.expect("connects");
         let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
         tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes()).await.expect("writes");
@@ -298,6 +298,7 @@ async fn the_page_is_served_cross_origin_isolated() {
         tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut response).await.expect("reads");
         let head = response.to_ascii_lowercase();
         assert!(head.starts_with("http/1.1 200"), "{path}: {}", &response[..response.len().min(200)]);
+        assert!(head.contains(&format!("content-type: {content_type}")), "{path} is served as {content_type}");
         for header in [
             "cross-origin-opener-policy: same-origin",
             "cross-origin-embedder-policy: require-corp",

@@ -35,6 +35,7 @@ use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -75,6 +76,18 @@ struct Published {
     kind: MediaKind,
     codec: rtc::rtp_transceiver::rtp_sender::RTCRtpCodec,
     remote: Arc<dyn TrackRemote>,
+    /// Copies of this stream written to subscribers, all legs together.
+    forwarded: Arc<AtomicU64>,
+}
+
+/// One published stream as [`Sfu::tracks`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackStats {
+    pub room: String,
+    pub user: String,
+    pub kind: MediaKind,
+    /// Packets of this track written to subscribers, all of them together.
+    pub forwarded: u64,
 }
 
 struct Participant {
@@ -180,6 +193,22 @@ impl Sfu {
     /// The router's counters.
     pub fn stats(&self) -> RouterStats {
         self.inner.stats.lock().unwrap_or_else(PoisonError::into_inner).with(&self.inner.outboxes)
+    }
+
+    /// Every published track with its forwarded packet count.
+    pub async fn tracks(&self) -> Vec<TrackStats> {
+        let participants = self.inner.participants.lock().await;
+        participants
+            .values()
+            .flat_map(|p| {
+                p.published.iter().map(|s| TrackStats {
+                    room: p.room.clone(),
+                    user: p.user.clone(),
+                    kind: s.kind,
+                    forwarded: s.forwarded.load(Ordering::Relaxed),
+                })
+            })
+            .collect()
     }
 
     fn send(&self, connection: u64, value: Value) {
@@ -411,7 +440,15 @@ impl Sfu {
         let _ = self
             .inner
             .router
-            .send(RouterMsg::Subscribe { subscriber, ssrc: stream.ssrc, track: track.clone(), sender, mime, out_ssrc })
+            .send(RouterMsg::Subscribe {
+                subscriber,
+                ssrc: stream.ssrc,
+                track: track.clone(),
+                sender,
+                mime,
+                out_ssrc,
+                forwarded: stream.forwarded.clone(),
+            })
             .await;
         if stream.kind == MediaKind::Video {
             // A new viewer needs a keyframe, and so does one that lost one.
@@ -466,7 +503,7 @@ impl Sfu {
             RtpCodecKind::Audio => MediaKind::Audio,
             _ => MediaKind::Video,
         };
-        let stream = Published { ssrc, kind, codec, remote: remote.clone() };
+        let stream = Published { ssrc, kind, codec, remote: remote.clone(), forwarded: Arc::default() };
         let is_audio = kind == MediaKind::Audio;
         let (user, room, subscribers, pc) = {
             let mut participants = self.inner.participants.lock().await;

@@ -18,7 +18,7 @@ use medianode_sdk::{self as sdk, Forwarding as _};
 use rtc::rtp;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::TrackLocal as _;
@@ -51,6 +51,8 @@ pub enum RouterMsg {
         sender: Arc<dyn RtpSender>,
         mime: String,
         out_ssrc: u32,
+        /// Counts the copies written, for the publisher's stream as a whole.
+        forwarded: Arc<AtomicU64>,
     },
     /// Everything `participant` sent or received is gone.
     Forget(u64),
@@ -299,7 +301,13 @@ struct Outgoing {
 
 impl Outgoing {
     /// Starts the writer task of a new outgoing stream.
-    fn start(track: Arc<TrackLocalStaticRTP>, sender: Arc<dyn RtpSender>, mime: String, counters: &Arc<OutboxCounters>) -> Outgoing {
+    fn start(
+        track: Arc<TrackLocalStaticRTP>,
+        sender: Arc<dyn RtpSender>,
+        mime: String,
+        counters: &Arc<OutboxCounters>,
+        forwarded: Arc<AtomicU64>,
+    ) -> Outgoing {
         let video = mime.to_ascii_lowercase().starts_with("video/");
         let (outbox, reader) = Outbox::new(counters.clone());
         let counters = counters.clone();
@@ -314,11 +322,15 @@ impl Outgoing {
                     continue;
                 };
                 packet.header.payload_type = pt;
-                let counter = match track.write_rtp(packet).await {
-                    Ok(()) => &counters.written,
-                    Err(_) => &counters.write_errors,
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
+                match track.write_rtp(packet).await {
+                    Ok(()) => {
+                        counters.written.fetch_add(1, Ordering::Relaxed);
+                        forwarded.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        counters.write_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
             }
         });
         Outgoing { outbox, video }
@@ -399,8 +411,8 @@ pub async fn run(
                     routes.remove(&participant);
                     decide.update(&RouteChange::Left(participant), &routes).await;
                 }
-                RouterMsg::Subscribe { subscriber, ssrc, track, sender, mime, out_ssrc } => {
-                    fanout.subscribe(ssrc, subscriber, out_ssrc, Outgoing::start(track, sender, mime, &counters));
+                RouterMsg::Subscribe { subscriber, ssrc, track, sender, mime, out_ssrc, forwarded } => {
+                    fanout.subscribe(ssrc, subscriber, out_ssrc, Outgoing::start(track, sender, mime, &counters, forwarded));
                 }
                 RouterMsg::Forget(participant) => fanout.forget(participant),
             }

@@ -7,6 +7,7 @@
 //!
 //! - [`server`]: the axum router: the web client page and `/ws`, one task
 //!   per connection (heartbeat, size and rate limits, token check).
+//! - [`page`]: the web client the server serves (HTML, CSS, JS modules).
 //! - [`hub`]: the thread that runs the supervised signaling stage, one
 //!   event per call.
 //! - [`connections`]: outboxes bounded in bytes, one per connection.
@@ -23,5 +24,6 @@ pub mod client;
 pub mod connections;
 pub mod hub;
 pub mod keepalive;
+pub mod page;
 pub mod server;
 pub use medianode_token as token;

@@ -25,10 +25,11 @@
 use super::connections::{Connections, Outgoing, error_reply};
 use super::hub::Hub;
 use super::keepalive::{Lapse, keep_alive};
+use super::page;
 use super::token;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -61,19 +62,14 @@ struct Shared {
     next_id: AtomicU64,
 }
 
-/// The router: the page, its script, and the WebSocket endpoint.
+/// The router: the page ([`super::page`]) and the WebSocket endpoint.
 pub fn router(options: ServerOptions, hub: Hub, connections: Connections, media: Option<Arc<dyn MediaSink>>) -> Router {
     let shared = Arc::new(Shared { options, hub, connections, media, next_id: AtomicU64::new(1) });
-    Router::new()
-        .route("/", get(|| async { page("text/html; charset=utf-8", include_str!("page/index.html")) }))
-        .route("/client.js", get(|| async { page("text/javascript; charset=utf-8", include_str!("page/client.js")) }))
-        .route("/ws", get(upgrade))
-        .layer(axum::middleware::map_response(isolation_headers))
-        .with_state(shared)
-}
-
-fn page(content_type: &'static str, body: &'static str) -> Response {
-    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body).into_response()
+    let mut router = Router::new();
+    for &(path, content_type, body) in page::FILES {
+        router = router.route(path, get(move || async move { page::serve(content_type, body) }));
+    }
+    router.route("/ws", get(upgrade)).layer(axum::middleware::map_response(isolation_headers)).with_state(shared)
 }
 
 async fn isolation_headers(mut response: Response) -> Response {

@@ -1,0 +1,299 @@
+// The room page: joins a room over signaling (signaling.js), publishes and
+// plays media (media.js), and shows the room (ui.js). This module holds the
+// room's state and applies every message from the node to it.
+//
+// `window.medianode` lets tests (and the curious) read that state.
+
+import { Signaling } from './signaling.js';
+import { Media } from './media.js';
+import * as ui from './ui.js';
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+
+/** How long a typing indicator lasts without another `typing`. */
+const TYPING_SHOWN_MS = 4000;
+/** At most one `typing` sent per this long while the user types. */
+const TYPING_EVERY_MS = 2000;
+
+const state = {
+  room: null,
+  me: null,
+  joined: false,
+  members: new Map(), // user -> { muted: Set<'audio'|'video'>, speaking }
+  messages: new Map(), // id -> { id, user, text, mine, delivered: Set, read: Set }
+  typing: new Map(), // user -> timer
+  errors: [], // { code, text }, newest last
+  stats: null, // the last Media.sample()
+};
+let signaling = null;
+let media = null;
+let want = { audio: true, video: true };
+let lastTyping = 0;
+let unread = []; // ids to mark read once the page is visible
+const grid = new ui.Grid();
+const chat = new ui.Chat();
+
+function send(msg) {
+  if (signaling) signaling.send(msg);
+}
+
+function member(user) {
+  let m = state.members.get(user);
+  if (!m) {
+    m = { muted: new Set(), speaking: false };
+    state.members.set(user, m);
+  }
+  return m;
+}
+
+function refresh() {
+  ui.renderRoster(state.members, state.me);
+  grid.sync(state.members, state.me, media ? media.local : null);
+  for (const kind of ['audio', 'video']) {
+    const button = $(`mute-${kind}`);
+    const muted = media ? media.muted[kind] : false;
+    const what = kind === 'audio' ? 'microphone' : 'camera';
+    button.disabled = !(state.joined && media && media.has(kind));
+    button.setAttribute('aria-pressed', String(muted));
+    button.textContent = `${muted ? 'Unmute' : 'Mute'} ${what}`;
+  }
+  $('chat-text').disabled = $('chat-send').disabled = !state.joined;
+  ui.showStatus(signaling ? signaling.state : 'closed', media ? media.state : 'new');
+}
+
+function fail(text, code = 'page') {
+  state.errors.push({ code, text });
+  ui.showAlert(text);
+  ui.log(`error ${code}: ${text}`);
+}
+
+function showJoinForm(joining) {
+  $('go').disabled = joining;
+  $('leave').disabled = !joining;
+  $('room-view').hidden = !joining;
+}
+
+async function join(room, user) {
+  ui.showAlert('');
+  state.room = room;
+  state.me = user;
+  showJoinForm(true);
+  signaling = new Signaling(onMessage, onClosed);
+  try {
+    await signaling.connect(params.get('token'));
+  } catch (e) {
+    reset();
+    return fail(`Cannot reach the node: ${e.message}. Check that it is running and that your link is valid, then join again.`, 'connect');
+  }
+  send({ type: 'join', room, user });
+  refresh();
+}
+
+/** Back to the join form; nothing of the room is kept. */
+function reset() {
+  if (signaling) signaling.close();
+  if (media) media.close();
+  signaling = media = null;
+  state.joined = false;
+  state.members.clear();
+  state.typing.forEach((timer) => clearTimeout(timer));
+  state.typing.clear();
+  grid.clear();
+  chat.clear();
+  showJoinForm(false);
+  refresh();
+}
+
+function onClosed(event) {
+  const was = state.joined;
+  reset();
+  if (was) fail(`Lost the connection to the node (${event.reason || event.code}). Join again to return to the room.`, 'closed');
+}
+
+async function onMessage(msg) {
+  switch (msg.type) {
+    case 'joined':
+      state.joined = true;
+      state.members.clear();
+      for (const m of msg.members) member(m.user).muted = new Set(m.muted || []);
+      ui.log(`joined ${msg.room} as ${msg.user}`);
+      await startMedia();
+      break;
+    case 'presence':
+      if (msg.state === 'joined') member(msg.user);
+      else {
+        state.members.delete(msg.user);
+        stopTyping(msg.user);
+      }
+      ui.log(`${msg.user} ${msg.state}`);
+      break;
+    case 'muted':
+    case 'unmuted':
+      if (state.members.has(msg.user)) {
+        const muted = member(msg.user).muted;
+        if (msg.type === 'muted') muted.add(msg.kind);
+        else muted.delete(msg.kind);
+      }
+      break;
+    case 'active-speaker':
+      state.members.forEach((m, user) => { m.speaking = user === msg.user; });
+      break;
+    case 'message':
+      onChat(msg);
+      break;
+    case 'ack':
+    case 'read': {
+      const message = state.messages.get(msg.id);
+      if (message && message.mine) {
+        message.delivered.add(msg.user); // read implies delivered
+        if (msg.type === 'read') message.read.add(msg.user);
+        chat.mark(msg.id);
+      }
+      break;
+    }
+    case 'typing':
+      clearTimeout(state.typing.get(msg.user));
+      state.typing.set(msg.user, setTimeout(() => stopTyping(msg.user), TYPING_SHOWN_MS));
+      chat.showTyping(state.typing.keys());
+      break;
+    case 'answer':
+    case 'offer':
+    case 'candidate':
+      if (media) await media.handle(msg);
+      break;
+    case 'error':
+      fail(ui.describe(msg, { room: state.room, user: state.me }), msg.code);
+      if (msg.ref === 'join') reset(); // refused: back to the form, error shown
+      break;
+    default:
+      ui.log(JSON.stringify(msg));
+  }
+  refresh();
+}
+
+function stopTyping(user) {
+  clearTimeout(state.typing.get(user));
+  state.typing.delete(user);
+  chat.showTyping(state.typing.keys());
+}
+
+function onChat(msg) {
+  stopTyping(msg.user);
+  const message = { id: msg.id, user: msg.user, text: msg.text, mine: false };
+  state.messages.set(msg.id, message);
+  chat.add(message);
+  send({ type: 'ack', id: msg.id });
+  unread.push(msg.id);
+  markRead();
+}
+
+/** Sends `read` for what is on screen (a hidden tab has read nothing). */
+function markRead() {
+  if (document.visibilityState !== 'visible') return;
+  for (const id of unread.splice(0)) send({ type: 'read', id });
+}
+
+function onRemoteTrack(user, track) {
+  grid.addTrack(user, track);
+  refresh();
+}
+
+async function startMedia() {
+  media = new Media(send, onRemoteTrack, refresh);
+  try {
+    await media.start(want);
+  } catch (e) {
+    // No camera or microphone (or no permission): take part without them.
+    fail(`Cannot use your camera or microphone (${e.name}): you can still see and hear the others. Check the browser's permissions and join again to send.`, 'devices');
+    media.close();
+    media = new Media(send, onRemoteTrack, refresh);
+    await media.start({ audio: false, video: false });
+  }
+  await fillDevices();
+}
+
+async function fillDevices() {
+  if (!media) return;
+  const devices = await media.devices();
+  ui.fillDevices($('audio-device'), devices.audio);
+  ui.fillDevices($('video-device'), devices.video);
+}
+
+function randomId() {
+  const bytes = crypto.getRandomValues(new Uint8Array(8));
+  return `m-${[...bytes].map((b) => b.toString(16).padStart(2, '0')).join('')}`;
+}
+
+$('join').addEventListener('submit', (e) => {
+  e.preventDefault();
+  want = { audio: $('want-audio').checked, video: $('want-video').checked };
+  join($('room').value.trim(), $('user').value.trim());
+});
+
+$('leave').addEventListener('click', () => {
+  send({ type: 'leave' });
+  reset();
+});
+
+$('chat').addEventListener('submit', (e) => {
+  e.preventDefault();
+  const text = $('chat-text').value.trim();
+  if (!text) return;
+  const message = { id: randomId(), user: state.me, text, mine: true, delivered: new Set(), read: new Set() };
+  state.messages.set(message.id, message);
+  send({ type: 'message', id: message.id, text });
+  chat.add(message);
+  $('chat-text').value = '';
+  lastTyping = 0;
+});
+
+$('chat-text').addEventListener('input', () => {
+  const now = Date.now();
+  if ($('chat-text').value && now - lastTyping > TYPING_EVERY_MS) {
+    lastTyping = now;
+    send({ type: 'typing' });
+  }
+});
+
+for (const kind of ['audio', 'video']) {
+  $(`mute-${kind}`).addEventListener('click', async () => {
+    if (!media) return;
+    const muted = !media.muted[kind];
+    await media.setMuted(kind, muted);
+    send({ type: muted ? 'mute' : 'unmute', kind });
+    if (muted) member(state.me).muted.add(kind);
+    else member(state.me).muted.delete(kind);
+    refresh();
+  });
+  $(`${kind}-device`).addEventListener('change', async (e) => {
+    try {
+      await media.useDevice(kind, e.target.value);
+    } catch (err) {
+      fail(`Cannot switch to that device (${err.name}). It may be in use by another program.`, 'devices');
+      await fillDevices();
+    }
+  });
+}
+
+navigator.mediaDevices?.addEventListener('devicechange', fillDevices);
+document.addEventListener('visibilitychange', markRead);
+
+setInterval(async () => {
+  if (media) {
+    state.stats = await media.sample();
+    ui.renderStats(state.stats);
+  }
+  refresh();
+}, 1000);
+
+window.medianode = {
+  state,
+  get pc() { return media ? media.pc : null; },
+  inbound: () => (media ? media.inbound() : { audio: 0, video: 0 }),
+};
+
+$('user').value = params.get('user') || `guest-${Math.floor(Math.random() * 1000)}`;
+if (params.get('room')) $('room').value = params.get('room');
+refresh();
+if (params.get('autojoin')) $('join').requestSubmit();

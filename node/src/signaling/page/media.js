@@ -1,0 +1,170 @@
+// Media: one RTCPeerConnection to the node's SFU. The page offers first
+// with its own tracks (send-only); the node answers, then sends its own
+// offers whenever it adds or removes someone's tracks, or restarts ICE.
+//
+// Muting replaces the sender's track with none, so nothing at all is sent
+// for that kind (a disabled track would still send black frames or
+// silence); unmuting puts the track back on the same sender, so no
+// renegotiation is needed. Switching devices works the same way.
+
+export class Media {
+  /**
+   * @param {(msg: object) => void} send sends a signaling message
+   * @param {(user: string, track: MediaStreamTrack) => void} onRemoteTrack someone's track arrived
+   * @param {() => void} onStateChange the connection's state changed
+   */
+  constructor(send, onRemoteTrack, onStateChange) {
+    this.send = send;
+    this.onRemoteTrack = onRemoteTrack;
+    this.onStateChange = onStateChange;
+    this.pc = null;
+    this.local = new MediaStream();
+    this.tracks = {}; // kind -> the local track (also while muted)
+    this.senders = {}; // kind -> RTCRtpSender
+    this.muted = { audio: false, video: false };
+    this.early = []; // candidates that came before a remote description
+    this.last = null; // the previous stats totals, for rates
+  }
+
+  get state() {
+    return this.pc ? this.pc.connectionState : 'new';
+  }
+
+  /** Opens the camera and microphone as asked, and offers them to the node. */
+  async start({ audio, video }) {
+    const pc = new RTCPeerConnection();
+    this.pc = pc;
+    pc.onconnectionstatechange = () => this.onStateChange();
+    pc.onicecandidate = (e) => { if (e.candidate) this.send({ type: 'candidate', candidate: e.candidate.toJSON() }); };
+    // Each forwarded track's stream id is its publisher's user name.
+    pc.ontrack = (e) => this.onRemoteTrack(e.streams[0] ? e.streams[0].id : e.track.id, e.track);
+    if (audio || video) {
+      const stream = await navigator.mediaDevices.getUserMedia({ audio, video });
+      for (const track of stream.getTracks()) {
+        this.tracks[track.kind] = track;
+        this.local.addTrack(track);
+        this.senders[track.kind] = pc.addTransceiver(track, { direction: 'sendonly', streams: [this.local] }).sender;
+      }
+    }
+    await pc.setLocalDescription(await pc.createOffer());
+    this.send({ type: 'offer', sdp: pc.localDescription.sdp });
+  }
+
+  /** A media message from the node: `answer`, `offer` or `candidate`. */
+  async handle(msg) {
+    const pc = this.pc;
+    if (!pc) return;
+    if (msg.type === 'answer' || msg.type === 'offer') {
+      await pc.setRemoteDescription({ type: msg.type, sdp: msg.sdp });
+      for (const candidate of this.early.splice(0)) await pc.addIceCandidate(candidate);
+      if (msg.type === 'offer') {
+        await pc.setLocalDescription(await pc.createAnswer());
+        this.send({ type: 'answer', sdp: pc.localDescription.sdp });
+      }
+    } else if (msg.type === 'candidate' && msg.candidate) {
+      if (pc.remoteDescription) await pc.addIceCandidate(msg.candidate);
+      else this.early.push(msg.candidate);
+    }
+  }
+
+  /** Whether this page sends `kind` ('audio' or 'video') at all. */
+  has(kind) {
+    return kind in this.senders;
+  }
+
+  /** Stops (or resumes) sending `kind`. */
+  async setMuted(kind, muted) {
+    const track = this.tracks[kind];
+    if (!track) return;
+    this.muted[kind] = muted;
+    track.enabled = !muted; // the local preview goes dark too
+    await this.senders[kind].replaceTrack(muted ? null : track);
+  }
+
+  /** The cameras and microphones the browser offers, and the ones in use. */
+  async devices() {
+    const all = await navigator.mediaDevices.enumerateDevices();
+    const list = (type) => all.filter((d) => d.kind === type).map((d, i) => ({ id: d.deviceId, label: d.label || `${type} ${i + 1}` }));
+    const using = (kind) => (this.tracks[kind] ? this.tracks[kind].getSettings().deviceId : undefined);
+    return {
+      audio: { list: list('audioinput'), using: using('audio') },
+      video: { list: list('videoinput'), using: using('video') },
+    };
+  }
+
+  /** Switches `kind` to another device without renegotiating. */
+  async useDevice(kind, deviceId) {
+    const old = this.tracks[kind];
+    if (!old || old.getSettings().deviceId === deviceId) return;
+    const stream = await navigator.mediaDevices.getUserMedia({ [kind]: { deviceId: { exact: deviceId } } });
+    const track = stream.getTracks()[0];
+    track.enabled = !this.muted[kind];
+    if (!this.muted[kind]) await this.senders[kind].replaceTrack(track);
+    this.local.removeTrack(old);
+    old.stop();
+    this.local.addTrack(track);
+    this.tracks[kind] = track;
+  }
+
+  /**
+   * Connection quality since the last call, from getStats(): bitrate in
+   * kbit/s and packet loss (0..1) each way, codecs, and round-trip time in
+   * milliseconds (media RTT from RTCP where there is one, else ICE's).
+   */
+  async sample() {
+    if (!this.pc) return null;
+    const report = await this.pc.getStats();
+    const codecs = new Map();
+    report.forEach((s) => { if (s.type === 'codec') codecs.set(s.id, s.mimeType); });
+    const now = { at: performance.now(), sent: 0, received: 0, lost: 0, packets: 0 };
+    const send = { codecs: new Set(), loss: null };
+    const receive = { codecs: new Set() };
+    let mediaRtt = null;
+    let iceRtt = null;
+    let pair = null;
+    report.forEach((s) => {
+      if (s.type === 'outbound-rtp') {
+        now.sent += s.bytesSent || 0;
+        if (codecs.has(s.codecId)) send.codecs.add(codecs.get(s.codecId));
+      } else if (s.type === 'inbound-rtp') {
+        now.received += s.bytesReceived || 0;
+        now.packets += s.packetsReceived || 0;
+        now.lost += Math.max(0, s.packetsLost || 0);
+        if (codecs.has(s.codecId)) receive.codecs.add(codecs.get(s.codecId));
+      } else if (s.type === 'remote-inbound-rtp') {
+        // What the node reports about our stream (RTCP receiver reports).
+        if (typeof s.fractionLost === 'number') send.loss = Math.max(send.loss || 0, s.fractionLost);
+        if (typeof s.roundTripTime === 'number' && s.roundTripTime > 0) mediaRtt = Math.max(mediaRtt || 0, s.roundTripTime);
+      } else if (s.type === 'transport' && s.selectedCandidatePairId) {
+        pair = s.selectedCandidatePairId;
+      }
+    });
+    const selected = pair && report.get(pair);
+    if (selected && typeof selected.currentRoundTripTime === 'number') iceRtt = selected.currentRoundTripTime;
+    const last = this.last;
+    this.last = now;
+    if (!last) return null; // rates need two samples
+    const seconds = Math.max(0.001, (now.at - last.at) / 1000);
+    const lost = now.lost - last.lost;
+    const arrived = now.packets - last.packets;
+    return {
+      send: { kbps: ((now.sent - last.sent) * 8) / 1000 / seconds, loss: send.loss, codecs: [...send.codecs] },
+      receive: { kbps: ((now.received - last.received) * 8) / 1000 / seconds, loss: lost + arrived > 0 ? lost / (lost + arrived) : 0, codecs: [...receive.codecs] },
+      rttMs: mediaRtt !== null ? mediaRtt * 1000 : iceRtt !== null ? iceRtt * 1000 : null,
+    };
+  }
+
+  /** Inbound packet counts by kind (read by the tests). */
+  async inbound() {
+    const counts = { audio: 0, video: 0 };
+    if (!this.pc) return counts;
+    (await this.pc.getStats()).forEach((s) => { if (s.type === 'inbound-rtp') counts[s.kind] += s.packetsReceived; });
+    return counts;
+  }
+
+  close() {
+    if (this.pc) this.pc.close();
+    this.pc = null;
+    this.local.getTracks().forEach((t) => t.stop());
+  }
+}
