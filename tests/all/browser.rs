@@ -49,7 +49,10 @@ fn launch() -> Browser {
             "--disable-sync",
             "--autoplay-policy=no-user-gesture-required",
             "--use-fake-ui-for-media-stream",
-            "--use-fake-device-for-media-stream",
+            // Three fake cameras, to switch between (Chromium's second is
+            // a Y16 depth camera, which the encoder does not take; the
+            // test switches to the third, MJPEG).
+            "--use-fake-device-for-media-stream=device-count=3",
             // The SFU is on 127.0.0.1: let WebRTC use loopback, and show
             // real host candidates rather than mDNS names.
             "--allow-loopback-in-peer-connection",
@@ -188,6 +191,7 @@ const PRESENCE_WITHIN: Duration = Duration::from_secs(1);
 const SETTLE: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock, reason = "the test holds every core for its whole length; no task of its runtime takes the lock")]
 async fn three_browser_windows_share_a_room() {
     if std::env::var_os("RUST_LOG").is_some() {
         medianode::telemetry::init(medianode::telemetry::LogFormat::Text);
@@ -199,6 +203,7 @@ async fn three_browser_windows_share_a_room() {
     let node =
         medianode::server::start(crate::common::runtime(), &config, &CrashReporter::new(None)).await.unwrap_or_else(|e| panic!("{e}"));
     let sfu = &node.sfu;
+    let _cores = crate::common::loading_every_core();
     let browser = launch();
     let (ws, _) = tokio_tungstenite::connect_async(browser.devtools.as_str()).await.expect("devtools connects");
     let mut dt = DevTools { ws, next_id: 0 };
@@ -287,6 +292,28 @@ async fn three_browser_windows_share_a_room() {
         v.as_str().is_some_and(|s| s.contains("camera off"))
     })
     .await;
+
+    // Device switches: ada changes microphone and camera without
+    // renegotiating, and the node goes on forwarding both.
+    let offer_before = dt.eval(&ada, "window.medianode.media.pc.localDescription.sdp").await;
+    for (kind, media_kind, pick) in [("audio", MediaKind::Audio, "!o.selected"), ("video", MediaKind::Video, "o.label === 'fake_device_2'")]
+    {
+        let switch = format!(
+            "(() => {{ const s = document.getElementById('{kind}-device'); const other = [...s.options].find(o => {pick}); \
+            if (!other || other.selected) return null; s.value = other.value; s.dispatchEvent(new Event('change')); return other.value; }})()"
+        );
+        let chosen = dt.eval(&ada, &switch).await;
+        assert!(chosen.is_string(), "ada's page offers another {kind} device");
+        let using = format!("window.medianode.media.tracks.{kind}.getSettings().deviceId === {chosen}");
+        dt.until(&ada, &format!("the other {kind} device in use"), &using, SETTLE, |v| v == &json!(true)).await;
+        let from = forwarded(sfu, "ada", media_kind).await;
+        let deadline = Instant::now() + SETTLE;
+        while forwarded(sfu, "ada", media_kind).await < from + 60 {
+            assert!(Instant::now() < deadline, "ada's {kind} not forwarded after switching devices");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert_eq!(dt.eval(&ada, "window.medianode.media.pc.localDescription.sdp").await, offer_before, "no renegotiation");
 
     // The connection panel: bitrate both ways and a round-trip time.
     let stats = "(() => { const s = window.medianode.state.stats; return s && s.send.kbps > 0 && s.receive.kbps > 0 && s.rttMs > 0 \

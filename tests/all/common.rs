@@ -6,13 +6,29 @@ use medianode::runtime::{Items, Runtime, RuntimeOptions};
 use medianode::supervisor::Stopped;
 use medianode::supervisor::crash_report::{CrashReport, CrashReporter};
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tempfile::TempDir;
 
 /// One runtime for the whole test binary, so each plugin compiles once.
 pub fn runtime() -> &'static Runtime {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| Runtime::new(RuntimeOptions::default()).expect("runtime"))
+}
+
+/// Tests that measure a node keeping real time (every block of a 10 ms
+/// tick written) share the machine with each other, but not with a test
+/// that loads every core (three browsers encoding and decoding video): on
+/// two cores, such a measurement would be of the load, not of the node.
+static CORES: RwLock<()> = RwLock::new(());
+
+/// Held while a test measures real time.
+pub fn measuring_real_time() -> RwLockReadGuard<'static, ()> {
+    CORES.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Held while a test loads every core.
+pub fn loading_every_core() -> RwLockWriteGuard<'static, ()> {
+    CORES.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// What a finished pipeline left behind.

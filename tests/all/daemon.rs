@@ -32,6 +32,7 @@ fn child() -> ExitCode {
 struct Node {
     child: Child,
     dir: tempfile::TempDir,
+    _measuring: std::sync::RwLockReadGuard<'static, ()>,
 }
 
 impl Node {
@@ -81,6 +82,7 @@ impl Node {
 
     /// A node running `pipeline`, keeping its files in `dir`.
     fn spawn(dir: tempfile::TempDir, pipeline: &str) -> Node {
+        let measuring = crate::common::measuring_real_time();
         std::fs::write(dir.path().join("pipeline.toml"), pipeline).expect("write pipeline");
         let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("log file");
         let child = Command::new(std::env::current_exe().expect("test binary"))
@@ -92,7 +94,7 @@ impl Node {
             .stderr(stderr)
             .spawn()
             .expect("child node");
-        Node { child, dir }
+        Node { child, dir, _measuring: measuring }
     }
 
     fn path(&self, name: &str) -> PathBuf {

@@ -289,7 +289,7 @@ setInterval(async () => {
 
 window.medianode = {
   state,
-  get pc() { return media ? media.pc : null; },
+  get media() { return media; },
   inbound: () => (media ? media.inbound() : { audio: 0, video: 0 }),
 };
 
