@@ -6,7 +6,8 @@
 //! - each plugin's bytes (`stock:NAME` from the binary, or a file relative
 //!   to the pipeline file) and its pinned `sha256`;
 //! - each WAV source's file (readable, a PCM or float WAV);
-//! - the `[server]`'s token secret, from the environment.
+//! - the `[server]`'s token secret, from the environment;
+//! - the `[admin]` bearer token, from the environment or its file.
 //!
 //! Nothing is started: no socket, no device, no output file. Compiling the
 //! plugins and checking the graph's types is [`crate::pipeline::check`].
@@ -63,6 +64,12 @@ fn resolve(config: &mut PipelineConfig, errors: &mut Vec<ConfigError>) {
             errors.push(ConfigError::at(&file, path_span.clone(), e, hint));
         }
     }
+    if let Some((source, span)) = &config.admin.token {
+        match admin_token(source) {
+            Ok(token) => config.admin.token_value = Some(token),
+            Err((message, hint)) => errors.push(ConfigError::at(&file, span.clone(), message, hint)),
+        }
+    }
     if let Some(server) = &mut config.server
         && let Some((var, span)) = &server.token_secret_env
     {
@@ -82,6 +89,23 @@ fn resolve(config: &mut PipelineConfig, errors: &mut Vec<ConfigError>) {
             )),
         }
     }
+}
+
+/// The admin bearer token: at least 16 bytes, surrounding whitespace
+/// (a file's newline) trimmed.
+fn admin_token(source: &TokenSource) -> Result<String, (String, &'static str)> {
+    let hint = "put a long random token there, e.g. `openssl rand -hex 32`";
+    let token = match source {
+        TokenSource::Env(var) => std::env::var(var).map_err(|_| (format!("${var} is not set"), hint))?,
+        TokenSource::File(path) => {
+            std::fs::read_to_string(path).map_err(|e| (format!("cannot read the admin token file {}: {e}", path.display()), hint))?
+        }
+    };
+    let token = token.trim();
+    if token.len() < 16 {
+        return Err(("the admin token is shorter than 16 bytes".to_string(), hint));
+    }
+    Ok(token.to_string())
 }
 
 /// A plugin's bytes, checked against its pin.

@@ -6,6 +6,7 @@
 //! pipeline, whatever its plugins do), when its sources end, or when a
 //! stage with the `stop` policy gives up (exit status 1).
 
+use crate::admin::NodeView;
 use crate::config::PipelineConfig;
 use crate::pipeline::{BuildError, Pipeline};
 use crate::runtime::{Runtime, RuntimeOptions};
@@ -13,13 +14,17 @@ use crate::supervisor::crash_report::CrashReporter;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// Where a running node keeps its files.
-#[derive(Debug, Clone)]
+/// Where a running node keeps its files, and what the command line
+/// overrides.
+#[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Crash reports.
     pub crash_dir: PathBuf,
     /// Compiled plugins; `None`: compile on every start.
     pub cache_dir: Option<PathBuf>,
+    /// `--admin`: the admin listener's address (`Some(None)`: off),
+    /// instead of the file's `[admin] listen`.
+    pub admin: Option<Option<std::net::SocketAddr>>,
 }
 
 /// Runs the pipeline in `file` (the built-in SFU without one) until it
@@ -29,10 +34,14 @@ pub fn run(file: Option<&Path>, options: &RunOptions) -> ExitCode {
         Some(path) => crate::config::load(path),
         None => crate::config::default_pipeline(),
     };
-    let config = match config {
+    let mut config = match config {
         Ok(config) => config,
         Err(e) => return fail_config(&e),
     };
+    if let Some(listen) = options.admin {
+        config.admin.listen = listen;
+        config.admin.listen_given = true;
+    }
     // The SFU's peer connections each run a driver task: give them threads.
     let tokio = match config.server.is_some() || config.client.is_some() {
         true => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
@@ -70,6 +79,18 @@ pub fn run(file: Option<&Path>, options: &RunOptions) -> ExitCode {
                 Err(BuildError::Config(e)) => return fail_config(&e),
                 Err(e) => return fail(&e.to_string()),
             },
+        };
+        let view = NodeView::default();
+        view.add_stages(pipeline.stats().stages);
+        if let Some(running) = &serving {
+            view.add_server(running);
+        }
+        if let Some(shared) = edge.as_ref().and_then(|e| e.stage_shared()) {
+            view.add_stages([shared.clone()]);
+        }
+        let _admin = match admin(&config.admin, view).await {
+            Ok(admin) => admin,
+            Err(code) => return code,
         };
         // A stage serving the [server] or [client] that gives up under
         // `stop` stops the node, like a pipeline stage does.
@@ -111,6 +132,25 @@ pub fn run(file: Option<&Path>, options: &RunOptions) -> ExitCode {
     });
     reporter.flush();
     result
+}
+
+/// Starts the admin listener, if there is one. A listener the file asked
+/// for must bind; the default one only warns when its port is taken (a
+/// second node on the machine).
+async fn admin(config: &crate::config::AdminConfig, view: NodeView) -> Result<Option<crate::admin::Admin>, ExitCode> {
+    let Some(listen) = config.listen else { return Ok(None) };
+    if !listen.ip().is_loopback() && config.token_value.is_none() {
+        let hint = "set [admin] token-env or token-file, or listen on 127.0.0.1";
+        return Err(fail(&format!("the admin API on {listen} would be reachable beyond this machine without a token; {hint}")));
+    }
+    match crate::admin::start(listen, config.token_value.as_deref(), view).await {
+        Ok(admin) => Ok(Some(admin)),
+        Err(e) if !config.listen_given => {
+            tracing::warn!("admin API not started: cannot listen on {listen}: {e} (set [admin] listen, or --admin ADDR)");
+            Ok(None)
+        }
+        Err(e) => Err(fail(&format!("cannot listen on {listen} for the admin API: {e}; pick a free port in [admin] listen"))),
+    }
 }
 
 /// The node's wasm runtime, caching compiled plugins in `cache_dir`.

@@ -21,10 +21,13 @@
 //! - [`edge`]: `[client]` from a pipeline file: a participant in a room on
 //!   an SFU node, with its E2EE stage.
 //! - [`daemon`]: `medianode run`, from a pipeline file to an exit status.
+//! - [`admin`]: the operator's HTTP API: metrics, health, readiness, stages,
+//!   rooms.
 //! - [`telemetry`]: logging setup.
 //!
 //! The `medianode` binary (`src/main.rs`) wires these into a CLI.
 
+pub mod admin;
 pub mod builtin;
 pub mod check;
 pub mod config;

@@ -34,6 +34,10 @@ enum Command {
         file: Option<PathBuf>,
         #[command(flatten)]
         dirs: Dirs,
+        /// The admin API's address (metrics, health, stages), or `off`
+        /// [default: the file's `[admin] listen`, else 127.0.0.1:9090].
+        #[arg(long, value_name = "ADDR|off", value_parser = admin_address)]
+        admin: Option<AdminListen>,
     },
     /// Check a pipeline file without running it (every error at once; no
     /// socket, device or output file is opened).
@@ -65,10 +69,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
     match cli.command {
-        Command::Run { file, dirs } => {
+        Command::Run { file, dirs, admin } => {
             let options = RunOptions {
                 crash_dir: dirs.crash_dir.clone().unwrap_or_else(|| state_dir().join("crash-reports")),
                 cache_dir: dirs.cache(),
+                admin: admin.map(|a| a.0),
             };
             daemon::run(file.as_deref(), &options)
         }
@@ -84,6 +89,20 @@ fn main() -> ExitCode {
             print!("{}", medianode::io::device::describe());
             ExitCode::SUCCESS
         }
+    }
+}
+
+/// `--admin`'s value: an address, or no listener.
+#[derive(Clone, Copy)]
+struct AdminListen(Option<std::net::SocketAddr>);
+
+fn admin_address(text: &str) -> Result<AdminListen, String> {
+    match text {
+        "off" => Ok(AdminListen(None)),
+        _ => text
+            .parse()
+            .map(|a| AdminListen(Some(a)))
+            .map_err(|_| format!("`{text}` is not an address with a port (e.g. 127.0.0.1:9090) or `off`")),
     }
 }
 

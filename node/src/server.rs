@@ -9,6 +9,7 @@
 use crate::config::{PipelineConfig, ServerConfig};
 use crate::pipeline::{self, BuildError};
 use crate::runtime::Runtime;
+use crate::runtime::StageShared;
 use crate::sfu::router::{Decide, NativeDecider, PluginDecider};
 use crate::sfu::{Sfu, SfuOptions};
 use crate::signaling::connections::Connections;
@@ -21,6 +22,8 @@ use std::time::Instant;
 pub struct Running {
     pub server: Server,
     pub sfu: Sfu,
+    /// The stages serving it (signaling, and forwarding if there is one).
+    pub stages: Vec<Arc<StageShared>>,
 }
 
 /// Starts the server described by `config.server` (there must be one).
@@ -36,6 +39,7 @@ pub async fn start(runtime: &Runtime, config: &PipelineConfig, reporter: &CrashR
         let hint = "add a stage without inputs running plugin = \"stock:signaling\"";
         return Err(config.error(server_config.span.clone(), "the [server] has no signaling stage", hint).into());
     };
+    let stages = [Some(&signaling), forwarding.as_ref()].into_iter().flatten().map(|s| s.shared().clone()).collect();
     let decide: Box<dyn Decide> = match forwarding {
         Some(stage) => Box::new(PluginDecider::new(stage)),
         None => Box::new(NativeDecider::default()),
@@ -47,5 +51,5 @@ pub async fn start(runtime: &Runtime, config: &PipelineConfig, reporter: &CrashR
         .await
         .map_err(|e| config.error(server_config.span.clone(), format!("cannot listen on {listen}: {e}"), "pick a free port in `listen`"))?;
     tracing::info!("serving the web client on http://{} (media on {media_ip})", server.addr);
-    Ok(Running { server, sfu })
+    Ok(Running { server, sfu, stages })
 }

@@ -26,7 +26,7 @@ pub fn measuring_real_time() -> RwLockReadGuard<'static, ()> {
     CORES.read().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Held while a test loads every core.
+/// Held while a test loads every core (browsers, a Prometheus server).
 pub fn loading_every_core() -> RwLockWriteGuard<'static, ()> {
     CORES.write().unwrap_or_else(PoisonError::into_inner)
 }

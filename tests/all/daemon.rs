@@ -25,7 +25,15 @@ const ATTACK: Duration = Duration::from_secs(3);
 fn child() -> ExitCode {
     let Some(dir) = std::env::var_os(DIR_VAR).map(PathBuf::from) else { return ExitCode::SUCCESS };
     medianode::telemetry::init(medianode::telemetry::LogFormat::Text);
-    medianode::daemon::run(Some(&dir.join("pipeline.toml")), &RunOptions { crash_dir: dir.join("crash"), cache_dir: None })
+    medianode::daemon::run(
+        Some(&dir.join("pipeline.toml")),
+        &RunOptions {
+            crash_dir: dir.join("crash"),
+            cache_dir: None,
+            // A port of its own: children run side by side.
+            admin: Some(Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))),
+        },
+    )
 }
 
 /// A node running `attack` (the hostile stage's config) in a child process.

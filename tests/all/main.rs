@@ -4,6 +4,7 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod admin;
 mod audio_faults;
 mod audio_files;
 mod browser;

@@ -47,8 +47,9 @@
 //!
 //! Each kind of table owns its settings and their checks: [`source`],
 //! [`sink`], [`stage`] (with [`builtin`] for native stages), [`server`],
-//! [`client`].
+//! [`client`], [`admin`].
 
+pub mod admin;
 pub mod builtin;
 mod check;
 pub mod client;
@@ -60,6 +61,7 @@ pub mod sink;
 pub mod source;
 pub mod stage;
 
+pub use admin::{AdminConfig, MonitorConfig, TokenSource};
 pub use client::ClientConfig;
 pub use error::{ConfigError, ConfigErrors, SourceFile};
 pub use server::{ServerConfig, ServerOptions};
@@ -100,6 +102,8 @@ pub struct PipelineConfig {
     pub server: Option<ServerConfig>,
     /// The room this node joins as a participant, when the file has `[client]`.
     pub client: Option<ClientConfig>,
+    /// The admin listener and the system monitor (`[admin]`, or the defaults).
+    pub admin: AdminConfig,
 }
 
 /// How fast the pipeline runs.

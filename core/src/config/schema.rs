@@ -39,6 +39,22 @@ pub struct RawServer {
     pub token_secret_env: Option<Spanned<String>>,
 }
 
+/// `[admin]`: the admin listener and the system monitor.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawAdmin {
+    /// HTTP address of the admin API ("127.0.0.1:9090"), or "off".
+    pub listen: Option<Spanned<String>>,
+    /// Environment variable, or file, holding the admin bearer token.
+    pub token_env: Option<Spanned<String>>,
+    pub token_file: Option<Spanned<String>>,
+    pub monitor_every: Option<Spanned<String>>,
+    pub max_rss: Option<Spanned<String>>,
+    pub max_tasks: Option<Spanned<u64>>,
+    /// How long a drain waits for connections to go.
+    pub grace: Option<Spanned<String>>,
+}
+
 /// `[client]`: this node joins a room on an SFU node as a participant.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]

@@ -101,6 +101,19 @@ pub enum TrapKind {
 }
 
 impl TrapKind {
+    /// Every kind, in declaration order (`kind as usize` indexes it).
+    pub const ALL: [TrapKind; 9] = [
+        TrapKind::Panic,
+        TrapKind::Unreachable,
+        TrapKind::Deadline,
+        TrapKind::MemoryLimit,
+        TrapKind::StackOverflow,
+        TrapKind::OtherTrap,
+        TrapKind::InitError,
+        TrapKind::Contract,
+        TrapKind::Instantiate,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             TrapKind::Panic => "panic",

@@ -11,6 +11,7 @@ use super::bindings::{AudioLevel, BlockInfo};
 use super::lock;
 use super::log::{Origin, StageLog};
 use super::wasi::PluginOutput;
+use medianode_core::supervision::TrapKind;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -38,6 +39,58 @@ pub struct StageShared {
     pub metrics: Metrics,
     /// What the plugin says (log calls, stdout, stderr), within its budget.
     pub log: Arc<StageLog>,
+    /// What the stage is doing, for operators (the admin API).
+    pub status: Mutex<StageStatus>,
+}
+
+/// A stage's condition as operators see it. The supervisor writes it at
+/// each change (a start, a fault, a restart: rare), the admin API reads it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct StageStatus {
+    pub state: StageState,
+    /// The plugin's source (a path, or `stock:NAME`) and SHA-256 digest.
+    pub plugin: String,
+    pub digest: String,
+    pub failure_policy: &'static str,
+    /// When the stage may serve again (Unix ms), while it is restarting.
+    pub next_retry_unix_ms: Option<u64>,
+    pub last_crash: Option<CrashSummary>,
+}
+
+/// Where a stage is in its life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StageState {
+    /// Its first instance is being built.
+    #[default]
+    Starting,
+    /// An instance is serving.
+    Serving,
+    /// Its instance faulted; another serves after the backoff delay.
+    Restarting,
+    /// It gave up: too many faults in the restart window.
+    Down,
+}
+
+impl StageState {
+    pub const ALL: [StageState; 4] = [StageState::Starting, StageState::Serving, StageState::Restarting, StageState::Down];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            StageState::Starting => "starting",
+            StageState::Serving => "serving",
+            StageState::Restarting => "restarting",
+            StageState::Down => "down",
+        }
+    }
+}
+
+/// The last fault, in brief (the crash report has the rest).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CrashSummary {
+    pub kind: TrapKind,
+    pub message: String,
+    pub unix_ms: u64,
 }
 
 impl StageShared {
@@ -52,6 +105,7 @@ impl StageShared {
             state: Mutex::new(StateStore::new(limits.state)),
             metrics: Metrics::default(),
             log: Arc::new(StageLog::new(id, limits.log_lines, limits.log_bytes)),
+            status: Mutex::new(StageStatus::default()),
         }
     }
 
@@ -133,6 +187,10 @@ pub struct Metrics {
     pub calls: AtomicU64,
     /// Traps (and other faults) of the plugin.
     pub faults: AtomicU64,
+    /// The same, by kind (indexed by `TrapKind as usize`).
+    pub faults_by_kind: [AtomicU64; TrapKind::ALL.len()],
+    /// How long each call into the plugin took.
+    pub call_time: CallTimes,
     /// Instances brought into service after a fault.
     pub restarts: AtomicU64,
     /// Inputs that caused a fault and were set aside, never to be retried.
@@ -160,6 +218,41 @@ pub struct Metrics {
     /// Plugin metric updates refused: a name too long or not
     /// `[A-Za-z0-9_.:-]`, or a new series past the limit.
     pub metrics_dropped: AtomicU64,
+}
+
+/// A histogram of call durations: fixed buckets of atomic counters, so
+/// the data path records a call without a lock or an allocation.
+#[derive(Debug, Default)]
+pub struct CallTimes {
+    /// Calls that took at most `CALL_BUCKETS_US[i]` µs (not cumulative);
+    /// the last counts the rest.
+    buckets: [AtomicU64; CALL_BUCKETS_US.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+/// Upper bounds of the call-time buckets, in µs: 10 µs to 1 s.
+pub const CALL_BUCKETS_US: [u64; 11] = [10, 25, 50, 100, 250, 500, 1_000, 2_500, 10_000, 100_000, 1_000_000];
+
+impl CallTimes {
+    pub fn record(&self, took: Duration) {
+        let micros = took.as_micros().min(u128::from(u64::MAX)) as u64;
+        let bucket = CALL_BUCKETS_US.iter().position(|&le| micros <= le).unwrap_or(CALL_BUCKETS_US.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// (sum in seconds, count, cumulative buckets as (upper bound in
+    /// seconds, count)), as Prometheus histograms have them.
+    pub fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
+        let mut cumulative = 0;
+        let mut buckets = Vec::with_capacity(CALL_BUCKETS_US.len() + 1);
+        for (i, count) in self.buckets.iter().enumerate() {
+            cumulative += count.load(Ordering::Relaxed);
+            let le = CALL_BUCKETS_US.get(i).map_or(f64::INFINITY, |&us| us as f64 / 1e6);
+            buckets.push((le, cumulative));
+        }
+        (self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6, cumulative, buckets)
+    }
 }
 
 /// An audio DSP plugin's answer, in buffers reused from call to call.

@@ -29,7 +29,10 @@ pub mod log;
 pub mod stock;
 mod wasi;
 
-pub use host::{HostState, MAX_METRIC_NAME, MAX_METRIC_SERIES, MAX_PANIC_MESSAGE, Metrics, StageShared, StateStore};
+pub use host::{
+    CALL_BUCKETS_US, CallTimes, CrashSummary, HostState, MAX_METRIC_NAME, MAX_METRIC_SERIES, MAX_PANIC_MESSAGE, Metrics, StageShared,
+    StageState, StageStatus, StateStore,
+};
 pub use instance::{CallLimits, Fault, Instance, TrapKind};
 pub use items::{AudioBatch, Items};
 

@@ -33,7 +33,7 @@ use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use serde_json::{Value, json};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -99,6 +99,30 @@ struct Participant {
     receiving: Vec<(u64, u32)>,
     /// Whether a node offer is in flight, and whether another is due.
     negotiation: Negotiation,
+    /// Its peer connection's ICE state, as last reported.
+    ice: RTCIceConnectionState,
+}
+
+/// One room as the admin API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RoomView {
+    pub room: String,
+    pub participants: Vec<ParticipantView>,
+}
+
+/// One participant of a room: its ICE state and what it publishes.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ParticipantView {
+    pub user: String,
+    pub ice: String,
+    pub tracks: Vec<TrackView>,
+}
+
+/// One published track and the packets forwarded of it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TrackView {
+    pub kind: &'static str,
+    pub forwarded: u64,
 }
 
 /// Seats, leaves and media messages, handled one at a time in arrival
@@ -195,6 +219,30 @@ impl Sfu {
         self.inner.stats.lock().unwrap_or_else(PoisonError::into_inner).with(&self.inner.outboxes)
     }
 
+    /// Every room with its participants, sorted by room and user.
+    pub async fn rooms(&self) -> Vec<RoomView> {
+        let participants = self.inner.participants.lock().await;
+        let mut rooms: BTreeMap<&str, Vec<ParticipantView>> = BTreeMap::new();
+        for p in participants.values() {
+            let tracks = p
+                .published
+                .iter()
+                .map(|s| TrackView {
+                    kind: if s.kind == MediaKind::Audio { "audio" } else { "video" },
+                    forwarded: s.forwarded.load(Ordering::Relaxed),
+                })
+                .collect();
+            rooms.entry(&p.room).or_default().push(ParticipantView { user: p.user.clone(), ice: p.ice.to_string(), tracks });
+        }
+        rooms
+            .into_iter()
+            .map(|(room, mut participants)| {
+                participants.sort_by(|a, b| a.user.cmp(&b.user));
+                RoomView { room: room.to_string(), participants }
+            })
+            .collect()
+    }
+
     /// Every published track with its forwarded packet count.
     pub async fn tracks(&self) -> Vec<TrackStats> {
         let participants = self.inner.participants.lock().await;
@@ -227,6 +275,7 @@ impl Sfu {
             published: Vec::new(),
             receiving: Vec::new(),
             negotiation: Negotiation::default(),
+            ice: RTCIceConnectionState::New,
         };
         self.inner.participants.lock().await.insert(connection, participant);
         let _ = self.inner.router.send(RouterMsg::Joined { participant: connection, room }).await;
@@ -572,6 +621,9 @@ impl Sfu {
 
     async fn on_ice_state(&self, connection: u64, state: RTCIceConnectionState) {
         self.send(connection, json!({"type": "media-state", "state": state.to_string()}));
+        if let Some(p) = self.inner.participants.lock().await.get_mut(&connection) {
+            p.ice = state;
+        }
         match state {
             // Often heals by itself (a moment of loss, a Wi-Fi hand-over).
             RTCIceConnectionState::Disconnected => tracing::info!(connection, "ICE disconnected; waiting"),

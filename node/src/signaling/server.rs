@@ -60,11 +60,37 @@ struct Shared {
     connections: Connections,
     media: Option<Arc<dyn MediaSink>>,
     next_id: AtomicU64,
+    counters: Arc<SignalingCounters>,
+}
+
+/// What the signaling server has seen, for the admin API's metrics.
+#[derive(Debug, Default)]
+pub struct SignalingCounters {
+    pub connections_opened: AtomicU64,
+    /// Text messages received (refused ones included).
+    pub messages: AtomicU64,
+    /// Media messages handed to the SFU.
+    pub media_messages: AtomicU64,
+    /// Messages refused by the host, by error code.
+    pub too_big: AtomicU64,
+    pub rate_limited: AtomicU64,
+    pub busy: AtomicU64,
+    pub binary: AtomicU64,
+}
+
+fn count(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 /// The router: the page ([`super::page`]) and the WebSocket endpoint.
-pub fn router(options: ServerOptions, hub: Hub, connections: Connections, media: Option<Arc<dyn MediaSink>>) -> Router {
-    let shared = Arc::new(Shared { options, hub, connections, media, next_id: AtomicU64::new(1) });
+pub fn router(
+    options: ServerOptions,
+    hub: Hub,
+    connections: Connections,
+    media: Option<Arc<dyn MediaSink>>,
+    counters: Arc<SignalingCounters>,
+) -> Router {
+    let shared = Arc::new(Shared { options, hub, connections, media, next_id: AtomicU64::new(1), counters });
     let mut router = Router::new();
     for &(path, content_type, body) in page::FILES {
         router = router.route(path, get(move || async move { page::serve(content_type, body) }));
@@ -107,6 +133,7 @@ async fn upgrade(ws: WebSocketUpgrade, Query(query): Query<HashMap<String, Strin
 async fn connection(mut socket: WebSocket, shared: Arc<Shared>, grant: Option<(String, String)>) {
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let mut outbox = shared.connections.open(id);
+    count(&shared.counters.connections_opened);
     shared.hub.connected(id, grant);
     let options = &shared.options;
     let start = Instant::now().into_std();
@@ -131,12 +158,15 @@ async fn connection(mut socket: WebSocket, shared: Arc<Shared>, grant: Option<(S
                 let text = match message {
                     Message::Text(text) => text,
                     Message::Binary(_) => {
+                        count(&shared.counters.binary);
                         reply(&shared, id, error_reply("bad-message", "messages are JSON text, not binary", None));
                         continue;
                     }
                     Message::Ping(_) | Message::Pong(_) | Message::Close(_) => continue,
                 };
+                count(&shared.counters.messages);
                 if !budget.allow(now.into_std()) {
+                    count(&shared.counters.rate_limited);
                     if last_rate_reply.is_none_or(|t| now - t >= Duration::from_secs(1)) {
                         last_rate_reply = Some(now);
                         let message = format!("more than {} messages per second; messages are being dropped", options.rate);
@@ -145,6 +175,7 @@ async fn connection(mut socket: WebSocket, shared: Arc<Shared>, grant: Option<(S
                     continue;
                 }
                 if text.len() > options.max_message {
+                    count(&shared.counters.too_big);
                     let message = format!("{} bytes; the limit is {} bytes", text.len(), options.max_message);
                     reply(&shared, id, error_reply("too-big", &message, None));
                     continue;
@@ -177,12 +208,16 @@ async fn connection(mut socket: WebSocket, shared: Arc<Shared>, grant: Option<(S
 fn route(shared: &Shared, id: u64, text: &str) {
     let kind = media_type(text);
     match (kind, &shared.media) {
-        (Some((_, value)), Some(media)) => media.media_message(id, value),
+        (Some((_, value)), Some(media)) => {
+            count(&shared.counters.media_messages);
+            media.media_message(id, value);
+        }
         (Some((kind, _)), None) => {
             reply(shared, id, error_reply("no-media", "this node carries no media", Some(&kind)));
         }
         (None, _) => {
             if !shared.hub.message(id, text.to_string()) {
+                count(&shared.counters.busy);
                 reply(shared, id, error_reply("busy", "the signaling stage is behind; send again later", None));
             }
         }
@@ -218,6 +253,7 @@ pub struct Server {
     /// Where it listens (the port is the OS's pick when asked for 0).
     pub addr: std::net::SocketAddr,
     pub connections: Connections,
+    pub counters: Arc<SignalingCounters>,
     stopped: tokio::sync::oneshot::Receiver<crate::supervisor::Stopped>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -238,13 +274,14 @@ impl Server {
         let addr = listener.local_addr()?;
         let (stop_tx, stopped) = tokio::sync::oneshot::channel();
         let hub = Hub::start(stage, connections.clone(), seats, stop_tx)?;
-        let app = router(options, hub, connections.clone(), media);
+        let counters = Arc::new(SignalingCounters::default());
+        let app = router(options, hub, connections.clone(), media, counters.clone());
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!("signaling server failed: {e}");
             }
         });
-        Ok(Server { addr, connections, stopped, task })
+        Ok(Server { addr, connections, counters, stopped, task })
     }
 
     /// Resolves when the signaling stage gives up under the `stop` policy.

@@ -35,7 +35,7 @@ mod builder;
 pub mod crash_report;
 pub mod thread;
 
-use crate::runtime::{AudioBatch, Fault, Instance, Items, Metrics, Plugin, StageShared, TrapKind};
+use crate::runtime::{AudioBatch, CrashSummary, Fault, Instance, Items, Metrics, Plugin, StageShared, StageState, StageStatus, TrapKind};
 use builder::{Builder, News, Ready};
 use crash_report::{CrashReport, CrashReporter, unix_ms};
 use medianode_core::supervision::backoff::{Backoff, Decision, RestartConfig};
@@ -145,6 +145,12 @@ impl Supervisor {
             spec,
         };
         supervisor.backoff.on_started(now);
+        supervisor.set_status(|status| {
+            status.plugin = supervisor.spec.plugin.source.clone();
+            status.digest = supervisor.spec.plugin.digest.clone();
+            status.failure_policy = supervisor.spec.failure.name();
+            status.state = StageState::Serving;
+        });
         // The first standby is ready before the first item, like the
         // instance it stands by: ask, wait, and hear how it went.
         supervisor.maintain(now);
@@ -375,7 +381,9 @@ impl Supervisor {
     }
 
     fn recorded_call(&mut self, now: Instant, items: usize, first_sequence: Option<u64>, started: Instant) {
-        let micros = started.elapsed().as_micros() as u32;
+        let took = started.elapsed();
+        self.shared.metrics.call_time.record(took);
+        let micros = took.as_micros() as u32;
         self.recorder.record(now, Action::Call { items: items as u32, first_sequence, micros });
     }
 
@@ -439,6 +447,10 @@ impl Supervisor {
                     self.active = Some(instance);
                     self.backoff.on_started(now);
                     Metrics::add(&self.shared.metrics.restarts, 1);
+                    self.set_status(|status| {
+                        status.state = StageState::Serving;
+                        status.next_retry_unix_ms = None;
+                    });
                     let micros = if ready_at_once { 0 } else { (asked.elapsed() + built_in).as_micros() as u32 };
                     self.recorder.record(now, Action::Restart { standby: ready_at_once, micros });
                     // The next standby is asked for in `maintain`, after
@@ -506,10 +518,16 @@ impl Supervisor {
         }
     }
 
+    fn set_status(&self, change: impl FnOnce(&mut StageStatus)) {
+        change(&mut crate::runtime::lock(&self.shared.status));
+    }
+
     /// Records a fault, decides what follows and files the crash report.
     fn on_fault(&mut self, now: Instant, fault: Fault, poison: Option<&Items>, batch_size: usize, serving_lost: bool) {
         self.faults += 1;
         Metrics::add(&self.shared.metrics.faults, 1);
+        Metrics::add(&self.shared.metrics.faults_by_kind[fault.kind as usize], 1);
+        let crash = CrashSummary { kind: fault.kind, message: brief(&fault.message), unix_ms: unix_ms() };
         self.recorder.record(now, Action::Fault { kind: fault.kind, item: fault.item.map(|i| i as u32) });
         let poison_summary = poison.map(|p| {
             Metrics::add(&self.shared.metrics.quarantined, 1);
@@ -527,6 +545,11 @@ impl Supervisor {
                 ("give-up", None)
             }
         };
+        self.set_status(|status| {
+            status.state = if next_delay_ms.is_some() { StageState::Restarting } else { StageState::Down };
+            status.next_retry_unix_ms = next_delay_ms.map(|ms| crash.unix_ms + ms as u64);
+            status.last_crash = Some(crash);
+        });
         self.reporter.report(CrashReport {
             stage: self.spec.id.clone(),
             plugin: self.spec.plugin.source.clone(),
@@ -546,4 +569,14 @@ impl Supervisor {
             unix_ms: unix_ms(),
         });
     }
+}
+
+/// A fault message cut to its first line and 200 bytes, for the status.
+fn brief(message: &str) -> String {
+    let line = message.lines().next().unwrap_or_default();
+    let mut end = line.len().min(200);
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    line[..end].to_string()
 }

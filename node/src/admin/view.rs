@@ -1,0 +1,116 @@
+//! What the admin API can see of a running node: its stages (pipeline and
+//! server alike), its SFU, its signaling server, and the system monitor's
+//! alerts. The daemon fills it in as it starts each part; handlers read it.
+//!
+//! Everything here is a handle to counters the data path keeps anyway
+//! (atomics, or a status written at each change): looking costs the data
+//! path nothing.
+
+use crate::runtime::{StageShared, StageState};
+use crate::sfu::{RoomView, Sfu};
+use crate::signaling::connections::Connections;
+use crate::signaling::server::SignalingCounters;
+use serde_json::{Value, json};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// A cheap, shared handle on the node's parts.
+#[derive(Clone, Default)]
+pub struct NodeView {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    stages: Mutex<Vec<Arc<StageShared>>>,
+    sfu: Mutex<Option<Sfu>>,
+    signaling: Mutex<Option<(Connections, Arc<SignalingCounters>)>>,
+    /// The system monitor's current alerts (empty: healthy).
+    alerts: Mutex<Vec<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl std::fmt::Debug for NodeView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeView").field("stages", &self.stages().len()).finish_non_exhaustive()
+    }
+}
+
+impl NodeView {
+    pub fn add_stages(&self, stages: impl IntoIterator<Item = Arc<StageShared>>) {
+        lock(&self.inner.stages).extend(stages);
+    }
+
+    /// The `[server]`: its stages, SFU and signaling server.
+    pub fn add_server(&self, running: &crate::server::Running) {
+        self.add_stages(running.stages.iter().cloned());
+        *lock(&self.inner.sfu) = Some(running.sfu.clone());
+        *lock(&self.inner.signaling) = Some((running.server.connections.clone(), running.server.counters.clone()));
+    }
+
+    pub fn set_alerts(&self, alerts: Vec<String>) {
+        *lock(&self.inner.alerts) = alerts;
+    }
+
+    pub fn alerts(&self) -> Vec<String> {
+        lock(&self.inner.alerts).clone()
+    }
+
+    pub fn stages(&self) -> Vec<Arc<StageShared>> {
+        lock(&self.inner.stages).clone()
+    }
+
+    pub fn stage(&self, id: &str) -> Option<Arc<StageShared>> {
+        lock(&self.inner.stages).iter().find(|s| s.id == id).cloned()
+    }
+
+    pub fn sfu(&self) -> Option<Sfu> {
+        lock(&self.inner.sfu).clone()
+    }
+
+    pub fn signaling(&self) -> Option<(Connections, Arc<SignalingCounters>)> {
+        lock(&self.inner.signaling).clone()
+    }
+
+    /// Why the node is not ready to serve: every stage that is not serving.
+    pub fn not_ready(&self) -> Vec<String> {
+        self.stages()
+            .iter()
+            .filter_map(|s| {
+                let status = crate::runtime::lock(&s.status);
+                (status.state != StageState::Serving).then(|| format!("stage '{}' is {}", s.id, status.state.name()))
+            })
+            .collect()
+    }
+
+    /// The rooms the SFU serves (none without one).
+    pub async fn rooms(&self) -> Vec<RoomView> {
+        match self.sfu() {
+            Some(sfu) => sfu.rooms().await,
+            None => Vec::new(),
+        }
+    }
+}
+
+/// One stage as `GET /stages` shows it: its status, counters and log budget.
+pub fn stage_json(stage: &StageShared) -> Value {
+    let status = crate::runtime::lock(&stage.status).clone();
+    let m = &stage.metrics;
+    let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    json!({
+        "id": stage.id,
+        "state": status.state,
+        "plugin": status.plugin,
+        "digest": status.digest,
+        "failure_policy": status.failure_policy,
+        "restarts": get(&m.restarts),
+        "faults": get(&m.faults),
+        "calls": get(&m.calls),
+        "next_retry_unix_ms": status.next_retry_unix_ms,
+        "last_crash": status.last_crash,
+        "metrics": stage.snapshot(),
+    })
+}
