@@ -9,6 +9,8 @@
 //!
 //! - [`config`]: pipeline files — schema, each kind's settings and checks,
 //!   the graph and its link types, located errors (all of them at once).
+//! - [`monitor`]: the system monitor's thresholds: which are crossed, and
+//!   when an alert is raised or cleared.
 //! - [`plugin`]: what the host knows of a plugin without running it: the
 //!   kind of stage its world makes it.
 //! - [`supervision`]: limits, failure policies, the restart backoff (also
@@ -18,6 +20,7 @@
 //!   it is numbered, when to renegotiate, who is speaking.
 
 pub mod config;
+pub mod monitor;
 pub mod plugin;
 pub mod sfu;
 pub mod signaling;

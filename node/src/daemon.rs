@@ -88,6 +88,7 @@ pub fn run(file: Option<&Path>, options: &RunOptions) -> ExitCode {
         if let Some(shared) = edge.as_ref().and_then(|e| e.stage_shared()) {
             view.add_stages([shared.clone()]);
         }
+        let _monitor = AbortOnDrop(crate::admin::monitor::spawn(config.admin.monitor.clone(), view.clone()));
         let _admin = match admin(&config.admin, view).await {
             Ok(admin) => admin,
             Err(code) => return code,
@@ -132,6 +133,15 @@ pub fn run(file: Option<&Path>, options: &RunOptions) -> ExitCode {
     });
     reporter.flush();
     result
+}
+
+/// Ends a task when the node's run ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Starts the admin listener, if there is one. A listener the file asked

@@ -16,11 +16,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const PROMETHEUS: &str = "/usr/bin/prometheus";
 
 /// An HTTP/1.0 GET (no chunking, the server closes): status and body.
-async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
+pub async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
     try_get(addr, path, token).await.unwrap_or_else(|e| panic!("GET http://{addr}{path}: {e}"))
 }
 
-async fn try_get(addr: SocketAddr, path: &str, token: Option<&str>) -> std::io::Result<(u16, String)> {
+pub async fn try_get(addr: SocketAddr, path: &str, token: Option<&str>) -> std::io::Result<(u16, String)> {
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}\r\n");

@@ -470,3 +470,79 @@ fn process_exit() {
 fn init_that_sleeps_after_each_crash() {
     attack(r#"attack = "init-sleep", every = 20"#, "", "stage fault");
 }
+
+/// The address the child logged after `marker`.
+fn logged_address(node: &mut Node, marker: &str) -> std::net::SocketAddr {
+    node.wait_for(marker);
+    let log = node.log();
+    log[log.find(marker).map_or(0, |at| at + marker.len())..]
+        .split(|c: char| c.is_whitespace() || c == '/')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address after {marker:?} in:\n{log}"))
+}
+
+/// The system monitor with a lowered task threshold: 80 signaling
+/// connections push the node's tasks over it (a warning in the log,
+/// `medianode_monitor_alert{limit="tasks"} 1`, `/health` degraded); closing
+/// them brings it back (logged, metric 0, `/health` ok).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_system_monitor_raises_and_clears_an_alert() {
+    use crate::admin::get;
+    const MAX_TASKS: u64 = 60;
+    let pipeline = format!(
+        r#"
+        [server]
+        listen = "127.0.0.1:0"
+
+        [admin]
+        monitor-every = "50ms"
+        max-tasks = {MAX_TASKS}
+
+        [[stage]]
+        id = "rooms"
+        plugin = "stock:signaling"
+        "#
+    );
+    let mut node = Node::spawn(tempfile::tempdir().expect("tempdir"), &pipeline);
+    let (admin, server) = tokio::task::block_in_place(|| {
+        (logged_address(&mut node, "admin API on http://"), logged_address(&mut node, "serving the web client on http://"))
+    });
+    let metric = |text: &str, name: &str| -> Option<u64> {
+        text.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<f64>().ok()).map(|v| v as u64)
+    };
+    let (_, text) = get(admin, "/metrics", None).await;
+    let baseline = metric(&text, "medianode_tokio_tasks ").expect("the task gauge");
+    assert!(baseline < MAX_TASKS, "an idle node has {baseline} tasks: raise MAX_TASKS above that");
+    eprintln!("an idle node: {baseline} tasks");
+
+    let alert = "medianode_monitor_alert{limit=\"tasks\"} ";
+    let health = |body: &str| serde_json::from_str::<serde_json::Value>(body).ok().and_then(|v| v["status"].as_str().map(str::to_string));
+    let mut sockets = Vec::new();
+    for _ in 0..80 {
+        sockets.push(tokio_tungstenite::connect_async(format!("ws://{server}/ws")).await.expect("connects").0);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, text) = get(admin, "/metrics", None).await;
+        let (_, body) = get(admin, "/health", None).await;
+        if metric(&text, alert) == Some(1) && health(&body).as_deref() == Some("degraded") && node.log().contains("above the threshold") {
+            assert!(body.contains("async tasks is"), "{body}");
+            eprintln!("{}", node.log().lines().find(|l| l.contains("above the threshold")).unwrap_or_default());
+            break;
+        }
+        assert!(Instant::now() < deadline, "no alert: {body}\n{}", node.log());
+        tokio::time::sleep(Duration::from_millis(50)).await; // the monitor reads every 50 ms
+    }
+    drop(sockets);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, text) = get(admin, "/metrics", None).await;
+        let (_, body) = get(admin, "/health", None).await;
+        if metric(&text, alert) == Some(0) && health(&body).as_deref() == Some("ok") && node.log().contains("async tasks is back to") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the alert never cleared: {body}\n{}", node.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

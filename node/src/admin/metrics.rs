@@ -19,6 +19,7 @@ use crate::runtime::{StageShared, StageState};
 use crate::sfu::RoomView;
 use crate::sfu::router::RouterStats;
 use crate::signaling::server::SignalingCounters;
+use medianode_core::monitor::Limit;
 use medianode_core::supervision::TrapKind;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeCounterValue, EncodeGaugeValue, NoLabelSet};
@@ -38,7 +39,7 @@ struct Scrape {
     sfu: Option<(RouterStats, Vec<RoomView>)>,
     signaling: Option<(usize, Arc<SignalingCounters>)>,
     process: ProcessSample,
-    alerts: usize,
+    alerts: Vec<Limit>,
 }
 
 /// The metrics text of `view`, now.
@@ -52,7 +53,7 @@ pub async fn render(view: &NodeView) -> String {
         sfu,
         signaling: view.signaling().map(|(connections, counters)| (connections.len(), counters)),
         process: process::sample(),
-        alerts: view.alerts().len(),
+        alerts: view.alerts().iter().map(|c| c.limit).collect(),
     };
     let mut registry = Registry::with_prefix("medianode");
     registry.register_collector(Box::new(scrape));
@@ -138,6 +139,8 @@ impl Collector for Scrape {
         family(&mut e, "stage_state", "1 for the state the stage is in.", Gauge, states)?;
         let state_bytes = stages.iter().map(|s| (stage_label(s), crate::runtime::lock(&s.state).used()));
         family(&mut e, "stage_state_store_bytes", "Bytes in the stage's state store.", Gauge, state_bytes)?;
+        let memory = per_stage(|s| get(&s.metrics.memory_peak));
+        family(&mut e, "stage_memory_peak_bytes", "The largest linear memory an instance of the stage has had.", Gauge, memory)?;
         {
             let mut metric =
                 e.encode_descriptor("stage_call_seconds", "How long calls into the stage's plugin took.", None, MetricType::Histogram)?;
@@ -200,7 +203,8 @@ impl Collector for Scrape {
         family(&mut e, "process_open_fds", "Open file descriptors.", Gauge, [(Labels::new(), p.open_fds)])?;
         family(&mut e, "process_threads", "Threads.", Gauge, [(Labels::new(), p.threads)])?;
         family(&mut e, "tokio_tasks", "Live async tasks.", Gauge, [(Labels::new(), p.tasks)])?;
-        family(&mut e, "monitor_alerts", "The system monitor's thresholds crossed now.", Gauge, [(Labels::new(), self.alerts as u64)])?;
+        let alerts = Limit::ALL.map(|l| (vec![("limit", l.name().to_string())], u64::from(self.alerts.contains(&l))));
+        family(&mut e, "monitor_alert", "1 while the system monitor's threshold on `limit` is crossed.", Gauge, alerts)?;
         Ok(())
     }
 }

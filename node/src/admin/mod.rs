@@ -5,7 +5,7 @@
 //! | route | answer |
 //! |---|---|
 //! | `GET /metrics` | Prometheus/OpenMetrics text ([`metrics`]) |
-//! | `GET /health` | 200 while the process serves: `{"status": "ok"}`, or `"degraded"` with the monitor's alerts |
+//! | `GET /health` | 200 while the process serves: `{"status": "ok"}`, or `"degraded"` with the system monitor's alerts ([`monitor`]) |
 //! | `GET /ready` | 200 when every stage serves; 503 with the reasons otherwise |
 //! | `GET /stages`, `GET /stages/{id}` | each stage's state, plugin digest, restarts, last crash, next retry, counters |
 //! | `GET /rooms` | the SFU's rooms: participants, ICE state, tracks and packets forwarded |
@@ -15,6 +15,7 @@
 //! request must carry `Authorization: Bearer <token>` (401 otherwise).
 
 pub mod metrics;
+pub mod monitor;
 pub mod process;
 mod view;
 
@@ -99,7 +100,7 @@ async fn metrics_text(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn health(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
-    let alerts = shared.view.alerts();
+    let alerts: Vec<String> = shared.view.alerts().iter().map(ToString::to_string).collect();
     let status = if alerts.is_empty() { "ok" } else { "degraded" };
     Json(json!({"status": status, "alerts": alerts}))
 }

@@ -10,6 +10,7 @@ use crate::runtime::{StageShared, StageState};
 use crate::sfu::{RoomView, Sfu};
 use crate::signaling::connections::Connections;
 use crate::signaling::server::SignalingCounters;
+use medianode_core::monitor::Change;
 use serde_json::{Value, json};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -25,8 +26,8 @@ struct Inner {
     stages: Mutex<Vec<Arc<StageShared>>>,
     sfu: Mutex<Option<Sfu>>,
     signaling: Mutex<Option<(Connections, Arc<SignalingCounters>)>>,
-    /// The system monitor's current alerts (empty: healthy).
-    alerts: Mutex<Vec<String>>,
+    /// The system monitor's alerts up now (empty: healthy).
+    alerts: Mutex<Vec<Change>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -51,11 +52,11 @@ impl NodeView {
         *lock(&self.inner.signaling) = Some((running.server.connections.clone(), running.server.counters.clone()));
     }
 
-    pub fn set_alerts(&self, alerts: Vec<String>) {
+    pub fn set_alerts(&self, alerts: Vec<Change>) {
         *lock(&self.inner.alerts) = alerts;
     }
 
-    pub fn alerts(&self) -> Vec<String> {
+    pub fn alerts(&self) -> Vec<Change> {
         lock(&self.inner.alerts).clone()
     }
 
@@ -109,6 +110,7 @@ pub fn stage_json(stage: &StageShared) -> Value {
         "restarts": get(&m.restarts),
         "faults": get(&m.faults),
         "calls": get(&m.calls),
+        "memory_peak_bytes": get(&m.memory_peak),
         "next_retry_unix_ms": status.next_retry_unix_ms,
         "last_crash": status.last_crash,
         "metrics": stage.snapshot(),

@@ -191,6 +191,9 @@ pub struct Metrics {
     pub faults_by_kind: [AtomicU64; TrapKind::ALL.len()],
     /// How long each call into the plugin took.
     pub call_time: CallTimes,
+    /// The largest linear memory an instance of the stage has had, in
+    /// bytes (what the system monitor names when memory runs high).
+    pub memory_peak: AtomicU64,
     /// Instances brought into service after a fault.
     pub restarts: AtomicU64,
     /// Inputs that caused a fault and were set aside, never to be retried.
@@ -440,6 +443,7 @@ impl ResourceLimiter for HostState {
             // that cannot get memory is broken, and Rust would abort anyway.
             return Err(wasmtime::Error::msg(message));
         }
+        self.stage.metrics.memory_peak.fetch_max(desired as u64, Ordering::Relaxed);
         Ok(true)
     }
 
