@@ -2,11 +2,17 @@
 //! status. The binary's `main` parses the command line and calls [`run`];
 //! tests run a node in a child process the same way.
 //!
-//! A node stops on Ctrl-C or SIGTERM (within one tick's work of a
-//! pipeline, whatever its plugins do), when its sources end, or when a
-//! stage with the `stop` policy gives up (exit status 1).
+//! A node stops on Ctrl-C, SIGTERM or `POST /drain` (within one tick's
+//! work of a pipeline, whatever its plugins do), when its sources end, or
+//! when a stage with the `stop` policy gives up (exit status 1). Stopping,
+//! it drains: the signaling port closes, every WebSocket is closed as
+//! "going away" (1001) so clients reconnect, peer connections close, all
+//! within `[admin] grace` (10 s; at once when nobody is connected).
+//! Under systemd it says `READY=1`, `STOPPING=1` and pings the watchdog
+//! ([`crate::admin::systemd`]).
 
 use crate::admin::NodeView;
+use crate::admin::systemd::Systemd;
 use crate::config::PipelineConfig;
 use crate::pipeline::{BuildError, Pipeline};
 use crate::runtime::{Runtime, RuntimeOptions};
@@ -89,9 +95,19 @@ pub fn run(file: Option<&Path>, options: &RunOptions) -> ExitCode {
             view.add_stages([shared.clone()]);
         }
         let _monitor = AbortOnDrop(crate::admin::monitor::spawn(config.admin.monitor.clone(), view.clone()));
-        let _admin = match admin(&config.admin, view).await {
+        let _admin = match admin(&config.admin, view.clone()).await {
             Ok(admin) => admin,
             Err(code) => return code,
+        };
+        // Listeners bound, stages serving: tell systemd.
+        let systemd = Systemd::from_env();
+        systemd.ready();
+        let _watchdog = systemd.watchdog().map(AbortOnDrop);
+        let stop_asked = async {
+            tokio::select! {
+                _ = shutdown_signal() => {}
+                _ = view.drain_requested() => {}
+            }
         };
         // A stage serving the [server] or [client] that gives up under
         // `stop` stops the node, like a pipeline stage does.
@@ -105,30 +121,37 @@ pub fn run(file: Option<&Path>, options: &RunOptions) -> ExitCode {
                 (None, None) => std::future::pending().await,
             }
         };
-        if config.sources.is_empty() {
-            return tokio::select! {
-                _ = shutdown_signal() => ExitCode::SUCCESS,
-                stopped = served_stop => match stopped {
-                    Some(stopped) => fail(&stopped.to_string()),
-                    None => ExitCode::SUCCESS,
-                },
-            };
-        }
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<Option<crate::supervisor::Stopped>>();
-        let shutdown = async {
+        let stopped = if config.sources.is_empty() {
             tokio::select! {
-                _ = shutdown_signal() => {}
-                stopped = served_stop => { let _ = stop_tx.send(stopped); }
+                _ = stop_asked => None,
+                stopped = served_stop => stopped,
             }
+        } else {
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<Option<crate::supervisor::Stopped>>();
+            let shutdown = async {
+                tokio::select! {
+                    _ = stop_asked => {}
+                    stopped = served_stop => { let _ = stop_tx.send(stopped); }
+                }
+            };
+            let ran = pipeline.run(shutdown).await;
+            let served = stop_rx.await.ok().flatten();
+            ran.err().or(served)
         };
-        let ran = pipeline.run(shutdown).await;
-        let served = stop_rx.await.ok().flatten();
-        match (ran, served) {
-            (Err(stopped), _) | (Ok(_), Some(stopped)) => {
+        // Drain: connections are told to go (and where to), peer
+        // connections closed, within the grace period.
+        systemd.stopping();
+        if let Some(running) = serving.as_mut() {
+            tracing::info!("draining (grace {:?})", config.admin.grace);
+            running.server.drain(config.admin.grace).await;
+            running.sfu.close_all().await;
+        }
+        match stopped {
+            Some(stopped) => {
                 drop(runtime);
                 fail(&stopped.to_string())
             }
-            (Ok(_), None) => ExitCode::SUCCESS,
+            None => ExitCode::SUCCESS,
         }
     });
     reporter.flush();

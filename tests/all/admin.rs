@@ -21,9 +21,18 @@ pub async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, Str
 }
 
 pub async fn try_get(addr: SocketAddr, path: &str, token: Option<&str>) -> std::io::Result<(u16, String)> {
+    request(addr, "GET", path, token).await
+}
+
+/// An HTTP/1.0 POST without a body.
+pub async fn post(addr: SocketAddr, path: &str) -> (u16, String) {
+    request(addr, "POST", path, None).await.unwrap_or_else(|e| panic!("POST http://{addr}{path}: {e}"))
+}
+
+async fn request(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> std::io::Result<(u16, String)> {
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}\r\n");
+    let request = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\n\r\n");
     stream.write_all(request.as_bytes()).await?;
     let mut response = String::new();
     stream.read_to_string(&mut response).await?;
@@ -101,6 +110,36 @@ async fn the_admin_api_shows_stages_rooms_and_metrics() {
         "# EOF",
     ] {
         assert!(text.contains(line), "/metrics lacks {line}:\n{text}");
+    }
+}
+
+/// `POST /stages/forward/restart`: a fresh instance takes over, counted as
+/// a restart (no fault), and packets keep reaching the subscriber.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_restarts_a_stage_and_media_goes_on() {
+    let (running, admin) = node(None).await;
+    let publisher = peer_at(running.server.addr, "room", "alice", true).await;
+    let subscriber = peer_at(running.server.addr, "room", "bob", false).await;
+    until_flowing(&publisher, std::slice::from_ref(&subscriber)).await;
+    let restarts = || async { json(&get(admin.addr, "/stages/forward", None).await.1)["restarts"].as_u64() };
+    let before = restarts().await;
+    assert_eq!(post(admin.addr, "/stages/forward/restart").await.0, 202);
+    assert_eq!(post(admin.addr, "/stages/nope/restart").await.0, 404);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while restarts().await <= before {
+        assert!(Instant::now() < deadline, "the stage never restarted");
+        publisher.send_audio(1000, 1, Duration::ZERO).await; // a call, for a stage that waits for one
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, body) = get(admin.addr, "/stages/forward", None).await;
+    let forward = json(&body);
+    assert_eq!((forward["state"].as_str(), forward["faults"].as_u64()), (Some("serving"), Some(0)), "{forward}");
+    let received = subscriber.received();
+    publisher.send_audio(2000, 50, Duration::from_millis(2)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while subscriber.received() < received + 45 {
+        assert!(Instant::now() < deadline, "packets stopped after the restart: {} more", subscriber.received() - received);
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

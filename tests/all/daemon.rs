@@ -90,6 +90,11 @@ impl Node {
 
     /// A node running `pipeline`, keeping its files in `dir`.
     fn spawn(dir: tempfile::TempDir, pipeline: &str) -> Node {
+        Node::spawn_with(dir, pipeline, &[])
+    }
+
+    /// The same, with more environment variables.
+    fn spawn_with(dir: tempfile::TempDir, pipeline: &str, env: &[(&str, &str)]) -> Node {
         let measuring = crate::common::measuring_real_time();
         std::fs::write(dir.path().join("pipeline.toml"), pipeline).expect("write pipeline");
         let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("log file");
@@ -98,6 +103,7 @@ impl Node {
             .env(DIR_VAR, dir.path())
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
@@ -545,4 +551,92 @@ async fn the_system_monitor_raises_and_clears_an_alert() {
         assert!(Instant::now() < deadline, "the alert never cleared: {body}\n{}", node.log());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// An SFU node on a free port: signaling only.
+const SIGNALING_NODE: &str = r#"
+    [server]
+    listen = "127.0.0.1:0"
+
+    [[stage]]
+    id = "rooms"
+    plugin = "stock:signaling"
+"#;
+
+/// Under systemd (a `NOTIFY_SOCKET` listener here, a 100 ms watchdog):
+/// `READY=1` first, `WATCHDOG=1` every 50 ms, `STOPPING=1` on SIGTERM,
+/// in that order.
+#[test]
+fn systemd_hears_ready_watchdog_and_stopping_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket_path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).expect("notify socket");
+    socket.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let path = socket_path.to_string_lossy().to_string();
+    let mut node = Node::spawn_with(dir, SIGNALING_NODE, &[("NOTIFY_SOCKET", &path), ("WATCHDOG_USEC", "100000")]);
+    let mut heard = Vec::new();
+    let mut buffer = [0u8; 512];
+    let mut next = |heard: &mut Vec<String>| {
+        let n = socket.recv(&mut buffer).unwrap_or_else(|e| panic!("systemd heard {heard:?}, then nothing: {e}"));
+        let message = String::from_utf8_lossy(&buffer[..n]).trim().to_string();
+        heard.push(message.clone());
+        message
+    };
+    assert_eq!(next(&mut heard), "READY=1");
+    while heard.iter().filter(|m| *m == "WATCHDOG=1").count() < 3 {
+        assert_eq!(next(&mut heard), "WATCHDOG=1", "only pings after READY");
+    }
+    let (took, clean) = node.terminate();
+    loop {
+        match next(&mut heard).as_str() {
+            "WATCHDOG=1" => {}
+            "STOPPING=1" => break,
+            other => panic!("unexpected {other:?} after {heard:?}"),
+        }
+    }
+    assert!(clean, "exit status after SIGTERM");
+    eprintln!("systemd heard {} messages; SIGTERM to exit {took:?}", heard.len());
+    assert!(took < Duration::from_secs(1), "an idle node drains at once: {took:?}");
+}
+
+/// `POST /drain`: each WebSocket is closed as going away (1001) with a
+/// hint to reconnect, the node exits cleanly, and its port is free for a
+/// successor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_sends_clients_away_and_frees_the_port() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut node = Node::spawn(tempfile::tempdir().expect("tempdir"), SIGNALING_NODE);
+    let (admin, server) = tokio::task::block_in_place(|| {
+        (logged_address(&mut node, "admin API on http://"), logged_address(&mut node, "serving the web client on http://"))
+    });
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        clients.push(tokio_tungstenite::connect_async(format!("ws://{server}/ws")).await.expect("connects").0);
+    }
+    let asked = Instant::now();
+    assert_eq!(crate::admin::post(admin, "/drain").await.0, 202);
+    for client in &mut clients {
+        let close = loop {
+            match tokio::time::timeout(Duration::from_secs(10), client.next()).await {
+                Ok(Some(Ok(Message::Close(frame)))) => break frame,
+                Ok(Some(Ok(_))) => {}
+                other => panic!("no close frame: {other:?}"),
+            }
+        };
+        let frame = close.expect("a close frame with a code");
+        assert_eq!(u16::from(frame.code), 1001, "going away");
+        assert!(frame.reason.contains("reconnect"), "{}", frame.reason);
+    }
+    drop(clients);
+    let exited = loop {
+        if let Ok(Some(status)) = node.child.try_wait() {
+            break status;
+        }
+        assert!(asked.elapsed() < Duration::from_secs(10), "the node did not exit after draining:\n{}", node.log());
+        tokio::time::sleep(Duration::from_millis(10)).await; // polling a child's exit
+    };
+    assert!(exited.success(), "{exited:?}:\n{}", node.log());
+    eprintln!("drain to exit: {:?}", asked.elapsed());
+    std::net::TcpListener::bind(server).expect("the port is free for a successor");
 }

@@ -9,6 +9,8 @@
 //! | `GET /ready` | 200 when every stage serves; 503 with the reasons otherwise |
 //! | `GET /stages`, `GET /stages/{id}` | each stage's state, plugin digest, restarts, last crash, next retry, counters |
 //! | `GET /rooms` | the SFU's rooms: participants, ICE state, tracks and packets forwarded |
+//! | `POST /stages/{id}/restart` | a fresh instance of the stage, swapped in between two calls (202) |
+//! | `POST /drain` | the node drains and stops, as on SIGTERM (202) |
 //!
 //! Beyond loopback the listener needs a bearer token (`[admin] token-env`
 //! or `token-file`; the config check refuses an open one), and every
@@ -17,6 +19,7 @@
 pub mod metrics;
 pub mod monitor;
 pub mod process;
+pub mod systemd;
 mod view;
 
 pub use view::{NodeView, stage_json};
@@ -25,7 +28,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -74,6 +77,8 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/stages", get(stages))
         .route("/stages/{id}", get(stage))
         .route("/rooms", get(rooms))
+        .route("/stages/{id}/restart", post(restart))
+        .route("/drain", post(drain))
         .layer(axum::middleware::from_fn_with_state(shared.clone(), authorize))
         .with_state(shared)
 }
@@ -123,6 +128,22 @@ async fn stage(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Res
         Some(stage) => Json(stage_json(&stage)).into_response(),
         None => (StatusCode::NOT_FOUND, Json(json!({"error": format!("no stage '{id}'")}))).into_response(),
     }
+}
+
+async fn restart(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    match shared.view.stage(&id) {
+        Some(stage) => {
+            stage.restart_requested.store(true, std::sync::atomic::Ordering::Relaxed);
+            (StatusCode::ACCEPTED, Json(json!({"restarting": id}))).into_response()
+        }
+        None => (StatusCode::NOT_FOUND, Json(json!({"error": format!("no stage '{id}'")}))).into_response(),
+    }
+}
+
+async fn drain(State(shared): State<Arc<Shared>>) -> Response {
+    tracing::info!("drain asked for through the admin API");
+    shared.view.request_drain();
+    (StatusCode::ACCEPTED, Json(json!({"draining": true}))).into_response()
 }
 
 async fn rooms(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {

@@ -12,7 +12,7 @@ use crate::signaling::connections::Connections;
 use crate::signaling::server::SignalingCounters;
 use medianode_core::monitor::Change;
 use serde_json::{Value, json};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// A cheap, shared handle on the node's parts.
@@ -28,6 +28,9 @@ struct Inner {
     signaling: Mutex<Option<(Connections, Arc<SignalingCounters>)>>,
     /// The system monitor's alerts up now (empty: healthy).
     alerts: Mutex<Vec<Change>>,
+    /// A drain was asked for (`POST /drain`, or a signal).
+    draining: AtomicBool,
+    drain: tokio::sync::Notify,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -76,15 +79,27 @@ impl NodeView {
         lock(&self.inner.signaling).clone()
     }
 
-    /// Why the node is not ready to serve: every stage that is not serving.
+    /// Asks the node to drain (it then stops).
+    pub fn request_drain(&self) {
+        self.inner.draining.store(true, Ordering::Relaxed);
+        self.inner.drain.notify_one();
+    }
+
+    /// Resolves once a drain is asked for.
+    pub async fn drain_requested(&self) {
+        self.inner.drain.notified().await;
+    }
+
+    /// Why the node is not ready to serve: draining, or a stage that is
+    /// not serving.
     pub fn not_ready(&self) -> Vec<String> {
-        self.stages()
-            .iter()
-            .filter_map(|s| {
-                let status = crate::runtime::lock(&s.status);
-                (status.state != StageState::Serving).then(|| format!("stage '{}' is {}", s.id, status.state.name()))
-            })
-            .collect()
+        let draining = self.inner.draining.load(Ordering::Relaxed).then(|| "the node is draining".to_string());
+        let stages = self.stages();
+        let down = stages.iter().filter_map(|s| {
+            let status = crate::runtime::lock(&s.status);
+            (status.state != StageState::Serving).then(|| format!("stage '{}' is {}", s.id, status.state.name()))
+        });
+        draining.into_iter().chain(down).collect()
     }
 
     /// The rooms the SFU serves (none without one).

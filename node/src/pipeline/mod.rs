@@ -393,8 +393,10 @@ impl Pipeline {
             Pace::Asap => Schedule::Free { start: tokio::time::Instant::now().into_std(), period: self.tick, stop: stop.clone() },
         };
         let (finished_tx, mut finished_rx) = tokio::sync::oneshot::channel();
-        let driver = std::thread::Builder::new().name(format!("pipeline-{}", self.name)).spawn(move || {
-            let _ = finished_tx.send(self.drive(schedule));
+        let name = format!("pipeline-{}", self.name);
+        let pulse = crate::supervisor::pulse::Pulse::register(&name);
+        let driver = std::thread::Builder::new().name(name).spawn(move || {
+            let _ = finished_tx.send(self.drive(schedule, &pulse));
         });
         if let Err(e) = driver {
             tracing::error!("cannot start the pipeline's driver thread: {e}");
@@ -431,13 +433,15 @@ impl Pipeline {
     }
 
     /// The driver thread: ticks on `schedule` until it ends or the sources do.
-    fn drive(mut self, schedule: Schedule) -> Result<PipelineStats, Stopped> {
+    fn drive(mut self, schedule: Schedule, pulse: &crate::supervisor::pulse::Pulse) -> Result<PipelineStats, Stopped> {
         let (done_tx, done_rx) = std_mpsc::sync_channel::<Done>(self.nodes.len().max(1) * 4);
         let mut result = Ok(());
         let mut n = 0u32;
         while let Some(now) = schedule.next(n) {
             n = n.saturating_add(1);
+            pulse.busy();
             let ticked = self.tick(now, &done_tx, &done_rx);
+            pulse.idle();
             let more = matches!(ticked, Ok(true));
             schedule.ack(more);
             match ticked {

@@ -41,6 +41,9 @@ pub struct StageShared {
     pub log: Arc<StageLog>,
     /// What the stage is doing, for operators (the admin API).
     pub status: Mutex<StageStatus>,
+    /// An operator asked for a fresh instance (`POST /stages/{id}/restart`);
+    /// the supervisor swaps one in between two calls.
+    pub restart_requested: AtomicBool,
 }
 
 /// A stage's condition as operators see it. The supervisor writes it at
@@ -106,6 +109,7 @@ impl StageShared {
             metrics: Metrics::default(),
             log: Arc::new(StageLog::new(id, limits.log_lines, limits.log_bytes)),
             status: Mutex::new(StageStatus::default()),
+            restart_requested: AtomicBool::new(false),
         }
     }
 

@@ -219,6 +219,14 @@ impl Sfu {
         self.inner.stats.lock().unwrap_or_else(PoisonError::into_inner).with(&self.inner.outboxes)
     }
 
+    /// Closes every participant's peer connection (a drain).
+    pub async fn close_all(&self) {
+        let pcs: Vec<_> = self.inner.participants.lock().await.values().filter_map(|p| p.pc.clone()).collect();
+        for pc in pcs {
+            let _ = pc.close().await;
+        }
+    }
+
     /// Every room with its participants, sorted by room and user.
     pub async fn rooms(&self) -> Vec<RoomView> {
         let participants = self.inner.participants.lock().await;

@@ -32,13 +32,16 @@ pub enum Outgoing {
     Text(String),
     /// Close the connection with this reason.
     Close(String),
+    /// Close it as "going away" (1001): the node is draining; the peer
+    /// should reconnect, to this node's successor or another.
+    GoAway(String),
 }
 
 impl Outgoing {
     fn cost(&self) -> usize {
         MESSAGE_OVERHEAD
             + match self {
-                Outgoing::Text(text) | Outgoing::Close(text) => text.len(),
+                Outgoing::Text(text) | Outgoing::Close(text) | Outgoing::GoAway(text) => text.len(),
             }
     }
 }
@@ -120,9 +123,18 @@ impl Connections {
     /// Closes every connection with `reason` (shutdown, or a test cutting
     /// the line).
     pub fn close_all(&self, reason: &str) {
+        self.end_all(|| Outgoing::Close(reason.to_string()));
+    }
+
+    /// Closes every connection as going away (1001), with `reason`.
+    pub fn go_away_all(&self, reason: &str) {
+        self.end_all(|| Outgoing::GoAway(reason.to_string()));
+    }
+
+    fn end_all(&self, last: impl Fn() -> Outgoing) {
         let outboxes: Vec<_> = self.lock().drain().collect();
         for (_, entry) in outboxes {
-            let _ = entry.tx.send(Outgoing::Close(reason.to_string()));
+            let _ = entry.tx.send(last());
         }
     }
 

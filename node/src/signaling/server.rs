@@ -61,6 +61,8 @@ struct Shared {
     media: Option<Arc<dyn MediaSink>>,
     next_id: AtomicU64,
     counters: Arc<SignalingCounters>,
+    /// Connections whose task still runs (a drain waits for none).
+    live: tokio::sync::watch::Sender<usize>,
 }
 
 /// What the signaling server has seen, for the admin API's metrics.
@@ -89,8 +91,9 @@ pub fn router(
     connections: Connections,
     media: Option<Arc<dyn MediaSink>>,
     counters: Arc<SignalingCounters>,
+    live: tokio::sync::watch::Sender<usize>,
 ) -> Router {
-    let shared = Arc::new(Shared { options, hub, connections, media, next_id: AtomicU64::new(1), counters });
+    let shared = Arc::new(Shared { options, hub, connections, media, next_id: AtomicU64::new(1), counters, live });
     let mut router = Router::new();
     for &(path, content_type, body) in page::FILES {
         router = router.route(path, get(move || async move { page::serve(content_type, body) }));
@@ -133,6 +136,7 @@ async fn upgrade(ws: WebSocketUpgrade, Query(query): Query<HashMap<String, Strin
 async fn connection(mut socket: WebSocket, shared: Arc<Shared>, grant: Option<(String, String)>) {
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let mut outbox = shared.connections.open(id);
+    shared.live.send_modify(|n| *n += 1);
     count(&shared.counters.connections_opened);
     shared.hub.connected(id, grant);
     let options = &shared.options;
@@ -140,6 +144,7 @@ async fn connection(mut socket: WebSocket, shared: Arc<Shared>, grant: Option<(S
     let mut heartbeat = Heartbeat::new(start, options.heartbeat_interval, options.heartbeat_timeout);
     let mut budget = TokenBucket::new(start, options.rate, options.burst);
     let mut last_rate_reply: Option<Instant> = None;
+    let mut code = axum::extract::ws::close_code::NORMAL;
     let reason = loop {
         let wake = match keep_alive(&mut heartbeat, &mut socket).await {
             Ok(wake) => wake,
@@ -189,6 +194,10 @@ async fn connection(mut socket: WebSocket, shared: Arc<Shared>, grant: Option<(S
                     }
                 }
                 Some(Outgoing::Close(reason)) => break reason,
+                Some(Outgoing::GoAway(reason)) => {
+                    code = axum::extract::ws::close_code::AWAY;
+                    break reason;
+                }
                 None => break "slow-consumer".into(),
             },
             _ = tokio::time::sleep_until(wake) => {}
@@ -196,12 +205,13 @@ async fn connection(mut socket: WebSocket, shared: Arc<Shared>, grant: Option<(S
     };
     tracing::debug!(connection = id, %reason, "signaling connection closed");
     shared.connections.remove(id);
-    let frame = CloseFrame { code: axum::extract::ws::close_code::NORMAL, reason: truncate(&reason, 120).into() };
+    let frame = CloseFrame { code, reason: truncate(&reason, 120).into() };
     let _ = socket.send(Message::Close(Some(frame))).await;
     if let Some(media) = &shared.media {
         media.closed(id);
     }
     shared.hub.disconnected(id);
+    shared.live.send_modify(|n| *n -= 1);
 }
 
 /// Media messages to the SFU, the rest to the signaling stage.
@@ -254,6 +264,7 @@ pub struct Server {
     pub addr: std::net::SocketAddr,
     pub connections: Connections,
     pub counters: Arc<SignalingCounters>,
+    live: tokio::sync::watch::Sender<usize>,
     stopped: tokio::sync::oneshot::Receiver<crate::supervisor::Stopped>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -275,13 +286,32 @@ impl Server {
         let (stop_tx, stopped) = tokio::sync::oneshot::channel();
         let hub = Hub::start(stage, connections.clone(), seats, stop_tx)?;
         let counters = Arc::new(SignalingCounters::default());
-        let app = router(options, hub, connections.clone(), media, counters.clone());
+        let (live, _) = tokio::sync::watch::channel(0);
+        let app = router(options, hub, connections.clone(), media, counters.clone(), live.clone());
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!("signaling server failed: {e}");
             }
         });
-        Ok(Server { addr, connections, counters, stopped, task })
+        Ok(Server { addr, connections, counters, live, stopped, task })
+    }
+
+    /// Drains: stops accepting (the port is free for a successor once this
+    /// returns), tells every connection to go (1001, "going away", with a
+    /// hint to reconnect) and waits up to `grace` for their tasks to end.
+    /// Returns how many were still open when the grace ran out.
+    pub async fn drain(&mut self, grace: Duration) -> usize {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+        let open = *self.live.borrow();
+        self.connections.go_away_all("the node is shutting down; reconnect");
+        let mut live = self.live.subscribe();
+        let left = match tokio::time::timeout(grace, live.wait_for(|n| *n == 0)).await {
+            Ok(_) => 0,
+            Err(_) => *self.live.borrow(),
+        };
+        tracing::info!(open, left, "signaling drained");
+        left
     }
 
     /// Resolves when the signaling stage gives up under the `stop` policy.

@@ -33,6 +33,7 @@
 
 mod builder;
 pub mod crash_report;
+pub mod pulse;
 pub mod thread;
 
 use crate::runtime::{AudioBatch, CrashSummary, Fault, Instance, Items, Metrics, Plugin, StageShared, StageState, StageStatus, TrapKind};
@@ -409,6 +410,14 @@ impl Supervisor {
     /// Idle-time work: pick up a failed build, and ask for a spare instance
     /// if one is wanted and allowed. Never builds on this thread.
     pub fn maintain(&mut self, now: Instant) {
+        // An operator's restart: the instance goes (no fault, no report);
+        // the next call takes the standby, as after a fault.
+        if self.shared.restart_requested.swap(false, std::sync::atomic::Ordering::Relaxed) && self.active.take().is_some() {
+            tracing::info!(stage = %self.spec.id, "restarting the stage, as asked");
+            self.set_status(|status| status.state = StageState::Restarting);
+            // The standby (if ready) serves at once, not at the next call.
+            let _ = self.serving(now);
+        }
         match self.builder.news() {
             Some(News::Failed(fault)) => self.on_fault(now, fault, None, 0, false),
             Some(News::Ready(built_in)) => self.recorder.record(now, Action::StandbyReady { micros: built_in.as_micros() as u32 }),

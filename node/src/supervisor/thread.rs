@@ -21,11 +21,15 @@
 //! `asap`, a burst of packets) then skip the cost of waking a sleeping
 //! thread, which on a virtual machine is tens of microseconds.
 //!
+//! Each thread marks its [`Pulse`] busy while it works, so the systemd
+//! watchdog can tell a stuck thread from an idle one.
+//!
 //! Async callers await the answer without a timer of their own: the answer
 //! comes by the job's expiry plus the one call in progress, which its
 //! deadline bounds. (A tokio timer would also be at the mercy of a paused
 //! test clock, which leaps ahead whenever the runtime waits on a thread.)
 
+use super::pulse::Pulse;
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 
@@ -91,12 +95,15 @@ impl<T: Send + 'static> StageThread<T> {
         mut maintain: impl FnMut(&mut T) + Send + 'static,
     ) -> std::io::Result<StageThread<T>> {
         let (jobs, rx) = mpsc::sync_channel::<Queued<T>>(queue.max(1));
-        std::thread::Builder::new().name(format!("stage-{name}")).spawn(move || {
+        let name = format!("stage-{name}");
+        let pulse = Pulse::register(&name);
+        std::thread::Builder::new().name(name).spawn(move || {
             loop {
                 let next = match spin_recv(&rx, SPIN) {
                     Some(queued) => Ok(queued),
                     None => rx.recv_timeout(idle),
                 };
+                pulse.busy();
                 match next {
                     Ok(queued) => {
                         match Instant::now() <= queued.expires {
@@ -108,6 +115,7 @@ impl<T: Send + 'static> StageThread<T> {
                     Err(RecvTimeoutError::Timeout) => maintain(&mut value),
                     Err(RecvTimeoutError::Disconnected) => return,
                 }
+                pulse.idle();
             }
         })?;
         Ok(StageThread { jobs })
