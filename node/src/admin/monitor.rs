@@ -25,7 +25,7 @@ pub fn spawn(config: MonitorConfig, view: NodeView) -> tokio::task::JoinHandle<(
                 match (change.raised, change.limit) {
                     (true, Limit::Rss) => tracing::warn!(limit = "rss", "{change}; the most memory: {}", biggest_stages(&view)),
                     (true, Limit::Tasks) => {
-                        tracing::warn!(limit = "tasks", "{change}; {} threads, {} open fds", sample.threads, sample.open_fds)
+                        tracing::warn!(limit = "tasks", "{change}; {} threads, {} open fds", sample.threads, sample.open_fds);
                     }
                     (false, limit) => tracing::info!(limit = limit.name(), "{change}"),
                 }
