@@ -356,3 +356,76 @@ async fn three_browser_windows_share_a_room() {
     eprintln!("bob's closed window shown at ada within {took:?}");
     drop(browser);
 }
+
+/// A node in a process of its own on `port`, serving the page.
+fn sfu_child(port: u16) -> (crate::daemon::Node, std::net::SocketAddr) {
+    let pipeline = format!(
+        r#"
+        [server]
+        listen = "127.0.0.1:{port}"
+        media-ip = "127.0.0.1"
+
+        [[stage]]
+        id = "rooms"
+        plugin = "stock:signaling"
+
+        [[stage]]
+        id = "forward"
+        plugin = "stock:forward"
+        "#
+    );
+    let mut node = crate::daemon::Node::spawn_under_load(tempfile::tempdir().expect("tempdir"), &pipeline);
+    let admin = crate::daemon::logged_address(&mut node, "admin API on http://");
+    node.wait_for("serving the web client on http://");
+    (node, admin)
+}
+
+/// Two windows in a room; the node drains and a new process takes its
+/// port. Both pages reconnect by themselves (backoff with jitter), join
+/// again, publish again, and see and hear each other again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock, reason = "the test holds every core for its whole length; no task of its runtime takes the lock")]
+async fn two_windows_come_back_after_the_node_restarts() {
+    let _cores = crate::common::loading_every_core();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+    let (mut first, admin) = tokio::task::block_in_place(|| sfu_child(port));
+    let browser = launch();
+    let (ws, _) = tokio_tungstenite::connect_async(browser.devtools.as_str()).await.expect("devtools connects");
+    let mut dt = DevTools { ws, next_id: 0 };
+    let base = format!("http://127.0.0.1:{port}/?room=restart&autojoin=1");
+    let tabs = [dt.open("ada", &format!("{base}&user=ada")).await, dt.open("bob", &format!("{base}&user=bob")).await];
+    // Media grows over half a second, on the page's current connection.
+    let flowing = "(async () => { const s = window.medianode.state; if (s.connection !== 'joined') return null; \
+        const a = await window.medianode.inbound(); await new Promise(r => setTimeout(r, 500)); \
+        const b = await window.medianode.inbound(); return b.audio > a.audio && b.video > a.video ? s.reconnects : null; })()";
+    for tab in &tabs {
+        dt.until(tab, "the other in the roster", ROSTER, SETTLE, is("ada,bob")).await;
+        dt.until(tab, "media from the other", flowing, SETTLE, |v| v == &json!(0)).await;
+    }
+
+    let drained = Instant::now();
+    assert_eq!(crate::admin::post(admin, "/drain").await.0, 202);
+    while !matches!(first.child.try_wait(), Ok(Some(_))) {
+        assert!(drained.elapsed() < Duration::from_secs(15), "the node did not exit:\n{}", first.log());
+        tokio::time::sleep(Duration::from_millis(10)).await; // polling a child's exit
+    }
+    let exited = drained.elapsed();
+    for tab in &tabs {
+        dt.until(tab, "the page says it is reconnecting", "window.medianode.state.connection", SETTLE, is("reconnecting")).await;
+    }
+    let (_second, _) = tokio::task::block_in_place(|| sfu_child(port));
+    let serving = drained.elapsed();
+    for tab in &tabs {
+        dt.until(tab, "the other in the roster again", ROSTER, SETTLE, is("ada,bob")).await;
+        dt.until(tab, "media from the other again, after one rejoin", flowing, SETTLE, |v| v == &json!(1)).await;
+    }
+    let recovered = drained.elapsed();
+    eprintln!(
+        "node restart: drained and exited in {exited:?}; the new process served at {serving:?}; both windows saw and heard each \
+         other again at {recovered:?} ({:?} after the new node served)",
+        recovered - serving
+    );
+    for tab in &tabs {
+        dt.screenshot(tab, &format!("reconnected-{}", tab.name)).await;
+    }
+}

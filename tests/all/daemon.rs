@@ -37,10 +37,11 @@ fn child() -> ExitCode {
 }
 
 /// A node running `attack` (the hostile stage's config) in a child process.
-struct Node {
-    child: Child,
+pub(crate) struct Node {
+    pub(crate) child: Child,
     dir: tempfile::TempDir,
-    _measuring: std::sync::RwLockReadGuard<'static, ()>,
+    /// Held while it runs, unless a test that loads every core started it.
+    _measuring: Option<std::sync::RwLockReadGuard<'static, ()>>,
 }
 
 impl Node {
@@ -96,6 +97,21 @@ impl Node {
     /// The same, with more environment variables.
     fn spawn_with(dir: tempfile::TempDir, pipeline: &str, env: &[(&str, &str)]) -> Node {
         let measuring = crate::common::measuring_real_time();
+        Node::launch(dir, pipeline, env, Some(measuring))
+    }
+
+    /// A node for a test that holds every core already (its real time is
+    /// not measured).
+    pub(crate) fn spawn_under_load(dir: tempfile::TempDir, pipeline: &str) -> Node {
+        Node::launch(dir, pipeline, &[], None)
+    }
+
+    fn launch(
+        dir: tempfile::TempDir,
+        pipeline: &str,
+        env: &[(&str, &str)],
+        measuring: Option<std::sync::RwLockReadGuard<'static, ()>>,
+    ) -> Node {
         std::fs::write(dir.path().join("pipeline.toml"), pipeline).expect("write pipeline");
         let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("log file");
         let child = Command::new(std::env::current_exe().expect("test binary"))
@@ -115,12 +131,12 @@ impl Node {
         self.dir.path().join(name)
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.path("stderr.log")).unwrap_or_default()
     }
 
     /// Waits (up to a minute) until the log says `text`.
-    fn wait_for(&mut self, text: &str) {
+    pub(crate) fn wait_for(&mut self, text: &str) {
         let until = Instant::now() + Duration::from_secs(60);
         while !self.log().contains(text) {
             assert!(Instant::now() < until, "the node never logged {text:?}:\n{}", self.log());
@@ -478,7 +494,7 @@ fn init_that_sleeps_after_each_crash() {
 }
 
 /// The address the child logged after `marker`.
-fn logged_address(node: &mut Node, marker: &str) -> std::net::SocketAddr {
+pub(crate) fn logged_address(node: &mut Node, marker: &str) -> std::net::SocketAddr {
     node.wait_for(marker);
     let log = node.log();
     log[log.find(marker).map_or(0, |at| at + marker.len())..]

@@ -18,9 +18,11 @@
 //!   one `rate-limited` reply per second and are dropped;
 //! - binary messages get a `bad-message` reply.
 //!
-//! The connection stays open through all of these. Media messages (`offer`,
-//! `answer`, `candidate`) go to the SFU; everything else goes to the
-//! signaling stage ([`super::hub`]).
+//! The connection stays open through all of these. `ping` is answered with
+//! `pong` by the host (browsers cannot send WebSocket pings, and want to
+//! know the line is alive). Media messages (`offer`, `answer`, `candidate`)
+//! go to the SFU; everything else goes to the signaling stage
+//! ([`super::hub`]).
 
 use super::connections::{Connections, Outgoing, error_reply};
 use super::hub::Hub;
@@ -214,8 +216,12 @@ async fn connection(mut socket: WebSocket, shared: Arc<Shared>, grant: Option<(S
     shared.live.send_modify(|n| *n -= 1);
 }
 
-/// Media messages to the SFU, the rest to the signaling stage.
+/// `ping` is the host's to answer; media messages go to the SFU, the rest
+/// to the signaling stage.
 fn route(shared: &Shared, id: u64, text: &str) {
+    if is_ping(text) {
+        return reply(shared, id, r#"{"type":"pong"}"#.to_string());
+    }
     let kind = media_type(text);
     match (kind, &shared.media) {
         (Some((_, value)), Some(media)) => {
@@ -232,6 +238,14 @@ fn route(shared: &Shared, id: u64, text: &str) {
             }
         }
     }
+}
+
+/// Whether `text` is `{"type": "ping"}`: a liveness check from a client that
+/// cannot send WebSocket pings (a browser).
+fn is_ping(text: &str) -> bool {
+    text.len() < 64
+        && text.contains("ping")
+        && serde_json::from_str::<serde_json::Value>(text).is_ok_and(|v| v.get("type").and_then(|t| t.as_str()) == Some("ping"))
 }
 
 /// A media message's type and body. Anything else (not JSON included) is

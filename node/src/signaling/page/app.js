@@ -2,6 +2,12 @@
 // plays media (media.js), and shows the room (ui.js). This module holds the
 // room's state and applies every message from the node to it.
 //
+// A lost connection (the node drained or restarted, the network dropped,
+// the line went silent) is not the end: the page reconnects with
+// exponential backoff and jitter (RECONNECT_FIRST_MS doubling to
+// RECONNECT_MAX_MS), joins its room again and publishes the same camera
+// and microphone, muted as they were. Leaving stops all of that.
+//
 // `window.medianode` lets tests (and the curious) read that state.
 
 import { Signaling } from './signaling.js';
@@ -15,6 +21,9 @@ const params = new URLSearchParams(location.search);
 const TYPING_SHOWN_MS = 4000;
 /** At most one `typing` sent per this long while the user types. */
 const TYPING_EVERY_MS = 2000;
+/** The first reconnect waits about this long; each next one twice as long. */
+const RECONNECT_FIRST_MS = 500;
+const RECONNECT_MAX_MS = 10000;
 
 const state = {
   room: null,
@@ -25,12 +34,19 @@ const state = {
   typing: new Map(), // user -> timer
   errors: [], // { code, text }, newest last
   stats: null, // the last Media.sample()
+  // 'closed' | 'connecting' | 'joined' | 'reconnecting'
+  connection: 'closed',
+  reconnects: 0, // rejoins after a lost connection, so far
+  attempt: 0, // of the reconnect under way
 };
 let signaling = null;
 let media = null;
 let want = { audio: true, video: true };
 let lastTyping = 0;
 let unread = []; // ids to mark read once the page is visible
+let local = null; // the camera and microphone, kept across reconnects
+let retry = null; // the pending reconnect's timer
+let muting = { audio: false, video: false }; // what the user muted, kept across reconnects
 const grid = new ui.Grid();
 const chat = new ui.Chat();
 
@@ -59,7 +75,7 @@ function refresh() {
     button.textContent = `${muted ? 'Unmute' : 'Mute'} ${what}`;
   }
   $('chat-text').disabled = $('chat-send').disabled = !state.joined;
-  ui.showStatus(signaling ? signaling.state : 'closed', media ? media.state : 'new');
+  ui.showStatus(state.connection, media ? media.state : 'new');
 }
 
 function fail(text, code = 'page') {
@@ -78,24 +94,56 @@ async function join(room, user) {
   ui.showAlert('');
   state.room = room;
   state.me = user;
+  state.connection = 'connecting';
   showJoinForm(true);
+  await connect();
+}
+
+/** Opens the signaling connection and asks for the room's seat. */
+async function connect() {
   signaling = new Signaling(onMessage, onClosed);
   try {
     await signaling.connect(params.get('token'));
   } catch (e) {
+    if (state.connection === 'reconnecting') return reconnectLater(e.message);
     reset();
     return fail(`Cannot reach the node: ${e.message}. Check that it is running and that your link is valid, then join again.`, 'connect');
   }
-  send({ type: 'join', room, user });
+  send({ type: 'join', room: state.room, user: state.me });
+  refresh();
+}
+
+/** The line was lost: tear the room down (not the camera) and come back. */
+function reconnectLater(why) {
+  clearTimeout(retry); // one reconnect under way at a time
+  if (signaling) signaling.close();
+  if (media) media.close();
+  signaling = media = null;
+  state.joined = false;
+  state.connection = 'reconnecting';
+  state.attempt += 1;
+  // Who is in the room is unknown until the node says again.
+  for (const user of [...state.members.keys()]) if (user !== state.me) state.members.delete(user);
+  const ceiling = Math.min(RECONNECT_MAX_MS, RECONNECT_FIRST_MS * 2 ** (state.attempt - 1));
+  const wait = Math.round(ceiling * (0.5 + Math.random() / 2)); // jitter: clients do not return all at once
+  ui.showAlert(`Lost the connection to the node (${why}). Reconnecting in ${(wait / 1000).toFixed(1)} s (attempt ${state.attempt})…`);
+  ui.log(`reconnecting in ${wait} ms (attempt ${state.attempt}): ${why}`);
+  retry = setTimeout(() => { retry = null; connect(); }, wait);
   refresh();
 }
 
 /** Back to the join form; nothing of the room is kept. */
 function reset() {
+  clearTimeout(retry);
+  retry = null;
   if (signaling) signaling.close();
   if (media) media.close();
-  signaling = media = null;
+  if (local) local.getTracks().forEach((t) => t.stop());
+  signaling = media = local = null;
+  muting = { audio: false, video: false };
   state.joined = false;
+  state.connection = 'closed';
+  state.attempt = 0;
   state.members.clear();
   state.typing.forEach((timer) => clearTimeout(timer));
   state.typing.clear();
@@ -106,15 +154,26 @@ function reset() {
 }
 
 function onClosed(event) {
-  const was = state.joined;
-  reset();
-  if (was) fail(`Lost the connection to the node (${event.reason || event.code}). Join again to return to the room.`, 'closed');
+  // Joined or on the way back: keep trying. Refused before ever joining
+  // (a bad link): say so and stop.
+  if (state.connection === 'joined' || state.connection === 'reconnecting') reconnectLater(event.reason || `code ${event.code}`);
+  else {
+    reset();
+    fail(`The node closed the connection (${event.reason || event.code}). Join again.`, 'closed');
+  }
 }
 
 async function onMessage(msg) {
   switch (msg.type) {
     case 'joined':
+      if (state.connection === 'reconnecting') {
+        state.reconnects += 1;
+        ui.showAlert('');
+        ui.log(`back in ${msg.room} after ${state.attempt} attempt(s)`);
+      }
       state.joined = true;
+      state.connection = 'joined';
+      state.attempt = 0;
       state.members.clear();
       for (const m of msg.members) member(m.user).muted = new Set(m.muted || []);
       ui.log(`joined ${msg.room} as ${msg.user}`);
@@ -163,6 +222,11 @@ async function onMessage(msg) {
       if (media) await media.handle(msg);
       break;
     case 'error':
+      // Back too soon: the old seat is not freed yet. Try again later.
+      if (msg.ref === 'join' && msg.code === 'user-taken' && state.connection === 'reconnecting') {
+        reconnectLater('the old seat is not freed yet');
+        break;
+      }
       fail(ui.describe(msg, { room: state.room, user: state.me }), msg.code);
       if (msg.ref === 'join') reset(); // refused: back to the form, error shown
       break;
@@ -200,15 +264,22 @@ function onRemoteTrack(user, track) {
 }
 
 async function startMedia() {
+  if (!local && (want.audio || want.video)) {
+    try {
+      local = await navigator.mediaDevices.getUserMedia(want);
+    } catch (e) {
+      // No camera or microphone (or no permission): take part without them.
+      fail(`Cannot use your camera or microphone (${e.name}): you can still see and hear the others. Check the browser's permissions and join again to send.`, 'devices');
+    }
+  }
+  // After a reconnect: the same tracks, muted as they were (and the room told).
   media = new Media(send, onRemoteTrack, refresh);
-  try {
-    await media.start(want);
-  } catch (e) {
-    // No camera or microphone (or no permission): take part without them.
-    fail(`Cannot use your camera or microphone (${e.name}): you can still see and hear the others. Check the browser's permissions and join again to send.`, 'devices');
-    media.close();
-    media = new Media(send, onRemoteTrack, refresh);
-    await media.start({ audio: false, video: false });
+  await media.start(local, muting);
+  for (const kind of ['audio', 'video']) {
+    if (muting[kind]) {
+      send({ type: 'mute', kind });
+      member(state.me).muted.add(kind);
+    }
   }
   await fillDevices();
 }
@@ -260,6 +331,7 @@ for (const kind of ['audio', 'video']) {
   $(`mute-${kind}`).addEventListener('click', async () => {
     if (!media) return;
     const muted = !media.muted[kind];
+    muting[kind] = muted;
     await media.setMuted(kind, muted);
     send({ type: muted ? 'mute' : 'unmute', kind });
     if (muted) member(state.me).muted.add(kind);

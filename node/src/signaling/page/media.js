@@ -30,20 +30,26 @@ export class Media {
     return this.pc ? this.pc.connectionState : 'new';
   }
 
-  /** Opens the camera and microphone as asked, and offers them to the node. */
-  async start({ audio, video }) {
+  /**
+   * Offers `local`'s tracks (the camera and microphone, or none) to the
+   * node. The stream outlives this connection: after a reconnect the next
+   * Media publishes the same tracks, muted as they were.
+   */
+  async start(local, muted = { audio: false, video: false }) {
     const pc = new RTCPeerConnection();
     this.pc = pc;
     pc.onconnectionstatechange = () => this.onStateChange();
     pc.onicecandidate = (e) => { if (e.candidate) this.send({ type: 'candidate', candidate: e.candidate.toJSON() }); };
     // Each forwarded track's stream id is its publisher's user name.
     pc.ontrack = (e) => this.onRemoteTrack(e.streams[0] ? e.streams[0].id : e.track.id, e.track);
-    if (audio || video) {
-      const stream = await navigator.mediaDevices.getUserMedia({ audio, video });
-      for (const track of stream.getTracks()) {
+    if (local) {
+      this.local = local;
+      for (const track of local.getTracks()) {
         this.tracks[track.kind] = track;
-        this.local.addTrack(track);
-        this.senders[track.kind] = pc.addTransceiver(track, { direction: 'sendonly', streams: [this.local] }).sender;
+        this.muted[track.kind] = Boolean(muted[track.kind]);
+        const { sender } = pc.addTransceiver(track, { direction: 'sendonly', streams: [local] });
+        if (this.muted[track.kind]) await sender.replaceTrack(null);
+        this.senders[track.kind] = sender;
       }
     }
     await pc.setLocalDescription(await pc.createOffer());
@@ -162,9 +168,9 @@ export class Media {
     return counts;
   }
 
+  /** Closes the connection; the camera and microphone stay open. */
   close() {
     if (this.pc) this.pc.close();
     this.pc = null;
-    this.local.getTracks().forEach((t) => t.stop());
   }
 }

@@ -16,8 +16,8 @@ export function log(text) {
   $('log').textContent = (line + $('log').textContent).slice(0, 8000);
 }
 
-export function showStatus(signaling, media) {
-  $('status').textContent = `signaling ${signaling} · media ${media}`;
+export function showStatus(connection, media) {
+  $('status').textContent = `${connection} · media ${media}`;
 }
 
 // Errors, in words, with what to do. `ref` is the message that failed.
