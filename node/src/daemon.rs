@@ -31,6 +31,8 @@ pub struct RunOptions {
     /// `--admin`: the admin listener's address (`Some(None)`: off),
     /// instead of the file's `[admin] listen`.
     pub admin: Option<Option<std::net::SocketAddr>>,
+    /// `--watch`: reload when the pipeline file or a plugin file changes.
+    pub watch: bool,
 }
 
 /// Runs the pipeline in `file` (the built-in SFU without one) until it
@@ -101,6 +103,10 @@ pub fn run(file: Option<&Path>, options: &RunOptions) -> ExitCode {
         };
         // Listeners bound, stages serving: tell systemd.
         let systemd = Systemd::from_env();
+        let _reloads = file.map(|path| {
+            let reloader = crate::reload::Reloader::new(path.to_path_buf(), runtime.clone(), &config, view.clone());
+            crate::reload::serve(reloader, &view, systemd.clone(), options.watch)
+        });
         systemd.ready();
         let _watchdog = systemd.watchdog().map(AbortOnDrop);
         let stop_asked = async {

@@ -22,7 +22,8 @@
 //!   an SFU node, with its E2EE stage.
 //! - [`daemon`]: `medianode run`, from a pipeline file to an exit status.
 //! - [`admin`]: the operator's HTTP API: metrics, health, readiness, stages,
-//!   rooms.
+//!   rooms; the system monitor; systemd notifications.
+//! - [`reload`]: hot reload of stages' plugins and settings, blue/green.
 //! - [`telemetry`]: logging setup.
 //!
 //! The `medianode` binary (`src/main.rs`) wires these into a CLI.
@@ -36,6 +37,7 @@ pub mod edge;
 pub mod io;
 pub mod peer;
 pub mod pipeline;
+pub mod reload;
 pub mod runtime;
 pub mod server;
 pub mod sfu;

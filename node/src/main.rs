@@ -3,6 +3,8 @@
 //! - `medianode run [FILE]` runs a pipeline until Ctrl-C or SIGTERM, or
 //!   until its sources end. Without FILE: the SFU with its web page on
 //!   http://127.0.0.1:8080 (`pipelines/sfu.toml`).
+//!   SIGHUP (or `POST /reload` on the admin API, or `--watch`) reloads the
+//!   stages whose plugin or settings changed, without dropping anyone.
 //! - `medianode check FILE` validates a pipeline without running it: the
 //!   file, what it names, its plugins and link types, and each plugin's
 //!   `init` with its config; every error at once, and nothing bound or
@@ -38,6 +40,10 @@ enum Command {
         /// [default: the file's `[admin] listen`, else 127.0.0.1:9090].
         #[arg(long, value_name = "ADDR|off", value_parser = admin_address)]
         admin: Option<AdminListen>,
+        /// Reload when the pipeline file or one of its plugin files changes
+        /// (for plugin authors; SIGHUP and `POST /reload` always reload).
+        #[arg(long)]
+        watch: bool,
     },
     /// Check a pipeline file without running it (every error at once; no
     /// socket, device or output file is opened).
@@ -69,11 +75,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
     match cli.command {
-        Command::Run { file, dirs, admin } => {
+        Command::Run { file, dirs, admin, watch } => {
             let options = RunOptions {
                 crash_dir: dirs.crash_dir.clone().unwrap_or_else(|| state_dir().join("crash-reports")),
                 cache_dir: dirs.cache(),
                 admin: admin.map(|a| a.0),
+                watch,
             };
             daemon::run(file.as_deref(), &options)
         }

@@ -32,6 +32,7 @@ fn child() -> ExitCode {
             cache_dir: None,
             // A port of its own: children run side by side.
             admin: Some(Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))),
+            watch: false,
         },
     )
 }
@@ -580,8 +581,8 @@ const SIGNALING_NODE: &str = r#"
 "#;
 
 /// Under systemd (a `NOTIFY_SOCKET` listener here, a 100 ms watchdog):
-/// `READY=1` first, `WATCHDOG=1` every 50 ms, `STOPPING=1` on SIGTERM,
-/// in that order.
+/// `READY=1` first, `WATCHDOG=1` every 50 ms, `RELOADING=1` then `READY=1`
+/// around a SIGHUP's reload, `STOPPING=1` on SIGTERM, in that order.
 #[test]
 fn systemd_hears_ready_watchdog_and_stopping_in_order() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -601,6 +602,22 @@ fn systemd_hears_ready_watchdog_and_stopping_in_order() {
     assert_eq!(next(&mut heard), "READY=1");
     while heard.iter().filter(|m| *m == "WATCHDOG=1").count() < 3 {
         assert_eq!(next(&mut heard), "WATCHDOG=1", "only pings after READY");
+    }
+    let pid = libc::pid_t::try_from(node.child.id()).expect("a pid");
+    // SAFETY: kill(2) with a pid of our own child and a valid signal.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0, "SIGHUP sent");
+    let mut reloading = false;
+    loop {
+        let message = next(&mut heard);
+        match message.lines().next().unwrap_or_default() {
+            "WATCHDOG=1" => {}
+            "RELOADING=1" if !reloading => {
+                assert!(message.contains("MONOTONIC_USEC="), "systemd 253 wants the time of the reload: {message:?}");
+                reloading = true;
+            }
+            "READY=1" if reloading => break,
+            other => panic!("unexpected {other:?} after {heard:?}"),
+        }
     }
     let (took, clean) = node.terminate();
     loop {
@@ -655,4 +672,141 @@ async fn a_drain_sends_clients_away_and_frees_the_port() {
     assert!(exited.success(), "{exited:?}:\n{}", node.log());
     eprintln!("drain to exit: {:?}", asked.elapsed());
     std::net::TcpListener::bind(server).expect("the port is free for a successor");
+}
+
+/// Hot reload with live WebRTC peers: the forwarding stage's plugin file
+/// and the signaling stage's config change, and `POST /reload` swaps both
+/// in while alice's audio flows to bob. No connection closes, the largest
+/// gap in bob's packets is measured, the new behaviour shows (a third
+/// joiner finds the room full, the forwarding stage runs the new digest),
+/// and a broken file is refused with the old pipeline still serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_swaps_stages_under_live_media() {
+    use crate::admin::{get, post};
+    use crate::webrtc_peers::{peer_at, until_flowing};
+    use medianode::runtime::stock;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let forward = stock::bytes("forward").expect("the stock forwarding plugin");
+    let faulty = stock::bytes("faulty-forward").expect("another forwarding plugin");
+    std::fs::write(dir.path().join("forward.wasm"), forward).expect("plugin file");
+    let pipeline_path = dir.path().join("pipeline.toml");
+    let pipeline = |room_size: u32, forward_config: &str| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nmedia-ip = \"127.0.0.1\"\n\n\
+             [[stage]]\nid = \"rooms\"\nplugin = \"stock:signaling\"\nconfig = {{ max-room-size = {room_size} }}\n\n\
+             [[stage]]\nid = \"forward\"\nplugin = \"forward.wasm\"\n{forward_config}"
+        )
+    };
+    let mut node = Node::spawn(dir, &pipeline(50, ""));
+    let (admin, server) = tokio::task::block_in_place(|| {
+        (logged_address(&mut node, "admin API on http://"), logged_address(&mut node, "serving the web client on http://"))
+    });
+    let digest = |body: &str| serde_json::from_str::<serde_json::Value>(body).ok().and_then(|v| v["digest"].as_str().map(str::to_string));
+    let hex = |bytes: &[u8]| -> String {
+        use sha2::Digest;
+        sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    };
+    assert_eq!(digest(&get(admin, "/stages/forward", None).await.1), Some(hex(forward)));
+
+    let alice = Arc::new(peer_at(server, "live", "alice", true).await);
+    let bob = Arc::new(peer_at(server, "live", "bob", false).await);
+    until_flowing(&alice, std::slice::from_ref(&bob)).await;
+    // A third joiner fits while the room holds 50.
+    let joins = |user: &'static str| async move {
+        use futures_util::{SinkExt, StreamExt};
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{server}/ws")).await.expect("connects");
+        let join = serde_json::json!({"type": "join", "room": "live", "user": user}).to_string();
+        ws.send(tokio_tungstenite::tungstenite::Message::text(join)).await.expect("sends");
+        loop {
+            let Some(Ok(tokio_tungstenite::tungstenite::Message::Text(text))) = ws.next().await else { panic!("no answer to join") };
+            let v: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+            if v["type"] == "joined" || v["type"] == "error" {
+                return v["code"].as_str().unwrap_or("joined").to_string();
+            }
+        }
+    };
+    assert_eq!(joins("carol").await, "joined");
+
+    // Alice talks every 10 ms; a watcher keeps the largest gap bob sees.
+    let talking = Arc::new(AtomicBool::new(true));
+    let talker = {
+        let (alice, talking) = (alice.clone(), talking.clone());
+        tokio::spawn(async move {
+            let mut sequence = 0u16;
+            while talking.load(Ordering::Relaxed) {
+                alice.send_audio(sequence, 1, Duration::ZERO).await;
+                sequence = sequence.wrapping_add(1);
+                tokio::time::sleep(Duration::from_millis(10)).await; // pacing: one packet per 10 ms
+            }
+        })
+    };
+    let largest_gap = |from: Instant, until: Instant| {
+        let bob = bob.clone();
+        async move {
+            let mut last = (bob.received(), Instant::now());
+            let mut gap = Duration::ZERO;
+            while Instant::now() < until {
+                let changed = bob.seen.changed.notified();
+                let _ = tokio::time::timeout(Duration::from_millis(100), changed).await;
+                let n = bob.received();
+                let now = Instant::now();
+                if n > last.0 {
+                    if now >= from {
+                        gap = gap.max(now - last.1);
+                    }
+                    last = (n, now);
+                }
+            }
+            gap.max(Instant::now() - last.1)
+        }
+    };
+    // The baseline: the largest gap over a second of plain forwarding.
+    let start = Instant::now();
+    let baseline = largest_gap(start, start + Duration::from_secs(1)).await;
+
+    std::fs::write(&pipeline_path, pipeline(2, "config = { panic-every = 1000000 }\n")).expect("new pipeline");
+    std::fs::write(pipeline_path.with_file_name("forward.wasm"), faulty).expect("new plugin");
+    let watch_from = Instant::now();
+    let watcher = tokio::spawn(largest_gap(watch_from, watch_from + Duration::from_secs(3)));
+    let (status, body) = post(admin, "/reload").await;
+    let reload_took = watch_from.elapsed();
+    assert_eq!(status, 200, "{body}\n{}", node.log());
+    let done: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(done["replaced"], serde_json::json!(["rooms", "forward"]), "{done}");
+    let gap = watcher.await.expect("watcher");
+    eprintln!("reload took {reload_took:?}; bob's largest gap: {gap:?} during the reload, {baseline:?} before it");
+    assert!(gap < Duration::from_millis(50), "a {gap:?} gap in bob's audio during the reload");
+
+    // The new behaviour: the faulty-forward digest, and a room of two.
+    assert_eq!(digest(&get(admin, "/stages/forward", None).await.1), Some(hex(faulty)));
+    assert_eq!(joins("dave").await, "room-full");
+    // Nobody was dropped.
+    let (_, rooms) = get(admin, "/rooms", None).await;
+    let rooms: serde_json::Value = serde_json::from_str(&rooms).expect("JSON");
+    let ice: Vec<&str> =
+        rooms[0]["participants"].as_array().map(|p| p.iter().filter_map(|p| p["ice"].as_str()).collect()).unwrap_or_default();
+    assert_eq!(ice, ["connected", "connected"], "{rooms}");
+    for peer in [&alice, &bob] {
+        let states = peer.seen.ice.lock().expect("lock").clone();
+        assert!(!states.iter().any(|s| s.to_string() != "checking" && s.to_string() != "connected"), "{states:?}");
+    }
+
+    // A broken file is refused, located, and the pipeline runs on.
+    std::fs::write(&pipeline_path, pipeline(2, "config = { panic-every = 1000000 }\nlimits = { deadline = \"forever\" }\n"))
+        .expect("broken pipeline");
+    let (status, body) = post(admin, "/reload").await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("pipeline.toml:14:23"), "the error is located: {body}");
+    std::fs::write(&pipeline_path, pipeline(2, "").replace("[server]", "[server]\nrate = 10")).expect("reshaped pipeline");
+    let (status, body) = post(admin, "/reload").await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("restart the node"), "{body}");
+    assert_eq!(digest(&get(admin, "/stages/forward", None).await.1), Some(hex(faulty)));
+    let before = bob.received();
+    bob.seen.until("packets after the refused reloads", Duration::from_secs(5), |s| s.packets.load(Ordering::Relaxed) > before + 20).await;
+    talking.store(false, Ordering::Relaxed);
+    let _ = talker.await;
 }

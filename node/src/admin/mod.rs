@@ -10,6 +10,7 @@
 //! | `GET /stages`, `GET /stages/{id}` | each stage's state, plugin digest, restarts, last crash, next retry, counters |
 //! | `GET /rooms` | the SFU's rooms: participants, ICE state, tracks and packets forwarded |
 //! | `POST /stages/{id}/restart` | a fresh instance of the stage, swapped in between two calls (202) |
+//! | `POST /reload` | re-reads the pipeline file and replaces the stages that changed ([`crate::reload`]): 200 with what was replaced, 422 with why nothing was |
 //! | `POST /drain` | the node drains and stops, as on SIGTERM (202) |
 //!
 //! Beyond loopback the listener needs a bearer token (`[admin] token-env`
@@ -22,7 +23,7 @@ pub mod process;
 pub mod systemd;
 mod view;
 
-pub use view::{NodeView, stage_json};
+pub use view::{NodeView, ReloadAsked, stage_json};
 
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -79,6 +80,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/rooms", get(rooms))
         .route("/stages/{id}/restart", post(restart))
         .route("/drain", post(drain))
+        .route("/reload", post(reload))
         .layer(axum::middleware::from_fn_with_state(shared.clone(), authorize))
         .with_state(shared)
 }
@@ -137,6 +139,15 @@ async fn restart(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> R
             (StatusCode::ACCEPTED, Json(json!({"restarting": id}))).into_response()
         }
         None => (StatusCode::NOT_FOUND, Json(json!({"error": format!("no stage '{id}'")}))).into_response(),
+    }
+}
+
+async fn reload(State(shared): State<Arc<Shared>>) -> Response {
+    match shared.view.reload().await {
+        Some(Ok(done)) => Json(done).into_response(),
+        Some(Err(why)) => (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"error": why}))).into_response(),
+        None => (StatusCode::CONFLICT, Json(json!({"error": "this node runs the built-in pipeline: there is no file to reload"})))
+            .into_response(),
     }
 }
 

@@ -31,7 +31,13 @@ struct Inner {
     /// A drain was asked for (`POST /drain`, or a signal).
     draining: AtomicBool,
     drain: tokio::sync::Notify,
+    /// Where reload requests go, when the node runs a file it can reload.
+    reloads: Mutex<Option<tokio::sync::mpsc::Sender<ReloadAsked>>>,
 }
+
+/// A reload request, answered with what was replaced (as JSON), or why
+/// nothing was.
+pub type ReloadAsked = tokio::sync::oneshot::Sender<Result<Value, String>>;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -77,6 +83,20 @@ impl NodeView {
 
     pub fn signaling(&self) -> Option<(Connections, Arc<SignalingCounters>)> {
         lock(&self.inner.signaling).clone()
+    }
+
+    /// Where `POST /reload` sends its requests.
+    pub fn set_reloads(&self, reloads: tokio::sync::mpsc::Sender<ReloadAsked>) {
+        *lock(&self.inner.reloads) = Some(reloads);
+    }
+
+    /// Reloads the pipeline file; `None` when there is none to reload (the
+    /// built-in default).
+    pub async fn reload(&self) -> Option<Result<Value, String>> {
+        let reloads = lock(&self.inner.reloads).clone()?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        reloads.send(tx).await.ok()?;
+        rx.await.ok()
     }
 
     /// Asks the node to drain (it then stops).

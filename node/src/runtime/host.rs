@@ -44,6 +44,36 @@ pub struct StageShared {
     /// An operator asked for a fresh instance (`POST /stages/{id}/restart`);
     /// the supervisor swaps one in between two calls.
     pub restart_requested: AtomicBool,
+    /// A reload waiting for the supervisor to pick it up.
+    pub reload: Mutex<Option<Reload>>,
+}
+
+/// Everything needed to run one stage.
+#[derive(Clone)]
+pub struct StageSpec {
+    pub id: String,
+    pub plugin: Arc<super::Plugin>,
+    /// The `[stage.config]` table as JSON.
+    pub config_json: String,
+    pub limits: medianode_core::supervision::Limits,
+    pub restart: medianode_core::supervision::backoff::RestartConfig,
+    pub failure: medianode_core::supervision::FailurePolicy,
+    /// Flight recorder length.
+    pub recorder: usize,
+    /// Seed for the backoff jitter.
+    pub seed: u64,
+}
+
+/// A reload of one stage, in two steps so that a reload of several stages
+/// is all or nothing: the stage's supervisor builds an instance of `spec`
+/// beside the one serving (off the data path) and says so on `prepared`;
+/// then `commit` says whether to swap it in (between two calls, then
+/// `swapped`) or throw it away.
+pub struct Reload {
+    pub spec: StageSpec,
+    pub prepared: tokio::sync::oneshot::Sender<Result<(), String>>,
+    pub commit: std::sync::mpsc::Receiver<bool>,
+    pub swapped: tokio::sync::oneshot::Sender<()>,
 }
 
 /// A stage's condition as operators see it. The supervisor writes it at
@@ -110,6 +140,7 @@ impl StageShared {
             log: Arc::new(StageLog::new(id, limits.log_lines, limits.log_bytes)),
             status: Mutex::new(StageStatus::default()),
             restart_requested: AtomicBool::new(false),
+            reload: Mutex::new(None),
         }
     }
 
@@ -162,6 +193,11 @@ impl StateStore {
             self.used -= (key.len() + v.len()) as u64;
             self.version += 1;
         }
+    }
+
+    /// A new quota (a reload); what is stored stays, even above it.
+    pub fn set_quota(&mut self, quota: u64) {
+        self.quota = quota;
     }
 
     /// The most bytes (keys + values) it may hold.

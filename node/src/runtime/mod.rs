@@ -30,8 +30,8 @@ pub mod stock;
 mod wasi;
 
 pub use host::{
-    CALL_BUCKETS_US, CallTimes, CrashSummary, HostState, MAX_METRIC_NAME, MAX_METRIC_SERIES, MAX_PANIC_MESSAGE, Metrics, StageShared,
-    StageState, StageStatus, StateStore,
+    CALL_BUCKETS_US, CallTimes, CrashSummary, HostState, MAX_METRIC_NAME, MAX_METRIC_SERIES, MAX_PANIC_MESSAGE, Metrics, Reload,
+    StageShared, StageSpec, StageState, StageStatus, StateStore,
 };
 pub use instance::{CallLimits, Fault, Instance, TrapKind};
 pub use items::{AudioBatch, Items};

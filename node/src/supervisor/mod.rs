@@ -36,30 +36,16 @@ pub mod crash_report;
 pub mod pulse;
 pub mod thread;
 
-use crate::runtime::{AudioBatch, CrashSummary, Fault, Instance, Items, Metrics, Plugin, StageShared, StageState, StageStatus, TrapKind};
+use crate::runtime::{AudioBatch, CrashSummary, Fault, Instance, Items, Metrics, Reload, StageShared, StageState, StageStatus, TrapKind};
 use builder::{Builder, News, Ready};
 use crash_report::{CrashReport, CrashReporter, unix_ms};
-use medianode_core::supervision::backoff::{Backoff, Decision, RestartConfig};
+use medianode_core::supervision::backoff::{Backoff, Decision};
 use medianode_core::supervision::recorder::{Action, FlightRecorder};
 use medianode_core::supervision::{FailurePolicy, Limits};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Everything needed to run one stage.
-#[derive(Clone)]
-pub struct StageSpec {
-    pub id: String,
-    pub plugin: Arc<Plugin>,
-    /// The `[stage.config]` table as JSON.
-    pub config_json: String,
-    pub limits: Limits,
-    pub restart: RestartConfig,
-    pub failure: FailurePolicy,
-    /// Flight recorder length.
-    pub recorder: usize,
-    /// Seed for the backoff jitter.
-    pub seed: u64,
-}
+pub use crate::runtime::StageSpec;
 
 /// The stage gave up under the `stop` policy: the pipeline must stop.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -110,6 +96,18 @@ pub struct Supervisor {
     recorder: FlightRecorder,
     reporter: CrashReporter,
     faults: u64,
+    /// A reload under way: the new spec's builder, building beside the
+    /// instance that serves.
+    reloading: Option<Reloading>,
+}
+
+struct Reloading {
+    builder: Builder,
+    reload: Reload,
+    /// `Some` until the new instance is ready (then it says so).
+    prepared: Option<tokio::sync::oneshot::Sender<Result<(), String>>>,
+    /// The reload was committed; waiting for an up-to-date instance.
+    committed: bool,
 }
 
 impl Supervisor {
@@ -143,6 +141,7 @@ impl Supervisor {
             refreshed: None,
             reporter,
             faults: 0,
+            reloading: None,
             spec,
         };
         supervisor.backoff.on_started(now);
@@ -418,6 +417,7 @@ impl Supervisor {
             // The standby (if ready) serves at once, not at the next call.
             let _ = self.serving(now);
         }
+        self.drive_reload(now);
         match self.builder.news() {
             Some(News::Failed(fault)) => self.on_fault(now, fault, None, 0, false),
             Some(News::Ready(built_in)) => self.recorder.record(now, Action::StandbyReady { micros: built_in.as_micros() as u32 }),
@@ -525,6 +525,84 @@ impl Supervisor {
                 out.push_muted(poison, 0);
             }
         }
+    }
+
+    /// Moves a reload along (see [`Reload`]): starts building the new
+    /// spec's instance, says when it is ready, and swaps it in once the
+    /// reload is committed. Never waits.
+    fn drive_reload(&mut self, now: Instant) {
+        if self.reloading.is_none() {
+            let Some(mut reload) = crate::runtime::lock(&self.shared.reload).take() else { return };
+            let prepared = std::mem::replace(&mut reload.prepared, tokio::sync::oneshot::channel().0);
+            match Builder::spawn(&reload.spec, self.shared.clone()) {
+                Ok(builder) => {
+                    builder.request();
+                    self.reloading = Some(Reloading { builder, reload, prepared: Some(prepared), committed: false });
+                }
+                Err(e) => {
+                    let _ = prepared.send(Err(format!("stage '{}': cannot start a builder thread: {e}", self.spec.id)));
+                    return;
+                }
+            }
+        }
+        let Some(r) = self.reloading.as_mut() else { return };
+        if r.prepared.is_some() {
+            match r.builder.news() {
+                Some(News::Failed(fault)) => {
+                    let message = format!("stage '{}': the new instance failed: {}", self.spec.id, brief(&fault.message));
+                    if let Some(prepared) = r.prepared.take() {
+                        let _ = prepared.send(Err(message));
+                    }
+                    self.reloading = None;
+                    return;
+                }
+                Some(News::Ready(_)) => {
+                    if let Some(prepared) = r.prepared.take() {
+                        let _ = prepared.send(Ok(()));
+                    }
+                }
+                None => return,
+            }
+        }
+        if !r.committed {
+            match r.reload.commit.try_recv() {
+                Ok(true) => r.committed = true,
+                Err(std::sync::mpsc::TryRecvError::Empty) => return,
+                // Called off (another stage failed), or the reloader went.
+                Ok(false) | Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    self.reloading = None;
+                    return;
+                }
+            }
+        }
+        // An instance whose `init` saw state that has moved on since is
+        // built again, as a standby would be.
+        let version = crate::runtime::lock(&self.shared.state).version();
+        if r.builder.ready_version() != Some(version) {
+            if r.builder.ready_version().is_some() {
+                r.builder.discard();
+            }
+            r.builder.request();
+            return;
+        }
+        let Some(Reloading { builder, reload, .. }) = self.reloading.take() else { return };
+        let Some(Ok(ready)) = builder.take() else { return };
+        let Reload { spec, swapped, .. } = reload;
+        self.spec = spec;
+        self.builder = builder;
+        self.active = Some(ready.instance);
+        self.backoff = Backoff::new(self.spec.restart.clone(), self.spec.seed);
+        self.backoff.on_started(now);
+        crate::runtime::lock(&self.shared.state).set_quota(self.spec.limits.state);
+        self.set_status(|status| {
+            status.plugin = self.spec.plugin.source.clone();
+            status.digest = self.spec.plugin.digest.clone();
+            status.failure_policy = self.spec.failure.name();
+            status.state = StageState::Serving;
+            status.next_retry_unix_ms = None;
+        });
+        tracing::info!(stage = %self.spec.id, digest = %self.spec.plugin.digest, "stage reloaded");
+        let _ = swapped.send(());
     }
 
     fn set_status(&self, change: impl FnOnce(&mut StageStatus)) {
