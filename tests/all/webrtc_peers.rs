@@ -311,6 +311,11 @@ pub async fn peer_at_with(addr: std::net::SocketAddr, room: &str, user: &str, pu
     let (out, mut out_rx) = mpsc::unbounded_channel::<Value>();
     tokio::spawn(async move {
         while let Some(v) = out_rx.recv().await {
+            // Null: hang up ([`Peer::close`]).
+            if v.is_null() {
+                let _ = ws_tx.close().await;
+                return;
+            }
             if ws_tx.send(Message::text(v.to_string())).await.is_err() {
                 return;
             }
@@ -456,6 +461,13 @@ impl Peer {
             voice: level < 127,
         });
         let _ = track.write_rtp_with_extensions(rtp::Packet { header, payload: vec![0xAB; 60].into() }, &[extension]).await;
+    }
+
+    /// Leaves the room, hangs up and closes the peer connection.
+    pub async fn close(self) {
+        let _ = self.out.send(serde_json::json!({"type": "leave"}));
+        let _ = self.out.send(Value::Null);
+        let _ = self.pc.close().await;
     }
 
     pub fn received(&self) -> u64 {
