@@ -18,7 +18,7 @@ use super::view::NodeView;
 use crate::runtime::{StageShared, StageState};
 use crate::sfu::RoomView;
 use crate::sfu::router::RouterStats;
-use crate::signaling::server::SignalingCounters;
+use crate::signaling::server::{COUNTED_TYPES, SignalingCounters};
 use medianode_core::monitor::Limit;
 use medianode_core::supervision::TrapKind;
 use prometheus_client::collector::Collector;
@@ -175,6 +175,9 @@ impl Collector for Scrape {
                 (vec![("reason", "write-error".to_string())], router.write_errors),
             ];
             family(&mut e, "sfu_dropped_packets", "Packets not delivered, by reason.", Counter, drops)?;
+            family(&mut e, "sfu_outbound_queue_bytes", "Bytes waiting in subscribers' outboxes.", Gauge, one(router.queued_bytes))?;
+            let keyframes = one(router.keyframe_requests);
+            family(&mut e, "sfu_keyframe_requests", "Keyframe requests (PLI) sent to publishers.", Counter, keyframes)?;
         }
         if let Some((connections, c)) = &self.signaling {
             family(&mut e, "signaling_connections", "Open signaling WebSockets.", Gauge, [(Labels::new(), *connections as u64)])?;
@@ -186,6 +189,8 @@ impl Collector for Scrape {
                 [(Labels::new(), get(&c.connections_opened))],
             )?;
             family(&mut e, "signaling_messages", "Text messages received.", Counter, [(Labels::new(), get(&c.messages))])?;
+            let by_type = COUNTED_TYPES.iter().zip(&c.by_type).map(|(t, n)| (vec![("type", t.to_string())], get(n)));
+            family(&mut e, "signaling_messages_handled", "Messages past the size and rate limits, by type.", Counter, by_type)?;
             family(
                 &mut e,
                 "signaling_media_messages",

@@ -78,6 +78,8 @@ struct Published {
     remote: Arc<dyn TrackRemote>,
     /// Copies of this stream written to subscribers, all legs together.
     forwarded: Arc<AtomicU64>,
+    /// The SFU's count of keyframe requests sent to publishers.
+    keyframes_asked: Arc<AtomicU64>,
 }
 
 /// One published stream as [`Sfu::tracks`] reports it.
@@ -145,6 +147,9 @@ struct Inner {
     stopped: tokio::sync::watch::Receiver<Option<crate::supervisor::Stopped>>,
     /// What the subscribers' outboxes wrote and dropped.
     outboxes: Arc<outbox::OutboxCounters>,
+    /// Keyframe requests sent to publishers (for a new viewer, a
+    /// subscriber's PLI or FIR, or a gap after drops).
+    keyframes_asked: Arc<AtomicU64>,
 }
 
 /// The SFU. Cheap to clone; every clone is the same SFU.
@@ -177,6 +182,7 @@ impl Sfu {
                 speakers: Mutex::new(HashMap::new()),
                 stopped,
                 outboxes,
+                keyframes_asked: Arc::default(),
             }),
         };
         // Keyframes the router asks for after a subscriber's gap.
@@ -216,7 +222,9 @@ impl Sfu {
 
     /// The router's counters.
     pub fn stats(&self) -> RouterStats {
-        self.inner.stats.lock().unwrap_or_else(PoisonError::into_inner).with(&self.inner.outboxes)
+        let mut stats = self.inner.stats.lock().unwrap_or_else(PoisonError::into_inner).with(&self.inner.outboxes);
+        stats.keyframe_requests = self.inner.keyframes_asked.load(Ordering::Relaxed);
+        stats
     }
 
     /// Closes every participant's peer connection (a drain).
@@ -560,7 +568,8 @@ impl Sfu {
             RtpCodecKind::Audio => MediaKind::Audio,
             _ => MediaKind::Video,
         };
-        let stream = Published { ssrc, kind, codec, remote: remote.clone(), forwarded: Arc::default() };
+        let keyframes_asked = self.inner.keyframes_asked.clone();
+        let stream = Published { ssrc, kind, codec, remote: remote.clone(), forwarded: Arc::default(), keyframes_asked };
         let is_audio = kind == MediaKind::Audio;
         let (user, room, subscribers, pc) = {
             let mut participants = self.inner.participants.lock().await;
@@ -667,6 +676,7 @@ pub fn extension_id(sdp: &str, uri: &str) -> Option<u8> {
 
 /// Asks a publisher for a keyframe of `stream` (PLI).
 async fn request_keyframe(stream: &Published) {
+    stream.keyframes_asked.fetch_add(1, Ordering::Relaxed);
     let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc: stream.ssrc };
     let _ = stream.remote.write_rtcp(vec![Box::new(pli)]).await;
 }

@@ -30,6 +30,8 @@ pub struct OutboxCounters {
     pub write_errors: AtomicU64,
     /// Packets dropped because a subscriber's outbox was full.
     pub dropped: AtomicU64,
+    /// Bytes queued in every outbox now.
+    pub queued_bytes: AtomicU64,
 }
 
 #[derive(Default)]
@@ -44,6 +46,15 @@ struct Queue {
 struct Shared {
     queue: Mutex<Queue>,
     ready: Notify,
+    counters: Arc<OutboxCounters>,
+}
+
+impl Drop for Shared {
+    /// What no one will write any more is no longer queued.
+    fn drop(&mut self) {
+        let left = crate::runtime::lock(&self.queue).bytes as u64;
+        self.counters.queued_bytes.fetch_sub(left, Ordering::Relaxed);
+    }
 }
 
 /// The router's end of an outbox. Dropping it ends the writer task once it
@@ -70,7 +81,7 @@ pub enum Pushed {
 
 impl Outbox {
     pub fn new(counters: Arc<OutboxCounters>) -> (Outbox, OutboxReader) {
-        let shared = Arc::new(Shared { queue: Mutex::new(Queue::default()), ready: Notify::new() });
+        let shared = Arc::new(Shared { queue: Mutex::new(Queue::default()), ready: Notify::new(), counters: counters.clone() });
         (Outbox { shared: shared.clone(), counters }, OutboxReader { shared })
     }
 
@@ -79,11 +90,13 @@ impl Outbox {
     pub fn push(&self, packet: rtp::Packet) -> Pushed {
         let size = packet_bytes(&packet);
         let mut dropped = 0;
+        let mut dropped_bytes = 0;
         let ask = {
             let mut queue = crate::runtime::lock(&self.shared.queue);
             while queue.bytes + size > OUTBOX_BYTES {
                 let Some(old) = queue.packets.pop_front() else { break };
                 queue.bytes -= packet_bytes(&old);
+                dropped_bytes += packet_bytes(&old);
                 dropped += 1;
             }
             queue.bytes += size;
@@ -97,6 +110,8 @@ impl Outbox {
         };
         self.shared.ready.notify_one();
         self.counters.dropped.fetch_add(dropped, Ordering::Relaxed);
+        self.counters.queued_bytes.fetch_add(size as u64, Ordering::Relaxed);
+        self.counters.queued_bytes.fetch_sub(dropped_bytes as u64, Ordering::Relaxed);
         match (dropped, ask) {
             (0, _) => Pushed::Queued,
             (_, true) => Pushed::DroppedAskKeyframe,
@@ -121,6 +136,7 @@ impl OutboxReader {
                 let mut queue = crate::runtime::lock(&self.shared.queue);
                 if let Some(packet) = queue.packets.pop_front() {
                     queue.bytes -= packet_bytes(&packet);
+                    self.shared.counters.queued_bytes.fetch_sub(packet_bytes(&packet) as u64, Ordering::Relaxed);
                     return Some(packet);
                 }
                 if queue.closed {

@@ -355,6 +355,10 @@ pub struct RouterStats {
     pub write_errors: u64,
     /// Packets dropped because a subscriber did not take them fast enough.
     pub dropped_slow: u64,
+    /// Bytes waiting in subscribers' outboxes now.
+    pub queued_bytes: u64,
+    /// Keyframe requests sent to publishers.
+    pub keyframe_requests: u64,
 }
 
 impl RouterStats {
@@ -363,6 +367,7 @@ impl RouterStats {
         self.packets_out = outboxes.written.load(Ordering::Relaxed);
         self.write_errors = outboxes.write_errors.load(Ordering::Relaxed);
         self.dropped_slow = outboxes.dropped.load(Ordering::Relaxed);
+        self.queued_bytes = outboxes.queued_bytes.load(Ordering::Relaxed);
         self
     }
 }

@@ -67,12 +67,36 @@ struct Shared {
     live: tokio::sync::watch::Sender<usize>,
 }
 
+/// The message types the metrics count by name; anything else is `other`.
+pub const COUNTED_TYPES: [&str; 18] = [
+    "join",
+    "leave",
+    "publish",
+    "unpublish",
+    "subscribe",
+    "typing",
+    "message",
+    "ack",
+    "read",
+    "mute",
+    "unmute",
+    "mls-key-package",
+    "mls-commit",
+    "offer",
+    "answer",
+    "candidate",
+    "ping",
+    "other",
+];
+
 /// What the signaling server has seen, for the admin API's metrics.
 #[derive(Debug, Default)]
 pub struct SignalingCounters {
     pub connections_opened: AtomicU64,
     /// Text messages received (refused ones included).
     pub messages: AtomicU64,
+    /// Messages handled, by type ([`COUNTED_TYPES`]).
+    pub by_type: [AtomicU64; COUNTED_TYPES.len()],
     /// Media messages handed to the SFU.
     pub media_messages: AtomicU64,
     /// Messages refused by the host, by error code.
@@ -84,6 +108,19 @@ pub struct SignalingCounters {
 
 fn count(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Counts a message under its type (reading only the `type` field).
+fn count_type(counters: &SignalingCounters, text: &str) {
+    #[derive(serde::Deserialize)]
+    struct Typed<'a> {
+        #[serde(borrow, rename = "type")]
+        kind: Option<&'a str>,
+    }
+    let kind = serde_json::from_str::<Typed<'_>>(text).ok().and_then(|t| t.kind);
+    let other = COUNTED_TYPES.len() - 1;
+    let index = kind.and_then(|k| COUNTED_TYPES[..other].iter().position(|t| *t == k)).unwrap_or(other);
+    count(&counters.by_type[index]);
 }
 
 /// The router: the page ([`super::page`]) and the WebSocket endpoint.
@@ -187,6 +224,7 @@ async fn connection(mut socket: WebSocket, shared: Arc<Shared>, grant: Option<(S
                     reply(&shared, id, error_reply("too-big", &message, None));
                     continue;
                 }
+                count_type(&shared.counters, text.as_str());
                 route(&shared, id, text.as_str());
             }
             outgoing = outbox.recv() => match outgoing {

@@ -367,6 +367,9 @@ impl E2ee {
         ] {
             host::gauge_set(name, value as f64);
         }
+        if let Some(epoch) = self.member.as_ref().and_then(Member::epoch) {
+            host::gauge_set("mls-epoch", epoch as f64);
+        }
     }
 
     /// The keyring's counters (for tests and benchmarks).
