@@ -189,7 +189,7 @@ async fn churn(length: Duration) {
     let _ = child.kill();
     let _ = child.wait();
 
-    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let mib = |b: u64| b as f64 / 1_048_576.0;
     let ratio = |end: u64, start: u64| end as f64 / start.max(1) as f64;
     println!(
         "churn: {rounds} rounds of {ROOMS} rooms x 3 peers in {:.0} s ({} joins)",
