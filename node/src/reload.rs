@@ -19,7 +19,7 @@
 
 use crate::admin::NodeView;
 use crate::config::{PipelineConfig, Runs};
-use crate::runtime::{Reload, Runtime, StageSpec};
+use crate::runtime::{Reload, Runtime};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -96,16 +96,7 @@ impl Reloader {
                 unchanged.push(stage.id.clone());
                 continue;
             }
-            let spec = StageSpec {
-                id: stage.id.clone(),
-                plugin: plugin.clone(),
-                config_json: stage.config_json.clone(),
-                limits: stage.limits.clone(),
-                restart: stage.restart.clone(),
-                failure: stage.failure,
-                recorder: stage.recorder,
-                seed: rand::random(),
-            };
+            let spec = crate::pipeline::spec(stage, plugin.clone());
             longest_init = longest_init.max(stage.limits.init_deadline);
             let (prepared, prepared_rx) = tokio::sync::oneshot::channel();
             let (commit_tx, commit) = std::sync::mpsc::channel();

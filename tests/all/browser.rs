@@ -357,23 +357,9 @@ async fn three_browser_windows_share_a_room() {
     drop(browser);
 }
 
-/// A node in a process of its own on `port`, serving the page.
+/// The default node in a process of its own on `port`, serving the page.
 fn sfu_child(port: u16) -> (crate::daemon::Node, std::net::SocketAddr) {
-    let pipeline = format!(
-        r#"
-        [server]
-        listen = "127.0.0.1:{port}"
-        media-ip = "127.0.0.1"
-
-        [[stage]]
-        id = "rooms"
-        plugin = "stock:signaling"
-
-        [[stage]]
-        id = "forward"
-        plugin = "stock:forward"
-        "#
-    );
+    let pipeline = medianode::config::DEFAULT_PIPELINE.replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"));
     let mut node = crate::daemon::Node::spawn_under_load(tempfile::tempdir().expect("tempdir"), &pipeline);
     let admin = crate::daemon::logged_address(&mut node, "admin API on http://");
     node.wait_for("serving the web client on http://");

@@ -15,6 +15,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 const DIR_VAR: &str = "MEDIANODE_DAEMON_DIR";
+/// Set: the child runs with `--watch`.
+const WATCH_VAR: &str = "MEDIANODE_DAEMON_WATCH";
 
 /// How long each attack runs before the SIGTERM.
 const ATTACK: Duration = Duration::from_secs(3);
@@ -32,7 +34,7 @@ fn child() -> ExitCode {
             cache_dir: None,
             // A port of its own: children run side by side.
             admin: Some(Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))),
-            watch: false,
+            watch: std::env::var_os(WATCH_VAR).is_some(),
         },
     )
 }
@@ -809,4 +811,17 @@ async fn a_reload_swaps_stages_under_live_media() {
     bob.seen.until("packets after the refused reloads", Duration::from_secs(5), |s| s.packets.load(Ordering::Relaxed) > before + 20).await;
     talking.store(false, Ordering::Relaxed);
     let _ = talker.await;
+}
+
+/// `--watch`: saving a new config for a stage reloads it, with no request.
+#[test]
+fn watch_reloads_when_the_file_changes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("pipeline.toml");
+    let before = format!("{SIGNALING_NODE}config = {{ max-room-size = 50 }}\n");
+    let mut node = Node::spawn_with(dir, &before, &[(WATCH_VAR, "1")]);
+    node.wait_for("watching for changes");
+    std::fs::write(&path, before.replace("50", "3")).expect("save");
+    node.wait_for("pipeline reloaded");
+    assert!(node.log().contains("replaced=[\"rooms\"]"), "{}", node.log());
 }

@@ -36,20 +36,6 @@ use webrtc_peers::{Peer, peer_at, until_flowing};
 const CHILD_VAR: &str = "MEDIANODE_CHURN_NODE";
 const ROOMS: usize = 4;
 
-const PIPELINE: &str = r#"
-[server]
-listen = "127.0.0.1:0"
-media-ip = "127.0.0.1"
-
-[[stage]]
-id = "rooms"
-plugin = "stock:signaling"
-
-[[stage]]
-id = "forward"
-plugin = "stock:forward"
-"#;
-
 fn main() {
     if let Some(dir) = std::env::var_os(CHILD_VAR).map(PathBuf::from) {
         medianode::telemetry::init(medianode::telemetry::LogFormat::Text);
@@ -146,7 +132,9 @@ async fn round(server: SocketAddr, admin: SocketAddr, n: u64) {
 
 async fn churn(length: Duration) {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("pipeline.toml"), PIPELINE).unwrap();
+    // The default pipeline (pipelines/sfu.toml) on free ports.
+    let pipeline = medianode::config::DEFAULT_PIPELINE.replace("127.0.0.1:8080", "127.0.0.1:0");
+    std::fs::write(dir.path().join("pipeline.toml"), pipeline).unwrap();
     let log = dir.path().join("node.log");
     let mut child = Command::new(std::env::current_exe().unwrap())
         .env(CHILD_VAR, dir.path())

@@ -231,14 +231,9 @@ pub fn compile(runtime: &Runtime, config: &PipelineConfig) -> Result<Compiled, C
     plan.map(|plan| Compiled { plugins, plan })
 }
 
-/// Starts a stage's first instance, its standby and its supervision.
-pub(crate) fn supervise(
-    stage: &StageConfig,
-    plugin: Arc<Plugin>,
-    reporter: &CrashReporter,
-    now: Instant,
-) -> Result<Supervisor, BuildError> {
-    let spec = StageSpec {
+/// What a supervisor needs of a stage of the file: its plugin and settings.
+pub(crate) fn spec(stage: &StageConfig, plugin: Arc<Plugin>) -> StageSpec {
+    StageSpec {
         id: stage.id.clone(),
         plugin,
         config_json: stage.config_json.clone(),
@@ -247,8 +242,17 @@ pub(crate) fn supervise(
         failure: stage.failure,
         recorder: stage.recorder,
         seed: rand::random(),
-    };
-    Supervisor::start(spec, reporter.clone(), now).map_err(|fault| BuildError::Start {
+    }
+}
+
+/// Starts a stage's first instance, its standby and its supervision.
+pub(crate) fn supervise(
+    stage: &StageConfig,
+    plugin: Arc<Plugin>,
+    reporter: &CrashReporter,
+    now: Instant,
+) -> Result<Supervisor, BuildError> {
+    Supervisor::start(spec(stage, plugin), reporter.clone(), now).map_err(|fault| BuildError::Start {
         stage: stage.id.clone(),
         kind: fault.kind.name(),
         message: match fault.plugin_message {
