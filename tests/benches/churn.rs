@@ -158,10 +158,17 @@ async fn churn(length: Duration) {
     let mut peak = start;
     let began = Instant::now();
     let mut rounds = 1u64;
+    // Resident memory every tenth of the run: a leak climbs steadily, an
+    // allocator settling in flattens out.
+    let mut curve = vec![start.rss];
     while began.elapsed() < length {
         round(server, admin, rounds).await;
         rounds += 1;
-        peak = peak.max(sample(pid, admin).await);
+        let now = sample(pid, admin).await;
+        peak = peak.max(now);
+        if began.elapsed() >= length / 10 * curve.len() as u32 {
+            curve.push(now.rss);
+        }
     }
     let settle = Instant::now();
     while !empty().await && settle.elapsed() < Duration::from_secs(30) {
@@ -193,6 +200,8 @@ async fn churn(length: Duration) {
         mib(end.rss),
         ratio(end.rss, start.rss)
     );
+    let curve: Vec<String> = curve.iter().map(|&b| format!("{:.1}", mib(b))).collect();
+    println!("  RSS every tenth of the run (MiB): {}", curve.join(" "));
     println!("  open fds    {:>10} {:>8} {:>8} {:>8}   {:>6.3}", launched.fds, start.fds, peak.fds, end.fds, ratio(end.fds, start.fds));
     println!(
         "  tokio tasks {:>10} {:>8} {:>8} {:>8}   {:>6.3}",
