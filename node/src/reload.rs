@@ -77,6 +77,8 @@ impl Reloader {
         let mut replaced = Vec::new();
         let mut unchanged = Vec::new();
         let mut waits = Vec::new();
+        // Dropped unsent (an early return below) they call the reload off:
+        // a stage already asked throws its new instance away.
         let mut commits = Vec::new();
         let mut longest_init = Duration::ZERO;
         for stage in &config.stages {
