@@ -211,8 +211,11 @@ pub fn serve(mut reloader: Reloader, view: &NodeView, systemd: crate::admin::sys
     }
     if watch {
         let files = reloader.watched().to_vec();
+        // What the files are now, read before saying so: a change made
+        // right after the message is a change.
+        let seen = stamp(&files);
         tracing::info!(?files, "watching for changes");
-        tasks.push(tokio::spawn(watch_files(files, asks)));
+        tasks.push(tokio::spawn(watch_files(files, seen, asks)));
     }
     tasks.push(tokio::spawn(async move {
         while let Some(answer) = asked.recv().await {
@@ -228,13 +231,16 @@ pub fn serve(mut reloader: Reloader, view: &NodeView, systemd: crate::admin::sys
     Serving(tasks)
 }
 
-/// Asks for a reload when a watched file has changed and then stayed the
-/// same for one look (an editor's save may take several writes).
-async fn watch_files(files: Vec<PathBuf>, asks: tokio::sync::mpsc::Sender<crate::admin::ReloadAsked>) {
-    let stamp = |files: &[PathBuf]| -> Vec<Option<(std::time::SystemTime, u64)>> {
-        files.iter().map(|f| std::fs::metadata(f).ok().and_then(|m| Some((m.modified().ok()?, m.len())))).collect()
-    };
-    let mut seen = stamp(&files);
+/// Each file's modification time and length (`None`: unreadable).
+type Stamp = Vec<Option<(std::time::SystemTime, u64)>>;
+
+fn stamp(files: &[PathBuf]) -> Stamp {
+    files.iter().map(|f| std::fs::metadata(f).ok().and_then(|m| Some((m.modified().ok()?, m.len())))).collect()
+}
+
+/// Asks for a reload when a watched file has changed since `seen` and then
+/// stayed the same for one look (an editor's save may take several writes).
+async fn watch_files(files: Vec<PathBuf>, mut seen: Stamp, asks: tokio::sync::mpsc::Sender<crate::admin::ReloadAsked>) {
     let mut changed = false;
     let mut ticks = tokio::time::interval(WATCH_EVERY);
     loop {
