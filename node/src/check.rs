@@ -13,35 +13,24 @@
 //! opened, no SFU or signaling server runs. Steps 3 and 4 run only when the
 //! ones before found nothing.
 
-use crate::config::{ConfigErrors, PipelineConfig, Runs};
+use crate::config::{ConfigError, ConfigErrors, PipelineConfig, Runs, Span};
 use crate::pipeline::{self, Compiled};
-use crate::runtime::{CallLimits, Instance, Runtime, StageShared};
+use crate::runtime::{CallLimits, Instance, Runtime, StageShared, TrapKind};
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
-/// Why a pipeline does not check out.
+/// Why a pipeline does not check out: errors located in the file (a
+/// plugin whose `init` refused its config points at the setting it named).
 #[derive(Debug)]
 pub enum CheckError {
-    /// The file, what it names, or its graph.
     Config(ConfigErrors),
-    /// Stages whose plugin would not start: `(stage, what went wrong)`.
-    Start(Vec<(String, String)>),
 }
 
 impl fmt::Display for CheckError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CheckError::Config(errors) => write!(f, "{errors}"),
-            CheckError::Start(failed) => {
-                for (i, (stage, message)) in failed.iter().enumerate() {
-                    if i > 0 {
-                        writeln!(f)?;
-                    }
-                    write!(f, "error: stage `{stage}` failed to start: {message}")?;
-                }
-                Ok(())
-            }
         }
     }
 }
@@ -59,23 +48,76 @@ pub fn check(runtime: &Runtime, config: &PipelineConfig) -> Result<String, Check
     Ok(summary(config, &compiled))
 }
 
-/// Starts one instance of each plugin stage and drops it.
+/// Starts one instance of each plugin stage and drops it. A stage that
+/// fails is an error located in the file: an `init` that refused its
+/// config at the setting it names (or the `config` table), anything else
+/// at the stage's plugin.
 fn start_each(config: &PipelineConfig, compiled: &Compiled) -> Result<(), CheckError> {
     let mut failed = Vec::new();
     for stage in &config.stages {
-        let Runs::Plugin(_) = &stage.runs else { continue };
+        let Runs::Plugin(plugin_ref) = &stage.runs else { continue };
         let Some(plugin) = compiled.plugins.get(&stage.id) else { continue };
         let shared = Arc::new(StageShared::with_limits(&stage.id, &stage.limits));
         let limits = CallLimits { deadline: stage.limits.deadline, init_deadline: stage.limits.init_deadline };
-        if let Err(fault) = Instance::start(plugin, shared, &stage.config_json, stage.limits.memory, limits) {
-            let message = match fault.plugin_message {
-                Some(said) => format!("{} ({}): {said}", fault.message, fault.kind.name()),
-                None => format!("{} ({})", fault.message, fault.kind.name()),
-            };
-            failed.push((stage.id.clone(), message));
-        }
+        let Err(fault) = Instance::start(plugin, shared, &stage.config_json, stage.limits.memory, limits) else { continue };
+        let error = match (fault.kind, &fault.plugin_message, &stage.config_span) {
+            (TrapKind::InitError, Some(said), config_span) => {
+                let span = config_span.clone().map(|table| named_key(&config.file.text, table, said)).unwrap_or(stage.span.clone());
+                let hint = match config_span {
+                    Some(_) => "the plugin's init refused its [stage.config]: fix or remove the setting it names",
+                    None => "the plugin needs settings: add config = { ... } to this stage",
+                };
+                ConfigError::at(&config.file, span, format!("stage `{}`: {}", stage.id, without_json_position(said)), hint)
+            }
+            _ => {
+                let said = fault.plugin_message.map(|said| format!(": {said}")).unwrap_or_default();
+                let message = format!("stage `{}` failed to start ({}): {}{said}", stage.id, fault.kind.name(), fault.message);
+                ConfigError::at(
+                    &config.file,
+                    plugin_ref.span.clone(),
+                    message,
+                    "see the stage's limits (init-deadline, memory) and its plugin",
+                )
+            }
+        };
+        failed.push(error);
     }
-    if failed.is_empty() { Ok(()) } else { Err(CheckError::Start(failed)) }
+    match ConfigErrors::new(failed) {
+        Some(errors) => Err(CheckError::Config(errors)),
+        None => Ok(()),
+    }
+}
+
+/// A serde_json message without its " at line L column C": that is a
+/// position in the JSON the host made, not in the file.
+fn without_json_position(said: &str) -> &str {
+    match said.rfind(" at line ") {
+        Some(at)
+            if said[at..].split_whitespace().skip(2).step_by(2).all(|n| n.parse::<u32>().is_ok()) && said[at..].contains(" column ") =>
+        {
+            &said[..at]
+        }
+        _ => said,
+    }
+}
+
+/// Where in `[stage.config]` (at `table` in `text`) the key a plugin's
+/// complaint names is written (serde's "unknown field `x`"), else the
+/// whole table.
+fn named_key(text: &str, table: Span, said: &str) -> Span {
+    let named = said.split('`').nth(1).filter(|key| !key.is_empty());
+    let written = text.get(table.clone()).unwrap_or_default();
+    let found = named.and_then(|key| {
+        written.match_indices(key).map(|(at, _)| at).find(|&at| {
+            let before = written[..at].trim_end_matches([' ', '\t', '"']);
+            let after = written[at + key.len()..].trim_start_matches([' ', '\t', '"']);
+            (before.is_empty() || before.ends_with(['{', ',', '\n'])) && after.starts_with('=')
+        })
+    });
+    match (found, named) {
+        (Some(at), Some(key)) => table.start + at..table.start + at + key.len(),
+        _ => table,
+    }
 }
 
 fn summary(config: &PipelineConfig, compiled: &Compiled) -> String {

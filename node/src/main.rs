@@ -124,10 +124,6 @@ fn check(file: PathBuf, dirs: Dirs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(CheckError::Config(errors)) => fail_config(&errors),
-        Err(e @ CheckError::Start(_)) => {
-            eprintln!("{e}");
-            ExitCode::FAILURE
-        }
     }
 }
 

@@ -16,6 +16,8 @@ pub struct StageConfig {
     /// What runs the stage.
     pub runs: Runs,
     pub config_json: String,
+    /// Where `config` is written, to point at a plugin's complaint about it.
+    pub config_span: Option<Span>,
     pub limits: Limits,
     pub restart: RestartConfig,
     /// Flight recorder length.
@@ -150,6 +152,7 @@ pub(super) fn check(cx: &Cx, raw: &Spanned<RawStage>, networked: bool) -> Option
         span: raw.span(),
         runs,
         config_json,
+        config_span: s.config.as_ref().map(toml::Spanned::span),
         limits,
         restart,
         recorder,
