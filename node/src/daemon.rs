@@ -106,7 +106,7 @@ pub fn run(file: Option<&Path>, options: &RunOptions) -> ExitCode {
         let systemd = Systemd::from_env();
         let _reloads = file.map(|path| {
             let reloader = crate::reload::Reloader::new(path.to_path_buf(), runtime.clone(), &config, view.clone());
-            crate::reload::serve(reloader, &view, systemd.clone(), options.watch)
+            crate::reload::serve(reloader, &view, systemd.clone(), options.watch).into_iter().map(AbortOnDrop).collect::<Vec<_>>()
         });
         systemd.ready();
         let _watchdog = systemd.watchdog().map(AbortOnDrop);

@@ -176,22 +176,18 @@ fn shape(text: &str) -> Result<toml::Table, String> {
     Ok(table)
 }
 
-/// The tasks that serve reload requests; they end with it.
-pub struct Serving(Vec<tokio::task::JoinHandle<()>>);
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        self.0.iter().for_each(tokio::task::JoinHandle::abort);
-    }
-}
-
 /// How often `--watch` looks at the files.
 const WATCH_EVERY: Duration = Duration::from_millis(500);
 
 /// Serves reloads, one at a time, from `POST /reload` (through `view`),
 /// SIGHUP and, with `watch`, changes to the watched files; systemd hears
-/// `RELOADING=1` and `READY=1` around each.
-pub fn serve(mut reloader: Reloader, view: &NodeView, systemd: crate::admin::systemd::Systemd, watch: bool) -> Serving {
+/// `RELOADING=1` and `READY=1` around each. Returns the tasks doing it.
+pub fn serve(
+    mut reloader: Reloader,
+    view: &NodeView,
+    systemd: crate::admin::systemd::Systemd,
+    watch: bool,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let (asks, mut asked) = tokio::sync::mpsc::channel::<crate::admin::ReloadAsked>(4);
     view.set_reloads(asks.clone());
     let mut tasks = Vec::new();
@@ -228,7 +224,7 @@ pub fn serve(mut reloader: Reloader, view: &NodeView, systemd: crate::admin::sys
             let _ = answer.send(result.map(|done| serde_json::json!(done)));
         }
     }));
-    Serving(tasks)
+    tasks
 }
 
 /// Each file's modification time and length (`None`: unreadable).
@@ -245,7 +241,8 @@ async fn watch_files(files: Vec<PathBuf>, mut seen: Stamp, asks: tokio::sync::mp
     let mut ticks = tokio::time::interval(WATCH_EVERY);
     loop {
         ticks.tick().await;
-        let now = stamp(&files);
+        let looked = files.clone();
+        let Ok(now) = tokio::task::spawn_blocking(move || stamp(&looked)).await else { return };
         if now != seen {
             seen = now;
             changed = true;

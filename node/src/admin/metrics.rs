@@ -18,7 +18,7 @@ use super::view::NodeView;
 use crate::runtime::{StageShared, StageState};
 use crate::sfu::RoomView;
 use crate::sfu::router::RouterStats;
-use crate::signaling::server::{COUNTED_TYPES, SignalingCounters};
+use crate::signaling::server::{SignalingCounters, counted_type};
 use medianode_core::monitor::Limit;
 use medianode_core::supervision::TrapKind;
 use prometheus_client::collector::Collector;
@@ -52,7 +52,7 @@ pub async fn render(view: &NodeView) -> String {
         stages: view.stages(),
         sfu,
         signaling: view.signaling().map(|(connections, counters)| (connections.len(), counters)),
-        process: process::sample(),
+        process: process::sample_off_async().await,
         alerts: view.alerts().iter().map(|c| c.limit).collect(),
     };
     let mut registry = Registry::with_prefix("medianode");
@@ -189,7 +189,7 @@ impl Collector for Scrape {
                 [(Labels::new(), get(&c.connections_opened))],
             )?;
             family(&mut e, "signaling_messages", "Text messages received.", Counter, [(Labels::new(), get(&c.messages))])?;
-            let by_type = COUNTED_TYPES.iter().zip(&c.by_type).map(|(t, n)| (vec![("type", t.to_string())], get(n)));
+            let by_type = c.by_type.iter().enumerate().map(|(i, n)| (vec![("type", counted_type(i).to_string())], get(n)));
             family(&mut e, "signaling_messages_handled", "Messages past the size and rate limits, by type.", Counter, by_type)?;
             family(
                 &mut e,

@@ -20,7 +20,7 @@ pub fn spawn(config: MonitorConfig, view: NodeView) -> tokio::task::JoinHandle<(
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            let sample = process::sample();
+            let sample = process::sample_off_async().await;
             for change in monitor.observe(Reading { rss_bytes: sample.rss_bytes, tasks: sample.tasks }) {
                 match (change.raised, change.limit) {
                     (true, Limit::Rss) => tracing::warn!(limit = "rss", "{change}; the most memory: {}", biggest_stages(&view)),

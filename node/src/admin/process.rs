@@ -14,6 +14,14 @@ pub struct ProcessSample {
     pub tasks: u64,
 }
 
+/// [`sample`] for async code: the file reads on a blocking thread, the
+/// task count from the caller's runtime.
+pub async fn sample_off_async() -> ProcessSample {
+    let tasks = tokio::runtime::Handle::try_current().map_or(0, |h| h.metrics().num_alive_tasks() as u64);
+    let sample = tokio::task::spawn_blocking(sample).await.unwrap_or_default();
+    ProcessSample { tasks, ..sample }
+}
+
 /// Reads `/proc/self` (small, memory-backed files: no disk is touched).
 pub fn sample() -> ProcessSample {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();

@@ -82,16 +82,6 @@ struct Published {
     keyframes_asked: Arc<AtomicU64>,
 }
 
-/// One published stream as [`Sfu::tracks`] reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TrackStats {
-    pub room: String,
-    pub user: String,
-    pub kind: MediaKind,
-    /// Packets of this track written to subscribers, all of them together.
-    pub forwarded: u64,
-}
-
 struct Participant {
     room: String,
     user: String,
@@ -255,22 +245,6 @@ impl Sfu {
             .map(|(room, mut participants)| {
                 participants.sort_by(|a, b| a.user.cmp(&b.user));
                 RoomView { room: room.to_string(), participants }
-            })
-            .collect()
-    }
-
-    /// Every published track with its forwarded packet count.
-    pub async fn tracks(&self) -> Vec<TrackStats> {
-        let participants = self.inner.participants.lock().await;
-        participants
-            .values()
-            .flat_map(|p| {
-                p.published.iter().map(|s| TrackStats {
-                    room: p.room.clone(),
-                    user: p.user.clone(),
-                    kind: s.kind,
-                    forwarded: s.forwarded.load(Ordering::Relaxed),
-                })
             })
             .collect()
     }

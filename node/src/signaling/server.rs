@@ -67,27 +67,20 @@ struct Shared {
     live: tokio::sync::watch::Sender<usize>,
 }
 
-/// The message types the metrics count by name; anything else is `other`.
-pub const COUNTED_TYPES: [&str; 18] = [
-    "join",
-    "leave",
-    "publish",
-    "unpublish",
-    "subscribe",
-    "typing",
-    "message",
-    "ack",
-    "read",
-    "mute",
-    "unmute",
-    "mls-key-package",
-    "mls-commit",
-    "offer",
-    "answer",
-    "candidate",
-    "ping",
-    "other",
-];
+/// How many message types the metrics count: the signaling stage's, the
+/// SFU's, `ping`, and `other` for anything else ([`counted_type`]).
+pub const COUNTED: usize = medianode_sdk::SIGNALING_TYPES.len() + MEDIA_TYPES.len() + 2;
+
+/// The name counter `i` of [`SignalingCounters::by_type`] counts.
+pub fn counted_type(i: usize) -> &'static str {
+    let stage = medianode_sdk::SIGNALING_TYPES;
+    match i.checked_sub(stage.len()) {
+        None => stage[i],
+        Some(j) if j < MEDIA_TYPES.len() => MEDIA_TYPES[j],
+        Some(j) if j == MEDIA_TYPES.len() => "ping",
+        Some(_) => "other",
+    }
+}
 
 /// What the signaling server has seen, for the admin API's metrics.
 #[derive(Debug, Default)]
@@ -95,8 +88,8 @@ pub struct SignalingCounters {
     pub connections_opened: AtomicU64,
     /// Text messages received (refused ones included).
     pub messages: AtomicU64,
-    /// Messages handled, by type ([`COUNTED_TYPES`]).
-    pub by_type: [AtomicU64; COUNTED_TYPES.len()],
+    /// Messages handled, by type ([`counted_type`]).
+    pub by_type: [AtomicU64; COUNTED],
     /// Media messages handed to the SFU.
     pub media_messages: AtomicU64,
     /// Messages refused by the host, by error code.
@@ -110,17 +103,18 @@ fn count(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Counts a message under its type (reading only the `type` field).
-fn count_type(counters: &SignalingCounters, text: &str) {
+/// A message's `type` (reading only that field), counted by name.
+fn message_type<'a>(counters: &SignalingCounters, text: &'a str) -> Option<&'a str> {
     #[derive(serde::Deserialize)]
     struct Typed<'a> {
         #[serde(borrow, rename = "type")]
         kind: Option<&'a str>,
     }
     let kind = serde_json::from_str::<Typed<'_>>(text).ok().and_then(|t| t.kind);
-    let other = COUNTED_TYPES.len() - 1;
-    let index = kind.and_then(|k| COUNTED_TYPES[..other].iter().position(|t| *t == k)).unwrap_or(other);
+    let other = COUNTED - 1;
+    let index = kind.and_then(|k| (0..other).find(|&i| counted_type(i) == k)).unwrap_or(other);
     count(&counters.by_type[index]);
+    kind
 }
 
 /// The router: the page ([`super::page`]) and the WebSocket endpoint.
@@ -224,8 +218,8 @@ async fn connection(mut socket: WebSocket, shared: Arc<Shared>, grant: Option<(S
                     reply(&shared, id, error_reply("too-big", &message, None));
                     continue;
                 }
-                count_type(&shared.counters, text.as_str());
-                route(&shared, id, text.as_str());
+                let kind = message_type(&shared.counters, text.as_str());
+                route(&shared, id, text.as_str(), kind);
             }
             outgoing = outbox.recv() => match outgoing {
                 Some(Outgoing::Text(text)) => {
@@ -256,8 +250,8 @@ async fn connection(mut socket: WebSocket, shared: Arc<Shared>, grant: Option<(S
 
 /// `ping` is the host's to answer; media messages go to the SFU, the rest
 /// to the signaling stage.
-fn route(shared: &Shared, id: u64, text: &str) {
-    if is_ping(text) {
+fn route(shared: &Shared, id: u64, text: &str, kind: Option<&str>) {
+    if kind == Some("ping") {
         return reply(shared, id, r#"{"type":"pong"}"#.to_string());
     }
     let kind = media_type(text);
@@ -276,14 +270,6 @@ fn route(shared: &Shared, id: u64, text: &str) {
             }
         }
     }
-}
-
-/// Whether `text` is `{"type": "ping"}`: a liveness check from a client that
-/// cannot send WebSocket pings (a browser).
-fn is_ping(text: &str) -> bool {
-    text.len() < 64
-        && text.contains("ping")
-        && serde_json::from_str::<serde_json::Value>(text).is_ok_and(|v| v.get("type").and_then(|t| t.as_str()) == Some("ping"))
 }
 
 /// A media message's type and body. Anything else (not JSON included) is

@@ -31,6 +31,8 @@
 //! serves its failure policy until one is ready (waiting for it at most
 //! until the time set with [`Supervisor::wait_for_builds_until`]).
 
+pub use crate::runtime::StageSpec;
+
 mod builder;
 pub mod crash_report;
 pub mod pulse;
@@ -44,8 +46,6 @@ use medianode_core::supervision::recorder::{Action, FlightRecorder};
 use medianode_core::supervision::{FailurePolicy, Limits};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-pub use crate::runtime::StageSpec;
 
 /// The stage gave up under the `stop` policy: the pipeline must stop.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -103,11 +103,13 @@ pub struct Supervisor {
 
 struct Reloading {
     builder: Builder,
-    reload: Reload,
+    spec: StageSpec,
     /// `Some` until the new instance is ready (then it says so).
     prepared: Option<tokio::sync::oneshot::Sender<Result<(), String>>>,
+    commit: std::sync::mpsc::Receiver<bool>,
     /// The reload was committed; waiting for an up-to-date instance.
     committed: bool,
+    swapped: tokio::sync::oneshot::Sender<()>,
 }
 
 impl Supervisor {
@@ -532,12 +534,11 @@ impl Supervisor {
     /// reload is committed. Never waits.
     fn drive_reload(&mut self, now: Instant) {
         if self.reloading.is_none() {
-            let Some(mut reload) = crate::runtime::lock(&self.shared.reload).take() else { return };
-            let prepared = std::mem::replace(&mut reload.prepared, tokio::sync::oneshot::channel().0);
-            match Builder::spawn(&reload.spec, self.shared.clone()) {
+            let Some(Reload { spec, prepared, commit, swapped }) = crate::runtime::lock(&self.shared.reload).take() else { return };
+            match Builder::spawn(&spec, self.shared.clone()) {
                 Ok(builder) => {
                     builder.request();
-                    self.reloading = Some(Reloading { builder, reload, prepared: Some(prepared), committed: false });
+                    self.reloading = Some(Reloading { builder, spec, prepared: Some(prepared), commit, committed: false, swapped });
                 }
                 Err(e) => {
                     let _ = prepared.send(Err(format!("stage '{}': cannot start a builder thread: {e}", self.spec.id)));
@@ -565,7 +566,7 @@ impl Supervisor {
             }
         }
         if !r.committed {
-            match r.reload.commit.try_recv() {
+            match r.commit.try_recv() {
                 Ok(true) => r.committed = true,
                 Err(std::sync::mpsc::TryRecvError::Empty) => return,
                 // Called off (another stage failed), or the reloader went.
@@ -585,9 +586,8 @@ impl Supervisor {
             r.builder.request();
             return;
         }
-        let Some(Reloading { builder, reload, .. }) = self.reloading.take() else { return };
+        let Some(Reloading { builder, spec, swapped, .. }) = self.reloading.take() else { return };
         let Some(Ok(ready)) = builder.take() else { return };
-        let Reload { spec, swapped, .. } = reload;
         self.spec = spec;
         self.builder = builder;
         self.active = Some(ready.instance);
@@ -661,9 +661,5 @@ impl Supervisor {
 /// A fault message cut to its first line and 200 bytes, for the status.
 fn brief(message: &str) -> String {
     let line = message.lines().next().unwrap_or_default();
-    let mut end = line.len().min(200);
-    while !line.is_char_boundary(end) {
-        end -= 1;
-    }
-    line[..end].to_string()
+    line[..line.floor_char_boundary(200)].to_string()
 }

@@ -62,6 +62,26 @@ pub mod export;
 
 pub use types::*;
 
+/// The message types a signaling stage handles (docs/protocol.md); the
+/// host sends `offer`, `answer` and `candidate` to the SFU and answers
+/// `ping` itself. The stock signaling stage refuses any other type, and
+/// the host's metrics count messages by these names.
+pub const SIGNALING_TYPES: &[&str] = &[
+    "join",
+    "leave",
+    "publish",
+    "unpublish",
+    "subscribe",
+    "typing",
+    "message",
+    "ack",
+    "read",
+    "mute",
+    "unmute",
+    "mls-key-package",
+    "mls-commit",
+];
+
 /// How a plugin starts: from its typed `[stage.config]` table.
 pub trait Stage: Sized + 'static {
     /// The stage's configuration. Use `#[serde(deny_unknown_fields)]` so that a

@@ -79,21 +79,7 @@ enum ClientMessage {
     MlsCommit { epoch: u64, commit: String, welcome: Option<String>, joiners: Option<Vec<String>> },
 }
 
-const TYPES: &[&str] = &[
-    "join",
-    "leave",
-    "publish",
-    "unpublish",
-    "subscribe",
-    "typing",
-    "message",
-    "ack",
-    "read",
-    "mute",
-    "unmute",
-    "mls-key-package",
-    "mls-commit",
-];
+const TYPES: &[&str] = medianode_sdk::SIGNALING_TYPES;
 
 /// Longest chat message, in characters.
 pub const MAX_TEXT: usize = 2000;

@@ -30,7 +30,7 @@ const state = {
   me: null,
   joined: false,
   members: new Map(), // user -> { muted: Set<'audio'|'video'>, speaking }
-  messages: new Map(), // id -> { id, user, text, mine, delivered: Set, read: Set }
+  messages: new Map(), // id -> { id, user, text, mine, delivered: Set, read: Set }; the last ui.CHAT_KEPT
   typing: new Map(), // user -> timer
   errors: [], // { code, text }, newest last
   stats: null, // the last Media.sample()
@@ -246,9 +246,10 @@ function onChat(msg) {
   stopTyping(msg.user);
   const message = { id: msg.id, user: msg.user, text: msg.text, mine: false };
   state.messages.set(msg.id, message);
-  chat.add(message);
+  state.messages.delete(chat.add(message));
   send({ type: 'ack', id: msg.id });
   unread.push(msg.id);
+  if (unread.length > ui.CHAT_KEPT) unread.shift(); // a hidden page reads at most what it keeps
   markRead();
 }
 
@@ -314,7 +315,7 @@ $('chat').addEventListener('submit', (e) => {
   const message = { id: randomId(), user: state.me, text, mine: true, delivered: new Set(), read: new Set() };
   state.messages.set(message.id, message);
   send({ type: 'message', id: message.id, text });
-  chat.add(message);
+  state.messages.delete(chat.add(message));
   $('chat-text').value = '';
   lastTyping = 0;
 });

@@ -122,20 +122,29 @@ export class Grid {
   }
 }
 
+/** The most chat messages a page keeps (the oldest go first). */
+export const CHAT_KEPT = 500;
+
 /** Chat: the messages, each with delivered and read marks on one's own. */
 export class Chat {
   constructor() {
-    this.items = new Map(); // id -> { message, marks }
+    this.items = new Map(); // id -> { message, marks, item }, oldest first
   }
 
+  /** Adds a message; returns the id of one dropped to stay within CHAT_KEPT. */
   add(message) {
     const marks = el('span', { className: 'marks' });
     const item = el('li', { className: message.mine ? 'mine' : '' }, el('b', { textContent: message.user }), ' ', el('span', { className: 'text', textContent: message.text }), ' ', marks);
     item.dataset.id = message.id;
     $('messages').append(item);
     $('messages').scrollTop = $('messages').scrollHeight;
-    this.items.set(message.id, { message, marks });
+    this.items.set(message.id, { message, marks, item });
     if (message.mine) this.mark(message.id);
+    if (this.items.size <= CHAT_KEPT) return null;
+    const [oldest, entry] = this.items.entries().next().value;
+    entry.item.remove();
+    this.items.delete(oldest);
+    return oldest;
   }
 
   /** Redraws the marks of one's own message `id`. */
