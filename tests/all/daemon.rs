@@ -5,7 +5,8 @@
 //! resident memory grows by less than 64 MiB; SIGTERM stops it within 1 s;
 //! what it wrote to its log and crash directory stays within their budgets;
 //! the attack shows in the log; and the healthy chain's WAV file holds
-//! every block, none of them silent.
+//! every block, none of them silent but for the machine's own hiccups (at
+//! most 1 in 100; an attack that reached it would silence 1 in 10 or more).
 
 use crate::webrtc_peers::{Peer, peer_at_with};
 use medianode::daemon::RunOptions;
@@ -210,7 +211,25 @@ fn attack(attack: &str, limits: &str, shows: &str) {
     let hostile = format!("config = {{ {attack} }}\nlimits = {{ {limits} }}");
     let m = run_attack(attack, &hostile, "", ATTACK, shows);
     assert!(m.blocks as f64 >= m.seconds * 100.0 * 0.9, "{attack}: the chain beside made {} blocks in {:.1} s", m.blocks, m.seconds);
-    assert_eq!(m.silent, 0, "{attack}: {} silent blocks beside", m.silent);
+    at_most_one_in_100_missed(attack, &m);
+}
+
+/// The chain beside missed (was late for, and so wrote silence in) at most
+/// 1 block in 100 (and at least one is forgiven). Were an attack to reach
+/// it, it would miss every block the attack touches (1 in 10 or more); the
+/// tolerance is for the machine, which runs the rest of the suite on the
+/// same two cores and may deschedule the node past a 10 ms tick now and
+/// then (seen: one silent block in 300, once in about 50 runs, when the
+/// hostile stage's own microsecond call overran its deadline too).
+fn at_most_one_in_100_missed(name: &str, m: &Measured) {
+    let tolerance = (m.blocks / 100).max(1);
+    let late = usize::try_from(m.late).unwrap_or(usize::MAX);
+    assert!(
+        late <= tolerance && m.silent <= tolerance,
+        "{name}: the chain beside missed {late} ({} silent) of {} blocks",
+        m.silent,
+        m.blocks
+    );
 }
 
 fn run_attack(name: &str, hostile: &str, budget: &str, attack: Duration, shows: &str) -> Measured {
@@ -264,10 +283,7 @@ fn final_stats(log: &str) -> Option<serde_json::Value> {
 /// Ten seconds of realtime at the default budget (the tick), with a stage
 /// beside that fails in a way that costs time on every tick: the chain
 /// beside must make a block every tick, and at most 1 in 100 late (and so
-/// silent). Were the attack to reach it, nearly every block would be late;
-/// the tolerance is for the machine, which runs the rest of the suite on
-/// the same two cores and may deschedule the node past a 10 ms tick now
-/// and then (one late block in 1001 was seen once in five runs).
+/// silent). Were the attack to reach it, nearly every block would be late.
 fn stays_realtime(name: &str, hostile: &str, shows: &str) {
     let m = run_attack(name, hostile, "", Duration::from_secs(10), shows);
     let per_second = m.blocks as f64 / m.seconds;
@@ -276,8 +292,7 @@ fn stays_realtime(name: &str, hostile: &str, shows: &str) {
         m.blocks, m.seconds, m.late, m.silent
     );
     assert!(per_second >= 98.0, "{name}: {per_second:.1} blocks a second beside");
-    let tolerance = (m.blocks / 100) as u64;
-    assert!(m.late <= tolerance && m.silent as u64 <= tolerance, "{name}: the chain beside missed {} of {} blocks", m.late, m.blocks);
+    at_most_one_in_100_missed(name, &m);
 }
 
 #[test]
