@@ -137,5 +137,14 @@ fn summary(config: &PipelineConfig, compiled: &Compiled) -> String {
     if let Some(client) = &config.client {
         line.push_str(&format!("\nok: would join room `{}` as `{}` at {}", client.room, client.user, client.url));
     }
+    for stage in &config.stages {
+        if compiled.plugins.get(&stage.id).is_some_and(|p| p.is_native()) {
+            line.push_str(&format!(
+                "\nwarning: stage `{}` is a native plugin (trust = \"native\"): NOT isolated. It runs in the node's process \
+                 with no deadline or memory limit; its panics are caught, but a crash or a hang in it takes the whole node",
+                stage.id
+            ));
+        }
+    }
     line
 }

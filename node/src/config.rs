@@ -108,6 +108,12 @@ fn admin_token(source: &TokenSource) -> Result<String, (String, &'static str)> {
     Ok(token.to_string())
 }
 
+/// Whether `bytes` start like a shared library: ELF, Mach-O or PE.
+fn is_native_library(bytes: &[u8]) -> bool {
+    const MAGICS: [&[u8]; 5] = [b"\x7fELF", b"\xcf\xfa\xed\xfe", b"\xce\xfa\xed\xfe", b"\xca\xfe\xba\xbe", b"MZ"];
+    MAGICS.iter().any(|magic| bytes.starts_with(magic))
+}
+
 /// A plugin's bytes, checked against its pin.
 fn plugin_bytes(file: &Arc<SourceFile>, plugin: &PluginRef) -> Result<Arc<[u8]>, ConfigError> {
     let bytes: Arc<[u8]> = match plugin.stock_name() {
@@ -128,6 +134,27 @@ fn plugin_bytes(file: &Arc<SourceFile>, plugin: &PluginRef) -> Result<Arc<[u8]>,
             })?
         }
     };
+    // The file's first bytes say what it is, whatever its name.
+    let is_wasm = bytes.starts_with(b"\0asm");
+    match &plugin.native {
+        None if !is_wasm && is_native_library(&bytes) => {
+            return Err(ConfigError::at(
+                file,
+                plugin.span.clone(),
+                format!("`{}` is a native library, which would run unsandboxed in the node's process", plugin.name),
+                "if you trust it with the whole node (a crash or a hang in it takes the node down), add trust = \"native\" to the stage",
+            ));
+        }
+        Some(trust) if is_wasm => {
+            return Err(ConfigError::at(
+                file,
+                trust.clone(),
+                format!("`{}` is a wasm component; trust = \"native\" is for native libraries", plugin.name),
+                "remove trust: wasm plugins always run sandboxed",
+            ));
+        }
+        _ => {}
+    }
     if let Some((want, span)) = &plugin.sha256 {
         let have = hex(&Sha256::digest(&bytes));
         if have != *want {

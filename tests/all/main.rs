@@ -19,6 +19,7 @@ mod faults;
 mod fuzz;
 mod hostile;
 mod layout;
+mod native;
 mod pipelines;
 mod restart_policy;
 mod sfu;

@@ -113,6 +113,8 @@ pub struct RawStage {
     pub failure: Option<Spanned<String>>,
     /// The stage encrypts or decrypts media: it may never be bypassed.
     pub e2ee: Option<Spanned<bool>>,
+    /// `"native"`: the plugin is a native library, loaded unsandboxed.
+    pub trust: Option<Spanned<String>>,
 }
 
 /// `[stage.limits]`

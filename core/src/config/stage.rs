@@ -50,6 +50,9 @@ pub struct PluginRef {
     /// The component's bytes: empty until the host reads the plugin (and
     /// checks it against `sha256`).
     pub bytes: Arc<[u8]>,
+    /// Where `trust = "native"` is written, if it is: the file is a native
+    /// library that the node loads unsandboxed.
+    pub native: Option<Span>,
 }
 
 impl PluginRef {
@@ -108,7 +111,7 @@ pub(super) fn check(cx: &Cx, raw: &Spanned<RawStage>, networked: bool) -> Option
         }
     };
     let runs = match (&s.plugin, &s.builtin) {
-        (Some(plugin), None) => Runs::Plugin(plugin_ref(cx, plugin, &s.sha256)),
+        (Some(plugin), None) => Runs::Plugin(plugin_ref(cx, plugin, &s.sha256, &s.trust)),
         (None, Some(name)) => Runs::Builtin(builtin(cx, s, name, &config_json)?),
         (Some(_), Some(b)) => {
             cx.report(cx.err(b, "a stage runs a plugin or a built-in, not both", "remove `plugin` or `builtin`"));
@@ -161,7 +164,23 @@ pub(super) fn check(cx: &Cx, raw: &Spanned<RawStage>, networked: bool) -> Option
     })
 }
 
-fn plugin_ref(cx: &Cx, plugin: &Spanned<String>, sha256: &Option<Spanned<String>>) -> PluginRef {
+fn plugin_ref(cx: &Cx, plugin: &Spanned<String>, sha256: &Option<Spanned<String>>, trust: &Option<Spanned<String>>) -> PluginRef {
+    let native = trust.as_ref().and_then(|trust| match trust.get_ref().as_str() {
+        "native" if plugin.get_ref().starts_with(PluginRef::STOCK) => {
+            cx.report(cx.err(trust, "stock plugins are wasm components, always sandboxed", "remove trust"));
+            None
+        }
+        "native" => Some(trust.span()),
+        "sandbox" => None,
+        other => {
+            cx.report(cx.err(
+                trust,
+                format!("unknown trust `{other}`"),
+                "use trust = \"native\" to load a native library (unsandboxed: it can take the whole node down), or leave trust out",
+            ));
+            None
+        }
+    });
     let sha256 = sha256.as_ref().and_then(|pin| {
         let want = pin.get_ref().to_ascii_lowercase();
         if want.len() != 64 || !want.chars().all(|c| c.is_ascii_hexdigit()) {
@@ -170,7 +189,7 @@ fn plugin_ref(cx: &Cx, plugin: &Spanned<String>, sha256: &Option<Spanned<String>
         }
         Some((want, pin.span()))
     });
-    PluginRef { name: plugin.get_ref().clone(), span: plugin.span(), sha256, bytes: Arc::from([]) }
+    PluginRef { name: plugin.get_ref().clone(), span: plugin.span(), sha256, bytes: Arc::from([]), native }
 }
 
 /// A `builtin = "..."` stage: native, so none of the sandbox settings.
@@ -179,6 +198,7 @@ fn builtin(cx: &Cx, s: &RawStage, name: &Spanned<String>, config_json: &str) -> 
     cx.not_for(owner, "sha256", &s.sha256);
     cx.not_for(owner, "failure", &s.failure);
     cx.not_for(owner, "e2ee", &s.e2ee);
+    cx.not_for(owner, "trust", &s.trust);
     if s.limits.is_some() || s.restart.is_some() {
         cx.report(cx.err(name, "`limits` and `restart` apply to plugins, not to built-in stages", "remove them from this stage"));
     }

@@ -208,14 +208,21 @@ pub fn compile(runtime: &Runtime, config: &PipelineConfig) -> Result<Compiled, C
     let mut plugins = HashMap::new();
     for stage in &config.stages {
         let Runs::Plugin(plugin) = &stage.runs else { continue };
-        match runtime.load(&plugin.name, &plugin.bytes, stage.limits.stack) {
+        let loaded = match plugin.native {
+            Some(_) => runtime.load_native(&plugin.name, &config.file.dir().join(&plugin.name), &plugin.bytes),
+            None => runtime.load(&plugin.name, &plugin.bytes, stage.limits.stack),
+        };
+        match loaded {
             Ok(loaded) => {
                 plugins.insert(stage.id.clone(), loaded);
             }
             Err(e) => errors.push(config.error(
                 plugin.span.clone(),
                 format!("{e:#}"),
-                "check that the file is a component built with medianode-sdk for wasm32-wasip2",
+                match plugin.native {
+                    Some(_) => "check that the file is a library built with medianode_sdk::export_native_audio_dsp! for this machine",
+                    None => "check that the file is a component built with medianode-sdk for wasm32-wasip2",
+                },
             )),
         }
     }
@@ -252,6 +259,9 @@ pub(crate) fn supervise(
     reporter: &CrashReporter,
     now: Instant,
 ) -> Result<Supervisor, BuildError> {
+    if plugin.is_native() {
+        tracing::warn!(stage = %stage.id, plugin = %plugin.source, "a native plugin: NOT isolated (no deadline, no memory limit; a crash or a hang in it takes the node)");
+    }
     Supervisor::start(spec(stage, plugin), reporter.clone(), now).map_err(|fault| BuildError::Start {
         stage: stage.id.clone(),
         kind: fault.kind.name(),

@@ -1,4 +1,5 @@
-//! One sandboxed plugin instance: its own `Store`, limits and deadline.
+//! One plugin instance. A wasm one is sandboxed: its own `Store`, limits
+//! and deadline. (A native one is not: see `native.rs`.)
 //!
 //! Every call arms the epoch deadline first, so a call that runs past it
 //! traps. Any failure comes back as a [`Fault`] describing what happened and
@@ -10,9 +11,12 @@
 use super::bindings::{self, E2eeEvent, E2eeStatus, ForwardBatch, FrameBatch, PacketMeta, RouteChange, SignalAction, SignalEvent};
 use super::host::MAX_PANIC_MESSAGE;
 use super::log::escape_cut;
-use super::{AudioBatch, EPOCH_TICK, HostState, Items, Plugin, StageKind, StageShared};
+use super::native::NativeStage;
+use super::{AudioBatch, Code, EPOCH_TICK, HostState, Items, Plugin, StageKind, StageShared};
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
+use wasmtime::component::InstancePre;
 use wasmtime::{Store, Trap, WasmBacktrace};
 
 pub use medianode_core::supervision::TrapKind;
@@ -65,23 +69,22 @@ pub struct CallLimits {
     pub init_deadline: Duration,
 }
 
-/// A live plugin instance.
+/// A live plugin instance: a wasm one in a store of its own, or a
+/// native one (unsandboxed; see `native.rs`).
 pub struct Instance {
-    store: Store<HostState>,
-    exports: Exports,
-    limits: CallLimits,
+    backend: Backend,
     /// Whether the supervisor's caller has brought this instance up to date
     /// (a forwarding stage is told the current rooms, for instance).
     pub primed: bool,
 }
 
-impl Instance {
-    /// Changes this instance made to its stage's state store.
-    pub fn state_writes(&self) -> u64 {
-        self.store.data().state_writes
-    }
+enum Backend {
+    Wasm(Wasm),
+    Native(NativeStage),
+}
 
-    /// Instantiates `plugin` in a fresh store and runs its `init`.
+impl Instance {
+    /// Starts an instance of `plugin`: instantiates it and runs its `init`.
     pub fn start(
         plugin: &Plugin,
         stage: Arc<StageShared>,
@@ -89,31 +92,135 @@ impl Instance {
         memory_limit: u64,
         limits: CallLimits,
     ) -> Result<Instance, Fault> {
-        let state = HostState::new(stage, plugin.epochs.clone(), memory_limit, plugin.kind == StageKind::Encryption);
-        let mut store = Store::new(plugin.engine(), state);
+        let backend = match &plugin.code {
+            Code::Wasm { pre, epochs } => Backend::Wasm(Wasm::start(pre, epochs, plugin.kind, stage, config_json, memory_limit, limits)?),
+            Code::Native(library) => Backend::Native(NativeStage::start(library.clone(), stage, config_json)?),
+        };
+        Ok(Instance { backend, primed: false })
+    }
+
+    /// Changes this instance made to its stage's state store.
+    pub fn state_writes(&self) -> u64 {
+        match &self.backend {
+            Backend::Wasm(wasm) => wasm.store.data().state_writes,
+            Backend::Native(_) => 0,
+        }
+    }
+
+    /// Processes a batch. The output has the input's type; an audio stage
+    /// returns as many blocks as it got, each of the same length.
+    pub fn call(&mut self, items: &Items) -> Result<Items, Fault> {
+        match (&mut self.backend, items) {
+            (Backend::Wasm(wasm), _) => wasm.call(items),
+            (Backend::Native(native), Items::Audio(batch)) => {
+                let mut out = AudioBatch::new();
+                native.call_audio(batch, &mut out)?;
+                finish_audio(native.shared(), batch, &mut out)?;
+                Ok(Items::Audio(out))
+            }
+            (Backend::Native(_), _) => Err(Fault::new(TrapKind::Contract, "the batch type does not match the stage kind")),
+        }
+    }
+
+    /// Runs an audio batch through a DSP plugin into `output`, whose buffers
+    /// are swapped with the instance's own: after the first calls, nothing
+    /// is allocated.
+    pub fn call_audio(&mut self, input: &AudioBatch, output: &mut AudioBatch) -> Result<(), Fault> {
+        match &mut self.backend {
+            Backend::Wasm(wasm) => wasm.call_audio(input, output),
+            Backend::Native(native) => {
+                native.call_audio(input, output)?;
+                finish_audio(native.shared(), input, output)
+            }
+        }
+    }
+
+    /// Hands connection events to a signaling plugin; returns its actions.
+    pub fn handle_signals(&mut self, events: &[SignalEvent]) -> Result<Vec<SignalAction>, Fault> {
+        self.wasm()?.handle_signals(events)
+    }
+
+    /// Tells a forwarding plugin who is in which room now.
+    pub fn update_routes(&mut self, changes: &[RouteChange]) -> Result<(), Fault> {
+        self.wasm()?.update_routes(changes)
+    }
+
+    /// Asks a forwarding plugin where each packet goes. The answer is
+    /// checked: one count per packet, and as many subscribers as counted.
+    pub fn forward(&mut self, packets: &[PacketMeta]) -> Result<ForwardBatch, Fault> {
+        self.wasm()?.forward(packets)
+    }
+
+    /// Hands room events to an E2EE plugin; returns the signaling messages
+    /// it wants sent.
+    pub fn e2ee_control(&mut self, events: &[E2eeEvent]) -> Result<Vec<String>, Fault> {
+        self.wasm()?.e2ee_control(events)
+    }
+
+    /// Seals outbound frames (at most one out per frame in).
+    pub fn seal(&mut self, batch: &FrameBatch) -> Result<FrameBatch, Fault> {
+        self.wasm()?.seal(batch)
+    }
+
+    /// Opens inbound frames (plus, first, any held earlier that open now).
+    pub fn open(&mut self, batch: &FrameBatch) -> Result<FrameBatch, Fault> {
+        self.wasm()?.open(batch)
+    }
+
+    /// What an E2EE plugin reports about its group.
+    pub fn e2ee_status(&mut self) -> Result<E2eeStatus, Fault> {
+        self.wasm()?.e2ee_status()
+    }
+
+    /// The wasm instance (native plugins are audio DSP stages only).
+    fn wasm(&mut self) -> Result<&mut Wasm, Fault> {
+        match &mut self.backend {
+            Backend::Wasm(wasm) => Ok(wasm),
+            Backend::Native(_) => Err(Fault::new(TrapKind::Contract, "a call for another stage kind than a native plugin's (audio DSP)")),
+        }
+    }
+}
+
+/// A wasm instance: its store, typed exports and call limits.
+struct Wasm {
+    store: Store<HostState>,
+    exports: Exports,
+    limits: CallLimits,
+}
+
+impl Wasm {
+    fn start(
+        pre: &InstancePre<HostState>,
+        epochs: &Arc<AtomicU64>,
+        kind: StageKind,
+        stage: Arc<StageShared>,
+        config_json: &str,
+        memory_limit: u64,
+        limits: CallLimits,
+    ) -> Result<Wasm, Fault> {
+        let state = HostState::new(stage, epochs.clone(), memory_limit, kind == StageKind::Encryption);
+        let mut store = Store::new(pre.engine(), state);
         store.limiter(|state| state);
         arm(&mut store, limits.init_deadline);
-        let instance = plugin.pre.instantiate(&mut store).map_err(|e| classify(&mut store, e, TrapKind::Instantiate))?;
-        let exports = match plugin.kind {
-            StageKind::AudioDsp => {
-                bindings::dsp::GuestIndices::new(&plugin.pre).and_then(|ix| ix.load(&mut store, &instance)).map(Exports::Dsp)
-            }
+        let instance = pre.instantiate(&mut store).map_err(|e| classify(&mut store, e, TrapKind::Instantiate))?;
+        let exports = match kind {
+            StageKind::AudioDsp => bindings::dsp::GuestIndices::new(pre).and_then(|ix| ix.load(&mut store, &instance)).map(Exports::Dsp),
             StageKind::FrameTransform => {
-                bindings::transform::GuestIndices::new(&plugin.pre).and_then(|ix| ix.load(&mut store, &instance)).map(Exports::Transform)
+                bindings::transform::GuestIndices::new(pre).and_then(|ix| ix.load(&mut store, &instance)).map(Exports::Transform)
             }
             StageKind::Signaling => {
-                bindings::signal::GuestIndices::new(&plugin.pre).and_then(|ix| ix.load(&mut store, &instance)).map(Exports::Signal)
+                bindings::signal::GuestIndices::new(pre).and_then(|ix| ix.load(&mut store, &instance)).map(Exports::Signal)
             }
             StageKind::PacketForwarding => {
-                bindings::forward::GuestIndices::new(&plugin.pre).and_then(|ix| ix.load(&mut store, &instance)).map(Exports::Forward)
+                bindings::forward::GuestIndices::new(pre).and_then(|ix| ix.load(&mut store, &instance)).map(Exports::Forward)
             }
             StageKind::Encryption => {
-                bindings::e2ee::GuestIndices::new(&plugin.pre).and_then(|ix| ix.load(&mut store, &instance)).map(Exports::E2ee)
+                bindings::e2ee::GuestIndices::new(pre).and_then(|ix| ix.load(&mut store, &instance)).map(Exports::E2ee)
             }
         }
         .map_err(|e| Fault::new(TrapKind::Instantiate, format!("{e:#}")))?;
 
-        let mut this = Instance { store, exports, limits, primed: false };
+        let mut this = Wasm { store, exports, limits };
         let result = match &this.exports {
             Exports::Dsp(g) => g.call_init(&mut this.store, config_json),
             Exports::Transform(g) => g.call_init(&mut this.store, config_json),
@@ -133,7 +240,7 @@ impl Instance {
 
     /// Processes a batch. The output has the input's type; an audio stage
     /// returns as many blocks as it got, each of the same length.
-    pub fn call(&mut self, items: &Items) -> Result<Items, Fault> {
+    fn call(&mut self, items: &Items) -> Result<Items, Fault> {
         match (&self.exports, items) {
             (Exports::Dsp(_), Items::Audio(batch)) => {
                 let mut out = AudioBatch::new();
@@ -154,7 +261,7 @@ impl Instance {
     }
 
     /// Hands connection events to a signaling plugin; returns its actions.
-    pub fn handle_signals(&mut self, events: &[SignalEvent]) -> Result<Vec<SignalAction>, Fault> {
+    fn handle_signals(&mut self, events: &[SignalEvent]) -> Result<Vec<SignalAction>, Fault> {
         let Exports::Signal(g) = &self.exports else {
             return Err(Fault::new(TrapKind::Contract, "signal events for a stage that is not a signaling stage"));
         };
@@ -164,7 +271,7 @@ impl Instance {
     }
 
     /// Tells a forwarding plugin who is in which room now.
-    pub fn update_routes(&mut self, changes: &[RouteChange]) -> Result<(), Fault> {
+    fn update_routes(&mut self, changes: &[RouteChange]) -> Result<(), Fault> {
         let Exports::Forward(g) = &self.exports else {
             return Err(Fault::new(TrapKind::Contract, "route changes for a stage that is not a forwarding stage"));
         };
@@ -175,7 +282,7 @@ impl Instance {
 
     /// Asks a forwarding plugin where each packet goes. The answer is
     /// checked: one count per packet, and as many subscribers as counted.
-    pub fn forward(&mut self, packets: &[PacketMeta]) -> Result<ForwardBatch, Fault> {
+    fn forward(&mut self, packets: &[PacketMeta]) -> Result<ForwardBatch, Fault> {
         let Exports::Forward(g) = &self.exports else {
             return Err(Fault::new(TrapKind::Contract, "packets for a stage that is not a forwarding stage"));
         };
@@ -197,13 +304,13 @@ impl Instance {
 
     /// Hands room events to an E2EE plugin; returns the signaling messages
     /// it wants sent.
-    pub fn e2ee_control(&mut self, events: &[E2eeEvent]) -> Result<Vec<String>, Fault> {
+    fn e2ee_control(&mut self, events: &[E2eeEvent]) -> Result<Vec<String>, Fault> {
         let g = self.e2ee()?;
         g.call_control(&mut self.store, events).map_err(|e| classify(&mut self.store, e, TrapKind::OtherTrap))
     }
 
     /// Seals outbound frames (at most one out per frame in).
-    pub fn seal(&mut self, batch: &FrameBatch) -> Result<FrameBatch, Fault> {
+    fn seal(&mut self, batch: &FrameBatch) -> Result<FrameBatch, Fault> {
         let g = self.e2ee()?;
         let output =
             g.call_seal(&mut self.store, &batch.frames, &batch.payloads).map_err(|e| classify(&mut self.store, e, TrapKind::OtherTrap))?;
@@ -212,7 +319,7 @@ impl Instance {
     }
 
     /// Opens inbound frames (plus, first, any held earlier that open now).
-    pub fn open(&mut self, batch: &FrameBatch) -> Result<FrameBatch, Fault> {
+    fn open(&mut self, batch: &FrameBatch) -> Result<FrameBatch, Fault> {
         let g = self.e2ee()?;
         let output =
             g.call_open(&mut self.store, &batch.frames, &batch.payloads).map_err(|e| classify(&mut self.store, e, TrapKind::OtherTrap))?;
@@ -221,7 +328,7 @@ impl Instance {
     }
 
     /// What an E2EE plugin reports about its group.
-    pub fn e2ee_status(&mut self) -> Result<E2eeStatus, Fault> {
+    fn e2ee_status(&mut self) -> Result<E2eeStatus, Fault> {
         let g = self.e2ee()?;
         g.call_status(&mut self.store).map_err(|e| classify(&mut self.store, e, TrapKind::OtherTrap))
     }
@@ -240,7 +347,7 @@ impl Instance {
     /// Runs an audio batch through a DSP plugin into `output`, whose buffers
     /// are swapped with the instance's own: after the first calls, nothing
     /// is allocated.
-    pub fn call_audio(&mut self, input: &AudioBatch, output: &mut AudioBatch) -> Result<(), Fault> {
+    fn call_audio(&mut self, input: &AudioBatch, output: &mut AudioBatch) -> Result<(), Fault> {
         let Exports::Dsp(g) = &self.exports else {
             return Err(Fault::new(TrapKind::Contract, "the batch type does not match the stage kind"));
         };
@@ -255,20 +362,25 @@ impl Instance {
         }
         std::mem::swap(&mut output.blocks, &mut state.dsp_output.blocks);
         std::mem::swap(&mut output.samples, &mut state.dsp_output.samples);
-        check_audio(input, output)?;
-        let silenced = silence_non_finite(output);
-        if silenced > 0 {
-            super::Metrics::add(&state.stage.metrics.non_finite, silenced);
-        }
-        // A level the plugin wrote (rather than one it passed on) becomes
-        // the stage's level gauge.
-        if let (Some(i), Some(o)) = (input.blocks.last(), output.blocks.last())
-            && let Some(level) = o.level.filter(|l| Some(*l) != i.level)
-        {
-            state.stage.metrics.level.publish(&level);
-        }
-        Ok(())
+        finish_audio(&state.stage, input, output)
     }
+}
+
+/// What the host does with an audio stage's output, wasm or native: checks
+/// it, silences non-finite blocks, and publishes a level the plugin wrote
+/// (rather than one it passed on) as the stage's level gauge.
+fn finish_audio(stage: &StageShared, input: &AudioBatch, output: &mut AudioBatch) -> Result<(), Fault> {
+    check_audio(input, output)?;
+    let silenced = silence_non_finite(output);
+    if silenced > 0 {
+        super::Metrics::add(&stage.metrics.non_finite, silenced);
+    }
+    if let (Some(i), Some(o)) = (input.blocks.last(), output.blocks.last())
+        && let Some(level) = o.level.filter(|l| Some(*l) != i.level)
+    {
+        stage.metrics.level.publish(&level);
+    }
+    Ok(())
 }
 
 /// Sets the epoch deadline for the next call: the deadline in ticks, plus

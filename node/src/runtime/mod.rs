@@ -26,6 +26,7 @@ mod host;
 mod instance;
 mod items;
 pub mod log;
+mod native;
 pub mod stock;
 mod wasi;
 
@@ -35,6 +36,7 @@ pub use host::{
 };
 pub use instance::{CallLimits, Fault, Instance, TrapKind};
 pub use items::{AudioBatch, Items};
+use native::NativeLibrary;
 
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -100,15 +102,22 @@ pub struct Plugin {
     pub digest: String,
     /// The interface it exports.
     pub kind: StageKind,
-    pre: InstancePre<HostState>,
-    /// The runtime's epoch count (what the ticker has counted so far).
-    epochs: Arc<AtomicU64>,
+    code: Code,
+}
+
+/// What a plugin runs.
+enum Code {
+    /// A compiled component, and the runtime's epoch count (what the
+    /// ticker has counted so far).
+    Wasm { pre: InstancePre<HostState>, epochs: Arc<AtomicU64> },
+    /// A native library: not sandboxed (`native.rs`).
+    Native(Arc<NativeLibrary>),
 }
 
 impl Plugin {
-    /// The engine this plugin was compiled for.
-    pub fn engine(&self) -> &Engine {
-        self.pre.engine()
+    /// Whether it is a native library, which runs unsandboxed.
+    pub fn is_native(&self) -> bool {
+        matches!(self.code, Code::Native(_))
     }
 }
 
@@ -157,9 +166,19 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         host::add_to_linker(&mut linker)?;
         let pre = linker.instantiate_pre(&component).with_context(|| format!("{source} imports something the node does not provide"))?;
-        let plugin = Arc::new(Plugin { source: source.to_string(), digest, kind, pre, epochs: self.inner.epochs.clone() });
+        let code = Code::Wasm { pre, epochs: self.inner.epochs.clone() };
+        let plugin = Arc::new(Plugin { source: source.to_string(), digest, kind, code });
         lock(&self.inner.plugins).insert(key, plugin.clone());
         Ok(plugin)
+    }
+
+    /// Loads the native plugin library at `path` (whose bytes are `bytes`)
+    /// and checks its handshake. Not sandboxed: only for stages that say
+    /// `trust = "native"`.
+    pub fn load_native(&self, source: &str, path: &std::path::Path, bytes: &[u8]) -> Result<Arc<Plugin>> {
+        let library = NativeLibrary::load(path).map_err(|e| wasmtime::Error::msg(format!("{source}: {e}")))?;
+        let digest = hex(&Sha256::digest(bytes));
+        Ok(Arc::new(Plugin { source: source.to_string(), digest, kind: StageKind::AudioDsp, code: Code::Native(Arc::new(library)) }))
     }
 
     fn engine(&self, max_stack: usize) -> Result<Engine> {

@@ -87,7 +87,10 @@ mod imp {
     }
 
     pub fn log(level: Level, message: &str) {
-        eprintln!("[{level:?}] {message}");
+        // In a native plugin that a node loaded, the node's log.
+        if !crate::native::glue::log(level, message) {
+            eprintln!("[{level:?}] {message}");
+        }
     }
     pub fn monotonic_now() -> u64 {
         static START: OnceLock<Instant> = OnceLock::new();

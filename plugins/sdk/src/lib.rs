@@ -41,7 +41,10 @@
 //!
 //! The same crate builds natively too: the export macro then expands to
 //! nothing and [`host`] falls back to in-process shims, so a plugin's logic
-//! can be unit-tested and benchmarked without wasm.
+//! can be unit-tested and benchmarked without wasm. And an audio DSP stage
+//! can be a *native plugin*, a shared library the node loads unsandboxed
+//! when a pipeline says `trust = "native"`: see [`native`] and
+//! [`export_native_audio_dsp!`].
 //!
 //! What the SDK does for you: it parses the config JSON into your `Config`
 //! type (a bad key or type becomes an `init` error the user sees), loops over
@@ -53,6 +56,8 @@
 
 pub mod aead;
 pub mod host;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod native;
 mod types;
 #[cfg(all(test, not(target_arch = "wasm32")))]
 mod wit_mirror;
