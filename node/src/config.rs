@@ -109,7 +109,7 @@ fn admin_token(source: &TokenSource) -> Result<String, (String, &'static str)> {
 }
 
 /// Whether `bytes` start like a shared library: ELF, Mach-O or PE.
-fn is_native_library(bytes: &[u8]) -> bool {
+pub(crate) fn is_native_library(bytes: &[u8]) -> bool {
     const MAGICS: [&[u8]; 5] = [b"\x7fELF", b"\xcf\xfa\xed\xfe", b"\xce\xfa\xed\xfe", b"\xca\xfe\xba\xbe", b"MZ"];
     MAGICS.iter().any(|magic| bytes.starts_with(magic))
 }

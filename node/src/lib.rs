@@ -25,10 +25,13 @@
 //!   rooms; the system monitor; systemd notifications.
 //! - [`reload`]: hot reload of stages' plugins and settings, blue/green.
 //! - [`telemetry`]: logging setup.
+//! - [`authoring`]: `medianode plugin new | build | inspect`, for plugin
+//!   authors.
 //!
 //! The `medianode` binary (`src/main.rs`) wires these into a CLI.
 
 pub mod admin;
+pub mod authoring;
 pub mod builtin;
 pub mod check;
 pub mod config;

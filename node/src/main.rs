@@ -10,8 +10,13 @@
 //!   `init` with its config; every error at once, and nothing bound or
 //!   opened.
 //! - `medianode graph FILE` prints the pipeline as Graphviz DOT.
+//! - `medianode plugin new NAME --kind dsp|forward|signaling|e2ee` writes a
+//!   plugin crate; `medianode plugin build [DIR]` builds it into a
+//!   component; `medianode plugin inspect FILE` says what a plugin file is
+//!   and whether this node can run it.
 
 use clap::{Parser, Subcommand};
+use medianode::authoring;
 use medianode::check::CheckError;
 use medianode::daemon::{self, RunOptions, fail_config};
 use medianode::pipeline::to_dot;
@@ -56,6 +61,37 @@ enum Command {
     Graph { file: PathBuf },
     /// List the audio devices that `kind = "device"` sources and sinks can name.
     Devices,
+    /// Write, build and inspect plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Write a new plugin crate: a working stage with unit tests, a
+    /// pipeline that runs it, and a README.
+    New {
+        /// The plugin's name (lowercase letters, digits, hyphens).
+        name: String,
+        #[arg(long, value_enum, default_value = "dsp")]
+        kind: authoring::Kind,
+        /// Where to write it [default: ./NAME].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// A local medianode-sdk checkout to depend on [default: the one
+        /// this node was built from, else crates.io].
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// Build the plugin crate in DIR into a component (cargo build
+    /// --release --target wasm32-wasip2), then inspect it.
+    Build {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Say what a plugin file is: size, digest, kind, exports, imports, and
+    /// whether this node can run it.
+    Inspect { file: PathBuf },
 }
 
 #[derive(clap::Args)]
@@ -96,6 +132,57 @@ fn main() -> ExitCode {
             print!("{}", medianode::io::device::describe());
             ExitCode::SUCCESS
         }
+        Command::Plugin(command) => plugin(command),
+    }
+}
+
+fn plugin(command: PluginCommand) -> ExitCode {
+    let inspect = |file: &std::path::Path| {
+        let runtime = match daemon::runtime(None) {
+            Ok(runtime) => runtime,
+            Err(code) => return code,
+        };
+        match authoring::inspect(&runtime, file) {
+            Ok(found) => {
+                print!("{}", found.report);
+                if found.runs_here { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    };
+    match command {
+        PluginCommand::New { name, kind, dir, sdk } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            let sdk = sdk.map_or_else(authoring::Sdk::this_nodes, authoring::Sdk::Path);
+            match authoring::new_plugin(&dir, &name, kind, &sdk) {
+                Ok(files) => {
+                    println!("wrote {} files in {}:", files.len(), dir.display());
+                    for file in files {
+                        println!("  {}", file.display());
+                    }
+                    println!("next: cd {} && cargo test && medianode plugin build && medianode run pipeline.toml", dir.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        PluginCommand::Build { dir } => match authoring::build(&dir) {
+            Ok(wasm) => {
+                println!("built {}", wasm.display());
+                inspect(&wasm)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        PluginCommand::Inspect { file } => inspect(&file),
     }
 }
 

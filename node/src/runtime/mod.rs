@@ -55,12 +55,12 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// Wasm linear memory ceiling per instance that the pool is built for.
 pub use medianode_core::supervision::MAX_MEMORY;
 
-/// Bindings generated from `plugins/wit` for the host side. The inline world
+/// Bindings generated from `plugins/sdk/wit` for the host side. The inline world
 /// gathers every stage kind's export so one `bindgen!` covers them all; an
 /// instance only ever loads the one interface its plugin exports.
 pub mod bindings {
     wasmtime::component::bindgen!({
-        path: "../plugins/wit",
+        path: "../plugins/sdk/wit",
         inline: "
             package medianode:node;
             world node {
@@ -172,6 +172,17 @@ impl Runtime {
         Ok(plugin)
     }
 
+    /// The interfaces a component exports and imports, by name (without
+    /// linking it: `load` says whether this node can run it).
+    pub fn interfaces(&self, bytes: &[u8]) -> Result<(Vec<String>, Vec<String>)> {
+        let engine = self.engine(medianode_core::supervision::Limits::default().stack)?;
+        let component = Component::new(&engine, bytes).context("it is not a valid WebAssembly component")?;
+        let ty = component.component_type();
+        let exports = ty.exports(&engine).map(|(name, _)| name.to_string()).collect();
+        let imports = ty.imports(&engine).map(|(name, _)| name.to_string()).collect();
+        Ok((exports, imports))
+    }
+
     /// Loads the native plugin library at `path` (whose bytes are `bytes`)
     /// and checks its handshake. Not sandboxed: only for stages that say
     /// `trust = "native"`.
@@ -228,7 +239,7 @@ fn exported_kind(engine: &Engine, component: &Component) -> Result<StageKind> {
         [kind] => Ok(*kind),
         [] => bail!(
             "it exports none of the stage interfaces (it exports: {}); build it with medianode-sdk \
-             against one of the worlds in plugins/wit",
+             against one of the worlds in plugins/sdk/wit",
             if exported.is_empty() { "nothing".to_string() } else { exported.join(", ") }
         ),
         many => bail!("it exports {} stage interfaces; a plugin must export exactly one", many.len()),

@@ -52,7 +52,7 @@ fn install_panic_hook() {
 #[cfg(target_arch = "wasm32")]
 pub mod audio_dsp {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         world: "medianode:plugin/audio-dsp",
         with: { "medianode:plugin/host@0.1.0": crate::host::wit::medianode::plugin::host },
         pub_export_macro: true,
@@ -127,7 +127,7 @@ macro_rules! export_audio_dsp {
 #[cfg(target_arch = "wasm32")]
 pub mod frame_transform {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         world: "medianode:plugin/frame-transform",
         with: { "medianode:plugin/host@0.1.0": crate::host::wit::medianode::plugin::host },
         pub_export_macro: true,
@@ -192,7 +192,7 @@ macro_rules! export_frame_transform {
 #[cfg(target_arch = "wasm32")]
 pub mod forwarding {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         world: "medianode:plugin/packet-forwarding",
         with: { "medianode:plugin/host@0.1.0": crate::host::wit::medianode::plugin::host },
         pub_export_macro: true,
@@ -274,7 +274,7 @@ macro_rules! export_forwarding {
 #[cfg(target_arch = "wasm32")]
 pub mod signaling {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         world: "medianode:plugin/signaling",
         with: { "medianode:plugin/host@0.1.0": crate::host::wit::medianode::plugin::host },
         pub_export_macro: true,
@@ -339,7 +339,7 @@ macro_rules! export_signaling {
 #[cfg(target_arch = "wasm32")]
 pub mod encryption {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         world: "medianode:plugin/media-encryption",
         with: {
             "medianode:plugin/host@0.1.0": crate::host::wit::medianode::plugin::host,

@@ -18,7 +18,7 @@ pub enum Level {
 #[cfg(target_arch = "wasm32")]
 pub(crate) mod wit {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         inline: "package medianode:sdk; world imports { import medianode:plugin/host@0.1.0; import medianode:plugin/aead@0.1.0; }",
         world: "medianode:sdk/imports",
         generate_all,

@@ -9,7 +9,7 @@
 
 mod wit {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         inline: "package medianode:mirror; world types-only { import medianode:plugin/types@0.1.0; }",
         world: "medianode:mirror/types-only",
         generate_all,

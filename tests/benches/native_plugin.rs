@@ -1,0 +1,121 @@
+//! One DSP stage three ways, in one run: the gain stage
+//! (`medianode_dsp::gain::Gain`, the same code each time) on 10 ms blocks
+//! of 48 kHz mono,
+//! - built into the host: the SDK's batch loop called directly;
+//! - as a native plugin (`examples/native-gain`, loaded with libloading)
+//!   under its supervisor, the node's real path;
+//! - as a wasm plugin (`stock:gain`) under its supervisor.
+//!
+//! Prints microseconds per block and the ratios to the built-in; writes
+//! `target/bench-results/native_plugin.json`. Gain is a few hundred
+//! multiplications, so the ratios are mostly what each boundary costs.
+//!
+//! Run: `cargo bench -p medianode-tests --bench native_plugin`
+
+// Bench code: a failed unwrap is a failed run.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../../node/benches/common/mod.rs"]
+mod results;
+
+use medianode::runtime::bindings::BlockInfo;
+use medianode::runtime::{AudioBatch, Runtime, RuntimeOptions, stock};
+use medianode::supervisor::crash_report::CrashReporter;
+use medianode::supervisor::{StageSpec, Supervisor};
+use medianode_core::supervision::backoff::RestartConfig;
+use medianode_core::supervision::{FailurePolicy, Limits};
+use medianode_dsp::gain::Gain;
+use results::Better;
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const FRAMES: usize = 480;
+const CONFIG: &str = r#"{"gain-db": -6}"#;
+const ROUNDS: u32 = 20_000;
+
+fn supervised(plugin: Arc<medianode::runtime::Plugin>) -> Supervisor {
+    let spec = StageSpec {
+        id: "gain".to_string(),
+        plugin,
+        config_json: CONFIG.to_string(),
+        limits: Limits { deadline: Duration::from_millis(50), ..Limits::default() },
+        restart: RestartConfig::default(),
+        failure: FailurePolicy::FailOpen,
+        recorder: 50,
+        seed: 1,
+    };
+    Supervisor::start(spec, CrashReporter::new(None), Instant::now()).unwrap()
+}
+
+fn main() {
+    let runtime = Runtime::new(RuntimeOptions::default()).unwrap();
+    let native_path = Path::new(env!("MEDIANODE_NATIVE_GAIN"));
+    let native_plugin = runtime.load_native("native-gain", native_path, &std::fs::read(native_path).unwrap()).unwrap();
+    let wasm_plugin = runtime.load("stock:gain", stock::bytes("gain").unwrap(), 512 << 10).unwrap();
+    let mut native = supervised(native_plugin);
+    let mut wasm = supervised(wasm_plugin);
+    let mut builtin: Gain = medianode_sdk::start(CONFIG).unwrap();
+
+    let tone: Vec<f32> = (0..FRAMES).map(|i| (i as f32 * 0.05).sin() * 0.5).collect();
+    let (mut input, mut output) = (AudioBatch::new(), AudioBatch::new());
+    input.push(BlockInfo { sequence: 0, sample_rate: 48_000, channels: 1, frames: 0, level: None }, &tone);
+    let mut scratch = tone.clone();
+
+    let mut run_supervised = |stage: &mut Supervisor| {
+        let now = Instant::now();
+        for _ in 0..ROUNDS {
+            stage.process_audio(now, &input, &mut output).unwrap();
+            black_box(&output);
+        }
+    };
+    let mut run_builtin = |stage: &mut Gain| {
+        for n in 0..ROUNDS {
+            scratch.copy_from_slice(&tone);
+            let mut info =
+                [medianode_sdk::BlockInfo { sequence: u64::from(n), sample_rate: 48_000, channels: 1, frames: FRAMES as u32, level: None }];
+            medianode_sdk::process_batch(stage, &mut info, &mut scratch);
+            black_box(&scratch);
+        }
+    };
+
+    // Warm up, then alternate the three so that machine noise hits each.
+    run_supervised(&mut native);
+    run_supervised(&mut wasm);
+    run_builtin(&mut builtin);
+    let (mut b, mut n, mut w) = (Vec::new(), Vec::new(), Vec::new());
+    let per_block = |t: Instant| t.elapsed().as_secs_f64() * 1e6 / f64::from(ROUNDS);
+    for _ in 0..9 {
+        let t = Instant::now();
+        run_builtin(&mut builtin);
+        b.push(per_block(t));
+        let t = Instant::now();
+        run_supervised(&mut native);
+        n.push(per_block(t));
+        let t = Instant::now();
+        run_supervised(&mut wasm);
+        w.push(per_block(t));
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (b, n, w) = (median(&mut b), median(&mut n), median(&mut w));
+    println!("\ngain stage, one 10 ms block of 48 kHz mono per call (median of 9 x {ROUNDS} blocks)");
+    println!("    built into the host:        {b:>6.3} us/block");
+    println!("    native plugin (supervised): {n:>6.3} us/block, {:.2}x the built-in", n / b);
+    println!("    wasm plugin (supervised):   {w:>6.3} us/block, {:.2}x the built-in, {:.2}x the native plugin", w / b, w / n);
+    results::write(
+        "native_plugin",
+        &[
+            // Both plugin kinds pay the supervisor's per-call cost (metrics,
+            // flight recorder, the output copy), which the built-in does not.
+            ("native_plugin_vs_builtin", n / b, 2.0, Better::Lower),
+            ("wasm_plugin_vs_builtin", w / b, 3.0, Better::Lower),
+            // The wasm boundary alone, against the same supervised path: the
+            // [boundary] issue's goal for DSP.
+            ("wasm_vs_native_plugin", w / n, 1.5, Better::Lower),
+        ],
+    );
+}
