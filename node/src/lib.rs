@@ -28,12 +28,13 @@
 //! - [`authoring`]: `medianode plugin new | build | inspect`, for plugin
 //!   authors.
 //!
-//! The `medianode` binary (`src/main.rs`) wires these into a CLI.
+//! - [`cli`]: the `medianode` command line, which `src/main.rs` runs.
 
 pub mod admin;
 pub mod authoring;
 pub mod builtin;
 pub mod check;
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod edge;

@@ -25,4 +25,5 @@ mod restart_policy;
 mod sfu;
 mod signaling;
 mod signaling_server;
+mod tutorial;
 mod webrtc_peers;

@@ -3,7 +3,7 @@
 //! A plugin is a Rust type that implements [`Stage`] (how it starts from its
 //! `[stage.config]` table) and the trait of its kind, plus one export macro:
 //!
-//! ```ignore
+//! ```
 //! use medianode_sdk::{AudioBlock, AudioDsp, Stage};
 //!
 //! #[derive(serde::Deserialize)]
@@ -26,11 +26,21 @@
 //! }
 //!
 //! medianode_sdk::export_audio_dsp!(Gain);
+//!
+//! // Natively, the SDK runs the stage as the node's glue does:
+//! let mut gain: Gain = medianode_sdk::start(r#"{"gain-db": -6.0}"#)?;
+//! let mut samples = [1.0f32; 480];
+//! let mut blocks = [medianode_sdk::BlockInfo { sequence: 0, sample_rate: 48_000, channels: 1, frames: 480, level: None }];
+//! medianode_sdk::process_batch(&mut gain, &mut blocks, &mut samples);
+//! assert!((samples[0] - 0.501).abs() < 0.001);
+//! # Ok::<(), String>(())
 //! ```
 //!
-//! with `medianode-sdk` as a dependency in the plugin's
-//! `Cargo.toml`, `crate-type = ["cdylib", "rlib"]`, and a build for
-//! `--target wasm32-wasip2`, which emits a component directly.
+//! With `medianode-sdk` and `serde` (feature `derive`) as dependencies in
+//! the plugin's `Cargo.toml`, `crate-type = ["cdylib", "rlib"]`, and a
+//! build for `--target wasm32-wasip2`, which emits a component directly.
+//! `medianode plugin new NAME` writes such a crate (see the node's
+//! `docs/plugins.md`).
 //!
 //! Stage kinds with SDK support: audio DSP ([`AudioDsp`],
 //! [`export_audio_dsp!`]), frame transform ([`FrameTransform`],

@@ -2,8 +2,12 @@
 //! shared library (`crate-type = ["cdylib"]`) for the host's own target
 //! and loaded by the node through `libloading`, with one export macro:
 //!
-//! ```ignore
-//! medianode_sdk::export_native_audio_dsp!(my_crate::Tremolo);
+//! ```
+//! # use medianode_sdk::{AudioBlock, AudioDsp, NoConfig, Stage};
+//! # pub struct Tremolo;
+//! # impl Stage for Tremolo { type Config = NoConfig; fn new(_: NoConfig) -> Result<Self, String> { Ok(Tremolo) } }
+//! # impl AudioDsp for Tremolo { fn process(&mut self, _: &mut AudioBlock<'_>) {} }
+//! medianode_sdk::export_native_audio_dsp!(Tremolo);
 //! ```
 //!
 //! **A native plugin is not sandboxed.** It runs in the node's process with
