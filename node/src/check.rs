@@ -13,9 +13,9 @@
 //! opened, no SFU or signaling server runs. Steps 3 and 4 run only when the
 //! ones before found nothing.
 
-use crate::config::{ConfigError, ConfigErrors, PipelineConfig, Runs, Span};
+use crate::config::{ConfigError, ConfigErrors, PipelineConfig, Runs, Span, StageConfig};
 use crate::pipeline::{self, Compiled};
-use crate::runtime::{CallLimits, Instance, Runtime, StageShared, TrapKind};
+use crate::runtime::{CallLimits, Fault, Instance, Runtime, StageShared, TrapKind};
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
@@ -48,43 +48,46 @@ pub fn check(runtime: &Runtime, config: &PipelineConfig) -> Result<String, Check
     Ok(summary(config, &compiled))
 }
 
-/// Starts one instance of each plugin stage and drops it. A stage that
-/// fails is an error located in the file: an `init` that refused its
-/// config at the setting it names (or the `config` table), anything else
-/// at the stage's plugin.
+/// Starts one instance of each plugin stage and drops it; a stage that
+/// fails is an error located in the file ([`start_failure`]).
 fn start_each(config: &PipelineConfig, compiled: &Compiled) -> Result<(), CheckError> {
     let mut failed = Vec::new();
     for stage in &config.stages {
-        let Runs::Plugin(plugin_ref) = &stage.runs else { continue };
+        let Runs::Plugin(_) = &stage.runs else { continue };
         let Some(plugin) = compiled.plugins.get(&stage.id) else { continue };
         let shared = Arc::new(StageShared::with_limits(&stage.id, &stage.limits));
         let limits = CallLimits { deadline: stage.limits.deadline, init_deadline: stage.limits.init_deadline };
         let Err(fault) = Instance::start(plugin, shared, &stage.config_json, stage.limits.memory, limits) else { continue };
-        let error = match (fault.kind, &fault.plugin_message, &stage.config_span) {
-            (TrapKind::InitError, Some(said), config_span) => {
-                let span = config_span.clone().map(|table| named_key(&config.file.text, table, said)).unwrap_or(stage.span.clone());
-                let hint = match config_span {
-                    Some(_) => "the plugin's init refused its [stage.config]: fix or remove the setting it names",
-                    None => "the plugin needs settings: add config = { ... } to this stage",
-                };
-                ConfigError::at(&config.file, span, format!("stage `{}`: {}", stage.id, without_json_position(said)), hint)
-            }
-            _ => {
-                let said = fault.plugin_message.map(|said| format!(": {said}")).unwrap_or_default();
-                let message = format!("stage `{}` failed to start ({}): {}{said}", stage.id, fault.kind.name(), fault.message);
-                ConfigError::at(
-                    &config.file,
-                    plugin_ref.span.clone(),
-                    message,
-                    "see the stage's limits (init-deadline, memory) and its plugin",
-                )
-            }
-        };
-        failed.push(error);
+        failed.push(start_failure(config, stage, &fault));
     }
     match ConfigErrors::new(failed) {
         Some(errors) => Err(CheckError::Config(errors)),
         None => Ok(()),
+    }
+}
+
+/// Why plugin stage `stage` did not start, located in the file: an
+/// `init` that refused its config at the setting it names (or the config
+/// table), anything else at the stage's plugin.
+pub(crate) fn start_failure(config: &PipelineConfig, stage: &StageConfig, fault: &Fault) -> ConfigError {
+    let plugin_span = match &stage.runs {
+        Runs::Plugin(plugin) => plugin.span.clone(),
+        Runs::Builtin(_) => stage.span.clone(),
+    };
+    match (fault.kind, &fault.plugin_message, &stage.config_span) {
+        (TrapKind::InitError, Some(said), config_span) => {
+            let span = config_span.clone().map(|table| named_key(&config.file.text, table, said)).unwrap_or(stage.span.clone());
+            let hint = match config_span {
+                Some(_) => "the plugin's init refused its [stage.config]: fix or remove the setting it names",
+                None => "the plugin needs settings: add config = { ... } to this stage",
+            };
+            ConfigError::at(&config.file, span, format!("stage `{}`: {}", stage.id, without_json_position(said)), hint)
+        }
+        _ => {
+            let said = fault.plugin_message.as_ref().map(|said| format!(": {said}")).unwrap_or_default();
+            let message = format!("stage `{}` failed to start ({}): {}{said}", stage.id, fault.kind.name(), fault.message);
+            ConfigError::at(&config.file, plugin_span, message, "see the stage's limits (init-deadline, memory) and its plugin")
+        }
     }
 }
 

@@ -221,10 +221,12 @@ fn file_that_does_not_exist() {
 fn plugin_config_rejected_by_init_is_a_start_error() {
     let text =
         format!("{SOURCE}[[stage]]\nid = \"g\"\nplugin = \"stock:gain\"\ninputs = [\"tone\"]\nconfig = {{ gain-db = 100.0 }}\n{SINK}");
+    // Located at the key the plugin refused, as `check` does.
     match build(&text) {
-        Err(BuildError::Start { stage, kind, message }) => {
-            assert_eq!((stage.as_str(), kind), ("g", "init-error"));
-            assert!(message.contains("out of range"), "{message}");
+        Err(BuildError::Config(errors)) => {
+            let e = errors.first();
+            assert!(e.message.contains("stage `g`") && e.message.contains("out of range"), "{e}");
+            assert_eq!(e.line, text.lines().position(|l| l.starts_with("config =")).unwrap() + 1, "{e}");
         }
         Err(e) => panic!("wrong error: {e}"),
         Ok(_) => panic!("gain-db = 100 should be refused"),

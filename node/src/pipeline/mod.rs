@@ -183,7 +183,9 @@ pub struct Compiled {
 }
 
 impl Compiled {
-    /// Starts the supervision of plugin stage `index` of the config.
+    /// Starts the supervision of plugin stage `index` of the config: its
+    /// first instance, its standby. A stage that will not start is an error
+    /// located in the file, as `check` finds it.
     pub(crate) fn supervise(
         &self,
         config: &PipelineConfig,
@@ -196,7 +198,11 @@ impl Compiled {
             // `compile` returns an error for every plugin it did not compile.
             return Err(config.error(stage.span.clone(), "the stage's plugin was not compiled", "report this as a bug").into());
         };
-        supervise(stage, plugin.clone(), reporter, now)
+        if plugin.is_native() {
+            tracing::warn!(stage = %stage.id, plugin = %plugin.source, "a native plugin: NOT isolated (no deadline, no memory limit; a crash or a hang in it takes the node)");
+        }
+        Supervisor::start(spec(stage, plugin.clone()), reporter.clone(), now)
+            .map_err(|fault| BuildError::Config(crate::check::start_failure(config, stage, &fault).into()))
     }
 }
 
@@ -250,26 +256,6 @@ pub(crate) fn spec(stage: &StageConfig, plugin: Arc<Plugin>) -> StageSpec {
         recorder: stage.recorder,
         seed: rand::random(),
     }
-}
-
-/// Starts a stage's first instance, its standby and its supervision.
-pub(crate) fn supervise(
-    stage: &StageConfig,
-    plugin: Arc<Plugin>,
-    reporter: &CrashReporter,
-    now: Instant,
-) -> Result<Supervisor, BuildError> {
-    if plugin.is_native() {
-        tracing::warn!(stage = %stage.id, plugin = %plugin.source, "a native plugin: NOT isolated (no deadline, no memory limit; a crash or a hang in it takes the node)");
-    }
-    Supervisor::start(spec(stage, plugin), reporter.clone(), now).map_err(|fault| BuildError::Start {
-        stage: stage.id.clone(),
-        kind: fault.kind.name(),
-        message: match fault.plugin_message {
-            Some(said) => format!("{}: {said}", fault.message),
-            None => fault.message,
-        },
-    })
 }
 
 impl Pipeline {
