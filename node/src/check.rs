@@ -13,9 +13,9 @@
 //! opened, no SFU or signaling server runs. Steps 3 and 4 run only when the
 //! ones before found nothing.
 
-use crate::config::{ConfigError, ConfigErrors, PipelineConfig, Runs, Span, StageConfig};
+use crate::config::{ConfigErrors, PipelineConfig, Runs};
 use crate::pipeline::{self, Compiled};
-use crate::runtime::{CallLimits, Fault, Instance, Runtime, StageShared, TrapKind};
+use crate::runtime::{CallLimits, Instance, Runtime, StageShared};
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
@@ -49,7 +49,7 @@ pub fn check(runtime: &Runtime, config: &PipelineConfig) -> Result<String, Check
 }
 
 /// Starts one instance of each plugin stage and drops it; a stage that
-/// fails is an error located in the file ([`start_failure`]).
+/// fails is an error located in the file ([`pipeline::start_failure`]).
 fn start_each(config: &PipelineConfig, compiled: &Compiled) -> Result<(), CheckError> {
     let mut failed = Vec::new();
     for stage in &config.stages {
@@ -58,68 +58,11 @@ fn start_each(config: &PipelineConfig, compiled: &Compiled) -> Result<(), CheckE
         let shared = Arc::new(StageShared::with_limits(&stage.id, &stage.limits));
         let limits = CallLimits { deadline: stage.limits.deadline, init_deadline: stage.limits.init_deadline };
         let Err(fault) = Instance::start(plugin, shared, &stage.config_json, stage.limits.memory, limits) else { continue };
-        failed.push(start_failure(config, stage, &fault));
+        failed.push(pipeline::start_failure(config, stage, &fault));
     }
     match ConfigErrors::new(failed) {
         Some(errors) => Err(CheckError::Config(errors)),
         None => Ok(()),
-    }
-}
-
-/// Why plugin stage `stage` did not start, located in the file: an
-/// `init` that refused its config at the setting it names (or the config
-/// table), anything else at the stage's plugin.
-pub(crate) fn start_failure(config: &PipelineConfig, stage: &StageConfig, fault: &Fault) -> ConfigError {
-    let plugin_span = match &stage.runs {
-        Runs::Plugin(plugin) => plugin.span.clone(),
-        Runs::Builtin(_) => stage.span.clone(),
-    };
-    match (fault.kind, &fault.plugin_message, &stage.config_span) {
-        (TrapKind::InitError, Some(said), config_span) => {
-            let span = config_span.clone().map(|table| named_key(&config.file.text, table, said)).unwrap_or(stage.span.clone());
-            let hint = match config_span {
-                Some(_) => "the plugin's init refused its [stage.config]: fix or remove the setting it names",
-                None => "the plugin needs settings: add config = { ... } to this stage",
-            };
-            ConfigError::at(&config.file, span, format!("stage `{}`: {}", stage.id, without_json_position(said)), hint)
-        }
-        _ => {
-            let said = fault.plugin_message.as_ref().map(|said| format!(": {said}")).unwrap_or_default();
-            let message = format!("stage `{}` failed to start ({}): {}{said}", stage.id, fault.kind.name(), fault.message);
-            ConfigError::at(&config.file, plugin_span, message, "see the stage's limits (init-deadline, memory) and its plugin")
-        }
-    }
-}
-
-/// A serde_json message without its " at line L column C": that is a
-/// position in the JSON the host made, not in the file.
-fn without_json_position(said: &str) -> &str {
-    match said.rfind(" at line ") {
-        Some(at)
-            if said[at..].split_whitespace().skip(2).step_by(2).all(|n| n.parse::<u32>().is_ok()) && said[at..].contains(" column ") =>
-        {
-            &said[..at]
-        }
-        _ => said,
-    }
-}
-
-/// Where in `[stage.config]` (at `table` in `text`) the key a plugin's
-/// complaint names is written (serde's "unknown field `x`"), else the
-/// whole table.
-fn named_key(text: &str, table: Span, said: &str) -> Span {
-    let named = said.split('`').nth(1).filter(|key| !key.is_empty());
-    let written = text.get(table.clone()).unwrap_or_default();
-    let found = named.and_then(|key| {
-        written.match_indices(key).map(|(at, _)| at).find(|&at| {
-            let before = written[..at].trim_end_matches([' ', '\t', '"']);
-            let after = written[at + key.len()..].trim_start_matches([' ', '\t', '"']);
-            (before.is_empty() || before.ends_with(['{', ',', '\n'])) && after.starts_with('=')
-        })
-    });
-    match (found, named) {
-        (Some(at), Some(key)) => table.start + at..table.start + at + key.len(),
-        _ => table,
     }
 }
 

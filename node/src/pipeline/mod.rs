@@ -24,9 +24,11 @@
 //! place for that tick. No async thread ever calls a plugin.
 
 mod chain;
+mod start_failure;
 
 use chain::{Answer, Chain};
 pub use medianode_core::config::graph::{Plan, to_dot};
+pub(crate) use start_failure::start_failure;
 
 use crate::builtin::BuiltinStage;
 use crate::config::{ConfigError, ConfigErrors, Pace, PipelineConfig, Runs, SinkKind, SourceKind, StageConfig};
@@ -202,7 +204,7 @@ impl Compiled {
             tracing::warn!(stage = %stage.id, plugin = %plugin.source, "a native plugin: NOT isolated (no deadline, no memory limit; a crash or a hang in it takes the node)");
         }
         Supervisor::start(spec(stage, plugin.clone()), reporter.clone(), now)
-            .map_err(|fault| BuildError::Config(crate::check::start_failure(config, stage, &fault).into()))
+            .map_err(|fault| BuildError::Config(start_failure(config, stage, &fault).into()))
     }
 }
 

@@ -30,7 +30,7 @@ use medianode_sdk::native::{
     ABI_VERSION, ENTRY_SYMBOL, ERROR_CAPACITY, KIND_AUDIO_DSP, NativeBlock, NativeError, NativeHost, NativePlugin, NativeStr, OK, PANICKED,
     REFUSED, SDK_VERSION,
 };
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::ffi::c_void;
 use std::path::Path;
 use std::sync::Arc;
@@ -108,8 +108,10 @@ fn compatible(theirs: &str, ours: &str) -> bool {
 }
 
 thread_local! {
-    /// The log of the stage whose native code runs on this thread now.
-    static CURRENT_LOG: RefCell<Option<Arc<StageLog>>> = const { RefCell::new(None) };
+    /// The log of the stage whose native code runs on this thread now
+    /// (null outside a call): set by [`with_log`] for the call's length,
+    /// while the stage's `Arc<StageLog>` keeps it alive.
+    static CURRENT_LOG: Cell<*const StageLog> = const { Cell::new(std::ptr::null()) };
 }
 
 /// The host's `log` for native plugins: to the log of the stage that is
@@ -128,18 +130,18 @@ unsafe extern "C" fn host_log(level: u32, message: NativeStr) {
         // SAFETY: the plugin's text, valid during this call.
         unsafe { std::slice::from_raw_parts(message.ptr, message.len) }
     };
-    CURRENT_LOG.with_borrow(|log| {
-        if let Some(log) = log {
-            log.line_at(Instant::now(), Origin::Log(level), bytes, 0);
-        }
-    });
+    let log = CURRENT_LOG.get();
+    // SAFETY: non-null only inside `with_log`, whose caller holds the Arc.
+    if let Some(log) = unsafe { log.as_ref() } {
+        log.line_at(Instant::now(), Origin::Log(level), bytes, 0);
+    }
 }
 
 static HOST: NativeHost = NativeHost { log: host_log };
 
 /// Runs `f` with the stage's log as the one native log calls reach.
 fn with_log<R>(log: &Arc<StageLog>, f: impl FnOnce() -> R) -> R {
-    let before = CURRENT_LOG.replace(Some(log.clone()));
+    let before = CURRENT_LOG.replace(Arc::as_ptr(log));
     let result = f();
     CURRENT_LOG.set(before);
     result
@@ -153,11 +155,16 @@ struct ErrorBuffer {
 
 impl ErrorBuffer {
     fn new() -> ErrorBuffer {
-        let mut bytes = Box::new([0u8; ERROR_CAPACITY]);
-        let error = NativeError { buf: bytes.as_mut_ptr(), capacity: ERROR_CAPACITY, len: 0 };
-        ErrorBuffer { bytes, error }
+        ErrorBuffer { bytes: Box::new([0u8; ERROR_CAPACITY]), error: NativeError { buf: std::ptr::null_mut(), capacity: 0, len: 0 } }
     }
 
+    /// The buffer, empty, to lend for one call.
+    fn lend(&mut self) -> &mut NativeError {
+        self.error = NativeError { buf: self.bytes.as_mut_ptr(), capacity: ERROR_CAPACITY, len: 0 };
+        &mut self.error
+    }
+
+    /// What the plugin wrote in it.
     fn message(&self) -> String {
         escape_cut(&self.bytes[..self.error.len.min(ERROR_CAPACITY)], MAX_PANIC_MESSAGE)
     }
@@ -168,8 +175,10 @@ pub struct NativeStage {
     library: Arc<NativeLibrary>,
     stage: *mut c_void,
     shared: Arc<StageShared>,
-    /// Headers in the ABI's form, reused from call to call.
+    /// Headers in the ABI's form, and the error buffer, reused from call
+    /// to call.
     headers: Vec<NativeBlock>,
+    error: ErrorBuffer,
 }
 
 // SAFETY: a stage is used by one thread at a time (the supervisor's
@@ -184,9 +193,10 @@ impl NativeStage {
         let mut stage = std::ptr::null_mut();
         let create = library.table().create;
         // SAFETY: valid config text, host table, out-pointer and buffer.
-        let code = with_log(&shared.log, || unsafe { create(NativeStr::new(config_json), &HOST, &mut stage, &mut error.error) });
+        let lent = error.lend();
+        let code = with_log(&shared.log, || unsafe { create(NativeStr::new(config_json), &HOST, &mut stage, lent) });
         match code {
-            OK if !stage.is_null() => Ok(NativeStage { library, stage, shared, headers: Vec::new() }),
+            OK if !stage.is_null() => Ok(NativeStage { library, stage, shared, headers: Vec::new(), error }),
             REFUSED => Err(Fault { plugin_message: Some(error.message()), ..Fault::new(TrapKind::InitError, "init returned an error") }),
             PANICKED => {
                 Err(Fault { plugin_message: Some(error.message()), ..Fault::new(TrapKind::Panic, "the native plugin panicked in create") })
@@ -204,13 +214,12 @@ impl NativeStage {
         self.headers.extend(input.blocks.iter().map(to_native));
         // The ABI's samples are f32; the host keeps their bits as u32.
         let samples: &mut [f32] = bytemuck::cast_slice_mut(&mut output.samples);
-        let mut error = ErrorBuffer::new();
         let process = self.library.table().process;
-        let (stage, headers) = (self.stage, &mut self.headers);
+        let (stage, headers, error) = (self.stage, &mut self.headers, self.error.lend());
         // SAFETY: the stage came from this library's create; the buffers
         // are ours and exclusively borrowed for the call.
         let code = with_log(&self.shared.log, || unsafe {
-            process(stage, headers.as_mut_ptr(), headers.len(), samples.as_mut_ptr(), samples.len(), &mut error.error)
+            process(stage, headers.as_mut_ptr(), headers.len(), samples.as_mut_ptr(), samples.len(), error)
         });
         match code {
             OK => {
@@ -223,7 +232,9 @@ impl NativeStage {
                 }
                 Ok(())
             }
-            PANICKED => Err(Fault { plugin_message: Some(error.message()), ..Fault::new(TrapKind::Panic, "the native plugin panicked") }),
+            PANICKED => {
+                Err(Fault { plugin_message: Some(self.error.message()), ..Fault::new(TrapKind::Panic, "the native plugin panicked") })
+            }
             other => Err(Fault::new(TrapKind::Contract, format!("the native plugin's process returned {other}"))),
         }
     }
