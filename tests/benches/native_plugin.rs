@@ -6,6 +6,9 @@
 //!   under its supervisor, the node's real path;
 //! - as a wasm plugin (`stock:gain`) under its supervisor.
 //!
+//! and, to split the plugins' cost into the boundary and the supervisor,
+//! each plugin's bare instance (`Instance::call_audio`, no supervisor).
+//!
 //! Prints microseconds per block and the ratios to the built-in; writes
 //! `target/bench-results/native_plugin.json`. Gain is a few hundred
 //! multiplications, so the ratios are mostly what each boundary costs.
@@ -19,7 +22,7 @@
 mod results;
 
 use medianode::runtime::bindings::BlockInfo;
-use medianode::runtime::{AudioBatch, Runtime, RuntimeOptions, stock};
+use medianode::runtime::{AudioBatch, CallLimits, Instance, Runtime, RuntimeOptions, StageShared, stock};
 use medianode::supervisor::crash_report::CrashReporter;
 use medianode::supervisor::{StageSpec, Supervisor};
 use medianode_core::supervision::backoff::RestartConfig;
@@ -54,6 +57,11 @@ fn main() {
     let native_path = Path::new(env!("MEDIANODE_NATIVE_GAIN"));
     let native_plugin = runtime.load_native("native-gain", native_path, &std::fs::read(native_path).unwrap()).unwrap();
     let wasm_plugin = runtime.load("stock:gain", stock::bytes("gain").unwrap(), 512 << 10).unwrap();
+    let bare = |plugin: &Arc<medianode::runtime::Plugin>| {
+        let limits = CallLimits { deadline: Duration::from_millis(50), init_deadline: Duration::from_secs(1) };
+        Instance::start(plugin, Arc::new(StageShared::new("gain", 1 << 20)), CONFIG, 64 << 20, limits).unwrap()
+    };
+    let (mut native_bare, mut wasm_bare) = (bare(&native_plugin), bare(&wasm_plugin));
     let mut native = supervised(native_plugin);
     let mut wasm = supervised(wasm_plugin);
     let mut builtin: Gain = medianode_sdk::start(CONFIG).unwrap();
@@ -70,6 +78,14 @@ fn main() {
             black_box(&output);
         }
     };
+    let (mut bare_in, mut bare_out) = (AudioBatch::new(), AudioBatch::new());
+    bare_in.push(BlockInfo { sequence: 0, sample_rate: 48_000, channels: 1, frames: 0, level: None }, &tone);
+    let mut run_bare = |instance: &mut Instance| {
+        for _ in 0..ROUNDS {
+            instance.call_audio(&bare_in, &mut bare_out).unwrap();
+            black_box(&bare_out);
+        }
+    };
     let mut run_builtin = |stage: &mut Gain| {
         for n in 0..ROUNDS {
             scratch.copy_from_slice(&tone);
@@ -84,7 +100,9 @@ fn main() {
     run_supervised(&mut native);
     run_supervised(&mut wasm);
     run_builtin(&mut builtin);
-    let (mut b, mut n, mut w) = (Vec::new(), Vec::new(), Vec::new());
+    run_bare(&mut native_bare);
+    run_bare(&mut wasm_bare);
+    let (mut b, mut n, mut w, mut nb, mut wb) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let per_block = |t: Instant| t.elapsed().as_secs_f64() * 1e6 / f64::from(ROUNDS);
     for _ in 0..9 {
         let t = Instant::now();
@@ -96,16 +114,24 @@ fn main() {
         let t = Instant::now();
         run_supervised(&mut wasm);
         w.push(per_block(t));
+        let t = Instant::now();
+        run_bare(&mut native_bare);
+        nb.push(per_block(t));
+        let t = Instant::now();
+        run_bare(&mut wasm_bare);
+        wb.push(per_block(t));
     }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let (b, n, w) = (median(&mut b), median(&mut n), median(&mut w));
+    let (b, n, w, nb, wb) = (median(&mut b), median(&mut n), median(&mut w), median(&mut nb), median(&mut wb));
     println!("\ngain stage, one 10 ms block of 48 kHz mono per call (median of 9 x {ROUNDS} blocks)");
     println!("    built into the host:        {b:>6.3} us/block");
     println!("    native plugin (supervised): {n:>6.3} us/block, {:.2}x the built-in", n / b);
     println!("    wasm plugin (supervised):   {w:>6.3} us/block, {:.2}x the built-in, {:.2}x the native plugin", w / b, w / n);
+    println!("    native instance (bare):     {nb:>6.3} us/block; the supervisor adds {:.3} us", n - nb);
+    println!("    wasm instance (bare):       {wb:>6.3} us/block; the supervisor adds {:.3} us", w - wb);
     results::write(
         "native_plugin",
         &[
