@@ -93,7 +93,10 @@ impl Sink {
         &self.stats
     }
 
-    pub fn deliver(&mut self, items: Items) {
+    /// Takes a tick's items; hands them back when it is done with them
+    /// (all sinks but the channel and publish sinks, which pass them on),
+    /// so that the pipeline can reuse their buffers.
+    pub fn deliver(&mut self, items: Items) -> Option<Items> {
         {
             let mut counts = lock(&self.stats.counts);
             counts.items += items.len() as u64;
@@ -113,6 +116,7 @@ impl Sink {
                 if tx.try_send(items).is_err() {
                     lock(&self.stats.counts).overflowed += 1;
                 }
+                return None;
             }
             Output::Publish(tx) => {
                 if let Items::Frames(batch) = items
@@ -120,6 +124,7 @@ impl Sink {
                 {
                     lock(&self.stats.counts).overflowed += 1;
                 }
+                return None;
             }
             Output::Wav(writer) => {
                 if let Items::Audio(batch) = &items {
@@ -136,6 +141,7 @@ impl Sink {
                 }
             }
         }
+        Some(items)
     }
 
     /// Completes what the sink writes once the pipeline stops: a WAV file's

@@ -28,6 +28,9 @@ pub struct Source {
     frames_per_tick: usize,
     /// The block being made, reused every tick.
     scratch: Vec<f32>,
+    /// A batch to fill next, handed back by the pipeline once a sink was
+    /// done with it: an audio tick allocates nothing.
+    spare: Option<AudioBatch>,
 }
 
 /// What makes the items.
@@ -96,6 +99,7 @@ impl Source {
             next_sequence: 0,
             frames_per_tick: (tick.as_secs_f64() * rate).round() as usize,
             scratch: Vec::new(),
+            spare: None,
         })
     }
 
@@ -109,6 +113,7 @@ impl Source {
             next_sequence: 0,
             frames_per_tick: 0,
             scratch: Vec::new(),
+            spare: None,
         }
     }
 
@@ -137,10 +142,18 @@ impl Source {
         {
             *first = f32::NAN;
         }
-        let mut batch = AudioBatch::new();
+        let mut batch = self.spare.take().unwrap_or_default();
+        batch.clear();
         let info = BlockInfo { sequence, sample_rate: SAMPLE_RATE, channels, frames: n as u32, level: None };
         batch.push(info, &self.scratch);
         Some(Items::Audio(batch))
+    }
+
+    /// Takes a batch from `pool` to fill next, if it has none.
+    pub fn take_spare(&mut self, pool: &mut Vec<AudioBatch>) {
+        if self.spare.is_none() {
+            self.spare = pool.pop();
+        }
     }
 
     /// Makes one tick of audio into `scratch`; returns its channel count.

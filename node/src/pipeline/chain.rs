@@ -9,13 +9,14 @@
 //! chains run side by side; a slow or broken stage delays only its chain
 //! and what reads it.
 
-use super::{Node, NodeKind};
+use super::{Done, Node, NodeKind};
 use crate::runtime::bindings::{BlockInfo, FrameBatch};
 use crate::runtime::{AudioBatch, Items, Metrics, StageShared};
-use crate::supervisor::thread::{CallError, StageThread};
+use crate::supervisor::thread::{CallError, Job, StageThread};
 use crate::supervisor::{Stopped, Supervisor};
 use medianode_core::supervision::FailurePolicy;
 use std::sync::Arc;
+use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant};
 
 /// How often an idle stage thread picks up its builds.
@@ -72,7 +73,28 @@ pub(super) struct Chain {
 
 enum Run {
     Building(Vec<StageWorker>),
-    Started(StageThread<Vec<StageWorker>>),
+    Started(StageThread<Vec<StageWorker>, Tick>),
+}
+
+/// A chain's job for one tick: its input, and where its answer goes. A
+/// plain value rather than a closure, so that a tick allocates nothing.
+pub(super) struct Tick {
+    pub(super) items: Items,
+    pub(super) now: Instant,
+    pub(super) wait_until: Instant,
+    pub(super) done: SyncSender<Done>,
+    pub(super) node: usize,
+    pub(super) tick: u64,
+}
+
+impl Job<Vec<StageWorker>> for Tick {
+    fn run(self, workers: Option<&mut Vec<StageWorker>>) {
+        let result = match workers {
+            Some(workers) => run(workers, self.now, self.wait_until, self.items),
+            None => Ok(Answer::Expired),
+        };
+        let _ = self.done.send(Done { node: self.node, tick: self.tick, result });
+    }
 }
 
 impl Chain {
@@ -104,28 +126,18 @@ impl Chain {
         if let Run::Building(workers) = std::mem::replace(&mut self.run, Run::Building(Vec::new())) {
             // Two jobs' worth of queue: one running, one waiting.
             let maintain = |workers: &mut Vec<StageWorker>| workers.iter_mut().for_each(|w| w.supervisor.maintain(w.now));
-            self.run = Run::Started(StageThread::spawn(&self.ids.join("+"), workers, 2, MAINTAIN_EVERY, maintain)?);
+            self.run = Run::Started(StageThread::spawn_for(&self.ids.join("+"), workers, 2, MAINTAIN_EVERY, maintain)?);
         }
         Ok(())
     }
 
-    /// Sends the chain its input for a tick; `answer` gets what it made.
-    /// Keeps what a stand-in needs first. Never waits.
-    pub(super) fn send(
-        &mut self,
-        items: Items,
-        now: Instant,
-        wait_until: Instant,
-        answer: impl FnOnce(Result<Answer, Stopped>) + Send + 'static,
-    ) -> Result<(), CallError> {
-        self.stand_in.keep(self.fail_open, &items);
+    /// Sends the chain its input for tick `tick`; what it made comes back
+    /// on `done` as node `node`'s. Keeps what a stand-in needs first.
+    /// Never waits, and allocates nothing.
+    pub(super) fn send(&mut self, tick: Tick) -> Result<(), CallError> {
+        self.stand_in.keep(self.fail_open, &tick.items);
         let Run::Started(thread) = &self.run else { return Err(CallError::Gone) };
-        thread.tell(wait_until, move |workers| {
-            answer(match workers {
-                Some(workers) => run(workers, now, wait_until, items),
-                None => Ok(Answer::Expired),
-            });
-        })
+        thread.send(tick.wait_until, tick)
     }
 
     /// The chain's stand-in for this tick's output, counted as late by

@@ -34,7 +34,7 @@ use crate::builtin::BuiltinStage;
 use crate::config::{ConfigError, ConfigErrors, Pace, PipelineConfig, Runs, SinkKind, SourceKind, StageConfig};
 use crate::io::{Sink, SinkStats, Source};
 use crate::runtime::bindings::FrameBatch;
-use crate::runtime::{Items, Plugin, Runtime, StageShared};
+use crate::runtime::{AudioBatch, Items, Plugin, Runtime, StageShared};
 use crate::supervisor::crash_report::CrashReporter;
 use crate::supervisor::thread::{SPIN, spin_recv};
 use crate::supervisor::{StageSpec, Stopped, Supervisor};
@@ -169,7 +169,13 @@ struct TickScratch {
     unread: Vec<usize>,
     started: Vec<bool>,
     resolved: Vec<bool>,
+    /// Audio batches the sinks were done with, for the sources to fill
+    /// again (a few: one per source and tick in flight is enough).
+    recycled: Vec<AudioBatch>,
 }
+
+/// Batches kept for reuse at most.
+const RECYCLED: usize = 8;
 
 impl From<ConfigError> for BuildError {
     fn from(e: ConfigError) -> Self {
@@ -474,7 +480,7 @@ impl Pipeline {
         // Per node (buffers reused from tick to tick): its output, how many
         // readers have yet to take it, whether it has started (taken its
         // input) and whether its output is known.
-        let TickScratch { outputs, unread, started, resolved } = &mut self.scratch;
+        let TickScratch { outputs, unread, started, resolved, recycled } = &mut self.scratch;
         outputs.clear();
         outputs.resize_with(n, || None);
         unread.clear();
@@ -496,6 +502,7 @@ impl Pipeline {
                 let input = gather(&self.nodes[i].inputs, outputs, unread);
                 match &mut self.nodes[i].kind {
                     NodeKind::Source(source) => {
+                        source.take_spare(recycled);
                         outputs[i] = source.produce();
                         any_source |= outputs[i].is_some();
                     }
@@ -503,17 +510,16 @@ impl Pipeline {
                         outputs[i] = input.filter(|items| !items.is_empty()).map(|items| stage.process(items));
                     }
                     NodeKind::Sink(sink) => {
-                        if let Some(items) = input {
-                            sink.deliver(items);
+                        if let Some(Items::Audio(batch)) = input.and_then(|items| sink.deliver(items))
+                            && recycled.len() < RECYCLED
+                        {
+                            recycled.push(batch);
                         }
                     }
                     NodeKind::Stage(chain) => {
                         let Some(items) = input.filter(|items| !items.is_empty()) else { continue };
                         let wait_until = budget_end.unwrap_or_else(|| Instant::now() + chain.build_wait);
-                        let done = done_tx.clone();
-                        let sent = chain.send(items, now, wait_until, move |result| {
-                            let _ = done.send(Done { node: i, tick, result });
-                        });
+                        let sent = chain.send(chain::Tick { items, now, wait_until, done: done_tx.clone(), node: i, tick });
                         match sent {
                             Ok(()) => resolved[i] = false,
                             Err(_) => outputs[i] = Some(chain.late()),

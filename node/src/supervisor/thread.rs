@@ -64,37 +64,53 @@ pub enum CallError {
     Gone,
 }
 
-/// `None`: the job expired before it ran.
-type Job<T> = Box<dyn FnOnce(Option<&mut T>) + Send>;
-
-struct Queued<T> {
-    expires: Instant,
-    job: Job<T>,
+/// What a stage thread runs on its value: `None` if the job expired
+/// before it ran. Any closure is one (boxed: [`StageThread::tell`]); a
+/// caller with a hot path (a pipeline's chain, once per tick) sends a plain
+/// value instead, and so allocates nothing per job.
+pub trait Job<T>: Send + 'static {
+    fn run(self, value: Option<&mut T>);
 }
 
-/// A thread that owns a `T` and runs jobs on it. Cheap to clone; the
-/// thread ends (after its current job) when every handle is gone.
-pub struct StageThread<T> {
-    jobs: SyncSender<Queued<T>>,
-}
-
-impl<T> Clone for StageThread<T> {
-    fn clone(&self) -> Self {
-        StageThread { jobs: self.jobs.clone() }
+impl<T, F: FnOnce(Option<&mut T>) + Send + 'static> Job<T> for F {
+    fn run(self, value: Option<&mut T>) {
+        self(value);
     }
 }
 
-impl<T: Send + 'static> StageThread<T> {
+/// A job as a boxed closure: the default.
+pub type Boxed<T> = Box<dyn FnOnce(Option<&mut T>) + Send>;
+
+struct Queued<J> {
+    expires: Instant,
+    job: J,
+}
+
+/// A thread that owns a `T` and runs jobs (of type `J`) on it. Cheap to
+/// clone; the thread ends (after its current job) when every handle is
+/// gone.
+pub struct StageThread<T, J = Boxed<T>> {
+    jobs: SyncSender<Queued<J>>,
+    owns: std::marker::PhantomData<fn(T)>,
+}
+
+impl<T, J> Clone for StageThread<T, J> {
+    fn clone(&self) -> Self {
+        StageThread { jobs: self.jobs.clone(), owns: std::marker::PhantomData }
+    }
+}
+
+impl<T: Send + 'static, J: Job<T>> StageThread<T, J> {
     /// Starts the thread `stage-NAME` owning `value`, with room for `queue`
     /// jobs; `maintain` runs after each job and every `idle` without one.
-    pub fn spawn(
+    pub fn spawn_for(
         name: &str,
         mut value: T,
         queue: usize,
         idle: Duration,
         mut maintain: impl FnMut(&mut T) + Send + 'static,
-    ) -> std::io::Result<StageThread<T>> {
-        let (jobs, rx) = mpsc::sync_channel::<Queued<T>>(queue.max(1));
+    ) -> std::io::Result<StageThread<T, J>> {
+        let (jobs, rx) = mpsc::sync_channel::<Queued<J>>(queue.max(1));
         let name = format!("stage-{name}");
         let pulse = Pulse::register(&name);
         std::thread::Builder::new().name(name).spawn(move || {
@@ -107,8 +123,8 @@ impl<T: Send + 'static> StageThread<T> {
                 match next {
                     Ok(queued) => {
                         match Instant::now() <= queued.expires {
-                            true => (queued.job)(Some(&mut value)),
-                            false => (queued.job)(None),
+                            true => queued.job.run(Some(&mut value)),
+                            false => queued.job.run(None),
                         }
                         maintain(&mut value);
                     }
@@ -118,16 +134,35 @@ impl<T: Send + 'static> StageThread<T> {
                 pulse.idle();
             }
         })?;
-        Ok(StageThread { jobs })
+        Ok(StageThread { jobs, owns: std::marker::PhantomData })
+    }
+
+    /// Queues `job`, which gets the value, or `None` if it expired first.
+    /// Never waits.
+    pub fn send(&self, expires: Instant, job: J) -> Result<(), CallError> {
+        self.jobs.try_send(Queued { expires, job }).map_err(|e| match e {
+            TrySendError::Full(_) => CallError::Busy,
+            TrySendError::Disconnected(_) => CallError::Gone,
+        })
+    }
+}
+
+impl<T: Send + 'static> StageThread<T> {
+    /// [`StageThread::spawn_for`] with closures for jobs.
+    pub fn spawn(
+        name: &str,
+        value: T,
+        queue: usize,
+        idle: Duration,
+        maintain: impl FnMut(&mut T) + Send + 'static,
+    ) -> std::io::Result<StageThread<T>> {
+        Self::spawn_for(name, value, queue, idle, maintain)
     }
 
     /// Queues `job`, which gets the value, or `None` if it expired first.
     /// Never waits.
     pub fn tell(&self, expires: Instant, job: impl FnOnce(Option<&mut T>) + Send + 'static) -> Result<(), CallError> {
-        self.jobs.try_send(Queued { expires, job: Box::new(job) }).map_err(|e| match e {
-            TrySendError::Full(_) => CallError::Busy,
-            TrySendError::Disconnected(_) => CallError::Gone,
-        })
+        self.send(expires, Box::new(job))
     }
 
     /// Runs `f` on the thread and awaits its answer; `within` is how long
