@@ -411,3 +411,33 @@ fn check_binds_no_port() {
         Ok(summary) => panic!("init with a bad config should fail the check: {summary}"),
     }
 }
+
+/// A plugin built against another version of the plugin contract (here a
+/// component that exports `medianode:plugin/dsp@0.1.0`, made by hand) is
+/// refused with both versions named, at its line.
+#[test]
+fn a_plugin_of_another_contract_version_is_refused_by_name() {
+    use wasm_encoder::{Component, ComponentExportKind, ComponentExportSection, ComponentInstanceSection};
+    let mut component = Component::new();
+    let mut instances = ComponentInstanceSection::new();
+    instances.export_items(std::iter::empty::<(&str, ComponentExportKind, u32)>());
+    component.section(&instances);
+    let mut exports = ComponentExportSection::new();
+    exports.export("medianode:plugin/dsp@0.1.0", ComponentExportKind::Instance, 0, None);
+    component.section(&exports);
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("old.wasm"), component.finish()).expect("write");
+    let path = dir.path().join("old.toml");
+    std::fs::write(
+        &path,
+        format!("{SOURCE}[[stage]]\nid = \"g\"\nplugin = \"old.wasm\"\ninputs = [\"tone\"]\n{}", SINK.replace("[\"tone\"]", "[\"g\"]")),
+    )
+    .expect("write");
+    let e = match medianode::check::check_file(runtime(), &path) {
+        Err(CheckError::Config(errors)) => errors,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    let shown = e.to_string();
+    assert!(shown.contains("medianode:plugin@0.1.0") && shown.contains("medianode:plugin@0.2.0"), "{shown}");
+    assert_eq!(e.first().line, SOURCE.lines().count() + 3, "{shown}");
+}

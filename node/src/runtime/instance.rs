@@ -186,6 +186,8 @@ struct Wasm {
     store: Store<HostState>,
     exports: Exports,
     limits: CallLimits,
+    /// Frame headers packed for the boundary, reused from call to call.
+    headers: Vec<u64>,
 }
 
 impl Wasm {
@@ -220,7 +222,7 @@ impl Wasm {
         }
         .map_err(|e| Fault::new(TrapKind::Instantiate, format!("{e:#}")))?;
 
-        let mut this = Wasm { store, exports, limits };
+        let mut this = Wasm { store, exports, limits, headers: Vec::new() };
         let result = match &this.exports {
             Exports::Dsp(g) => g.call_init(&mut this.store, config_json),
             Exports::Transform(g) => g.call_init(&mut this.store, config_json),
@@ -250,9 +252,11 @@ impl Wasm {
             (Exports::Transform(g), Items::Frames(batch)) => {
                 arm(&mut self.store, self.limits.deadline);
                 self.store.data_mut().current_item = None;
+                pack(&batch.frames, &mut self.headers);
                 let output = g
-                    .call_transform(&mut self.store, &batch.frames, &batch.payloads)
+                    .call_transform(&mut self.store, &self.headers, &batch.payloads)
                     .map_err(|e| classify(&mut self.store, e, TrapKind::OtherTrap))?;
+                let output = unpack(output)?;
                 check_frames(batch, &output, 0)?;
                 Ok(Items::Frames(output))
             }
@@ -312,8 +316,10 @@ impl Wasm {
     /// Seals outbound frames (at most one out per frame in).
     fn seal(&mut self, batch: &FrameBatch) -> Result<FrameBatch, Fault> {
         let g = self.e2ee()?;
+        pack(&batch.frames, &mut self.headers);
         let output =
-            g.call_seal(&mut self.store, &batch.frames, &batch.payloads).map_err(|e| classify(&mut self.store, e, TrapKind::OtherTrap))?;
+            g.call_seal(&mut self.store, &self.headers, &batch.payloads).map_err(|e| classify(&mut self.store, e, TrapKind::OtherTrap))?;
+        let output = unpack(output)?;
         check_frames(batch, &output, 0)?;
         Ok(output)
     }
@@ -321,8 +327,10 @@ impl Wasm {
     /// Opens inbound frames (plus, first, any held earlier that open now).
     fn open(&mut self, batch: &FrameBatch) -> Result<FrameBatch, Fault> {
         let g = self.e2ee()?;
+        pack(&batch.frames, &mut self.headers);
         let output =
-            g.call_open(&mut self.store, &batch.frames, &batch.payloads).map_err(|e| classify(&mut self.store, e, TrapKind::OtherTrap))?;
+            g.call_open(&mut self.store, &self.headers, &batch.payloads).map_err(|e| classify(&mut self.store, e, TrapKind::OtherTrap))?;
+        let output = unpack(output)?;
         check_frames(batch, &output, MAX_HELD_FRAMES)?;
         Ok(output)
     }
@@ -432,6 +440,29 @@ fn silence_non_finite(output: &mut AudioBatch) -> u64 {
         at += len;
     }
     silenced
+}
+
+/// Packs frame headers for the boundary (`flat-frames` in the WIT) into
+/// `into`.
+fn pack(frames: &[bindings::FrameInfo], into: &mut Vec<u64>) {
+    into.clear();
+    into.extend(frames.iter().flat_map(|f| medianode_sdk::flat::pack_one(f.stream, f.sequence, f.timestamp, f.size)));
+}
+
+/// A plugin's packed frames as a batch: its headers must be whole.
+fn unpack(flat: bindings::types::FlatFrames) -> Result<FrameBatch, Fault> {
+    let (headers, partial) = flat.headers.as_chunks::<{ medianode_sdk::flat::WORDS }>();
+    if !partial.is_empty() {
+        return Err(Fault::new(TrapKind::Contract, format!("{} header words is not a whole number of frame headers", flat.headers.len())));
+    }
+    let frames = headers
+        .iter()
+        .map(|words| {
+            let (stream, sequence, timestamp, size) = medianode_sdk::flat::unpack_one(words);
+            bindings::FrameInfo { stream, sequence, timestamp, size }
+        })
+        .collect();
+    Ok(FrameBatch { frames, payloads: flat.payloads })
 }
 
 /// Frames an E2EE stage may hold for a key and hand back later (the WIT's

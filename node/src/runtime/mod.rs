@@ -64,13 +64,13 @@ pub mod bindings {
         inline: "
             package medianode:node;
             world node {
-                import medianode:plugin/host@0.1.0;
-                import medianode:plugin/aead@0.1.0;
-                export medianode:plugin/dsp@0.1.0;
-                export medianode:plugin/transform@0.1.0;
-                export medianode:plugin/forward@0.1.0;
-                export medianode:plugin/signal@0.1.0;
-                export medianode:plugin/e2ee@0.1.0;
+                import medianode:plugin/host@0.2.0;
+                import medianode:plugin/aead@0.2.0;
+                export medianode:plugin/dsp@0.2.0;
+                export medianode:plugin/transform@0.2.0;
+                export medianode:plugin/forward@0.2.0;
+                export medianode:plugin/signal@0.2.0;
+                export medianode:plugin/e2ee@0.2.0;
             }
         ",
         world: "medianode:node/node",
@@ -235,14 +235,21 @@ fn exported_kind(engine: &Engine, component: &Component) -> Result<StageKind> {
     let exported: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_string()).collect();
     let kinds: Vec<StageKind> =
         StageKind::ALL.iter().filter(|(_, name)| exported.iter().any(|e| e == name)).map(|(kind, _)| *kind).collect();
-    match kinds.as_slice() {
-        [kind] => Ok(*kind),
-        [] => bail!(
+    // A plugin built against another version of the contract names it.
+    let other_version = exported.iter().find_map(|e| e.strip_prefix("medianode:plugin/")?.split_once('@').map(|(_, v)| v.to_string()));
+    match (kinds.as_slice(), other_version) {
+        ([kind], _) => Ok(*kind),
+        ([], Some(version)) => bail!(
+            "it was built for the plugin contract medianode:plugin@{version}; this node runs medianode:plugin@{}: \
+             rebuild it against this node's medianode-sdk",
+            medianode_core::plugin::CONTRACT_VERSION
+        ),
+        ([], None) => bail!(
             "it exports none of the stage interfaces (it exports: {}); build it with medianode-sdk \
              against one of the worlds in plugins/sdk/wit",
             if exported.is_empty() { "nothing".to_string() } else { exported.join(", ") }
         ),
-        many => bail!("it exports {} stage interfaces; a plugin must export exactly one", many.len()),
+        (many, _) => bail!("it exports {} stage interfaces; a plugin must export exactly one", many.len()),
     }
 }
 

@@ -54,7 +54,7 @@ pub mod audio_dsp {
     wit_bindgen::generate!({
         path: "wit",
         world: "medianode:plugin/audio-dsp",
-        with: { "medianode:plugin/host@0.1.0": crate::host::wit::medianode::plugin::host },
+        with: { "medianode:plugin/host@0.2.0": crate::host::wit::medianode::plugin::host },
         pub_export_macro: true,
         export_macro_name: "__export_audio_dsp_world",
         default_bindings_module: "medianode_sdk::export::audio_dsp",
@@ -129,38 +129,31 @@ pub mod frame_transform {
     wit_bindgen::generate!({
         path: "wit",
         world: "medianode:plugin/frame-transform",
-        with: { "medianode:plugin/host@0.1.0": crate::host::wit::medianode::plugin::host },
+        with: { "medianode:plugin/host@0.2.0": crate::host::wit::medianode::plugin::host },
         pub_export_macro: true,
         export_macro_name: "__export_frame_transform_world",
         default_bindings_module: "medianode_sdk::export::frame_transform",
     });
     pub use exports::medianode::plugin::transform::Guest as Transform;
-    pub use medianode::plugin::types::{FrameBatch, FrameInfo};
+    pub use medianode::plugin::types::FlatFrames;
     use std::cell::RefCell;
     use std::thread::LocalKey;
 
-    /// The body of the `transform` export.
+    /// The body of the `transform` export. Before a successful `init` the
+    /// frames pass through.
     pub fn transform<S: crate::FrameTransform>(
         cell: &'static LocalKey<RefCell<Option<S>>>,
-        frames: Vec<FrameInfo>,
+        headers: Vec<u64>,
         payloads: Vec<u8>,
-    ) -> FrameBatch {
-        let infos: Vec<crate::FrameInfo> = frames.iter().map(from_wit).collect();
+    ) -> FlatFrames {
+        let infos = crate::flat::unpack(&headers);
         let mut out_frames = Vec::with_capacity(infos.len());
         let mut out_payloads = Vec::with_capacity(payloads.len());
         let ran = super::with_stage(cell, |stage| crate::transform_batch(stage, &infos, &payloads, &mut out_frames, &mut out_payloads));
         match ran {
-            Some(()) => FrameBatch { frames: out_frames.iter().map(to_wit).collect(), payloads: out_payloads },
-            None => FrameBatch { frames, payloads },
+            Some(()) => FlatFrames { headers: crate::flat::pack(&out_frames), payloads: out_payloads },
+            None => FlatFrames { headers, payloads },
         }
-    }
-
-    fn from_wit(f: &FrameInfo) -> crate::FrameInfo {
-        crate::FrameInfo { stream: f.stream, sequence: f.sequence, timestamp: f.timestamp, size: f.size }
-    }
-
-    fn to_wit(f: &crate::FrameInfo) -> FrameInfo {
-        FrameInfo { stream: f.stream, sequence: f.sequence, timestamp: f.timestamp, size: f.size }
     }
 }
 
@@ -180,8 +173,8 @@ macro_rules! export_frame_transform {
                 fn init(config: String) -> Result<(), String> {
                     $crate::export::init(&STAGE, config)
                 }
-                fn transform(frames: Vec<w::FrameInfo>, payloads: Vec<u8>) -> w::FrameBatch {
-                    w::transform(&STAGE, frames, payloads)
+                fn transform(headers: Vec<u64>, payloads: Vec<u8>) -> w::FlatFrames {
+                    w::transform(&STAGE, headers, payloads)
                 }
             }
     $crate::export::frame_transform::__export_frame_transform_world!(Glue with_types_in $crate::export::frame_transform);
@@ -194,7 +187,7 @@ pub mod forwarding {
     wit_bindgen::generate!({
         path: "wit",
         world: "medianode:plugin/packet-forwarding",
-        with: { "medianode:plugin/host@0.1.0": crate::host::wit::medianode::plugin::host },
+        with: { "medianode:plugin/host@0.2.0": crate::host::wit::medianode::plugin::host },
         pub_export_macro: true,
         export_macro_name: "__export_forwarding_world",
         default_bindings_module: "medianode_sdk::export::forwarding",
@@ -276,7 +269,7 @@ pub mod signaling {
     wit_bindgen::generate!({
         path: "wit",
         world: "medianode:plugin/signaling",
-        with: { "medianode:plugin/host@0.1.0": crate::host::wit::medianode::plugin::host },
+        with: { "medianode:plugin/host@0.2.0": crate::host::wit::medianode::plugin::host },
         pub_export_macro: true,
         export_macro_name: "__export_signaling_world",
         default_bindings_module: "medianode_sdk::export::signaling",
@@ -342,15 +335,15 @@ pub mod encryption {
         path: "wit",
         world: "medianode:plugin/media-encryption",
         with: {
-            "medianode:plugin/host@0.1.0": crate::host::wit::medianode::plugin::host,
-            "medianode:plugin/aead@0.1.0": crate::host::wit::medianode::plugin::aead,
+            "medianode:plugin/host@0.2.0": crate::host::wit::medianode::plugin::host,
+            "medianode:plugin/aead@0.2.0": crate::host::wit::medianode::plugin::aead,
         },
         pub_export_macro: true,
         export_macro_name: "__export_encryption_world",
         default_bindings_module: "medianode_sdk::export::encryption",
     });
     pub use exports::medianode::plugin::e2ee::Guest as E2ee;
-    pub use medianode::plugin::types::{E2eeEvent, E2eeStatus, FrameBatch, FrameInfo};
+    pub use medianode::plugin::types::{E2eeEvent, E2eeStatus, FlatFrames};
     use std::cell::RefCell;
     use std::thread::LocalKey;
 
@@ -371,35 +364,28 @@ pub mod encryption {
     /// through an encryption stage unsealed.
     pub fn frames<S: crate::Encryption>(
         cell: &'static LocalKey<RefCell<Option<S>>>,
-        frames: Vec<FrameInfo>,
+        headers: Vec<u64>,
         payloads: Vec<u8>,
         open: bool,
-    ) -> FrameBatch {
-        let infos: Vec<crate::FrameInfo> = frames.iter().map(from_wit).collect();
+    ) -> FlatFrames {
+        let infos = crate::flat::unpack(&headers);
         let mut out_frames = Vec::with_capacity(infos.len());
         let mut out_payloads = Vec::with_capacity(payloads.len() + infos.len() * 32);
+        let payloads = &payloads;
         super::with_stage(cell, |stage| {
             if open {
-                crate::open_batch(stage, &infos, &payloads, &mut out_frames, &mut out_payloads)
+                crate::open_batch(stage, &infos, payloads, &mut out_frames, &mut out_payloads)
             } else {
-                crate::frame_batch(&infos, &payloads, &mut out_frames, &mut out_payloads, |m, p, o| stage.seal(m, p, o))
+                crate::frame_batch(&infos, payloads, &mut out_frames, &mut out_payloads, |m, p, o| stage.seal(m, p, o))
             }
         });
-        FrameBatch { frames: out_frames.iter().map(to_wit).collect(), payloads: out_payloads }
+        FlatFrames { headers: crate::flat::pack(&out_frames), payloads: out_payloads }
     }
 
     /// The body of the `status` export.
     pub fn status<S: crate::Encryption>(cell: &'static LocalKey<RefCell<Option<S>>>) -> E2eeStatus {
         let status = super::with_stage(cell, |stage| stage.status()).unwrap_or_default();
         E2eeStatus { epoch: status.epoch, safety_number: status.safety_number, members: status.members }
-    }
-
-    fn from_wit(f: &FrameInfo) -> crate::FrameInfo {
-        crate::FrameInfo { stream: f.stream, sequence: f.sequence, timestamp: f.timestamp, size: f.size }
-    }
-
-    fn to_wit(f: &crate::FrameInfo) -> FrameInfo {
-        FrameInfo { stream: f.stream, sequence: f.sequence, timestamp: f.timestamp, size: f.size }
     }
 }
 
@@ -422,11 +408,11 @@ macro_rules! export_encryption {
                 fn control(events: Vec<w::E2eeEvent>) -> Vec<String> {
                     w::control(&STAGE, events)
                 }
-                fn seal(frames: Vec<w::FrameInfo>, payloads: Vec<u8>) -> w::FrameBatch {
-                    w::frames(&STAGE, frames, payloads, false)
+                fn seal(headers: Vec<u64>, payloads: Vec<u8>) -> w::FlatFrames {
+                    w::frames(&STAGE, headers, payloads, false)
                 }
-                fn open(frames: Vec<w::FrameInfo>, payloads: Vec<u8>) -> w::FrameBatch {
-                    w::frames(&STAGE, frames, payloads, true)
+                fn open(headers: Vec<u64>, payloads: Vec<u8>) -> w::FlatFrames {
+                    w::frames(&STAGE, headers, payloads, true)
                 }
                 fn status() -> w::E2eeStatus {
                     w::status(&STAGE)

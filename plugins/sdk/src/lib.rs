@@ -65,6 +65,7 @@
 //! so that they end up in the crash report.
 
 pub mod aead;
+pub mod flat;
 pub mod host;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod native;
