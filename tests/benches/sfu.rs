@@ -22,14 +22,18 @@
 #[path = "../all/common.rs"]
 #[allow(dead_code)]
 mod common;
+#[path = "../../node/benches/common/mod.rs"]
+mod results;
 #[path = "../all/webrtc_peers.rs"]
 #[allow(dead_code)]
 mod webrtc_peers;
 
 use medianode::runtime::bindings::{ForwardBatch, MediaKind, PacketMeta, RouteChange, RouteMember};
+use medianode::runtime::{CallLimits, Instance, StageShared, stock};
 use medianode::sfu::SfuOptions;
 use medianode::sfu::router::{Decide, NativeDecider, PluginDecider};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use webrtc_peers::{Peer, direct_pair, node_deciding, peer_at};
 
@@ -84,6 +88,31 @@ async fn decisions_async() {
         println!("(a) decision, {name}: {ns:.0} ns/packet (batch 64, 5 subscribers)");
     }
     println!("(a) plugin/native: {:.1}x", per_packet[0] / per_packet[1]);
+
+    // The same decision on a bare instance, on this thread: the boundary
+    // alone, without the stage thread's round trip (which the plugin line
+    // above pays once per batch, and the native line does not).
+    let plugin = common::runtime().load("stock:forward", stock::bytes("forward").expect("stock forward"), 512 << 10).expect("load");
+    let limits = CallLimits { deadline: Duration::from_millis(50), init_deadline: Duration::from_secs(1) };
+    let mut bare = Instance::start(&plugin, Arc::new(StageShared::new("forward", 1 << 20)), "{}", 64 << 20, limits).expect("instance");
+    let changes: Vec<RouteChange> =
+        (1..=6u64).map(|participant| RouteChange::Joined(RouteMember { participant, room: "room".into() })).collect();
+    bare.update_routes(&changes).expect("routes");
+    let rounds = 20_000;
+    let started = Instant::now();
+    for _ in 0..rounds {
+        let out = bare.forward(&packets).expect("deciding");
+        assert_eq!(out.subscribers.len(), 64 * 5);
+    }
+    let ns = started.elapsed().as_nanos() as f64 / f64::from(rounds * 64);
+    println!("(a) decision, plugin instance on this thread: {ns:.0} ns/packet, {:.1}x native", ns / per_packet[1]);
+    results::write(
+        "sfu_decision",
+        &[
+            ("decision_plugin_vs_native", per_packet[0] / per_packet[1], 3.0, results::Better::Lower),
+            ("decision_bare_instance_vs_native", ns / per_packet[1], 3.0, results::Better::Lower),
+        ],
+    );
 }
 
 /// Threads of the node's runtime are named so, and the signaling stage's

@@ -186,7 +186,8 @@ struct Wasm {
     store: Store<HostState>,
     exports: Exports,
     limits: CallLimits,
-    /// Frame headers packed for the boundary, reused from call to call.
+    /// Frame headers or packet metadata packed for the boundary, reused
+    /// from call to call.
     headers: Vec<u64>,
 }
 
@@ -292,7 +293,9 @@ impl Wasm {
         };
         arm(&mut self.store, self.limits.deadline);
         self.store.data_mut().current_item = None;
-        let batch = g.call_forward(&mut self.store, packets).map_err(|e| classify(&mut self.store, e, TrapKind::OtherTrap))?;
+        self.headers.clear();
+        self.headers.extend(packets.iter().flat_map(pack_packet));
+        let batch = g.call_forward(&mut self.store, &self.headers).map_err(|e| classify(&mut self.store, e, TrapKind::OtherTrap))?;
         let counted: u64 = batch.counts.iter().map(|&c| u64::from(c)).sum();
         if batch.counts.len() != packets.len() || counted != batch.subscribers.len() as u64 {
             let message = format!(
@@ -447,6 +450,24 @@ fn silence_non_finite(output: &mut AudioBatch) -> u64 {
 fn pack(frames: &[bindings::FrameInfo], into: &mut Vec<u64>) {
     into.clear();
     into.extend(frames.iter().flat_map(|f| medianode_sdk::flat::pack_one(f.stream, f.sequence, f.timestamp, f.size)));
+}
+
+/// Packs a packet's metadata for the boundary (`forward` in the WIT).
+fn pack_packet(p: &PacketMeta) -> [u64; medianode_sdk::flat::PACKET_WORDS] {
+    medianode_sdk::flat::pack_packet(&medianode_sdk::PacketMeta {
+        publisher: p.publisher,
+        kind: match p.kind {
+            bindings::MediaKind::Audio => medianode_sdk::MediaKind::Audio,
+            bindings::MediaKind::Video => medianode_sdk::MediaKind::Video,
+        },
+        ssrc: p.ssrc,
+        sequence: p.sequence,
+        timestamp: p.timestamp,
+        payload_type: p.payload_type,
+        marker: p.marker,
+        size: p.size,
+        audio_level: p.audio_level,
+    })
 }
 
 /// A plugin's packed frames as a batch: its headers must be whole.

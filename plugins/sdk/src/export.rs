@@ -193,7 +193,7 @@ pub mod forwarding {
         default_bindings_module: "medianode_sdk::export::forwarding",
     });
     pub use exports::medianode::plugin::forward::Guest as Forward;
-    pub use medianode::plugin::types::{ForwardBatch, MediaKind, PacketMeta, RouteChange};
+    pub use medianode::plugin::types::{ForwardBatch, RouteChange};
     use std::cell::RefCell;
     use std::thread::LocalKey;
 
@@ -209,30 +209,13 @@ pub mod forwarding {
         });
     }
 
-    /// The body of the `forward` export.
-    pub fn forward<S: crate::Forwarding>(cell: &'static LocalKey<RefCell<Option<S>>>, packets: Vec<PacketMeta>) -> ForwardBatch {
-        let packets: Vec<crate::PacketMeta> = packets.iter().map(from_wit).collect();
+    /// The body of the `forward` export: the packets come packed.
+    pub fn forward<S: crate::Forwarding>(cell: &'static LocalKey<RefCell<Option<S>>>, packed: Vec<u64>) -> ForwardBatch {
+        let packets = crate::flat::unpack_packets(&packed);
         let mut counts = Vec::with_capacity(packets.len());
         let mut subscribers = Vec::with_capacity(packets.len() * 4);
         super::with_stage(cell, |stage| crate::forward_batch(stage, &packets, &mut counts, &mut subscribers));
         ForwardBatch { counts, subscribers }
-    }
-
-    fn from_wit(p: &PacketMeta) -> crate::PacketMeta {
-        crate::PacketMeta {
-            publisher: p.publisher,
-            kind: match p.kind {
-                MediaKind::Audio => crate::MediaKind::Audio,
-                MediaKind::Video => crate::MediaKind::Video,
-            },
-            ssrc: p.ssrc,
-            sequence: p.sequence,
-            timestamp: p.timestamp,
-            payload_type: p.payload_type,
-            marker: p.marker,
-            size: p.size,
-            audio_level: p.audio_level,
-        }
     }
 }
 
@@ -255,7 +238,7 @@ macro_rules! export_forwarding {
                 fn update(changes: Vec<w::RouteChange>) {
                     w::update(&STAGE, changes)
                 }
-                fn forward(packets: Vec<w::PacketMeta>) -> w::ForwardBatch {
+                fn forward(packets: Vec<u64>) -> w::ForwardBatch {
                     w::forward(&STAGE, packets)
                 }
             }

@@ -1,10 +1,11 @@
-//! Frame headers as they cross the plugin boundary: three `u64` a frame
-//! (`flat-frames` in the WIT). A list of numbers crosses as one block copy
-//! where a list of records crosses field by field; the SDK packs and
-//! unpacks here, so plugin code only sees [`FrameInfo`]s. The node uses
-//! the same functions on its side.
+//! Batched headers as they cross the plugin boundary: frame headers three
+//! `u64` a frame (`flat-frames` in the WIT), packet metadata four `u64` a
+//! packet (`forward`). A list of numbers crosses as one block copy where a
+//! list of records crosses field by field; the SDK packs and unpacks here,
+//! so plugin code only sees [`FrameInfo`]s and [`PacketMeta`]s. The node
+//! uses the same functions on its side.
 
-use crate::FrameInfo;
+use crate::{FrameInfo, MediaKind, PacketMeta};
 
 /// `u64`s per frame header.
 pub const WORDS: usize = 3;
@@ -39,6 +40,49 @@ pub fn unpack(headers: &[u64]) -> Vec<FrameInfo> {
         .collect()
 }
 
+/// `u64`s per packet's metadata.
+pub const PACKET_WORDS: usize = 4;
+
+const MARKER: u64 = 1;
+const VIDEO: u64 = 2;
+const HAS_LEVEL: u64 = 4;
+
+/// One packet's metadata, packed (see `forward` in the WIT).
+pub fn pack_packet(p: &PacketMeta) -> [u64; PACKET_WORDS] {
+    let flags = if p.marker { MARKER } else { 0 }
+        | if p.kind == MediaKind::Video { VIDEO } else { 0 }
+        | if p.audio_level.is_some() { HAS_LEVEL } else { 0 };
+    [
+        p.publisher,
+        u64::from(p.ssrc) | (u64::from(p.timestamp) << 32),
+        u64::from(p.sequence)
+            | (u64::from(p.payload_type) << 16)
+            | (u64::from(p.audio_level.unwrap_or(0)) << 24)
+            | (u64::from(p.size) << 32),
+        flags,
+    ]
+}
+
+/// One packet's metadata, unpacked.
+pub fn unpack_packet(w: &[u64; PACKET_WORDS]) -> PacketMeta {
+    PacketMeta {
+        publisher: w[0],
+        kind: if w[3] & VIDEO != 0 { MediaKind::Video } else { MediaKind::Audio },
+        ssrc: w[1] as u32,
+        sequence: w[2] as u16,
+        timestamp: (w[1] >> 32) as u32,
+        payload_type: (w[2] >> 16) as u8,
+        marker: w[3] & MARKER != 0,
+        size: (w[2] >> 32) as u32,
+        audio_level: (w[3] & HAS_LEVEL != 0).then_some((w[2] >> 24) as u8),
+    }
+}
+
+/// Unpacks packed packets (a trailing partial one is ignored).
+pub fn unpack_packets(words: &[u64]) -> Vec<PacketMeta> {
+    words.as_chunks::<PACKET_WORDS>().0.iter().map(unpack_packet).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,5 +95,35 @@ mod tests {
         ];
         assert_eq!(unpack(&pack(&frames)), frames);
         assert_eq!(unpack(&pack(&frames)[..5]).len(), 1, "a partial header is ignored");
+    }
+
+    #[test]
+    fn packets_round_trip() {
+        let packets = [
+            PacketMeta {
+                publisher: u64::MAX,
+                kind: MediaKind::Video,
+                ssrc: u32::MAX,
+                sequence: u16::MAX,
+                timestamp: u32::MAX,
+                payload_type: u8::MAX,
+                marker: true,
+                size: u32::MAX,
+                audio_level: Some(u8::MAX),
+            },
+            PacketMeta {
+                publisher: 3,
+                kind: MediaKind::Audio,
+                ssrc: 1,
+                sequence: 2,
+                timestamp: 4,
+                payload_type: 111,
+                marker: false,
+                size: 160,
+                audio_level: None,
+            },
+        ];
+        let words: Vec<u64> = packets.iter().flat_map(pack_packet).collect();
+        assert_eq!(unpack_packets(&words), packets);
     }
 }

@@ -10,12 +10,14 @@
 mod wit {
     wit_bindgen::generate!({
         path: "wit",
-        // `frame-info` crosses no function of the contract any more (frames
-        // cross packed: `flat-frames`), so a function here makes it generated.
+        // `frame-info` and `packet-meta` cross no function of the contract
+        // any more (they cross packed: `medianode_sdk::flat`), so functions
+        // here make them generated.
         inline: "package medianode:mirror; world types-only {
             import medianode:plugin/types@0.2.0;
-            use medianode:plugin/types@0.2.0.{frame-info};
+            use medianode:plugin/types@0.2.0.{frame-info, packet-meta};
             import mirror-frame-info: func(frame: frame-info);
+            import mirror-packet-meta: func(packet: packet-meta);
         }",
         world: "medianode:mirror/types-only",
         generate_all,
