@@ -294,7 +294,7 @@ impl Wasm {
         arm(&mut self.store, self.limits.deadline);
         self.store.data_mut().current_item = None;
         self.headers.clear();
-        self.headers.extend(packets.iter().flat_map(pack_packet));
+        self.headers.extend(packets.iter().flat_map(|p| medianode_sdk::flat::pack_packet(&super::sdk_packet(p))));
         let batch = g.call_forward(&mut self.store, &self.headers).map_err(|e| classify(&mut self.store, e, TrapKind::OtherTrap))?;
         let counted: u64 = batch.counts.iter().map(|&c| u64::from(c)).sum();
         if batch.counts.len() != packets.len() || counted != batch.subscribers.len() as u64 {
@@ -450,24 +450,6 @@ fn silence_non_finite(output: &mut AudioBatch) -> u64 {
 fn pack(frames: &[bindings::FrameInfo], into: &mut Vec<u64>) {
     into.clear();
     into.extend(frames.iter().flat_map(|f| medianode_sdk::flat::pack_one(f.stream, f.sequence, f.timestamp, f.size)));
-}
-
-/// Packs a packet's metadata for the boundary (`forward` in the WIT).
-fn pack_packet(p: &PacketMeta) -> [u64; medianode_sdk::flat::PACKET_WORDS] {
-    medianode_sdk::flat::pack_packet(&medianode_sdk::PacketMeta {
-        publisher: p.publisher,
-        kind: match p.kind {
-            bindings::MediaKind::Audio => medianode_sdk::MediaKind::Audio,
-            bindings::MediaKind::Video => medianode_sdk::MediaKind::Video,
-        },
-        ssrc: p.ssrc,
-        sequence: p.sequence,
-        timestamp: p.timestamp,
-        payload_type: p.payload_type,
-        marker: p.marker,
-        size: p.size,
-        audio_level: p.audio_level,
-    })
 }
 
 /// A plugin's packed frames as a batch: its headers must be whole.

@@ -272,6 +272,26 @@ fn spawn_ticker(inner: Weak<Inner>) -> Result<()> {
     Ok(())
 }
 
+/// The host's view of a packet as the SDK's: what the forwarding plugin's
+/// glue sees on the other side of the boundary, and what the SFU's native
+/// decision takes.
+pub(crate) fn sdk_packet(p: &bindings::PacketMeta) -> medianode_sdk::PacketMeta {
+    medianode_sdk::PacketMeta {
+        publisher: p.publisher,
+        kind: match p.kind {
+            bindings::MediaKind::Audio => medianode_sdk::MediaKind::Audio,
+            bindings::MediaKind::Video => medianode_sdk::MediaKind::Video,
+        },
+        ssrc: p.ssrc,
+        sequence: p.sequence,
+        timestamp: p.timestamp,
+        payload_type: p.payload_type,
+        marker: p.marker,
+        size: p.size,
+        audio_level: p.audio_level,
+    }
+}
+
 /// Locks a mutex, recovering it if a panic elsewhere poisoned it: every map
 /// guarded here stays consistent across a panic (single inserts and reads).
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

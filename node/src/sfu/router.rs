@@ -84,27 +84,8 @@ impl Default for NativeDecider {
 impl NativeDecider {
     fn decide_one(&mut self, packet: &PacketMeta, out: &mut ForwardBatch) {
         let before = out.subscribers.len();
-        self.0.forward(&sdk_packet(packet), &mut out.subscribers);
+        self.0.forward(&crate::runtime::sdk_packet(packet), &mut out.subscribers);
         out.counts.push((out.subscribers.len() - before) as u32);
-    }
-}
-
-/// The host's view of a packet as the SDK's (what the plugin's export glue
-/// does on the other side of the boundary).
-fn sdk_packet(p: &PacketMeta) -> sdk::PacketMeta {
-    sdk::PacketMeta {
-        publisher: p.publisher,
-        kind: match p.kind {
-            MediaKind::Audio => sdk::MediaKind::Audio,
-            MediaKind::Video => sdk::MediaKind::Video,
-        },
-        ssrc: p.ssrc,
-        sequence: p.sequence,
-        timestamp: p.timestamp,
-        payload_type: p.payload_type,
-        marker: p.marker,
-        size: p.size,
-        audio_level: p.audio_level,
     }
 }
 
