@@ -102,30 +102,24 @@ fn main() {
     run_builtin(&mut builtin);
     run_bare(&mut native_bare);
     run_bare(&mut wasm_bare);
-    let (mut b, mut n, mut w, mut nb, mut wb) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let per_block = |t: Instant| t.elapsed().as_secs_f64() * 1e6 / f64::from(ROUNDS);
+    // Per run: built-in, native supervised, wasm supervised, native bare, wasm bare.
+    let mut times: [Vec<f64>; 5] = Default::default();
+    let per_block = |run: &mut dyn FnMut()| {
+        let t = Instant::now();
+        run();
+        t.elapsed().as_secs_f64() * 1e6 / f64::from(ROUNDS)
+    };
     for _ in 0..9 {
-        let t = Instant::now();
-        run_builtin(&mut builtin);
-        b.push(per_block(t));
-        let t = Instant::now();
-        run_supervised(&mut native);
-        n.push(per_block(t));
-        let t = Instant::now();
-        run_supervised(&mut wasm);
-        w.push(per_block(t));
-        let t = Instant::now();
-        run_bare(&mut native_bare);
-        nb.push(per_block(t));
-        let t = Instant::now();
-        run_bare(&mut wasm_bare);
-        wb.push(per_block(t));
+        times[0].push(per_block(&mut || run_builtin(&mut builtin)));
+        times[1].push(per_block(&mut || run_supervised(&mut native)));
+        times[2].push(per_block(&mut || run_supervised(&mut wasm)));
+        times[3].push(per_block(&mut || run_bare(&mut native_bare)));
+        times[4].push(per_block(&mut || run_bare(&mut wasm_bare)));
     }
-    let median = |v: &mut Vec<f64>| {
+    let [b, n, w, nb, wb] = times.map(|mut v| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
-    };
-    let (b, n, w, nb, wb) = (median(&mut b), median(&mut n), median(&mut w), median(&mut nb), median(&mut wb));
+    });
     println!("\ngain stage, one 10 ms block of 48 kHz mono per call (median of 9 x {ROUNDS} blocks)");
     println!("    built into the host:        {b:>6.3} us/block");
     println!("    native plugin (supervised): {n:>6.3} us/block, {:.2}x the built-in", n / b);

@@ -111,13 +111,13 @@ impl Instance {
     /// returns as many blocks as it got, each of the same length.
     pub fn call(&mut self, items: &Items) -> Result<Items, Fault> {
         match (&mut self.backend, items) {
-            (Backend::Wasm(wasm), _) => wasm.call(items),
-            (Backend::Native(native), Items::Audio(batch)) => {
+            // Audio, wasm or native, goes the one way `call_audio` goes.
+            (_, Items::Audio(batch)) => {
                 let mut out = AudioBatch::new();
-                native.call_audio(batch, &mut out)?;
-                finish_audio(native.shared(), batch, &mut out)?;
+                self.call_audio(batch, &mut out)?;
                 Ok(Items::Audio(out))
             }
+            (Backend::Wasm(wasm), _) => wasm.call(items),
             (Backend::Native(_), _) => Err(Fault::new(TrapKind::Contract, "the batch type does not match the stage kind")),
         }
     }
@@ -245,11 +245,6 @@ impl Wasm {
     /// returns as many blocks as it got, each of the same length.
     fn call(&mut self, items: &Items) -> Result<Items, Fault> {
         match (&self.exports, items) {
-            (Exports::Dsp(_), Items::Audio(batch)) => {
-                let mut out = AudioBatch::new();
-                self.call_audio(batch, &mut out)?;
-                Ok(Items::Audio(out))
-            }
             (Exports::Transform(g), Items::Frames(batch)) => {
                 arm(&mut self.store, self.limits.deadline);
                 self.store.data_mut().current_item = None;
