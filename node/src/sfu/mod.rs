@@ -119,10 +119,16 @@ pub struct TrackView {
 
 /// Seats, leaves and media messages, handled one at a time in arrival
 /// order (a seat before its offer, an offer before its candidates).
+/// Everything that touches a participant's negotiation goes through one
+/// task, in order: a node offer is applied before the answer to it is
+/// read (the offer is sent first, see `on_offer`), whatever raised it (a
+/// client message, a new track, an ICE failure).
 enum Control {
     Seat { connection: u64, room: String, user: String },
     Leave(u64),
     Media(u64, Value),
+    Track(u64, Arc<dyn TrackRemote>),
+    IceFailed(u64),
 }
 
 struct Inner {
@@ -199,6 +205,8 @@ impl Sfu {
                     Control::Seat { connection, room, user } => sfu.seat(connection, room, user).await,
                     Control::Leave(connection) => sfu.leave(connection).await,
                     Control::Media(connection, message) => sfu.media(connection, message).await,
+                    Control::Track(connection, track) => sfu.on_track(connection, track).await,
+                    Control::IceFailed(connection) => sfu.restart_ice(connection).await,
                 }
             }
         });
@@ -371,7 +379,14 @@ impl Sfu {
         let answer = RTCSessionDescription::answer(sdp).map_err(|e| format!("bad answer: {e}"))?;
         let pc = self.inner.participants.lock().await.get(&connection).and_then(|p| p.pc.clone());
         let pc = pc.ok_or("no offer to answer")?;
-        pc.set_remote_description(answer).await.map_err(|e| format!("cannot apply the answer: {e}"))?;
+        if let Err(e) = pc.set_remote_description(answer).await {
+            // Nothing is in flight any more: a later change offers afresh
+            // rather than waiting for an answer that will not come.
+            if let Some(p) = self.inner.participants.lock().await.get_mut(&connection) {
+                p.negotiation.failed();
+            }
+            return Err(format!("cannot apply the answer: {e}"));
+        }
         let again = self.inner.participants.lock().await.get_mut(&connection).is_some_and(|p| p.negotiation.answered());
         if again {
             self.renegotiate(connection).await;
@@ -579,6 +594,16 @@ impl Sfu {
         }
     }
 
+    /// A node offer with new ICE credentials.
+    async fn restart_ice(&self, connection: u64) {
+        let pc = self.inner.participants.lock().await.get(&connection).and_then(|p| p.pc.clone());
+        if let Some(pc) = pc
+            && pc.restart_ice().await.is_ok()
+        {
+            self.renegotiate(connection).await;
+        }
+    }
+
     /// The packet's RFC 6464 level (extension `id`), fed to the room's
     /// speaker detector.
     fn audio_level(&self, room: &str, publisher: u64, id: u8, packet: &rtc::rtp::Packet) -> Option<u8> {
@@ -620,12 +645,7 @@ impl Sfu {
             RTCIceConnectionState::Disconnected => tracing::info!(connection, "ICE disconnected; waiting"),
             RTCIceConnectionState::Failed => {
                 tracing::info!(connection, "ICE failed; restarting ICE");
-                let pc = self.inner.participants.lock().await.get(&connection).and_then(|p| p.pc.clone());
-                if let Some(pc) = pc
-                    && pc.restart_ice().await.is_ok()
-                {
-                    self.renegotiate(connection).await;
-                }
+                let _ = self.inner.control.send(Control::IceFailed(connection));
             }
             RTCIceConnectionState::Closed => {
                 tracing::info!(connection, "ICE closed; tearing down");
@@ -675,8 +695,7 @@ impl PeerConnectionEventHandler for Handler {
     }
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        let (sfu, connection) = (self.sfu.clone(), self.connection);
-        tokio::spawn(async move { sfu.on_track(connection, track).await });
+        let _ = self.sfu.inner.control.send(Control::Track(self.connection, track));
     }
 }
 
