@@ -11,10 +11,14 @@
 //!     include what the stage does around openmls: JSON, base64, and
 //!     saving its state to the host state store after every change.
 //!
-//! Run: `cargo bench -p medianode-tests --bench e2ee`
+//! Run: `cargo bench -p medianode-tests --bench e2ee` (the ratios go to
+//! `target/bench-results/e2ee.json` too).
 
 // Bench code: a failed unwrap is a failed run.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../../node/benches/common/mod.rs"]
+mod results;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -121,8 +125,10 @@ fn sframe_round(stage: &mut dyn Stage, size: usize, per_call: usize) -> f64 {
     started.elapsed().as_nanos() as f64 / (rounds * per_call) as f64
 }
 
-fn sframe(runtime: &Runtime) {
+/// Returns the plugin (host AEAD) / native ratio for 1200 B, 1 and 16 per call.
+fn sframe(runtime: &Runtime) -> (f64, f64) {
     println!("(a) SFrame AES-128-GCM seal + open, ns per frame:");
+    let (mut one, mut sixteen) = (f64::NAN, f64::NAN);
     for (size, per_call) in [(100usize, 1usize), (1200, 1), (100, 16), (1200, 16)] {
         let host = sframe_round(&mut wasm(runtime, "{}", "host"), size, per_call);
         let in_wasm = sframe_round(&mut wasm(runtime, r#"{"aead": "wasm"}"#, "wasm"), size, per_call);
@@ -133,7 +139,13 @@ fn sframe(runtime: &Runtime) {
             in_wasm / native,
             size as f64 * 2.0 / native * 1e3
         );
+        match (size, per_call) {
+            (1200, 1) => one = host / native,
+            (1200, 16) => sixteen = host / native,
+            _ => {}
+        }
     }
+    (one, sixteen)
 }
 
 fn message(text: &str) -> Value {
@@ -199,8 +211,10 @@ fn mls_round(stage: &mut dyn Stage, n: usize) -> (f64, f64) {
     (ms(commit_time), ms(process_time))
 }
 
-fn mls(runtime: &Runtime) {
+/// Returns the largest plugin/native ratio of commit and of process.
+fn mls(runtime: &Runtime) -> (f64, f64) {
     println!("(b) MLS in the stage (JSON, base64 and the state save included), ms:");
+    let (mut commit, mut process) = (0f64, 0f64);
     for n in [2usize, 10, 50] {
         let (wasm_commit, wasm_process) = mls_round(&mut wasm(runtime, "{}", &format!("mls{n}")), n);
         let (native_commit, native_process) = mls_round(&mut native("{}", &format!("mls-native{n}")), n);
@@ -209,11 +223,24 @@ fn mls(runtime: &Runtime) {
             wasm_commit / native_commit,
             wasm_process / native_process
         );
+        commit = commit.max(wasm_commit / native_commit);
+        process = process.max(wasm_process / native_process);
     }
+    (commit, process)
 }
 
 fn main() {
+    use results::Better::Lower;
     let runtime = Runtime::new(RuntimeOptions::default()).expect("runtime");
-    sframe(&runtime);
-    mls(&runtime);
+    let (one, sixteen) = sframe(&runtime);
+    let (commit, process) = mls(&runtime);
+    results::write(
+        "e2ee",
+        &[
+            ("sframe_1200b_1_per_call_plugin_vs_native", one, 1.5, Lower),
+            ("sframe_1200b_16_per_call_plugin_vs_native", sixteen, 1.3, Lower),
+            ("mls_commit_plugin_vs_native_worst_group", commit, 2.0, Lower),
+            ("mls_process_plugin_vs_native_worst_group", process, 2.0, Lower),
+        ],
+    );
 }
