@@ -12,7 +12,8 @@
 //!     saving its state to the host state store after every change.
 //!
 //! Run: `cargo bench -p medianode-tests --bench e2ee` (the ratios go to
-//! `target/bench-results/e2ee.json` too).
+//! `target/bench-results/e2ee.json` too); `-- mls` or `-- sframe` runs one
+//! part alone, e.g. under `perf` with `MEDIANODE_PROFILER=perfmap`.
 
 // Bench code: a failed unwrap is a failed run.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -232,7 +233,17 @@ fn mls(runtime: &Runtime) -> (f64, f64) {
 fn main() {
     use results::Better::Lower;
     let runtime = Runtime::new(RuntimeOptions::default()).expect("runtime");
+    // `-- mls` or `-- sframe` runs one part alone (to profile it); the
+    // figures are written only when both ran.
+    let only = std::env::args().skip(1).find(|a| a == "mls" || a == "sframe");
+    if only.as_deref() == Some("mls") {
+        mls(&runtime);
+        return;
+    }
     let (one, sixteen) = sframe(&runtime);
+    if only.is_some() {
+        return;
+    }
     let (commit, process) = mls(&runtime);
     results::write(
         "e2ee",

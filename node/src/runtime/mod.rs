@@ -221,6 +221,12 @@ fn build_engine(options: &RuntimeOptions, max_stack: usize) -> Result<Engine> {
         .max_wasm_stack(max_stack)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
         .memory_init_cow(true);
+    // `MEDIANODE_PROFILER=perfmap`: compiled plugin code is named in
+    // /tmp/perf-PID.map, so `perf record`/`perf report` show a plugin's own
+    // functions rather than bare JIT addresses (docs/plugins.md).
+    if std::env::var_os("MEDIANODE_PROFILER").is_some_and(|v| v == "perfmap") {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     if let Some(dir) = &options.cache_dir {
         let mut cache = wasmtime::CacheConfig::new();
         cache.with_directory(dir);
