@@ -26,8 +26,9 @@ use crate::signaling::client::{Client, ClientEvent, ClientOptions};
 use crate::supervisor::Stopped;
 use crate::supervisor::thread::StageThread;
 use media::{Media, Received};
+use medianode_sdk::room::Roster;
 use serde_json::Value;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -173,7 +174,7 @@ struct Room {
 
 impl Room {
     async fn run(mut self, mut outbox: Option<mpsc::UnboundedReceiver<String>>, mut to_publish: mpsc::Receiver<FrameBatch>) {
-        let mut others: BTreeSet<String> = BTreeSet::new();
+        let mut roster = Roster::new(&self.options.room, &self.options.user);
         let (signal, mut signals) = mpsc::unbounded_channel::<Value>();
         let (received_tx, mut received) = mpsc::channel::<Received>(QUEUE);
         let mut connection: Option<Media> = None;
@@ -244,7 +245,7 @@ impl Room {
                 }
             }
             let room_event = match &event {
-                ClientEvent::Message(message) => room_event(&self.options, message, &mut others),
+                ClientEvent::Message(message) => roster.message(message).map(from_sdk),
                 ClientEvent::Disconnected { reason, retry_in } => {
                     tracing::warn!(%reason, retry_in = ?retry_in, "signaling connection lost");
                     None
@@ -259,10 +260,10 @@ impl Room {
                 }
             };
             if let (Some(event), Some(stage)) = (room_event, &self.stage) {
-                let roster: Vec<String> = others.iter().cloned().collect();
+                let others: Vec<String> = roster.others().cloned().collect();
                 let done = stage
                     .call(CONTROL_WITHIN, move |stage| {
-                        stage.roster(roster);
+                        stage.roster(others);
                         stage.control(std::time::Instant::now(), vec![event])
                     })
                     .await;
@@ -350,40 +351,12 @@ async fn recv(outbox: &mut Option<mpsc::UnboundedReceiver<String>>) -> Option<St
     }
 }
 
-/// What a message from the node means to the E2EE stage: `joined` seats it
-/// (after every (re)connect), presence keeps the roster, and the MLS
-/// delivery messages (and their errors) are its own business.
-fn room_event(options: &ClientOptions, message: &Value, others: &mut BTreeSet<String>) -> Option<E2eeEvent> {
-    let kind = message.get("type").and_then(Value::as_str).unwrap_or_default();
-    let user = message.get("user").and_then(Value::as_str);
-    match kind {
-        "joined" => {
-            *others = message
-                .get("members")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(|m| m.get("user").and_then(Value::as_str))
-                .filter(|u| *u != options.user)
-                .map(String::from)
-                .collect();
-            Some(E2eeEvent::Seated(E2eeSeat {
-                room: options.room.clone(),
-                user: options.user.clone(),
-                others: others.iter().cloned().collect(),
-                rejoined: true,
-            }))
-        }
-        "presence" => {
-            match (message.get("state").and_then(Value::as_str), user) {
-                (Some("joined"), Some(user)) => others.insert(user.to_string()),
-                (Some("left"), Some(user)) => others.remove(user),
-                _ => false,
-            };
-            Some(E2eeEvent::Message(message.to_string()))
-        }
-        "error" | "mls-key-package" | "mls-commit" | "mls-welcome" | "mls-accepted" => Some(E2eeEvent::Message(message.to_string())),
-        _ => None,
+/// The SDK's room event (what [`Roster`] makes of a message) as the
+/// plugin interface's.
+fn from_sdk(event: medianode_sdk::E2eeEvent) -> E2eeEvent {
+    match event {
+        medianode_sdk::E2eeEvent::Seated { room, user, others, rejoined } => E2eeEvent::Seated(E2eeSeat { room, user, others, rejoined }),
+        medianode_sdk::E2eeEvent::Message(text) => E2eeEvent::Message(text),
     }
 }
 

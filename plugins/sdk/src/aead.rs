@@ -26,7 +26,7 @@ impl Algorithm {
     }
 }
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(target_os = "wasi")]
 mod imp {
     use super::Algorithm;
     use crate::host::wit::medianode::plugin::aead as wit;
@@ -49,7 +49,7 @@ mod imp {
     }
 }
 
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(not(target_os = "wasi"))]
 mod imp {
     use super::Algorithm;
     use aes_gcm::aead::{Aead, KeyInit, Payload};

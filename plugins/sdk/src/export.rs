@@ -49,7 +49,7 @@ fn install_panic_hook() {
     }));
 }
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(target_os = "wasi")]
 pub mod audio_dsp {
     wit_bindgen::generate!({
         path: "wit",
@@ -104,7 +104,7 @@ pub mod audio_dsp {
 #[macro_export]
 macro_rules! export_audio_dsp {
     ($stage:ty) => {
-        #[cfg(target_arch = "wasm32")]
+        #[cfg(target_os = "wasi")]
         const _: () = {
             use $crate::export::audio_dsp as w;
             ::std::thread_local! {
@@ -124,7 +124,7 @@ macro_rules! export_audio_dsp {
     };
 }
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(target_os = "wasi")]
 pub mod frame_transform {
     wit_bindgen::generate!({
         path: "wit",
@@ -162,7 +162,7 @@ pub mod frame_transform {
 #[macro_export]
 macro_rules! export_frame_transform {
     ($stage:ty) => {
-        #[cfg(target_arch = "wasm32")]
+        #[cfg(target_os = "wasi")]
         const _: () = {
             use $crate::export::frame_transform as w;
             ::std::thread_local! {
@@ -182,7 +182,7 @@ macro_rules! export_frame_transform {
     };
 }
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(target_os = "wasi")]
 pub mod forwarding {
     wit_bindgen::generate!({
         path: "wit",
@@ -224,7 +224,7 @@ pub mod forwarding {
 #[macro_export]
 macro_rules! export_forwarding {
     ($stage:ty) => {
-        #[cfg(target_arch = "wasm32")]
+        #[cfg(target_os = "wasi")]
         const _: () = {
             use $crate::export::forwarding as w;
             ::std::thread_local! {
@@ -247,7 +247,7 @@ macro_rules! export_forwarding {
     };
 }
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(target_os = "wasi")]
 pub mod signaling {
     wit_bindgen::generate!({
         path: "wit",
@@ -292,7 +292,7 @@ pub mod signaling {
 #[macro_export]
 macro_rules! export_signaling {
     ($stage:ty) => {
-        #[cfg(target_arch = "wasm32")]
+        #[cfg(target_os = "wasi")]
         const _: () = {
             use $crate::export::signaling as w;
             ::std::thread_local! {
@@ -312,7 +312,7 @@ macro_rules! export_signaling {
     };
 }
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(target_os = "wasi")]
 pub mod encryption {
     wit_bindgen::generate!({
         path: "wit",
@@ -377,7 +377,7 @@ pub mod encryption {
 #[macro_export]
 macro_rules! export_encryption {
     ($stage:ty) => {
-        #[cfg(target_arch = "wasm32")]
+        #[cfg(target_os = "wasi")]
         const _: () = {
             use $crate::export::encryption as w;
             ::std::thread_local! {

@@ -1,9 +1,11 @@
 //! What the host offers a plugin: log, clock, metrics and a state store.
 //!
-//! On wasm these call the `medianode:plugin/host` imports. Natively (unit
-//! tests, benchmarks) they fall back to shims: log to stderr, a real
-//! monotonic clock, no-op metrics, and per-thread in-memory state stores
-//! ([`use_state_store`] picks one).
+//! In the node's sandbox (wasm32-wasip2) these call the
+//! `medianode:plugin/host` imports. Elsewhere (unit tests, benchmarks, a
+//! native plugin, a stage embedded in a browser) they fall back to shims:
+//! log to stderr, a real monotonic clock, no-op metrics, and per-thread
+//! in-memory state stores ([`use_state_store`] picks one); [`embed`]
+//! gives them another clock and log.
 
 /// Severity of a log record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,7 +17,7 @@ pub enum Level {
     Error,
 }
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(target_os = "wasi")]
 pub(crate) mod wit {
     wit_bindgen::generate!({
         path: "wit",
@@ -26,7 +28,7 @@ pub(crate) mod wit {
     pub use medianode::plugin::host::*;
 }
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(target_os = "wasi")]
 mod imp {
     use super::{Level, wit};
 
@@ -63,7 +65,7 @@ mod imp {
     }
 }
 
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(not(target_os = "wasi"))]
 mod imp {
     use super::Level;
     use std::cell::RefCell;
@@ -86,13 +88,23 @@ mod imp {
         STATE.with_borrow_mut(|(current, stores)| f(stores.entry(current.clone()).or_default()))
     }
 
+    /// An embedder's clock (monotonic ns) and log (see [`super::embed`]).
+    pub type Embedding = (fn() -> u64, fn(Level, &str));
+    pub static EMBEDDED: OnceLock<Embedding> = OnceLock::new();
+
     pub fn log(level: Level, message: &str) {
+        if let Some((_, log)) = EMBEDDED.get() {
+            return log(level, message);
+        }
         // In a native plugin that a node loaded, the node's log.
         if !crate::native::glue::log(level, message) {
             eprintln!("[{level:?}] {message}");
         }
     }
     pub fn monotonic_now() -> u64 {
+        if let Some((clock, _)) = EMBEDDED.get() {
+            return clock();
+        }
         static START: OnceLock<Instant> = OnceLock::new();
         START.get_or_init(Instant::now).elapsed().as_nanos() as u64
     }
@@ -159,9 +171,19 @@ pub fn state_count(key: &str) -> Result<u32, String> {
 /// the one the state calls use on this thread, so that a test can run
 /// several stages side by side, each with a store of its own, as the host
 /// gives them.
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(not(target_os = "wasi"))]
 pub fn use_state_store(name: &str) {
     imp::use_state_store(name);
+}
+
+/// Outside the node, where a stage's clock and log go: for a stage embedded
+/// somewhere `std::time::Instant` does not run (a browser, where the clock
+/// is `performance.now()`) or whose log has a place of its own (the
+/// console). `clock` returns monotonic nanoseconds. The first call wins;
+/// false if an embedding was already set.
+#[cfg(not(target_os = "wasi"))]
+pub fn embed(clock: fn() -> u64, log: fn(Level, &str)) -> bool {
+    imp::EMBEDDED.set((clock, log)).is_ok()
 }
 
 /// Marks the start of batch item `index`; the export glue calls this.

@@ -67,10 +67,11 @@
 pub mod aead;
 pub mod flat;
 pub mod host;
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(not(target_os = "wasi"))]
 pub mod native;
+pub mod room;
 mod types;
-#[cfg(all(test, not(target_arch = "wasm32")))]
+#[cfg(all(test, not(target_os = "wasi")))]
 mod wit_mirror;
 
 #[doc(hidden)]
