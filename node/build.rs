@@ -1,11 +1,13 @@
-//! Builds the stock plugins from source and embeds them in the node.
+//! Builds the stock plugins and the page's E2EE module from source and
+//! embeds them in the node.
 //!
 //! Runs a nested `cargo build --target wasm32-wasip2` over the plugin crates
 //! (the way wasmtime's `test-programs/artifacts` does) with its own target
 //! directory, then writes `stock.rs` into `OUT_DIR`: one `(name, path, bytes)` row
-//! per plugin, the bytes embedded with `include_bytes!`. Nothing
-//! prebuilt is committed; a fresh clone needs only
-//! `rustup target add wasm32-wasip2`.
+//! per plugin, the bytes embedded with `include_bytes!`. Then the same for
+//! the browser: `plugins/e2ee-web` for wasm32-unknown-unknown, through
+//! wasm-bindgen into an ES module and its wasm (`web.rs`). Nothing
+//! prebuilt is committed; rustup adds the two targets when missing.
 
 // A build script fails the build by panicking.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -48,11 +50,31 @@ fn main() {
 
     println!("cargo:rerun-if-changed={}", workspace.join("plugins").display());
 
-    ensure_wasm_target();
+    ensure_target("wasm32-wasip2");
     let (wrappers, stock) = PLUGINS.split_at(SEPARATE_BUILD);
     for group in [wrappers, stock] {
-        build_plugins(&workspace, &target_dir, group);
+        build_plugins(&workspace, &target_dir, "wasm32-wasip2", group);
     }
+    ensure_target("wasm32-unknown-unknown");
+    build_plugins(&workspace, &target_dir, "wasm32-unknown-unknown", &[("e2ee-web", "medianode-e2ee-web")]);
+    let web = out_dir.join("web");
+    wasm_bindgen_cli_support::Bindgen::new()
+        .input_path(target_dir.join("wasm32-unknown-unknown/plugin/medianode_e2ee_web.wasm"))
+        .web(true)
+        .and_then(|b| b.typescript(false).omit_default_module_path(false).generate(&web))
+        .expect("wasm-bindgen on the browser's E2EE module");
+    let (js, wasm) = (web.join("medianode_e2ee_web.js"), web.join("medianode_e2ee_web_bg.wasm"));
+    std::fs::write(
+        out_dir.join("web.rs"),
+        format!(
+            "/// The browser's E2EE module (plugins/e2ee-web): wasm-bindgen's ES module and its wasm.\n\
+             pub const E2EE_JS: &[u8] = include_bytes!({:?});\n\
+             pub const E2EE_WASM: &[u8] = include_bytes!({:?});\n",
+            js.display().to_string(),
+            wasm.display().to_string()
+        ),
+    )
+    .unwrap();
 
     let mut rows = String::new();
     for (name, krate) in PLUGINS {
@@ -71,12 +93,12 @@ fn main() {
     .unwrap();
 }
 
-/// One nested `cargo build` of `plugins` for wasm32-wasip2.
-fn build_plugins(workspace: &std::path::Path, target_dir: &std::path::Path, plugins: &[(&str, &str)]) {
+/// One nested `cargo build` of `plugins` for `target`.
+fn build_plugins(workspace: &std::path::Path, target_dir: &std::path::Path, target: &str, plugins: &[(&str, &str)]) {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace)
-        .args(["build", "--target", "wasm32-wasip2", "--profile", "plugin"])
+        .args(["build", "--target", target, "--profile", "plugin"])
         .arg("--target-dir")
         .arg(target_dir)
         // The outer build's flags are for the host, not for wasm.
@@ -87,30 +109,31 @@ fn build_plugins(workspace: &std::path::Path, target_dir: &std::path::Path, plug
         .env_remove("RUSTC_WORKSPACE_WRAPPER")
         .env_remove("CARGO_PROFILE_RELEASE_DEBUG")
         // simd128 makes DSP and crypto loops 3-5x faster in wasm.
-        .env("CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS", "-C target-feature=+simd128");
+        .env("CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS", "-C target-feature=+simd128")
+        .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS", "-C target-feature=+simd128");
     for (_, krate) in plugins {
         cmd.args(["-p", krate]);
     }
     let status = cmd.status().expect("failed to run cargo for the stock plugins");
     if !status.success() {
         panic!(
-            "building the stock plugins failed (see above). If the error is about a missing \
-             target, run: rustup target add wasm32-wasip2"
+            "building the plugins for {target} failed (see above). If the error is about a missing \
+             target, run: rustup target add {target}"
         );
     }
 }
 
-/// Installs the wasm32-wasip2 standard library with rustup when it is
-/// missing, so that a fresh clone builds with plain `cargo build`.
-fn ensure_wasm_target() {
+/// Installs `target`'s standard library with rustup when it is missing, so
+/// that a fresh clone builds with plain `cargo build`.
+fn ensure_target(target: &str) {
     let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let sysroot = Command::new(rustc).args(["--print", "sysroot"]).output();
     let installed = sysroot.ok().is_some_and(|out| {
         let root = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        PathBuf::from(root).join("lib/rustlib/wasm32-wasip2").exists()
+        PathBuf::from(root).join("lib/rustlib").join(target).exists()
     });
     if !installed {
-        println!("cargo:warning=installing the wasm32-wasip2 target with rustup (needed to build plugins)");
-        let _ = Command::new("rustup").args(["target", "add", "wasm32-wasip2"]).status();
+        println!("cargo:warning=installing the {target} target with rustup (needed to build plugins)");
+        let _ = Command::new("rustup").args(["target", "add", target]).status();
     }
 }

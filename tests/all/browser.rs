@@ -416,3 +416,70 @@ async fn two_windows_come_back_after_the_node_restarts() {
         dt.screenshot(tab, &format!("reconnected-{}", tab.name)).await;
     }
 }
+
+/// The page's E2EE module (plugins/e2ee-web, as the node serves it) in
+/// Chromium: two members join one room over real WebSockets through the
+/// node's MLS delivery service, agree on an epoch and a safety number, and
+/// open each other's sealed frames. Prints the cost per 1200-byte frame
+/// (seal + open) in the browser.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_e2ee_module_runs_in_the_browser() {
+    let mut config = medianode::config::default_pipeline().unwrap_or_else(|e| panic!("{e}"));
+    if let Some(server) = config.server.as_mut() {
+        server.listen.set_port(0);
+    }
+    let node =
+        medianode::server::start(crate::common::runtime(), &config, &CrashReporter::new(None)).await.unwrap_or_else(|e| panic!("{e}"));
+    let browser = launch();
+    let (ws, _) = tokio_tungstenite::connect_async(browser.devtools.as_str()).await.expect("devtools connects");
+    let mut dt = DevTools { ws, next_id: 0 };
+    // The room page without joining: only its origin (and its headers) matter.
+    let tab = dt.open("e2ee", &format!("http://{}/?room=other", node.server.addr)).await;
+    dt.until(&tab, "the page loaded", "document.readyState", SETTLE, is("complete")).await;
+    let script = r#"(async () => { try {
+        const m = await import('/e2ee/medianode_e2ee_web.js');
+        await m.default();
+        const member = (user) => new Promise((resolve) => {
+            const me = new m.Member('e2ee', user, '{"aead": "wasm"}');
+            const ws = new WebSocket(`ws://${location.host}/ws`);
+            ws.onopen = () => ws.send(JSON.stringify({type: 'join', room: 'e2ee', user}));
+            ws.onmessage = (e) => { for (const out of me.signal(e.data)) ws.send(out); };
+            resolve(me);
+        });
+        const ann = await member('ann');
+        const settled = () => new Promise(r => setTimeout(r, 20));
+        while (ann.epoch() === undefined) await settled();
+        const bob = await member('bob');
+        const deadline = Date.now() + 10000;
+        while (!(bob.epoch() !== undefined && ann.epoch() === bob.epoch() && ann.members().length === 2)) {
+            if (Date.now() > deadline) return {error: 'no agreement', ann: ann.epoch(), bob: bob.epoch()};
+            await settled();
+        }
+        const frame = new Uint8Array(1200).fill(0x5a);
+        const sealed = ann.seal(frame);
+        const opened = bob.open(sealed);
+        const n = 2000;
+        const t = performance.now();
+        for (let i = 0; i < n; i++) bob.open(ann.seal(frame));
+        const us = (performance.now() - t) * 1000 / n;
+        return {
+            epoch: Number(ann.epoch()), same: ann.safetyNumber() === bob.safetyNumber(), safety: ann.safetyNumber(),
+            ciphertext: !sealed.slice(sealed.length - 1200).every(b => b === 0x5a),
+            opened: opened !== undefined && opened.length === 1200 && opened.every(b => b === 0x5a),
+            plaintextRefused: bob.open(frame) === undefined, us,
+        };
+    } catch (e) { return {error: String(e), stack: e.stack}; } })()"#;
+    let result = dt.eval(&tab, script).await;
+    assert!(result.get("error").is_none() && !result.is_null(), "{result}");
+    assert_eq!(result["same"], json!(true), "one safety number: {result}");
+    assert!(result["epoch"].as_u64().is_some_and(|e| e >= 1), "{result}");
+    assert_eq!(result["ciphertext"], json!(true), "{result}");
+    assert_eq!(result["opened"], json!(true), "{result}");
+    assert_eq!(result["plaintextRefused"], json!(true), "{result}");
+    eprintln!(
+        "e2ee in Chromium: epoch {}, safety number {}; seal + open of a 1200-byte frame: {:.1} us",
+        result["epoch"],
+        result["safety"],
+        result["us"].as_f64().unwrap_or(f64::NAN)
+    );
+}
