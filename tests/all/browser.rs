@@ -18,12 +18,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
-const CHROMIUM: &str = "/usr/bin/chromium";
+pub(crate) const CHROMIUM: &str = "/usr/bin/chromium";
 
-struct Browser {
+pub(crate) struct Browser {
     child: Child,
     _profile: tempfile::TempDir,
-    devtools: String,
+    pub(crate) devtools: String,
 }
 
 impl Drop for Browser {
@@ -33,7 +33,12 @@ impl Drop for Browser {
     }
 }
 
-fn launch() -> Browser {
+pub(crate) fn launch() -> Browser {
+    launch_with(&[])
+}
+
+/// Chromium with `extra` flags besides the ones every test needs.
+pub(crate) fn launch_with(extra: &[&str]) -> Browser {
     assert!(std::path::Path::new(CHROMIUM).exists(), "the browser test needs Debian's chromium: apt-get install chromium");
     let profile = tempfile::tempdir().expect("profile dir");
     let mut child = Command::new(CHROMIUM)
@@ -58,6 +63,7 @@ fn launch() -> Browser {
             "--disable-features=WebRtcHideLocalIpsWithMdns",
             "--remote-debugging-port=0",
         ])
+        .args(extra)
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg("about:blank")
         .stdout(Stdio::null())
@@ -78,20 +84,20 @@ fn launch() -> Browser {
 }
 
 /// A DevTools protocol connection: numbered commands, answers by number.
-struct DevTools {
-    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
-    next_id: u64,
+pub(crate) struct DevTools {
+    pub(crate) ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    pub(crate) next_id: u64,
 }
 
 /// One browser window with the room page.
-struct Tab {
-    name: &'static str,
+pub(crate) struct Tab {
+    pub(crate) name: &'static str,
     target: Value,
     session: String,
 }
 
 impl DevTools {
-    async fn call(&mut self, session: Option<&str>, method: &str, params: Value) -> Result<Value, Value> {
+    pub(crate) async fn call(&mut self, session: Option<&str>, method: &str, params: Value) -> Result<Value, Value> {
         self.next_id += 1;
         let id = self.next_id;
         let mut command = json!({"id": id, "method": method, "params": params});
@@ -115,7 +121,7 @@ impl DevTools {
     /// Opens `url` in a window of its own (so every page is visible, as
     /// side-by-side windows would be, and none is throttled as a
     /// background tab).
-    async fn open(&mut self, name: &'static str, url: &str) -> Tab {
+    pub(crate) async fn open(&mut self, name: &'static str, url: &str) -> Tab {
         let params = json!({"url": url, "newWindow": true, "width": 1280, "height": 900});
         let created = self.call(None, "Target.createTarget", params).await.expect("a window");
         let target = created["targetId"].clone();
@@ -124,12 +130,12 @@ impl DevTools {
     }
 
     /// Closes the window as a person would: no `leave`, the socket just goes.
-    async fn close(&mut self, tab: &Tab) {
+    pub(crate) async fn close(&mut self, tab: &Tab) {
         self.call(None, "Target.closeTarget", json!({"targetId": tab.target})).await.expect("closes");
     }
 
     /// The expression's value; null while the page is still loading.
-    async fn eval(&mut self, tab: &Tab, expression: &str) -> Value {
+    pub(crate) async fn eval(&mut self, tab: &Tab, expression: &str) -> Value {
         let params = json!({"expression": expression, "awaitPromise": true, "returnByValue": true});
         match self.call(Some(&tab.session), "Runtime.evaluate", params).await {
             Ok(result) => result["result"]["value"].clone(),
@@ -139,7 +145,7 @@ impl DevTools {
 
     /// Waits until `expression` satisfies `ok`; returns how long it took.
     /// On timeout, fails with the last value and the page's state.
-    async fn until(&mut self, tab: &Tab, what: &str, expression: &str, within: Duration, ok: impl Fn(&Value) -> bool) -> Duration {
+    pub(crate) async fn until(&mut self, tab: &Tab, what: &str, expression: &str, within: Duration, ok: impl Fn(&Value) -> bool) -> Duration {
         let start = Instant::now();
         loop {
             let value = self.eval(tab, expression).await;
@@ -155,7 +161,7 @@ impl DevTools {
     }
 
     /// Saves the window's screenshot as `target/screenshots/<name>.png`.
-    async fn screenshot(&mut self, tab: &Tab, name: &str) {
+    pub(crate) async fn screenshot(&mut self, tab: &Tab, name: &str) {
         use base64::Engine as _;
         let shot = self.call(Some(&tab.session), "Page.captureScreenshot", json!({"format": "png", "captureBeyondViewport": true})).await;
         let data = shot.expect("a screenshot")["data"].as_str().map(str::to_string).expect("image data");
@@ -171,17 +177,17 @@ const ROSTER: &str = "[...document.querySelectorAll('[aria-label=participants] l
 /// The video grid's tiles by member, sorted.
 const TILES: &str = "[...document.querySelectorAll('#grid figure')].map(f => f.dataset.user).sort().join(',')";
 /// What a failing check prints about the page.
-const PAGE_STATE: &str = "JSON.stringify({status: document.getElementById('status').textContent, alert: document.getElementById('alert').textContent, \
+pub(crate) const PAGE_STATE: &str = "JSON.stringify({status: document.getElementById('status').textContent, alert: document.getElementById('alert').textContent, \
     roster: document.getElementById('participants').innerText, errors: window.medianode && window.medianode.state.errors, \
     log: document.getElementById('log').textContent.slice(0, 2000)})";
 
-fn is(expected: &'static str) -> impl Fn(&Value) -> bool {
+pub(crate) fn is(expected: &'static str) -> impl Fn(&Value) -> bool {
     move |v| v.as_str() == Some(expected)
 }
 
 /// The node's forwarded packet count for `user`'s track of `kind`
 /// (`"audio"` or `"video"`).
-async fn forwarded(sfu: &medianode::sfu::Sfu, user: &str, kind: &str) -> u64 {
+pub(crate) async fn forwarded(sfu: &medianode::sfu::Sfu, user: &str, kind: &str) -> u64 {
     let rooms = sfu.rooms().await;
     let tracks = rooms.iter().flat_map(|r| &r.participants).filter(|p| p.user == user).flat_map(|p| &p.tracks);
     tracks.filter(|t| t.kind == kind).map(|t| t.forwarded).sum()
@@ -190,7 +196,7 @@ async fn forwarded(sfu: &medianode::sfu::Sfu, user: &str, kind: &str) -> u64 {
 static PHONE: std::sync::LazyLock<Value> =
     std::sync::LazyLock::new(|| json!({"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": true}));
 const PRESENCE_WITHIN: Duration = Duration::from_secs(1);
-const SETTLE: Duration = Duration::from_secs(30);
+pub(crate) const SETTLE: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[allow(clippy::await_holding_lock, reason = "the test holds every core for its whole length; no task of its runtime takes the lock")]

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// An edge node running in a thread of its own.
-struct EdgeNode {
-    edge: Edge,
+pub(crate) struct EdgeNode {
+    pub(crate) edge: Edge,
     stop: tokio::sync::watch::Sender<bool>,
     thread: Option<std::thread::JoinHandle<()>>,
     /// What its channel sink (if any) received.
@@ -27,7 +27,7 @@ struct EdgeNode {
 }
 
 impl EdgeNode {
-    fn start(toml: String, dir: &Path) -> EdgeNode {
+    pub(crate) fn start(toml: String, dir: &Path) -> EdgeNode {
         let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("medianode=info,plugin=info").try_init();
         let file = dir.join(format!("edge-{}.toml", rand::random::<u32>()));
         std::fs::write(&file, &toml).expect("write the pipeline file");
@@ -54,7 +54,7 @@ impl EdgeNode {
     }
 
     /// Stops the pipeline (its WAV sink finishes its file).
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         let _ = self.stop.send(true);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -116,7 +116,7 @@ fn drain(node: &mut EdgeNode) -> Vec<Items> {
 }
 
 /// Whether no 16-byte run of any of `plain` appears in `observed`.
-fn leaked(plain: &[Vec<u8>], observed: &[Vec<u8>]) -> usize {
+pub(crate) fn leaked(plain: &[Vec<u8>], observed: &[Vec<u8>]) -> usize {
     let windows: HashSet<&[u8]> = observed.iter().flat_map(|p| p.windows(16)).collect();
     plain.iter().filter(|f| f.len() >= 16 && f.windows(16).any(|w| windows.contains(w))).count()
 }
@@ -142,7 +142,7 @@ fn speech_48k(path: &Path) -> Vec<f32> {
     medianode::io::wav::load(path, Some(1)).unwrap_or_else(|e| panic!("{e}")).samples
 }
 
-fn samples(path: &Path) -> Vec<f32> {
+pub(crate) fn samples(path: &Path) -> Vec<f32> {
     let mut reader = hound::WavReader::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     match reader.spec().sample_format {
         hound::SampleFormat::Float => reader.samples::<f32>().map(|s| s.expect("sample")).collect(),

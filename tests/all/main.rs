@@ -8,6 +8,7 @@ mod admin;
 mod audio_faults;
 mod audio_files;
 mod browser;
+mod browser_e2ee;
 mod common;
 mod config_errors;
 mod daemon;

@@ -287,26 +287,45 @@ async fn tokens_are_checked_at_the_door_and_scope_the_join() {
     assert_eq!(next(&mut alice).await["type"], "joined");
 }
 
+/// Every file of the page: its content type, the isolation headers, and
+/// an `ETag` that makes a second fetch a `304` without a body (the 3 MB
+/// E2EE wasm is downloaded once, yet revalidated every time).
 #[tokio::test]
-async fn the_page_is_served_cross_origin_isolated() {
+async fn the_page_is_served_cross_origin_isolated_and_revalidated() {
     let server = server("signaling", ServerOptions::default()).await;
-    for &(path, content_type, _) in medianode::signaling::page::FILES {
-        let mut stream = TcpStream::connect(server.addr).await.expect("connects");
-        let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-        tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes()).await.expect("writes");
-        let mut bytes = Vec::new();
-        tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut bytes).await.expect("reads");
+    let addr = server.addr;
+    let get = |path: &str, extra: String| {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{extra}\r\n");
+        async move {
+            let mut stream = TcpStream::connect(addr).await.expect("connects");
+            tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes()).await.expect("writes");
+            let mut bytes = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut bytes).await.expect("reads");
+            bytes
+        }
+    };
+    for &(path, content_type, body) in medianode::signaling::page::FILES {
+        let bytes = get(path, String::new()).await;
         let response = String::from_utf8_lossy(&bytes);
         let head = response.to_ascii_lowercase();
         assert!(head.starts_with("http/1.1 200"), "{path}: {}", &response[..response.len().min(200)]);
         assert!(head.contains(&format!("content-type: {content_type}")), "{path} is served as {content_type}");
+        assert!(bytes.ends_with(body), "{path}: the body is the file");
         for header in [
             "cross-origin-opener-policy: same-origin",
             "cross-origin-embedder-policy: require-corp",
             "cross-origin-resource-policy: same-site",
+            "cache-control: no-cache",
         ] {
             assert!(head.contains(header), "{path} lacks {header}");
         }
+        let etag = head.lines().find_map(|l| l.strip_prefix("etag: ")).unwrap_or_else(|| panic!("{path} has no etag")).trim().to_string();
+        let again = get(path, format!("If-None-Match: {etag}\r\n")).await;
+        let again = String::from_utf8_lossy(&again).to_ascii_lowercase();
+        assert!(again.starts_with("http/1.1 304"), "{path} with its etag: {}", &again[..again.len().min(200)]);
+        assert!(again.ends_with("\r\n\r\n"), "{path}: a 304 has no body");
+        let stale = get(path, "If-None-Match: \"0123\"\r\n".into()).await;
+        assert!(String::from_utf8_lossy(&stale).starts_with("HTTP/1.1 200"), "{path} with another etag is sent again");
     }
 }
 

@@ -31,7 +31,7 @@ use super::page;
 use super::token;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -129,7 +129,8 @@ pub fn router(
     let shared = Arc::new(Shared { options, hub, connections, media, next_id: AtomicU64::new(1), counters, live });
     let mut router = Router::new();
     for &(path, content_type, body) in page::FILES {
-        router = router.route(path, get(move || async move { page::serve(content_type, body) }));
+        let tag = page::etag(body);
+        router = router.route(path, get(move |headers: HeaderMap| async move { page::serve(&headers, content_type, body, &tag) }));
     }
     router.route("/ws", get(upgrade)).layer(axum::middleware::map_response(isolation_headers)).with_state(shared)
 }

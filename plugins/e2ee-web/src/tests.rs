@@ -26,6 +26,25 @@ impl Room {
         self.deliver(vec![(connection, json!({"type": "join", "room": "r", "user": user}).to_string())]);
     }
 
+    /// The member on `connection` (numbered from 1) hangs up.
+    fn leave(&mut self, connection: u64) {
+        host::use_state_store("server");
+        let mut actions = Vec::new();
+        self.server.handle(SignalEvent::Disconnected(connection), &mut actions);
+        self.relay(actions);
+    }
+
+    fn relay(&mut self, actions: Vec<SignalAction>) {
+        let mut upstream = Vec::new();
+        for action in actions {
+            let SignalAction::Send { connection, text } = action else { continue };
+            let (user, member) = &mut self.members[connection as usize - 1];
+            host::use_state_store(user);
+            upstream.extend(member.signal(&text).into_iter().map(|t| (connection, t)));
+        }
+        self.deliver(upstream);
+    }
+
     /// Relays until nobody has anything left to say.
     fn deliver(&mut self, mut upstream: Vec<(u64, String)>) {
         while !upstream.is_empty() {
@@ -75,4 +94,49 @@ fn nothing_is_sealed_before_the_group() {
     assert!(alone.signal("not json").is_empty());
     room.join("ann");
     assert!(room.members[0].1.seal(b"hello").is_some(), "a group of one seals");
+}
+
+/// The seed's failures, as the page's worker meets them: a `left` for a
+/// member nobody knew, a second `left` for one who left, a `left` before a
+/// `joined`, a commit for an epoch long past, a welcome that is garbage.
+/// None of them stops the member: it still seals, opens and agrees, and a
+/// newcomer joins the group after them.
+#[test]
+fn unknown_and_duplicate_leaves_stale_commits_and_garbage_stop_nothing() {
+    let mut room = Room::new();
+    room.join("ann");
+    room.join("bob");
+    room.join("cy");
+    room.leave(2); // bob
+    let epoch = room.members[0].1.epoch();
+    for text in [
+        json!({"type": "presence", "state": "left", "user": "zed"}),
+        json!({"type": "presence", "state": "left", "user": "bob"}),
+        json!({"type": "presence", "state": "left", "user": "early"}),
+        json!({"type": "presence", "state": "joined", "user": "early"}),
+        json!({"type": "mls-commit", "room": "r", "from": "bob", "epoch": 0, "commit": "AAAA"}),
+        json!({"type": "mls-welcome", "room": "r", "from": "bob", "epoch": 1, "welcome": "not base64!"}),
+        json!({"type": "error", "code": "stale-epoch", "ref": "mls-commit", "epoch": 0}),
+    ] {
+        for i in [0, 2] {
+            let (user, member) = &mut room.members[i];
+            host::use_state_store(user);
+            let out = member.signal(&text.to_string());
+            assert!(out.iter().all(|t| !t.contains("mls-commit")), "{user} answered {text} with a commit: {out:?}");
+        }
+    }
+    let (ann, cy) = (&room.members[0].1, &room.members[2].1);
+    assert_eq!(ann.epoch(), epoch, "nothing moved the epoch");
+    assert_eq!(ann.members().len(), 2, "{:?}", ann.members());
+    assert_eq!((ann.epoch(), ann.safety_number()), (cy.epoch(), cy.safety_number()));
+
+    room.join("dee");
+    host::use_state_store("ann");
+    let sealed = room.members[0].1.seal(b"still here").expect("ann seals");
+    for i in [2, 3] {
+        let (user, member) = &mut room.members[i];
+        host::use_state_store(user);
+        assert_eq!(member.open(&sealed).as_deref(), Some(&b"still here"[..]), "{user} opens ann's frame");
+        assert_eq!(member.members().len(), 3);
+    }
 }

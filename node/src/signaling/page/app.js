@@ -8,10 +8,16 @@
 // RECONNECT_MAX_MS), joins its room again and publishes the same camera
 // and microphone, muted as they were. Leaving stops all of that.
 //
+// A room joined with end-to-end encryption (the form's checkbox, or
+// `?e2ee=1`) runs every frame through the E2EE worker (e2ee.js): media is
+// sent only sealed with the room's MLS group keys, and the page shows the
+// group's epoch and safety number for members to compare.
+//
 // `window.medianode` lets tests (and the curious) read that state.
 
 import { Signaling } from './signaling.js';
 import { Media } from './media.js';
+import { E2ee } from './e2ee.js';
 import * as ui from './ui.js';
 
 const $ = (id) => document.getElementById(id);
@@ -41,6 +47,7 @@ const state = {
 };
 let signaling = null;
 let media = null;
+let e2ee = null; // the room's encryption, when joined with it
 let want = { audio: true, video: true };
 let lastTyping = 0;
 let unread = []; // ids to mark read once the page is visible
@@ -76,6 +83,7 @@ function refresh() {
   }
   $('chat-text').disabled = $('chat-send').disabled = !state.joined;
   ui.showStatus(state.connection, media ? media.state : 'new');
+  ui.renderE2ee(e2ee, [...state.members.keys()]);
 }
 
 function fail(text, code = 'page') {
@@ -90,11 +98,27 @@ function showJoinForm(joining) {
   $('room-view').hidden = !joining;
 }
 
-async function join(room, user) {
+async function join(room, user, encrypted) {
   ui.showAlert('');
   state.room = room;
   state.me = user;
   state.connection = 'connecting';
+  if (encrypted) {
+    e2ee = new E2ee(room, user, (text) => signaling && signaling.sendText(text), refresh);
+    e2ee.onHold = (held) => {
+      if (media) media.setHeld(held);
+      if (held) {
+        ui.showAlert(`The encryption worker failed (${e2ee.lastFailure}): nothing is sent until a new one is back in the group.`);
+        ui.log(`e2ee worker failed: ${e2ee.lastFailure}; restarting it (${e2ee.restarts})`);
+      } else if (e2ee.restarts > 0) {
+        ui.showAlert('');
+        ui.log(`e2ee worker restarted: back in the group at epoch ${e2ee.epoch}`);
+      }
+    };
+    // Without RTCRtpScriptTransform a new worker cannot take over the
+    // connection's streams: rebuild the connection.
+    e2ee.onUnrecoverable = (why) => reconnectLater(`the encryption worker failed: ${why}`);
+  }
   showJoinForm(true);
   await connect();
 }
@@ -139,7 +163,8 @@ function reset() {
   if (signaling) signaling.close();
   if (media) media.close();
   if (local) local.getTracks().forEach((t) => t.stop());
-  signaling = media = local = null;
+  if (e2ee) e2ee.close();
+  signaling = media = local = e2ee = null;
   muting = { audio: false, video: false };
   state.joined = false;
   state.connection = 'closed';
@@ -164,6 +189,7 @@ function onClosed(event) {
 }
 
 async function onMessage(msg) {
+  if (e2ee) e2ee.signal(msg);
   switch (msg.type) {
     case 'joined':
       if (state.connection === 'reconnecting') {
@@ -274,7 +300,8 @@ async function startMedia() {
     }
   }
   // After a reconnect: the same tracks, muted as they were (and the room told).
-  media = new Media(send, onRemoteTrack, refresh);
+  if (e2ee) e2ee.forgetEndpoints();
+  media = new Media(send, onRemoteTrack, refresh, e2ee);
   await media.start(local, muting);
   for (const kind of ['audio', 'video']) {
     if (muting[kind]) {
@@ -300,7 +327,7 @@ function randomId() {
 $('join').addEventListener('submit', (e) => {
   e.preventDefault();
   want = { audio: $('want-audio').checked, video: $('want-video').checked };
-  join($('room').value.trim(), $('user').value.trim());
+  join($('room').value.trim(), $('user').value.trim(), $('want-e2ee').checked);
 });
 
 $('leave').addEventListener('click', () => {
@@ -363,10 +390,12 @@ setInterval(async () => {
 window.medianode = {
   state,
   get media() { return media; },
+  get e2ee() { return e2ee; },
   inbound: () => (media ? media.inbound() : { audio: 0, video: 0 }),
 };
 
 $('user').value = params.get('user') || `guest-${Math.floor(Math.random() * 1000)}`;
 if (params.get('room')) $('room').value = params.get('room');
+if (params.get('e2ee')) $('want-e2ee').checked = true;
 refresh();
 if (params.get('autojoin')) $('join').requestSubmit();

@@ -6,15 +6,24 @@
 // for that kind (a disabled track would still send black frames or
 // silence); unmuting puts the track back on the same sender, so no
 // renegotiation is needed. Switching devices works the same way.
+//
+// In an end-to-end encrypted room every sender's and receiver's encoded
+// frames run through the E2EE worker (e2ee.js); while the worker is being
+// replaced the senders are held (send nothing), as if muted.
+
+import { scriptTransform } from './e2ee.js';
 
 export class Media {
   /**
    * @param {(msg: object) => void} send sends a signaling message
    * @param {(user: string, track: MediaStreamTrack) => void} onRemoteTrack someone's track arrived
    * @param {() => void} onStateChange the connection's state changed
+   * @param {import('./e2ee.js').E2ee | null} e2ee the room's encryption, if it is encrypted
    */
-  constructor(send, onRemoteTrack, onStateChange) {
+  constructor(send, onRemoteTrack, onStateChange, e2ee = null) {
     this.send = send;
+    this.e2ee = e2ee;
+    this.held = Boolean(e2ee && e2ee.state === 'restarting'); // sending nothing while the E2EE worker is replaced
     this.onRemoteTrack = onRemoteTrack;
     this.onStateChange = onStateChange;
     this.pc = null;
@@ -36,19 +45,24 @@ export class Media {
    * Media publishes the same tracks, muted as they were.
    */
   async start(local, muted = { audio: false, video: false }) {
-    const pc = new RTCPeerConnection();
+    // createEncodedStreams() needs the connection to ask for it up front.
+    const pc = new RTCPeerConnection(this.e2ee && !scriptTransform ? { encodedInsertableStreams: true } : {});
     this.pc = pc;
     pc.onconnectionstatechange = () => this.onStateChange();
     pc.onicecandidate = (e) => { if (e.candidate) this.send({ type: 'candidate', candidate: e.candidate.toJSON() }); };
     // Each forwarded track's stream id is its publisher's user name.
-    pc.ontrack = (e) => this.onRemoteTrack(e.streams[0] ? e.streams[0].id : e.track.id, e.track);
+    pc.ontrack = (e) => {
+      if (this.e2ee) this.e2ee.protect(e.receiver, 'receive', e.track.kind);
+      this.onRemoteTrack(e.streams[0] ? e.streams[0].id : e.track.id, e.track);
+    };
     if (local) {
       this.local = local;
       for (const track of local.getTracks()) {
         this.tracks[track.kind] = track;
         this.muted[track.kind] = Boolean(muted[track.kind]);
         const { sender } = pc.addTransceiver(track, { direction: 'sendonly', streams: [local] });
-        if (this.muted[track.kind]) await sender.replaceTrack(null);
+        if (this.e2ee) this.e2ee.protect(sender, 'send', track.kind);
+        if (this.muted[track.kind] || this.held) await sender.replaceTrack(null);
         this.senders[track.kind] = sender;
       }
     }
@@ -84,7 +98,15 @@ export class Media {
     if (!track) return;
     this.muted[kind] = muted;
     track.enabled = !muted; // the local preview goes dark too
-    await this.senders[kind].replaceTrack(muted ? null : track);
+    await this.senders[kind].replaceTrack(muted || this.held ? null : track);
+  }
+
+  /** Holds every sender (sends nothing) or lets the unmuted ones send again. */
+  async setHeld(held) {
+    this.held = held;
+    for (const kind of Object.keys(this.senders)) {
+      await this.senders[kind].replaceTrack(held || this.muted[kind] ? null : this.tracks[kind]);
+    }
   }
 
   /** The cameras and microphones the browser offers, and the ones in use. */
@@ -105,7 +127,7 @@ export class Media {
     const stream = await navigator.mediaDevices.getUserMedia({ [kind]: { deviceId: { exact: deviceId } } });
     const track = stream.getTracks()[0];
     track.enabled = !this.muted[kind];
-    if (!this.muted[kind]) await this.senders[kind].replaceTrack(track);
+    if (!this.muted[kind] && !this.held) await this.senders[kind].replaceTrack(track);
     this.local.removeTrack(old);
     old.stop();
     this.local.addTrack(track);

@@ -66,7 +66,12 @@ export class Signaling {
   }
 
   send(msg) {
-    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(msg));
+    this.sendText(JSON.stringify(msg));
+  }
+
+  /** Sends a message that is JSON text already. */
+  sendText(text) {
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(text);
   }
 
   /** Closes without reporting it through onClose (the user left). */

@@ -20,6 +20,27 @@ export function showStatus(connection, media) {
   $('status').textContent = `${connection} · media ${media}`;
 }
 
+/**
+ * The room's encryption, when joined with it: whether media is encrypted,
+ * the MLS epoch, the safety number members compare (equal on every page in
+ * the same group), and who in the room is not in the group yet.
+ */
+export function renderE2ee(e2ee, roomMembers) {
+  const box = $('e2ee-status');
+  box.hidden = !e2ee;
+  if (!e2ee) return;
+  box.dataset.state = e2ee.state;
+  if (e2ee.state === 'encrypted') {
+    const outside = roomMembers.filter((u) => !e2ee.members.includes(u));
+    const waiting = outside.length ? ` · not in the group yet: ${outside.join(', ')}` : '';
+    box.textContent = `🔒 end-to-end encrypted · epoch ${e2ee.epoch} · safety number ${e2ee.safetyNumber}${waiting}`;
+  } else if (e2ee.state === 'restarting') {
+    box.textContent = '🔒 encryption restarting: nothing is sent until it is back';
+  } else {
+    box.textContent = '🔒 joining the encrypted group: nothing is sent until then';
+  }
+}
+
 // Errors, in words, with what to do. `ref` is the message that failed.
 const ADVICE = {
   'user-taken': (e, ctx) => `The name “${ctx.user}” is already in use in room “${ctx.room}”. Choose another name and join again.`,

@@ -1,0 +1,187 @@
+// End-to-end encryption for the page. A Worker (e2ee-worker.js) holds the
+// page's MLS group membership and SFrame keys, and every encoded frame of
+// every sender and receiver runs through it (RTCRtpScriptTransform, or
+// createEncodedStreams in a browser without it). The node only orders the
+// group's commits (its MLS delivery service) and forwards ciphertext.
+//
+// The worker is watched: an error inside it, or silence to the page's
+// pings for DEAD_AFTER_MS, and the page fails closed (its senders send
+// nothing), starts a fresh worker, which rejoins the group with a new key
+// package, and resumes sending once the new worker has the group's key.
+// A worker that fails again before it got there is restarted with
+// exponential backoff.
+
+const PING_EVERY_MS = 250;
+const DEAD_AFTER_MS = 1000;
+/** A worker that fails again before it is back in the group waits longer each time (doubling up to the max). */
+const RESTART_BACKOFF_MS = 250;
+const RESTART_BACKOFF_MAX_MS = 10000;
+/** Failures kept for the page and tests, the last ones. */
+const FAILURES_KEPT = 20;
+
+/** Whether the browser offers RTCRtpScriptTransform (else createEncodedStreams). */
+export const scriptTransform = typeof RTCRtpScriptTransform !== 'undefined';
+
+export class E2ee {
+  /**
+   * @param {string} room
+   * @param {string} user
+   * @param {(text: string) => void} send sends a message (JSON text) to the node
+   * @param {() => void} onChange the group's state changed
+   */
+  constructor(room, user, send, onChange) {
+    this.room = room;
+    this.user = user;
+    this.send = send;
+    this.onChange = onChange;
+    // 'joining' (no key yet) | 'encrypted' | 'restarting'
+    this.state = 'joining';
+    this.epoch = null;
+    this.safetyNumber = null;
+    this.members = [];
+    this.restarts = 0;
+    this.failures = []; // { reason, at, back }: performance.now() of the failure and of the rejoin
+    this.failing = 0; // failures since the last worker that got into the group
+    this.pending = null; // the restart's timer, during a backoff
+    this.counters = null; // the worker's, from its last pong
+    this.endpoints = []; // { target: RTCRtpSender | RTCRtpReceiver, side, kind }
+    this.roomMembers = []; // who the node says is in the room (for a new worker)
+    this.onHold = null; // (held: boolean) => void: stop or resume sending
+    this.worker = null;
+    this.waiting = new Map(); // reply type -> resolve
+    this.spawn();
+    this.watchdog = setInterval(() => this.check(), PING_EVERY_MS);
+  }
+
+  spawn() {
+    const worker = new Worker('/e2ee/worker.js', { type: 'module' });
+    this.worker = worker;
+    this.heard = performance.now();
+    worker.onmessage = ({ data }) => this.fromWorker(worker, data);
+    worker.onerror = (e) => this.failed(worker, e.message || 'the worker failed');
+    worker.postMessage({ type: 'start', room: this.room, user: this.user });
+  }
+
+  fromWorker(worker, data) {
+    if (worker !== this.worker) return; // a worker already given up on
+    this.heard = performance.now();
+    switch (data.type) {
+      case 'send':
+        this.send(data.text);
+        break;
+      case 'status':
+        this.epoch = data.epoch;
+        this.safetyNumber = data.safetyNumber;
+        this.members = data.members;
+        if (data.epoch !== null && this.state !== 'encrypted') {
+          if (this.state === 'restarting') this.failures[this.failures.length - 1].back = performance.now();
+          this.failing = 0;
+          this.state = 'encrypted';
+          if (this.onHold) this.onHold(false);
+        }
+        this.onChange();
+        break;
+      case 'pong':
+        this.counters = data.counters;
+        break;
+      case 'failed':
+        this.failed(worker, data.reason);
+        break;
+      default: {
+        const resolve = this.waiting.get(data.type);
+        this.waiting.delete(data.type);
+        if (resolve) resolve(data);
+      }
+    }
+  }
+
+  /** A room message: the group's business ones go to the worker. */
+  signal(msg) {
+    if (msg.type === 'joined') this.roomMembers = msg.members.map((m) => ({ user: m.user }));
+    else if (msg.type === 'presence') {
+      this.roomMembers = this.roomMembers.filter((m) => m.user !== msg.user);
+      if (msg.state === 'joined') this.roomMembers.push({ user: msg.user });
+    }
+    // A message during a restart's backoff is not lost: the new worker is
+    // seated from roomMembers and hears the group's state from the others.
+    if (this.worker && /^(joined|presence|error|mls-)/.test(msg.type)) this.worker.postMessage({ type: 'signal', text: JSON.stringify(msg) });
+  }
+
+  /** Runs `target`'s (an RTCRtpSender or RTCRtpReceiver) frames through the worker. */
+  protect(target, side, kind) {
+    if (this.endpoints.some((e) => e.target === target)) return; // a reused transceiver
+    this.endpoints.push({ target, side, kind });
+    this.attach({ target, side, kind });
+  }
+
+  attach({ target, side, kind }) {
+    if (!this.worker) return; // restarting: the new worker takes every endpoint
+    if (scriptTransform) {
+      target.transform = new RTCRtpScriptTransform(this.worker, { side, kind });
+    } else {
+      const { readable, writable } = target.createEncodedStreams();
+      this.worker.postMessage({ type: 'streams', readable, writable, side, kind }, [readable, writable]);
+    }
+  }
+
+  /** A new peer connection: the old one's senders and receivers are gone. */
+  forgetEndpoints() {
+    this.endpoints = [];
+  }
+
+  check() {
+    if (!this.worker) return;
+    if (performance.now() - this.heard > DEAD_AFTER_MS) this.failed(this.worker, 'the worker stopped answering');
+    else this.worker.postMessage({ type: 'ping' });
+  }
+
+  /**
+   * The worker failed: send nothing until a fresh one is in the group.
+   * Without RTCRtpScriptTransform a sender's streams cannot be handed to
+   * a second worker; `onUnrecoverable` then rebuilds the connection.
+   */
+  failed(worker, reason) {
+    if (worker !== this.worker) return;
+    worker.terminate();
+    this.worker = null;
+    this.restarts += 1;
+    this.lastFailure = reason;
+    this.failures.push({ reason, at: performance.now(), back: null });
+    if (this.failures.length > FAILURES_KEPT) this.failures.shift();
+    this.state = 'restarting';
+    this.epoch = this.safetyNumber = null;
+    this.members = [];
+    if (this.onHold) this.onHold(true);
+    // The first restart is at once; one that fails again waits longer.
+    const wait = this.failing === 0 ? 0 : Math.min(RESTART_BACKOFF_MAX_MS, RESTART_BACKOFF_MS * 2 ** (this.failing - 1));
+    this.failing += 1;
+    this.pending = setTimeout(() => this.restart(), wait);
+    this.onChange();
+  }
+
+  /** A fresh worker, seated as the page is: it asks back into the group. */
+  restart() {
+    this.pending = null;
+    this.spawn();
+    this.worker.postMessage({ type: 'signal', text: JSON.stringify({ type: 'joined', room: this.room, user: this.user, members: this.roomMembers }) });
+    if (scriptTransform) this.endpoints.forEach((e) => this.attach(e));
+    else if (this.onUnrecoverable) this.onUnrecoverable(this.lastFailure);
+  }
+
+  /** One answer of the worker to a request (`sample`, `bench`). */
+  ask(type, message = {}) {
+    if (!this.worker) return Promise.resolve(null);
+    return new Promise((resolve) => {
+      this.waiting.set(type, resolve);
+      this.worker.postMessage({ ...message, type });
+    });
+  }
+
+  /** Ends the worker for good (the page left the room). */
+  close() {
+    clearInterval(this.watchdog);
+    clearTimeout(this.pending);
+    if (this.worker) this.worker.terminate();
+    this.worker = null;
+  }
+}
