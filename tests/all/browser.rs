@@ -39,6 +39,7 @@ pub(crate) fn launch() -> Browser {
 
 /// Chromium with `extra` flags besides the ones every test needs.
 pub(crate) fn launch_with(extra: &[&str]) -> Browser {
+    let echo = std::env::var_os("MEDIANODE_CHROMIUM_LOG").is_some();
     assert!(std::path::Path::new(CHROMIUM).exists(), "the browser test needs Debian's chromium: apt-get install chromium");
     let profile = tempfile::tempdir().expect("profile dir");
     let mut child = Command::new(CHROMIUM)
@@ -64,6 +65,9 @@ pub(crate) fn launch_with(extra: &[&str]) -> Browser {
             "--remote-debugging-port=0",
         ])
         .args(extra)
+        // MEDIANODE_CHROMIUM_LOG=1: the browser's log and every console
+        // message of its pages and workers, on the test's stderr.
+        .args(if echo { &["--enable-logging=stderr", "--v=0"][..] } else { &[][..] })
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg("about:blank")
         .stdout(Stdio::null())
@@ -74,6 +78,9 @@ pub(crate) fn launch_with(extra: &[&str]) -> Browser {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if echo {
+                eprintln!("chromium: {line}");
+            }
             if let Some(url) = line.strip_prefix("DevTools listening on ") {
                 let _ = tx.send(url.trim().to_string());
             }
@@ -145,7 +152,14 @@ impl DevTools {
 
     /// Waits until `expression` satisfies `ok`; returns how long it took.
     /// On timeout, fails with the last value and the page's state.
-    pub(crate) async fn until(&mut self, tab: &Tab, what: &str, expression: &str, within: Duration, ok: impl Fn(&Value) -> bool) -> Duration {
+    pub(crate) async fn until(
+        &mut self,
+        tab: &Tab,
+        what: &str,
+        expression: &str,
+        within: Duration,
+        ok: impl Fn(&Value) -> bool,
+    ) -> Duration {
         let start = Instant::now();
         loop {
             let value = self.eval(tab, expression).await;

@@ -60,7 +60,17 @@ async fn plaintext(dt: &mut DevTools, tab: &Tab) -> Vec<Vec<u8>> {
 /// Both pages on one epoch with one safety number, shown on each page.
 async fn agree(dt: &mut DevTools, a: &Tab, b: &Tab) -> (u64, String) {
     let (x, y) = (dt.eval(a, E2EE).await, dt.eval(b, E2EE).await);
-    assert_eq!((&x["epoch"], &x["safety"]), (&y["epoch"], &y["safety"]), "one epoch and safety number: {x} / {y}");
+    if (&x["epoch"], &x["safety"]) != (&y["epoch"], &y["safety"]) {
+        let logs = "window.medianode.e2ee.log.join('\\n')";
+        let (la, lb) = (dt.eval(a, logs).await, dt.eval(b, logs).await);
+        panic!(
+            "not one epoch and safety number: {x} / {y}\n{}'s log:\n{}\n{}'s log:\n{}",
+            a.name,
+            la.as_str().unwrap_or(""),
+            b.name,
+            lb.as_str().unwrap_or("")
+        );
+    }
     let safety = x["safety"].as_str().unwrap_or_else(|| panic!("a safety number: {x}")).to_string();
     for v in [&x, &y] {
         assert!(v["shown"].as_str().is_some_and(|s| s.contains(&safety) && s.contains("end-to-end encrypted")), "the page shows it: {v}");
@@ -142,8 +152,10 @@ async fn two_windows_in_an_encrypted_room_through_churn_and_a_killed_worker() {
         }
     }
     for tab in [&ann, &bob] {
-        dt.until(tab, "ann and bob alone in the group again", E2EE, SETTLE, |v| in_group("ann,bob")(v) && v["epoch"].as_u64() > Some(epoch))
-            .await;
+        dt.until(tab, "ann and bob alone in the group again", E2EE, SETTLE, |v| {
+            in_group("ann,bob")(v) && v["epoch"].as_u64() > Some(epoch)
+        })
+        .await;
     }
     let (epoch, safety) = agree(&mut dt, &ann, &bob).await;
     let now = dt.eval(&bob, E2EE).await;
@@ -159,7 +171,8 @@ async fn two_windows_in_an_encrypted_room_through_churn_and_a_killed_worker() {
     let watcher = peer_at(node.server.addr, "secret", "watcher", false).await;
     watcher.seen.until("the watcher gets media", SETTLE, |s| s.payloads.lock().expect("lock").len() >= 50).await;
     let sent_before = forwarded(&node.sfu, "ann", "audio").await;
-    let killed = dt.eval(&ann, "(() => { window.killedAt = performance.now(); window.medianode.e2ee.worker.terminate(); return true; })()").await;
+    let killed =
+        dt.eval(&ann, "(() => { window.killedAt = performance.now(); window.medianode.e2ee.worker.terminate(); return true; })()").await;
     assert_eq!(killed, json!(true));
     let killed_at = Instant::now();
     let right_after = forwarded(&node.sfu, "ann", "audio").await;

@@ -52,9 +52,11 @@ pub fn etag(body: &[u8]) -> HeaderValue {
 /// One file as a response, or `304` when the browser has it already
 /// (its `If-None-Match` names `tag`).
 pub fn serve(request: &HeaderMap, content_type: &'static str, body: &'static [u8], tag: &HeaderValue) -> Response {
-    let cached = request.get_all(header::IF_NONE_MATCH).iter().filter_map(|v| v.to_str().ok()).any(|v| {
-        v.split(',').map(str::trim).any(|t| t == "*" || t.trim_start_matches("W/").as_bytes() == tag.as_bytes())
-    });
+    let cached = request
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').map(str::trim).any(|t| t == "*" || t.trim_start_matches("W/").as_bytes() == tag.as_bytes()));
     let headers = [(header::CACHE_CONTROL, HeaderValue::from_static("no-cache")), (header::ETAG, tag.clone())];
     if cached {
         return (StatusCode::NOT_MODIFIED, headers).into_response();

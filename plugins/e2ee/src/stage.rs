@@ -336,7 +336,14 @@ impl E2ee {
                 }
             }
             "error" if text("code") == Some("stale-epoch") => {
-                self.drop_pending();
+                // The refusal names the room's epoch. A commit for that
+                // epoch is never refused, so when ours is for it, the
+                // refusal is of an older commit of ours (one that lost, and
+                // that we dropped when the winner came): ours is still in
+                // flight and may be accepted next.
+                if epoch.is_none() || self.wishes.pending != epoch {
+                    self.drop_pending();
+                }
                 let ours = self.member.as_ref().and_then(Member::epoch);
                 if let (Some(ours), Some(room)) = (ours, epoch)
                     && room > ours

@@ -289,3 +289,35 @@ fn twenty_rapid_joins_and_leaves_end_on_one_epoch() {
     }
     room.agree(2);
 }
+
+/// The fork a browser test found under churn: alice's commit for epoch E
+/// loses to bob's; alice applies bob's, still wants more, and sends a new
+/// commit for E+1 before the delivery service's refusal of her old one
+/// (`stale-epoch`, room at E+1) reaches her. That refusal is not about
+/// her new commit: dropping it there, and committing a third time, made
+/// her merge her third commit when the service accepted her second, and
+/// she and bob were on one epoch number in two different groups.
+#[test]
+fn a_refusal_of_an_old_commit_does_not_drop_the_one_in_flight() {
+    let mut room = Room::new("{}");
+    for name in ["alice", "bob", "carol", "dave"] {
+        room.join(name);
+    }
+    let epoch = room.agree(4);
+    let left = |user: &str| E2eeEvent::Message(json!({"type": "presence", "room": "r", "user": user, "state": "left"}).to_string());
+    // Bob's commit (carol out) goes first; alice's (carol and dave out)
+    // second, and it loses.
+    room.control(room.index("bob"), left("carol"));
+    room.control(room.index("alice"), left("carol"));
+    room.control(room.index("alice"), left("dave"));
+    room.run();
+    let refused = room.seen.iter().filter(|(who, m)| who == "alice" && m["code"] == "stale-epoch").count();
+    assert!(refused >= 1, "alice's first commit lost");
+    let (alice, bob) = (room.status("alice"), room.status("bob"));
+    assert_eq!((alice.epoch, &alice.safety_number), (bob.epoch, &bob.safety_number), "alice and bob in one group");
+    assert!(alice.epoch > Some(epoch));
+    // Carol and dave, removed while seated, asked back in: all four agree.
+    room.agree(4);
+    let frame = room.seal("alice", b"one group").unwrap();
+    assert!(room.open("bob", &frame).is_some());
+}

@@ -105,6 +105,7 @@ async function join(room, user, encrypted) {
   state.connection = 'connecting';
   if (encrypted) {
     e2ee = new E2ee(room, user, (text) => signaling && signaling.sendText(text), refresh);
+    e2ee.onLog = ui.log;
     e2ee.onHold = (held) => {
       if (media) media.setHeld(held);
       if (held) {

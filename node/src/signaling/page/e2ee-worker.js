@@ -7,7 +7,7 @@
 // frames, through `RTCRtpScriptTransform` (`rtctransform` events) or, in a
 // browser without it, as the streams of `createEncodedStreams()`.
 // To the page: `send` (messages for the node), `status` (epoch, safety
-// number, members), `pong` (frame counters), `failed`.
+// number, members), `pong` (frame counters), `log` (the stage's), `failed`.
 //
 // Fail closed: a frame is sent only sealed. Before the group has a key,
 // after the worker failed, or when sealing fails, the frame is dropped.
@@ -21,7 +21,16 @@
 
 import init, { Member } from './medianode_e2ee_web.js';
 
+// The stage's log (console.log through wasm-bindgen) goes to the page too.
+const consoleLog = console.log.bind(console);
+console.log = (...args) => {
+  consoleLog(...args);
+  self.postMessage({ type: 'log', text: args.join(' ') });
+};
+
+// The page's watchdog starts once the module is compiled and running.
 const ready = init();
+ready.then(() => self.postMessage({ type: 'ready' }), (e) => self.postMessage({ type: 'failed', reason: `the E2EE module does not load: ${e}` }));
 let member = null;
 let failed = null; // why, once an error made this worker's Member untrustworthy
 // Frames by kind; the longest wait between two opened audio frames (a
@@ -40,6 +49,14 @@ function fail(error) {
   failed = String(error && error.message ? error.message : error);
   member = null;
   self.postMessage({ type: 'failed', reason: failed });
+}
+
+/** One line per group message, in the page's log: what came and went. */
+function trace(way, text) {
+  let m;
+  try { m = JSON.parse(text); } catch { return; }
+  const parts = [way, m.type, m.state, m.user, m.from, m.code, m.epoch, m.joiners && `joiners=${m.joiners}`].filter((p) => p !== undefined && p !== null);
+  self.postMessage({ type: 'log', text: parts.join(' ') });
 }
 
 function status() {
@@ -62,7 +79,11 @@ self.onmessage = async ({ data }) => {
         break;
       case 'signal':
         if (!member) return;
-        for (const text of member.signal(data.text)) self.postMessage({ type: 'send', text });
+        trace('in', data.text);
+        for (const text of member.signal(data.text)) {
+          trace('out', text);
+          self.postMessage({ type: 'send', text });
+        }
         status();
         break;
       case 'streams': // createEncodedStreams(): the page hands the streams over

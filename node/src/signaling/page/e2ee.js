@@ -5,7 +5,7 @@
 // group's commits (its MLS delivery service) and forwards ciphertext.
 //
 // The worker is watched: an error inside it, or silence to the page's
-// pings for DEAD_AFTER_MS, and the page fails closed (its senders send
+// pings for DEAD_AFTER_MS once it is running, and the page fails closed (its senders send
 // nothing), starts a fresh worker, which rejoins the group with a new key
 // package, and resumes sending once the new worker has the group's key.
 // A worker that fails again before it got there is restarted with
@@ -13,11 +13,15 @@
 
 const PING_EVERY_MS = 250;
 const DEAD_AFTER_MS = 1000;
+/** A new worker has this long to compile the E2EE module and say `ready`. */
+const READY_WITHIN_MS = 15000;
 /** A worker that fails again before it is back in the group waits longer each time (doubling up to the max). */
 const RESTART_BACKOFF_MS = 250;
 const RESTART_BACKOFF_MAX_MS = 10000;
 /** Failures kept for the page and tests, the last ones. */
 const FAILURES_KEPT = 20;
+/** Lines of the worker's log kept, the last ones. */
+const LOG_KEPT = 200;
 
 /** Whether the browser offers RTCRtpScriptTransform (else createEncodedStreams). */
 export const scriptTransform = typeof RTCRtpScriptTransform !== 'undefined';
@@ -47,6 +51,8 @@ export class E2ee {
     this.endpoints = []; // { target: RTCRtpSender | RTCRtpReceiver, side, kind }
     this.roomMembers = []; // who the node says is in the room (for a new worker)
     this.onHold = null; // (held: boolean) => void: stop or resume sending
+    this.onLog = null; // (text: string) => void: a line of the worker's log
+    this.log = []; // the last LOG_KEPT lines
     this.worker = null;
     this.waiting = new Map(); // reply type -> resolve
     this.spawn();
@@ -56,6 +62,7 @@ export class E2ee {
   spawn() {
     const worker = new Worker('/e2ee/worker.js', { type: 'module' });
     this.worker = worker;
+    this.ready = false;
     this.heard = performance.now();
     worker.onmessage = ({ data }) => this.fromWorker(worker, data);
     worker.onerror = (e) => this.failed(worker, e.message || 'the worker failed');
@@ -73,6 +80,9 @@ export class E2ee {
         this.epoch = data.epoch;
         this.safetyNumber = data.safetyNumber;
         this.members = data.members;
+        // The group's stage starting over (out of step with the group) has
+        // no key until it is welcomed back: nothing is sealed meanwhile.
+        if (data.epoch === null && this.state === 'encrypted') this.state = 'joining';
         if (data.epoch !== null && this.state !== 'encrypted') {
           if (this.state === 'restarting') this.failures[this.failures.length - 1].back = performance.now();
           this.failing = 0;
@@ -80,6 +90,14 @@ export class E2ee {
           if (this.onHold) this.onHold(false);
         }
         this.onChange();
+        break;
+      case 'ready':
+        this.ready = true;
+        break;
+      case 'log':
+        this.log.push(data.text);
+        if (this.log.length > LOG_KEPT) this.log.shift();
+        if (this.onLog) this.onLog(data.text);
         break;
       case 'pong':
         this.counters = data.counters;
@@ -131,7 +149,9 @@ export class E2ee {
 
   check() {
     if (!this.worker) return;
-    if (performance.now() - this.heard > DEAD_AFTER_MS) this.failed(this.worker, 'the worker stopped answering');
+    const silence = performance.now() - this.heard;
+    if (!this.ready && silence > READY_WITHIN_MS) this.failed(this.worker, 'the worker did not start');
+    else if (this.ready && silence > DEAD_AFTER_MS) this.failed(this.worker, 'the worker stopped answering');
     else this.worker.postMessage({ type: 'ping' });
   }
 
