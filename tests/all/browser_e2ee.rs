@@ -91,6 +91,7 @@ fn payloads(seen: &Seen) -> Vec<Vec<u8>> {
 /// hears her again; the gap is measured. The worker's per-frame cost is
 /// measured in Chromium.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock, reason = "the test holds every core for its whole length; no task of its runtime takes the lock")]
 async fn two_windows_in_an_encrypted_room_through_churn_and_a_killed_worker() {
     let node = default_node().await;
     let _cores = crate::common::loading_every_core();
@@ -244,6 +245,7 @@ fn power_at(samples: &[f32], frequency: f64) -> f64 {
 /// one MLS group; the edge node's recording of the page has its tone, and
 /// the page opens and plays the edge node's audio.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock, reason = "the test holds every core for its whole length; no task of its runtime takes the lock")]
 async fn a_window_and_an_edge_node_hear_each_other_encrypted() {
     const PAGE_TONE: f64 = 660.0;
     const EDGE_TONE: f64 = 440.0;
