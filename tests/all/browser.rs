@@ -462,7 +462,7 @@ async fn the_e2ee_module_runs_in_the_browser() {
         const member = (user) => new Promise((resolve) => {
             const me = new m.Member('e2ee', user, '{"aead": "wasm"}');
             const ws = new WebSocket(`ws://${location.host}/ws`);
-            ws.onopen = () => ws.send(JSON.stringify({type: 'join', room: 'e2ee', user}));
+            ws.onopen = () => ws.send(JSON.stringify({type: 'join', room: 'e2ee', user, e2ee: true}));
             ws.onmessage = (e) => { for (const out of me.signal(e.data)) ws.send(out); };
             resolve(me);
         });

@@ -100,9 +100,14 @@ async fn two_windows_in_an_encrypted_room_through_churn_and_a_killed_worker() {
     let mut dt = DevTools { ws, next_id: 0 };
     let base = format!("http://{}/?room=secret&autojoin=1&e2ee=1", node.server.addr);
 
-    // Ann alone makes the group; bob's key package brings him in.
+    // A participant outside the group sees what the node forwards. It is
+    // there first: a plain participant adds nobody, so ann, the first with
+    // E2EE, makes the group, and bob's key package brings him in.
+    let observer = peer_at(node.server.addr, "secret", "observer", false).await;
     let ann = dt.open("ann", &format!("{base}&user=ann")).await;
     dt.until(&ann, "ann's group", E2EE, SETTLE, in_group("ann")).await;
+    let marks = "document.querySelector('[aria-label=participants] li[data-user=observer] .marks').textContent";
+    dt.until(&ann, "the observer marked", marks, SETTLE, is("not encrypted: cannot see or hear you")).await;
     let bob = dt.open("bob", &format!("{base}&user=bob")).await;
     for tab in [&ann, &bob] {
         dt.until(tab, "ann and bob in one group", E2EE, SETTLE, in_group("ann,bob")).await;
@@ -110,8 +115,6 @@ async fn two_windows_in_an_encrypted_room_through_churn_and_a_killed_worker() {
     let (epoch, safety) = agree(&mut dt, &ann, &bob).await;
     eprintln!("ann and bob: epoch {epoch}, safety number {safety}");
 
-    // A participant outside the group sees what the node forwards.
-    let observer = peer_at(node.server.addr, "secret", "observer", false).await;
     for tab in [&ann, &bob] {
         dt.until(tab, "decrypted audio and video", E2EE, SETTLE, |v| opened("audio", 100)(v) && opened("video", 30)(v)).await;
         dt.until(tab, "video decoded and audio heard", RECEIVED, SETTLE, |v| {
@@ -138,7 +141,7 @@ async fn two_windows_in_an_encrypted_room_through_churn_and_a_killed_worker() {
             const ws = new WebSocket(`ws://${location.host}/ws`);
             await new Promise(r => { ws.onopen = r; });
             ws.onmessage = (e) => { for (const out of me.signal(e.data)) if (ws.readyState === 1) ws.send(out); };
-            ws.send(JSON.stringify({type: 'join', room: 'secret', user}));
+            ws.send(JSON.stringify({type: 'join', room: 'secret', user, e2ee: true}));
             await pause(stay);
             ws.close();
         }));

@@ -58,7 +58,7 @@ async fn every_message_type_over_a_real_websocket() {
     let server = server("signaling", ServerOptions::default()).await;
     let mut alice = joined(&server, "r", "alice").await;
     let mut bob = joined(&server, "r", "bob").await;
-    assert_eq!(next(&mut alice).await, json!({"type": "presence", "room": "r", "user": "bob", "state": "joined"}));
+    assert_eq!(next(&mut alice).await, json!({"type": "presence", "room": "r", "user": "bob", "state": "joined", "e2ee": false}));
 
     say(&mut alice, json!({"type": "publish", "kinds": ["audio", "video"]})).await;
     assert_eq!(next(&mut bob).await["type"], "published");

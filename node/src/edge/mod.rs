@@ -78,7 +78,7 @@ impl Edge {
     /// [`Edge::outbox`]) seals and opens the node's media, which runs when
     /// `media` is given (with the pipeline's ends in the [`Ports`]).
     pub fn start(
-        options: ClientOptions,
+        mut options: ClientOptions,
         media: Option<MediaOptions>,
         stage: Option<(EncryptionStage, mpsc::UnboundedReceiver<String>)>,
     ) -> (Edge, Ports) {
@@ -100,6 +100,8 @@ impl Edge {
             }
             None => (None, None, None),
         };
+        // Only a node that can seal asks into the group.
+        options.e2ee = stage.is_some();
         let (publish, to_publish) = mpsc::channel(QUEUE);
         let (opened, subscribe) = mpsc::channel(QUEUE);
         let events = Events::default();

@@ -35,6 +35,9 @@ pub struct ClientOptions {
     pub reconnect: RestartConfig,
     pub heartbeat_interval: Duration,
     pub heartbeat_timeout: Duration,
+    /// Joins as a member of the room's MLS group (`e2ee` in `join`): set
+    /// by [`crate::edge::Edge::start`] when the node has an E2EE stage.
+    pub e2ee: bool,
 }
 
 impl ClientOptions {
@@ -57,6 +60,7 @@ impl ClientOptions {
             },
             heartbeat_interval: heartbeat::INTERVAL,
             heartbeat_timeout: heartbeat::TIMEOUT,
+            e2ee: false,
         }
     }
 }
@@ -143,7 +147,7 @@ async fn session(
     outgoing: &mut mpsc::UnboundedReceiver<Value>,
     events: &mpsc::UnboundedSender<ClientEvent>,
 ) -> String {
-    let join = json!({"type": "join", "room": options.room, "user": options.user});
+    let join = json!({"type": "join", "room": options.room, "user": options.user, "e2ee": options.e2ee});
     if let Err(e) = ws.send(Message::text(join.to_string())).await {
         return format!("cannot join: {e}");
     }

@@ -23,7 +23,7 @@ impl Room {
         host::use_state_store(user);
         self.members.push((user.to_string(), Member::new("r", user, r#"{"aead": "wasm"}"#).unwrap()));
         let connection = self.members.len() as u64;
-        self.deliver(vec![(connection, json!({"type": "join", "room": "r", "user": user}).to_string())]);
+        self.deliver(vec![(connection, json!({"type": "join", "room": "r", "user": user, "e2ee": true}).to_string())]);
     }
 
     /// The member on `connection` (numbered from 1) hangs up.

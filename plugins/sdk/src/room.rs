@@ -4,8 +4,11 @@
 //! [`E2eeEvent`]s here, so both follow one rule.
 //!
 //! `joined` seats the stage (after every (re)connect, with who else is
-//! there); `presence` keeps the roster and reaches the stage too (a
-//! `left` for a member it never knew is the stage's business to ignore);
+//! there and takes part in the group: the members that joined with `e2ee`;
+//! a plain participant never adds anyone, so a member among only plain
+//! ones is alone and makes the group); `presence` keeps the roster and
+//! reaches the stage too (a `left` for a member it never knew is the
+//! stage's business to ignore);
 //! the MLS delivery messages and errors go to the stage as they are;
 //! everything else (media negotiation, chat) is not the stage's.
 
@@ -13,7 +16,8 @@ use crate::E2eeEvent;
 use serde_json::Value;
 use std::collections::BTreeSet;
 
-/// One member's view of its room: who it is, and who else is there.
+/// One member's view of its room: who it is, and which other members of
+/// the room take part in its group.
 #[derive(Debug, Clone)]
 pub struct Roster {
     room: String,
@@ -55,6 +59,7 @@ impl Roster {
                     .and_then(Value::as_array)
                     .into_iter()
                     .flatten()
+                    .filter(|m| is_e2ee(m))
                     .filter_map(|m| m.get("user").and_then(Value::as_str))
                     .filter(|u| *u != self.user)
                     .map(String::from)
@@ -68,7 +73,7 @@ impl Roster {
             }
             "presence" => {
                 match (message.get("state").and_then(Value::as_str), user) {
-                    (Some("joined"), Some(user)) if user != self.user => self.others.insert(user.to_string()),
+                    (Some("joined"), Some(user)) if user != self.user && is_e2ee(message) => self.others.insert(user.to_string()),
                     (Some("left"), Some(user)) => self.others.remove(user),
                     _ => false,
                 };
@@ -78,6 +83,11 @@ impl Roster {
             _ => None,
         }
     }
+}
+
+/// Whether a member (in `joined`) or a newcomer (`presence`) joined with `e2ee`.
+fn is_e2ee(member: &Value) -> bool {
+    member.get("e2ee").and_then(Value::as_bool).unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -91,13 +101,17 @@ mod tests {
     #[test]
     fn joined_seats_and_presence_keeps_the_roster() {
         let mut roster = Roster::new("r", "ann");
-        let joined = r#"{"type":"joined","room":"r","members":[{"user":"ann"},{"user":"bob"}]}"#;
+        // Pat joined without E2EE: not one of the group's.
+        let joined =
+            r#"{"type":"joined","room":"r","members":[{"user":"ann","e2ee":true},{"user":"bob","e2ee":true},{"user":"pat","e2ee":false}]}"#;
         assert_eq!(
             roster.event(joined),
             Some(E2eeEvent::Seated { room: "r".into(), user: "ann".into(), others: vec!["bob".into()], rejoined: true })
         );
-        let cy = r#"{"type":"presence","state":"joined","user":"cy"}"#;
+        let cy = r#"{"type":"presence","state":"joined","user":"cy","e2ee":true}"#;
         assert_eq!(roster.event(cy), Some(E2eeEvent::Message(cy.into())));
+        let plain = r#"{"type":"presence","state":"joined","user":"quinn"}"#;
+        assert_eq!(roster.event(plain), Some(E2eeEvent::Message(plain.into())));
         assert_eq!(others(&roster), ["bob", "cy"]);
         // Leaving twice, or someone never seen: the roster does not care,
         // and the stage is told (its rules make these no-ops).
@@ -119,5 +133,19 @@ mod tests {
         }
         let commit = r#"{"type":"mls-commit","epoch":3}"#;
         assert_eq!(roster.event(commit), Some(E2eeEvent::Message(commit.into())));
+    }
+}
+
+#[cfg(test)]
+mod plain_participants {
+    use super::*;
+
+    /// A member among only plain participants is alone: it makes the group
+    /// rather than wait for a welcome nobody would send.
+    #[test]
+    fn a_member_among_plain_participants_is_alone() {
+        let mut roster = Roster::new("r", "ann");
+        let joined = r#"{"type":"joined","room":"r","members":[{"user":"ann","e2ee":true},{"user":"pat"},{"user":"quinn","e2ee":false}]}"#;
+        assert_eq!(roster.event(joined), Some(E2eeEvent::Seated { room: "r".into(), user: "ann".into(), others: vec![], rejoined: true }));
     }
 }

@@ -7,7 +7,7 @@
 //!
 //! | type | fields | effect |
 //! |---|---|---|
-//! | `join` | `room`, `user` | joins; answered with `joined` (members), others get `presence` |
+//! | `join` | `room`, `user`, optional `e2ee` (true: the member takes part in the room's MLS group) | joins; answered with `joined` (members, each with its `e2ee`), others get `presence` (with `e2ee`) |
 //! | `leave` | | leaves (idempotent: `left` even when not joined) |
 //! | `publish` | `kinds` (`"audio"`, `"video"`) | others get `published` |
 //! | `unpublish` | | others get `unpublished` |
@@ -64,19 +64,55 @@ fn default_room_size() -> usize {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
 enum ClientMessage {
-    Join { room: String, user: String },
+    Join {
+        room: String,
+        user: String,
+        #[serde(default)]
+        e2ee: bool,
+    },
     Leave {},
-    Publish { kinds: Vec<MediaKind> },
+    Publish {
+        kinds: Vec<MediaKind>,
+    },
     Unpublish {},
-    Subscribe { publisher: String },
-    Typing { room: Option<String>, user: Option<String> },
-    Message { id: String, text: String, room: Option<String>, user: Option<String> },
-    Ack { id: String, room: Option<String>, user: Option<String> },
-    Read { id: String, room: Option<String>, user: Option<String> },
-    Mute { kind: MediaKind },
-    Unmute { kind: MediaKind },
-    MlsKeyPackage { package: String },
-    MlsCommit { epoch: u64, commit: String, welcome: Option<String>, joiners: Option<Vec<String>> },
+    Subscribe {
+        publisher: String,
+    },
+    Typing {
+        room: Option<String>,
+        user: Option<String>,
+    },
+    Message {
+        id: String,
+        text: String,
+        room: Option<String>,
+        user: Option<String>,
+    },
+    Ack {
+        id: String,
+        room: Option<String>,
+        user: Option<String>,
+    },
+    Read {
+        id: String,
+        room: Option<String>,
+        user: Option<String>,
+    },
+    Mute {
+        kind: MediaKind,
+    },
+    Unmute {
+        kind: MediaKind,
+    },
+    MlsKeyPackage {
+        package: String,
+    },
+    MlsCommit {
+        epoch: u64,
+        commit: String,
+        welcome: Option<String>,
+        joiners: Option<Vec<String>>,
+    },
 }
 
 const TYPES: &[&str] = medianode_sdk::SIGNALING_TYPES;
@@ -131,6 +167,10 @@ struct Member {
     /// The kinds the member has muted (its client sends nothing for them).
     #[serde(default)]
     muted: Vec<MediaKind>,
+    /// Whether it takes part in the room's MLS group (its E2EE members
+    /// add it; the others never wait for it).
+    #[serde(default)]
+    e2ee: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -224,7 +264,7 @@ impl RoomServer {
                     Some(&kind),
                 ));
             }
-            (ClientMessage::Join { room, user }, None) => return self.join(connection, room, user, out),
+            (ClientMessage::Join { room, user, e2ee }, None) => return self.join(connection, room, user, *e2ee, out),
             (ClientMessage::Leave {}, None) => return out.push(send(connection, json!({"type": "left"}))),
             (_, None) => return out.push(error(connection, "not-joined", "join a room first", Some(&kind))),
             (_, Some(seat)) => seat,
@@ -360,7 +400,7 @@ impl RoomServer {
         }
     }
 
-    fn join(&mut self, connection: u64, room: &str, user: &str, out: &mut Vec<SignalAction>) {
+    fn join(&mut self, connection: u64, room: &str, user: &str, e2ee: bool, out: &mut Vec<SignalAction>) {
         if room.is_empty() || user.is_empty() || room.len() > 128 || user.len() > 128 {
             return out.push(error(connection, "bad-message", "room and user are 1 to 128 characters", Some("join")));
         }
@@ -383,13 +423,15 @@ impl RoomServer {
             ));
         }
         let members = self.state.rooms.entry(room.to_string()).or_default();
-        members.insert(user.to_string(), Member { connection, publishing: Vec::new(), muted: Vec::new() });
-        let list: Vec<Value> = members.iter().map(|(u, m)| json!({"user": u, "publishing": m.publishing, "muted": m.muted})).collect();
+        members.insert(user.to_string(), Member { connection, publishing: Vec::new(), muted: Vec::new(), e2ee });
+        let list: Vec<Value> =
+            members.iter().map(|(u, m)| json!({"user": u, "publishing": m.publishing, "muted": m.muted, "e2ee": m.e2ee})).collect();
         self.state.seats.insert(connection, Seat { room: room.to_string(), user: user.to_string() });
         self.save();
         out.push(send(connection, json!({"type": "joined", "room": room, "user": user, "members": list})));
         out.push(SignalAction::Seated { connection, room: room.to_string(), user: user.to_string() });
-        self.broadcast(room, connection, &json!({"type": "presence", "room": room, "user": user, "state": "joined"}), out);
+        let presence = json!({"type": "presence", "room": room, "user": user, "state": "joined", "e2ee": e2ee});
+        self.broadcast(room, connection, &presence, out);
     }
 }
 
@@ -452,6 +494,22 @@ mod tests {
 
     fn code(replies: &[(u64, Value)]) -> &str {
         replies[0].1["code"].as_str().unwrap_or("")
+    }
+
+    /// Who joined with `e2ee` is told in `joined` and `presence`: an E2EE
+    /// member counts only those as its group's (a plain one adds nobody).
+    #[test]
+    fn members_say_whether_they_take_part_in_e2ee() {
+        let mut s = server();
+        say(&mut s, 1, r#"{"type":"join","room":"r","user":"pat"}"#);
+        let r = say(&mut s, 2, r#"{"type":"join","room":"r","user":"ann","e2ee":true}"#);
+        let joined = &r.iter().find(|(c, _)| *c == 2).unwrap().1;
+        let flag = |user: &str| joined["members"].as_array().unwrap().iter().find(|m| m["user"] == user).unwrap()["e2ee"].clone();
+        assert_eq!((flag("pat"), flag("ann")), (json!(false), json!(true)));
+        let presence = &r.iter().find(|(c, _)| *c == 1).unwrap().1;
+        assert_eq!((&presence["type"], &presence["e2ee"]), (&json!("presence"), &json!(true)));
+        let r = say(&mut s, 3, r#"{"type":"join","room":"r","user":"bob","e2ee":"yes"}"#);
+        assert_eq!(r[0].1["code"], "bad-message", "{r:?}");
     }
 
     #[test]

@@ -64,14 +64,14 @@ function send(msg) {
 function member(user) {
   let m = state.members.get(user);
   if (!m) {
-    m = { muted: new Set(), speaking: false };
+    m = { muted: new Set(), speaking: false, e2ee: false };
     state.members.set(user, m);
   }
   return m;
 }
 
 function refresh() {
-  ui.renderRoster(state.members, state.me);
+  ui.renderRoster(state.members, state.me, Boolean(e2ee));
   grid.sync(state.members, state.me, media ? media.local : null);
   for (const kind of ['audio', 'video']) {
     const button = $(`mute-${kind}`);
@@ -83,7 +83,7 @@ function refresh() {
   }
   $('chat-text').disabled = $('chat-send').disabled = !state.joined;
   ui.showStatus(state.connection, media ? media.state : 'new');
-  ui.renderE2ee(e2ee, [...state.members.keys()]);
+  ui.renderE2ee(e2ee, state.members);
 }
 
 function fail(text, code = 'page') {
@@ -134,7 +134,7 @@ async function connect() {
     reset();
     return fail(`Cannot reach the node: ${e.message}. Check that it is running and that your link is valid, then join again.`, 'connect');
   }
-  send({ type: 'join', room: state.room, user: state.me });
+  send({ type: 'join', room: state.room, user: state.me, e2ee: Boolean(e2ee) });
   refresh();
 }
 
@@ -202,12 +202,15 @@ async function onMessage(msg) {
       state.connection = 'joined';
       state.attempt = 0;
       state.members.clear();
-      for (const m of msg.members) member(m.user).muted = new Set(m.muted || []);
+      for (const m of msg.members) {
+        member(m.user).muted = new Set(m.muted || []);
+        member(m.user).e2ee = Boolean(m.e2ee);
+      }
       ui.log(`joined ${msg.room} as ${msg.user}`);
       await startMedia();
       break;
     case 'presence':
-      if (msg.state === 'joined') member(msg.user);
+      if (msg.state === 'joined') member(msg.user).e2ee = Boolean(msg.e2ee);
       else {
         state.members.delete(msg.user);
         stopTyping(msg.user);

@@ -182,7 +182,7 @@ function safely(call) {
  */
 function bench(size, count) {
   const solo = new Member('bench', 'bench', '{"aead": "wasm"}');
-  solo.signal(JSON.stringify({ type: 'joined', room: 'bench', user: 'bench', members: [{ user: 'bench' }] }));
+  solo.signal(JSON.stringify({ type: 'joined', room: 'bench', user: 'bench', members: [{ user: 'bench', e2ee: true }] }));
   const frame = new Uint8Array(size).fill(0x5a);
   let ok = 0;
   const start = performance.now();

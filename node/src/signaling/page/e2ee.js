@@ -4,8 +4,8 @@
 // createEncodedStreams in a browser without it). The node only orders the
 // group's commits (its MLS delivery service) and forwards ciphertext.
 //
-// The worker is watched: an error inside it, or silence to the page's
-// pings for DEAD_AFTER_MS once it is running, and the page fails closed (its senders send
+// The worker is watched: an error inside it, or a ping unanswered for
+// DEAD_AFTER_MS once it is running, and the page fails closed (its senders send
 // nothing), starts a fresh worker, which rejoins the group with a new key
 // package, and resumes sending once the new worker has the group's key.
 // A worker that fails again before it got there is restarted with
@@ -63,7 +63,8 @@ export class E2ee {
     const worker = new Worker('/e2ee/worker.js', { type: 'module' });
     this.worker = worker;
     this.ready = false;
-    this.heard = performance.now();
+    this.spawnedAt = performance.now();
+    this.pinged = null; // when the unanswered ping was sent
     worker.onmessage = ({ data }) => this.fromWorker(worker, data);
     worker.onerror = (e) => this.failed(worker, e.message || 'the worker failed');
     worker.postMessage({ type: 'start', room: this.room, user: this.user });
@@ -71,7 +72,6 @@ export class E2ee {
 
   fromWorker(worker, data) {
     if (worker !== this.worker) return; // a worker already given up on
-    this.heard = performance.now();
     switch (data.type) {
       case 'send':
         this.send(data.text);
@@ -100,6 +100,7 @@ export class E2ee {
         if (this.onLog) this.onLog(data.text);
         break;
       case 'pong':
+        this.pinged = null;
         this.counters = data.counters;
         break;
       case 'failed':
@@ -115,10 +116,10 @@ export class E2ee {
 
   /** A room message: the group's business ones go to the worker. */
   signal(msg) {
-    if (msg.type === 'joined') this.roomMembers = msg.members.map((m) => ({ user: m.user }));
+    if (msg.type === 'joined') this.roomMembers = msg.members.map((m) => ({ user: m.user, e2ee: Boolean(m.e2ee) }));
     else if (msg.type === 'presence') {
       this.roomMembers = this.roomMembers.filter((m) => m.user !== msg.user);
-      if (msg.state === 'joined') this.roomMembers.push({ user: msg.user });
+      if (msg.state === 'joined') this.roomMembers.push({ user: msg.user, e2ee: Boolean(msg.e2ee) });
     }
     // A message during a restart's backoff is not lost: the new worker is
     // seated from roomMembers and hears the group's state from the others.
@@ -147,12 +148,22 @@ export class E2ee {
     this.endpoints = [];
   }
 
+  /**
+   * The watchdog. A worker is dead when a ping has gone unanswered for
+   * DEAD_AFTER_MS, timed from the ping (a hidden tab runs timers as
+   * rarely as once a minute; silence between pings means nothing).
+   */
   check() {
     if (!this.worker) return;
-    const silence = performance.now() - this.heard;
-    if (!this.ready && silence > READY_WITHIN_MS) this.failed(this.worker, 'the worker did not start');
-    else if (this.ready && silence > DEAD_AFTER_MS) this.failed(this.worker, 'the worker stopped answering');
-    else this.worker.postMessage({ type: 'ping' });
+    const now = performance.now();
+    if (!this.ready) {
+      if (now - this.spawnedAt > READY_WITHIN_MS) this.failed(this.worker, 'the worker did not start');
+    } else if (this.pinged !== null) {
+      if (now - this.pinged > DEAD_AFTER_MS) this.failed(this.worker, 'the worker stopped answering');
+    } else {
+      this.pinged = now;
+      this.worker.postMessage({ type: 'ping' });
+    }
   }
 
   /**

@@ -25,13 +25,13 @@ export function showStatus(connection, media) {
  * the MLS epoch, the safety number members compare (equal on every page in
  * the same group), and who in the room is not in the group yet.
  */
-export function renderE2ee(e2ee, roomMembers) {
+export function renderE2ee(e2ee, members) {
   const box = $('e2ee-status');
   box.hidden = !e2ee;
   if (!e2ee) return;
   box.dataset.state = e2ee.state;
   if (e2ee.state === 'encrypted') {
-    const outside = roomMembers.filter((u) => !e2ee.members.includes(u));
+    const outside = [...members].filter(([u, m]) => m.e2ee && !e2ee.members.includes(u)).map(([u]) => u);
     const waiting = outside.length ? ` · not in the group yet: ${outside.join(', ')}` : '';
     box.textContent = `🔒 end-to-end encrypted · epoch ${e2ee.epoch} · safety number ${e2ee.safetyNumber}${waiting}`;
   } else if (e2ee.state === 'restarting') {
@@ -68,7 +68,7 @@ export function showAlert(text) {
 }
 
 /** The roster: one item per member, with mute state and who is speaking. */
-export function renderRoster(members, me) {
+export function renderRoster(members, me, encrypted = false) {
   const list = $('participants');
   list.replaceChildren(
     ...[...members].map(([user, m]) => {
@@ -76,6 +76,8 @@ export function renderRoster(members, me) {
       if (m.speaking) marks.push('speaking');
       if (m.muted.has('audio')) marks.push('microphone off');
       if (m.muted.has('video')) marks.push('camera off');
+      // In an encrypted room, a member without E2EE cannot open our media.
+      if (encrypted && !m.e2ee) marks.push('not encrypted: cannot see or hear you');
       const item = el('li', { className: m.speaking ? 'speaking' : '' }, el('span', { className: 'name', textContent: user === me ? `${user} (you)` : user }));
       if (marks.length) item.append(el('span', { className: 'marks', textContent: marks.join(' · ') }));
       item.dataset.user = user;
