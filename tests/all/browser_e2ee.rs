@@ -8,7 +8,7 @@
 //! frames each page's worker keeps as a sample: no 16-byte run of any of
 //! them may show up in what the node forwards.
 
-use crate::browser::{DevTools, SETTLE, Tab, forwarded, is, launch};
+use crate::browser::{DevTools, PAGE_LOADED, SETTLE, Tab, forwarded, is, launch};
 use crate::edge_nodes::leaked;
 use crate::webrtc_peers::{Seen, peer_at};
 use medianode::supervisor::crash_report::CrashReporter;
@@ -128,7 +128,7 @@ async fn two_windows_in_an_encrypted_room_through_churn_and_a_killed_worker() {
 
     // Churn: five members join and leave, two of them before being added.
     let churn = dt.open("churn", &format!("http://{}/?room=lobby", node.server.addr)).await;
-    dt.until(&churn, "the page loaded", "document.readyState", SETTLE, is("complete")).await;
+    dt.until(&churn, "the page loaded", PAGE_LOADED, SETTLE, is("complete")).await;
     let script = r#"(async () => { try {
         const m = await import('/e2ee/medianode_e2ee_web.js');
         await m.default();
@@ -167,7 +167,11 @@ async fn two_windows_in_an_encrypted_room_through_churn_and_a_killed_worker() {
     assert_eq!(dt.eval(&ann, E2EE).await["restarts"], json!(0));
     let heard = count(&now, &["counters", "opened", "audio"]);
     dt.until(&bob, "ann's audio after the churn", E2EE, SETTLE, opened("audio", heard + 100)).await;
-    eprintln!("after 10 joins and leaves: epoch {epoch}, safety number {safety}");
+    eprintln!(
+        "after 10 joins and leaves: epoch {epoch}, safety number {safety}; bob's worker: {} frames held and released, {} did not open",
+        count(&now, &["counters", "released"]),
+        count(&now, &["counters", "unopened"])
+    );
     plain.extend(plaintext(&mut dt, &ann).await);
 
     // Ann's worker is terminated. Nothing of hers leaves until a new
@@ -257,12 +261,16 @@ async fn a_window_and_an_edge_node_hear_each_other_encrypted() {
     let _cores = crate::common::loading_every_core();
     let url = format!("ws://{}/ws", node.server.addr);
 
-    // The page's microphone: a tone, looped by Chromium.
+    // The page's microphone: the tone in beeps (300 ms on, 200 ms off,
+    // looped by Chromium), which Chromium's noise suppression leaves alone
+    // (a steady tone it learns as noise and fades out).
     let tone_wav = dir.path().join("tone.wav");
     let spec = hound::WavSpec { channels: 1, sample_rate: 48_000, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
     let mut writer = hound::WavWriter::create(&tone_wav, spec).expect("tone file");
     for i in 0..48_000 * 2 {
-        let x = (std::f64::consts::TAU * PAGE_TONE * f64::from(i) / 48_000.0).sin() * 0.5;
+        let t = f64::from(i % 24_000) / 48_000.0; // within a 500 ms beep period
+        let ramp = (t / 0.005).min((0.3 - t) / 0.005).clamp(0.0, 1.0); // 5 ms fades, silent after 300 ms
+        let x = (std::f64::consts::TAU * PAGE_TONE * f64::from(i) / 48_000.0).sin() * 0.5 * ramp;
         writer.write_sample((x * 32767.0) as i16).expect("sample");
     }
     writer.finalize().expect("tone file written");
@@ -316,9 +324,10 @@ async fn a_window_and_an_edge_node_hear_each_other_encrypted() {
     edge.stop();
     drop(edge);
 
+    // The whole recording but its first half second (the group forming).
     let heard = crate::edge_nodes::samples(&heard_wav);
-    assert!(heard.len() >= 48_000, "the edge node recorded {} samples of ann", heard.len());
-    let last = &heard[heard.len() - 48_000..];
+    assert!(heard.len() >= 72_000, "the edge node recorded {} samples of ann", heard.len());
+    let last = &heard[24_000..];
     let (tone, other) = (power_at(last, PAGE_TONE), power_at(last, EDGE_TONE));
     let peak = (20..200).map(|i| f64::from(i) * 10.0).max_by(|a, b| power_at(last, *a).total_cmp(&power_at(last, *b))).unwrap_or(0.0);
     eprintln!("the edge node heard ann: strongest at {peak} Hz; power at {PAGE_TONE} Hz {tone:.2e}, at {EDGE_TONE} Hz {other:.2e}");

@@ -26,7 +26,23 @@ pub struct Member {
     roster: Roster,
     frames: Vec<FrameInfo>,
     payloads: Vec<u8>,
+    /// Frames an earlier `open` held (sent under an epoch this member had
+    /// not reached) that open now, by the tag they came with.
+    released: std::collections::VecDeque<Released>,
 }
+
+/// A frame held by an earlier [`Member::open`] that opens now.
+#[wasm_bindgen(getter_with_clone)]
+pub struct Released {
+    /// The tag given to `open` with the frame.
+    pub tag: u32,
+    /// The opened frame.
+    pub payload: Vec<u8>,
+}
+
+/// Released frames kept for [`Member::take_released`], at most (the
+/// keyring holds as many).
+const RELEASED_KEPT: usize = 64;
 
 #[wasm_bindgen]
 impl Member {
@@ -38,7 +54,13 @@ impl Member {
     pub fn new(room: &str, user: &str, config_json: &str) -> Result<Member, JsError> {
         embed();
         let stage = medianode_sdk::start::<E2ee>(config_json).map_err(|e| JsError::new(&e))?;
-        Ok(Member { stage, roster: Roster::new(room, user), frames: Vec::new(), payloads: Vec::new() })
+        Ok(Member {
+            stage,
+            roster: Roster::new(room, user),
+            frames: Vec::new(),
+            payloads: Vec::new(),
+            released: std::collections::VecDeque::new(),
+        })
     }
 
     /// A message from the signaling server (JSON text). Returns the
@@ -54,13 +76,30 @@ impl Member {
     /// Seals one outbound encoded frame; `undefined` while there is no key
     /// to seal with (fail closed: the frame is not sent).
     pub fn seal(&mut self, payload: &[u8]) -> Option<Vec<u8>> {
-        self.run(payload, false)
+        self.run(payload, false, 0)
     }
 
     /// Opens one inbound frame; `undefined` when it does not open (a
-    /// stranger's key, a replay, a forgery).
-    pub fn open(&mut self, frame: &[u8]) -> Option<Vec<u8>> {
-        self.run(frame, true)
+    /// stranger's key, a forgery, an epoch past its grace window) or not
+    /// yet: a frame sealed under the next epoch is held for a while, and
+    /// once this member reaches that epoch it comes out of
+    /// [`Member::take_released`] with `tag`.
+    pub fn open(&mut self, frame: &[u8], tag: Option<u32>) -> Option<Vec<u8>> {
+        // The stage's clock for this call, and the frames that open now.
+        for (meta, payload) in self.stage.released() {
+            if self.released.len() == RELEASED_KEPT {
+                self.released.pop_front();
+            }
+            self.released.push_back(Released { tag: meta.sequence as u32, payload });
+        }
+        self.run(frame, true, tag.unwrap_or(0))
+    }
+
+    /// The next held frame that opened, oldest first; `undefined` when
+    /// there is none.
+    #[wasm_bindgen(js_name = takeReleased)]
+    pub fn take_released(&mut self) -> Option<Released> {
+        self.released.pop_front()
     }
 
     /// The MLS epoch, once in a group.
@@ -83,10 +122,8 @@ impl Member {
 
 impl Member {
     /// One frame through the stage the way the export glue runs a batch.
-    /// Frames an earlier `open` held (sent under an epoch not reached yet)
-    /// are not released here: in this first version they are dropped.
-    fn run(&mut self, payload: &[u8], open: bool) -> Option<Vec<u8>> {
-        let info = [FrameInfo { size: payload.len() as u32, ..Default::default() }];
+    fn run(&mut self, payload: &[u8], open: bool, tag: u32) -> Option<Vec<u8>> {
+        let info = [FrameInfo { size: payload.len() as u32, sequence: u64::from(tag), ..Default::default() }];
         self.frames.clear();
         self.payloads.clear();
         let stage = &mut self.stage;

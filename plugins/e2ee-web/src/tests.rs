@@ -11,12 +11,15 @@ struct Room {
     server: RoomServer,
     /// Members by connection - 1, each with its state store's name.
     members: Vec<(String, Member)>,
+    /// Messages for this connection wait here (a slow line) until
+    /// [`Room::catch_up`].
+    slow: Option<(u64, Vec<String>)>,
 }
 
 impl Room {
     fn new() -> Room {
         host::use_state_store("server");
-        Room { server: medianode_sdk::start::<RoomServer>("{}").unwrap(), members: Vec::new() }
+        Room { server: medianode_sdk::start::<RoomServer>("{}").unwrap(), members: Vec::new(), slow: None }
     }
 
     fn join(&mut self, user: &str) {
@@ -34,10 +37,23 @@ impl Room {
         self.relay(actions);
     }
 
+    /// The slow line's messages arrive.
+    fn catch_up(&mut self) {
+        let Some((connection, waiting)) = self.slow.take() else { return };
+        let actions = waiting.into_iter().map(|text| SignalAction::Send { connection, text }).collect();
+        self.relay(actions);
+    }
+
     fn relay(&mut self, actions: Vec<SignalAction>) {
         let mut upstream = Vec::new();
         for action in actions {
             let SignalAction::Send { connection, text } = action else { continue };
+            if let Some((slow, waiting)) = &mut self.slow
+                && *slow == connection
+            {
+                waiting.push(text);
+                continue;
+            }
             let (user, member) = &mut self.members[connection as usize - 1];
             host::use_state_store(user);
             upstream.extend(member.signal(&text).into_iter().map(|t| (connection, t)));
@@ -54,6 +70,12 @@ impl Room {
                 self.server.handle(SignalEvent::Message { connection, text }, &mut actions);
                 for action in actions {
                     let SignalAction::Send { connection, text } = action else { continue };
+                    if let Some((slow, waiting)) = &mut self.slow
+                        && *slow == connection
+                    {
+                        waiting.push(text);
+                        continue;
+                    }
                     let (user, member) = &mut self.members[connection as usize - 1];
                     host::use_state_store(user);
                     upstream.extend(member.signal(&text).into_iter().map(|t| (connection, t)));
@@ -78,11 +100,11 @@ fn two_members_agree_and_open_each_others_frames() {
     let frame = vec![0x5a; 1200];
     let sealed = room.members[0].1.seal(&frame).expect("ann seals");
     assert_ne!(&sealed[sealed.len() - 1200..], &frame[..], "ciphertext");
-    assert!(room.members[1].1.open(&sealed) == Some(frame.clone()), "bob opens ann's frame");
-    assert!(room.members[1].1.open(&frame).is_none(), "plaintext does not open");
+    assert!(room.members[1].1.open(&sealed, None) == Some(frame.clone()), "bob opens ann's frame");
+    assert!(room.members[1].1.open(&frame, None).is_none(), "plaintext does not open");
     let mut forged = sealed.clone();
     forged[sealed.len() - 1] ^= 1;
-    assert!(room.members[1].1.open(&forged).is_none(), "a forgery does not open");
+    assert!(room.members[1].1.open(&forged, None).is_none(), "a forgery does not open");
 }
 
 #[test]
@@ -136,7 +158,33 @@ fn unknown_and_duplicate_leaves_stale_commits_and_garbage_stop_nothing() {
     for i in [2, 3] {
         let (user, member) = &mut room.members[i];
         host::use_state_store(user);
-        assert_eq!(member.open(&sealed).as_deref(), Some(&b"still here"[..]), "{user} opens ann's frame");
+        assert_eq!(member.open(&sealed, None).as_deref(), Some(&b"still here"[..]), "{user} opens ann's frame");
         assert_eq!(member.members().len(), 3);
     }
+}
+
+/// Ann moves to the next epoch (cy joins) while bob's line is slow: her
+/// first frames under the new key are held at bob, not dropped, and come
+/// out with their tags once bob has the commit.
+#[test]
+fn frames_from_an_epoch_ahead_are_held_and_released_with_their_tags() {
+    let mut room = Room::new();
+    room.join("ann");
+    room.join("bob");
+    room.slow = Some((2, Vec::new()));
+    room.join("cy");
+    host::use_state_store("ann");
+    let ahead = room.members[0].1.seal(b"new epoch").expect("ann seals");
+    assert_ne!(room.members[0].1.epoch(), room.members[1].1.epoch(), "bob is behind");
+    host::use_state_store("bob");
+    assert_eq!(room.members[1].1.open(&ahead, Some(7)), None, "held: bob has no key for it yet");
+    assert!(room.members[1].1.take_released().is_none());
+    room.catch_up();
+    assert_eq!(room.members[0].1.epoch(), room.members[1].1.epoch());
+    host::use_state_store("bob");
+    let next = room.members[0].1.seal(b"after").expect("ann seals");
+    assert_eq!(room.members[1].1.open(&next, Some(8)).as_deref(), Some(&b"after"[..]));
+    let released = room.members[1].1.take_released().expect("the held frame");
+    assert_eq!((released.tag, released.payload.as_slice()), (7, &b"new epoch"[..]));
+    assert!(room.members[1].1.take_released().is_none());
 }

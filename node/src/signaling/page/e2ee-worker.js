@@ -33,9 +33,17 @@ const ready = init();
 ready.then(() => self.postMessage({ type: 'ready' }), (e) => self.postMessage({ type: 'failed', reason: `the E2EE module does not load: ${e}` }));
 let member = null;
 let failed = null; // why, once an error made this worker's Member untrustworthy
-// Frames by kind; the longest wait between two opened audio frames (a
-// media gap, in ms, as a listener hears it).
-const counters = { sealed: { audio: 0, video: 0 }, opened: { audio: 0, video: 0 }, unsealed: 0, unopened: 0, longestAudioGapMs: 0 };
+// Frames by kind; held frames that opened later; the longest wait between
+// two opened audio frames (a media gap, in ms, as a listener hears it).
+const counters = { sealed: { audio: 0, video: 0 }, opened: { audio: 0, video: 0 }, released: 0, unsealed: 0, unopened: 0, longestAudioGapMs: 0 };
+/**
+ * Inbound frames that did not open, by tag, with the stream they belong
+ * to: one sealed under an epoch this member has not reached is held by the
+ * stage, and is passed on when the stage releases it. The last HELD_KEPT.
+ */
+const HELD_KEPT = 64;
+const held = new Map(); // tag -> { frame, controller, kind }
+let nextTag = 1;
 let lastAudio = null;
 /** Plaintext frames kept for the page's leak check: every SAMPLE_EVERY-th, the last SAMPLE_KEPT. */
 const SAMPLE_EVERY = 10;
@@ -112,11 +120,19 @@ self.onrtctransform = (event) => {
 };
 
 function transform(readable, writable, side, kind) {
-  const run = side === 'send' ? seal : open;
   const stream = new TransformStream({
     transform(frame, controller) {
-      const out = run(new Uint8Array(frame.data), kind);
-      if (!out) return; // dropped: never passed on as it came
+      const data = new Uint8Array(frame.data);
+      let out;
+      if (side === 'send') out = seal(data, kind);
+      else {
+        const tag = nextTag;
+        nextTag = (nextTag % 0xffffffff) + 1; // the stage keeps tags as u32
+        out = open(data, kind, tag);
+        if (!out) hold(tag, frame, controller, kind);
+        release();
+      }
+      if (!out) return; // dropped (or held): never passed on as it came
       frame.data = out.buffer;
       controller.enqueue(frame);
     },
@@ -150,20 +166,48 @@ function seal(data, kind) {
   return out;
 }
 
-function open(data, kind) {
+function open(data, kind, tag) {
   const clear = clearBytes(data, kind);
-  const opened = member && data.length > clear && safely(() => member.open(data.subarray(clear)));
+  const opened = member && data.length > clear && safely(() => member.open(data.subarray(clear), tag));
   if (!opened) {
     counters.unopened += 1;
     return null;
   }
+  heard(kind);
+  return opened;
+}
+
+function hold(tag, frame, controller, kind) {
+  held.set(tag, { frame, controller, kind });
+  if (held.size > HELD_KEPT) held.delete(held.keys().next().value);
+}
+
+/** Passes on the held frames the stage opened since, each to its stream. */
+function release() {
+  for (let r = member && safely(() => member.takeReleased()); r; r = member && safely(() => member.takeReleased())) {
+    const { tag, payload } = r;
+    r.free(); // wasm-bindgen objects live in the module's memory until freed
+    const entry = held.get(tag);
+    held.delete(tag);
+    if (!entry) continue;
+    entry.frame.data = payload.buffer;
+    try {
+      entry.controller.enqueue(entry.frame);
+      counters.released += 1;
+      heard(entry.kind);
+    } catch {
+      // Its stream has ended (the receiver went away).
+    }
+  }
+}
+
+function heard(kind) {
   counters.opened[kind] += 1;
   if (kind === 'audio') {
     const now = performance.now();
     if (lastAudio !== null) counters.longestAudioGapMs = Math.max(counters.longestAudioGapMs, now - lastAudio);
     lastAudio = now;
   }
-  return opened;
 }
 
 function safely(call) {
