@@ -11,8 +11,8 @@
 // A worker that fails again before it got there is restarted with
 // exponential backoff.
 
-const PING_EVERY_MS = 250;
-const DEAD_AFTER_MS = 1000;
+const PING_EVERY_MS = 100;
+const DEAD_AFTER_MS = 500;
 /** A new worker has this long to compile the E2EE module and say `ready`. */
 const READY_WITHIN_MS = 15000;
 /** A worker that fails again before it is back in the group waits longer each time (doubling up to the max). */
