@@ -223,6 +223,7 @@ async fn two_windows_in_an_encrypted_room_through_churn_and_a_killed_worker() {
     observed.extend(payloads(&watcher.seen));
     assert!(plain.len() > 100 && observed.len() > 500, "{} plaintext frames, {} observed packets", plain.len(), observed.len());
     assert_eq!(leaked(&plain, &observed), 0, "plaintext frames showed up in what the node forwarded");
+    eprintln!("no 16-byte run of {} plaintext frames in {} forwarded packets", plain.len(), observed.len());
 
     // The worker's cost per 1200-byte frame, sealed and opened in Chromium.
     let bench = dt.eval(&bob, "window.medianode.e2ee.ask('bench', {size: 1200, count: 2000}).then(r => r.result)").await;

@@ -45,9 +45,13 @@ const HELD_KEPT = 64;
 const held = new Map(); // tag -> { frame, controller, kind }
 let nextTag = 1;
 let lastAudio = null;
-/** Plaintext frames kept for the page's leak check: every SAMPLE_EVERY-th, the last SAMPLE_KEPT. */
+/**
+ * Plaintext kept for a leak check (tests/all/browser_e2ee.rs): the first
+ * SAMPLE_BYTES of every SAMPLE_EVERY-th frame sealed, the last SAMPLE_KEPT.
+ */
 const SAMPLE_EVERY = 10;
 const SAMPLE_KEPT = 64;
+const SAMPLE_BYTES = 256;
 const sample = { audio: [], video: [] };
 let frameCount = 0;
 
@@ -155,7 +159,7 @@ function seal(data, kind) {
   counters.sealed[kind] += 1;
   if (++frameCount % SAMPLE_EVERY === 0) {
     const kept = sample[kind] || (sample[kind] = []);
-    kept.push(Array.from(data));
+    kept.push(Array.from(data.subarray(0, SAMPLE_BYTES)));
     if (kept.length > SAMPLE_KEPT) kept.shift();
   }
   const clear = Math.min(clearBytes(data, kind), data.length);

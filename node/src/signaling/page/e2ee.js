@@ -5,8 +5,8 @@
 // group's commits (its MLS delivery service) and forwards ciphertext.
 //
 // The worker is watched: an error inside it, or a ping unanswered for
-// DEAD_AFTER_MS once it is running, and the page fails closed (its senders send
-// nothing), starts a fresh worker, which rejoins the group with a new key
+// DEAD_AFTER_MS once it is running, and the page fails closed (its senders
+// send nothing), starts a fresh worker, which rejoins the group with a new key
 // package, and resumes sending once the new worker has the group's key.
 // A worker that fails again before it got there is restarted with
 // exponential backoff.
@@ -52,6 +52,7 @@ export class E2ee {
     this.roomMembers = []; // who the node says is in the room (for a new worker)
     this.onHold = null; // (held: boolean) => void: stop or resume sending
     this.onLog = null; // (text: string) => void: a line of the worker's log
+    this.onUnrecoverable = null; // (why: string) => void: rebuild the connection (no RTCRtpScriptTransform)
     this.log = []; // the last LOG_KEPT lines
     this.worker = null;
     this.waiting = new Map(); // reply type -> resolve
@@ -175,6 +176,8 @@ export class E2ee {
     if (worker !== this.worker) return;
     worker.terminate();
     this.worker = null;
+    this.waiting.forEach((resolve) => resolve(null)); // its answers will not come
+    this.waiting.clear();
     this.restarts += 1;
     this.lastFailure = reason;
     this.failures.push({ reason, at: performance.now(), back: null });
