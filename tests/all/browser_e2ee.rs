@@ -276,12 +276,15 @@ async fn a_window_and_an_edge_node_hear_each_other_encrypted() {
     }
     writer.finalize().expect("tone file written");
 
-    // The edge node first: alone, it makes the group.
+    // The edge node first: alone, it makes the group. Its E2EE stage gets
+    // the deadline pipelines/edge.toml gives it: an MLS commit takes a few
+    // ms in wasm, more on a loaded machine, and the 5 ms default would
+    // trap on one (and set the key package it answered aside).
     let heard_wav = dir.path().join("heard.wav");
     let pipeline = format!(
         "[pipeline]\nname = \"edge\"\npace = \"realtime\"\n\n\
          [client]\nserver = \"{url}\"\nroom = \"mixed\"\nuser = \"edge\"\n\n\
-         [[stage]]\nid = \"e2ee\"\nplugin = \"stock:e2ee\"\n\n\
+         [[stage]]\nid = \"e2ee\"\nplugin = \"stock:e2ee\"\nlimits = {{ deadline = \"100ms\" }}\n\n\
          [[source]]\nid = \"tone\"\nkind = \"tone\"\nfrequency = {EDGE_TONE}\namplitude = 0.5\n\n\
          [[stage]]\nid = \"encode\"\nbuiltin = \"opus-encoder\"\ninputs = [\"tone\"]\n\n\
          [[sink]]\nid = \"room\"\nkind = \"publish\"\ninputs = [\"encode\"]\n\n\
@@ -333,4 +336,29 @@ async fn a_window_and_an_edge_node_hear_each_other_encrypted() {
     let peak = (20..200).map(|i| f64::from(i) * 10.0).max_by(|a, b| power_at(last, *a).total_cmp(&power_at(last, *b))).unwrap_or(0.0);
     eprintln!("the edge node heard ann: strongest at {peak} Hz; power at {PAGE_TONE} Hz {tone:.2e}, at {EDGE_TONE} Hz {other:.2e}");
     assert!((peak - PAGE_TONE).abs() <= 10.0, "the edge node's recording of ann peaks at {peak} Hz, not {PAGE_TONE} Hz");
+}
+
+/// Ann asks into the group of the room's only other E2EE member, who
+/// leaves without adding her: no welcome will come. Her page asks again
+/// (after 5 s), finds itself alone, and makes the group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock, reason = "the test holds every core for its whole length; no task of its runtime takes the lock")]
+async fn a_page_whose_welcome_never_comes_asks_again() {
+    use futures_util::SinkExt;
+    let node = default_node().await;
+    let _cores = crate::common::loading_every_core();
+    let (mut ghost, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", node.server.addr)).await.expect("connects");
+    let join = json!({"type": "join", "room": "lost", "user": "ghost", "e2ee": true}).to_string();
+    ghost.send(tokio_tungstenite::tungstenite::Message::text(join)).await.expect("joins");
+    let browser = launch();
+    let (ws, _) = tokio_tungstenite::connect_async(browser.devtools.as_str()).await.expect("devtools connects");
+    let mut dt = DevTools { ws, next_id: 0 };
+    let ann = dt.open("ann", &format!("http://{}/?room=lost&autojoin=1&e2ee=1&user=ann", node.server.addr)).await;
+    let asked = "window.medianode.e2ee ? window.medianode.e2ee.log.filter(l => l.startsWith('out mls-key-package')).length : 0";
+    dt.until(&ann, "ann's key package", asked, SETTLE, |v| v.as_u64() == Some(1)).await;
+    ghost.close(None).await.expect("the ghost leaves");
+    let took = dt.until(&ann, "ann's own group", E2EE, SETTLE, in_group("ann")).await;
+    let state = dt.eval(&ann, E2EE).await;
+    assert_eq!(state["restarts"], json!(0), "{state}");
+    eprintln!("no welcome: ann made the group {took:?} after the ghost left");
 }

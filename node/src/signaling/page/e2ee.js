@@ -9,7 +9,7 @@
 // send nothing), starts a fresh worker, which rejoins the group with a new key
 // package, and resumes sending once the new worker has the group's key.
 // A worker that fails again before it got there is restarted with
-// exponential backoff.
+// exponential backoff. A member that gets no welcome asks again.
 
 const PING_EVERY_MS = 100;
 const DEAD_AFTER_MS = 500;
@@ -18,6 +18,14 @@ const READY_WITHIN_MS = 15000;
 /** A worker that fails again before it is back in the group waits longer each time (doubling up to the max). */
 const RESTART_BACKOFF_MS = 250;
 const RESTART_BACKOFF_MAX_MS = 10000;
+/**
+ * A member that asked into the group and got no welcome this long asks
+ * again with a fresh key package (its first may have been lost: a member
+ * that would have added it restarted, or left), waiting twice as long
+ * each time up to the max.
+ */
+const WELCOME_WITHIN_MS = 5000;
+const WELCOME_WITHIN_MAX_MS = 30000;
 /** Failures kept for the page and tests, the last ones. */
 const FAILURES_KEPT = 20;
 /** Lines of the worker's log kept, the last ones. */
@@ -56,6 +64,8 @@ export class E2ee {
     this.log = []; // the last LOG_KEPT lines
     this.worker = null;
     this.waiting = new Map(); // reply type -> resolve
+    this.seatedAt = null; // when the worker was last seated without a key
+    this.welcomeWithin = WELCOME_WITHIN_MS;
     this.spawn();
     this.watchdog = setInterval(() => this.check(), PING_EVERY_MS);
   }
@@ -87,6 +97,7 @@ export class E2ee {
         if (data.epoch !== null && this.state !== 'encrypted') {
           if (this.state === 'restarting') this.failures[this.failures.length - 1].back = performance.now();
           this.failing = 0;
+          this.welcomeWithin = WELCOME_WITHIN_MS;
           this.state = 'encrypted';
           if (this.onHold) this.onHold(false);
         }
@@ -124,6 +135,7 @@ export class E2ee {
     }
     // A message during a restart's backoff is not lost: the new worker is
     // seated from roomMembers and hears the group's state from the others.
+    if (msg.type === 'joined') this.seatedAt = performance.now();
     if (this.worker && /^(joined|presence|error|mls-)/.test(msg.type)) this.worker.postMessage({ type: 'signal', text: JSON.stringify(msg) });
   }
 
@@ -159,6 +171,10 @@ export class E2ee {
     const now = performance.now();
     if (!this.ready) {
       if (now - this.spawnedAt > READY_WITHIN_MS) this.failed(this.worker, 'the worker did not start');
+    } else if (this.state !== 'encrypted' && this.seatedAt !== null && now - this.seatedAt > this.welcomeWithin) {
+      this.onLog?.(`no welcome into the group within ${this.welcomeWithin / 1000} s: asking again`);
+      this.welcomeWithin = Math.min(WELCOME_WITHIN_MAX_MS, this.welcomeWithin * 2);
+      this.seat();
     } else if (this.pinged !== null) {
       if (now - this.pinged > DEAD_AFTER_MS) this.failed(this.worker, 'the worker stopped answering');
     } else {
@@ -197,9 +213,16 @@ export class E2ee {
   restart() {
     this.pending = null;
     this.spawn();
-    this.worker.postMessage({ type: 'signal', text: JSON.stringify({ type: 'joined', room: this.room, user: this.user, members: this.roomMembers }) });
+    this.seat();
     if (scriptTransform) this.endpoints.forEach((e) => this.attach(e));
     else if (this.onUnrecoverable) this.onUnrecoverable(this.lastFailure);
+  }
+
+  /** Seats the worker's member as the page sits: without a group, it asks in. */
+  seat() {
+    this.seatedAt = performance.now();
+    const joined = { type: 'joined', room: this.room, user: this.user, members: this.roomMembers };
+    this.worker.postMessage({ type: 'signal', text: JSON.stringify(joined) });
   }
 
   /** One answer of the worker to a request (`sample`, `bench`). */
