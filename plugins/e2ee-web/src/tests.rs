@@ -45,6 +45,13 @@ impl Room {
     }
 
     fn relay(&mut self, actions: Vec<SignalAction>) {
+        let upstream = self.hand_out(actions);
+        self.deliver(upstream);
+    }
+
+    /// The server's messages to their members (a slow line's wait); what
+    /// the members answer.
+    fn hand_out(&mut self, actions: Vec<SignalAction>) -> Vec<(u64, String)> {
         let mut upstream = Vec::new();
         for action in actions {
             let SignalAction::Send { connection, text } = action else { continue };
@@ -58,7 +65,7 @@ impl Room {
             host::use_state_store(user);
             upstream.extend(member.signal(&text).into_iter().map(|t| (connection, t)));
         }
-        self.deliver(upstream);
+        upstream
     }
 
     /// Relays until nobody has anything left to say.
@@ -68,18 +75,7 @@ impl Room {
                 host::use_state_store("server");
                 let mut actions = Vec::new();
                 self.server.handle(SignalEvent::Message { connection, text }, &mut actions);
-                for action in actions {
-                    let SignalAction::Send { connection, text } = action else { continue };
-                    if let Some((slow, waiting)) = &mut self.slow
-                        && *slow == connection
-                    {
-                        waiting.push(text);
-                        continue;
-                    }
-                    let (user, member) = &mut self.members[connection as usize - 1];
-                    host::use_state_store(user);
-                    upstream.extend(member.signal(&text).into_iter().map(|t| (connection, t)));
-                }
+                upstream.extend(self.hand_out(actions));
             }
         }
     }
