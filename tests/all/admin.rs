@@ -94,9 +94,7 @@ async fn the_admin_api_shows_stages_rooms_and_metrics() {
     assert_eq!(rooms[0]["participants"][0]["ice"], "connected");
     assert!(rooms[0]["participants"][0]["tracks"][0]["forwarded"].as_u64() > Some(0), "{rooms}");
 
-    let (status, text) = get(admin.addr, "/metrics", Some(token)).await;
-    assert_eq!(status, 200);
-    for line in [
+    let lines = [
         "medianode_stage_calls_total{stage=\"forward\"}",
         "medianode_stage_faults_total{stage=\"forward\",kind=\"panic\"} 0",
         "medianode_stage_state{stage=\"forward\",state=\"serving\"} 1",
@@ -112,8 +110,19 @@ async fn the_admin_api_shows_stages_rooms_and_metrics() {
         "medianode_process_resident_memory_bytes",
         "medianode_tokio_tasks",
         "# EOF",
-    ] {
-        assert!(text.contains(line), "/metrics lacks {line}:\n{text}");
+    ];
+    // A peer connection's state reaches the metrics from its own event
+    // task, a moment after media flows: wait for it, within a bound.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, text) = get(admin.addr, "/metrics", Some(token)).await;
+        assert_eq!(status, 200);
+        let missing: Vec<&str> = lines.iter().copied().filter(|l| !text.contains(l)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "/metrics lacks {missing:?}:\n{text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

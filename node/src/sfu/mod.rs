@@ -124,11 +124,16 @@ pub struct TrackView {
 /// read (the offer is sent first, see `on_offer`), whatever raised it (a
 /// client message, a new track, an ICE failure).
 enum Control {
-    Seat { connection: u64, room: String, user: String },
+    Seat {
+        connection: u64,
+        room: String,
+        user: String,
+    },
     Leave(u64),
     Media(u64, Value),
     Track(u64, Arc<dyn TrackRemote>),
-    IceFailed(u64),
+    /// A participant's ICE state changed (in the order the connection saw).
+    IceState(u64, RTCIceConnectionState),
 }
 
 struct Inner {
@@ -206,7 +211,7 @@ impl Sfu {
                     Control::Leave(connection) => sfu.leave(connection).await,
                     Control::Media(connection, message) => sfu.media(connection, message).await,
                     Control::Track(connection, track) => sfu.on_track(connection, track).await,
-                    Control::IceFailed(connection) => sfu.restart_ice(connection).await,
+                    Control::IceState(connection, state) => sfu.on_ice_state(connection, state).await,
                 }
             }
         });
@@ -635,6 +640,8 @@ impl Sfu {
         }
     }
 
+    /// A participant's ICE state, on the control task: told to its client
+    /// (`media-state`), kept for the admin API, and acted on.
     async fn on_ice_state(&self, connection: u64, state: RTCIceConnectionState) {
         self.send(connection, json!({"type": "media-state", "state": state.to_string()}));
         if let Some(p) = self.inner.participants.lock().await.get_mut(&connection) {
@@ -645,11 +652,11 @@ impl Sfu {
             RTCIceConnectionState::Disconnected => tracing::info!(connection, "ICE disconnected; waiting"),
             RTCIceConnectionState::Failed => {
                 tracing::info!(connection, "ICE failed; restarting ICE");
-                let _ = self.inner.control.send(Control::IceFailed(connection));
+                self.restart_ice(connection).await;
             }
             RTCIceConnectionState::Closed => {
                 tracing::info!(connection, "ICE closed; tearing down");
-                let _ = self.inner.control.send(Control::Leave(connection));
+                self.leave(connection).await;
             }
             _ => {}
         }
@@ -689,9 +696,10 @@ impl PeerConnectionEventHandler for Handler {
     }
 
     async fn on_ice_connection_state_change(&self, state: RTCIceConnectionState) {
-        let (sfu, connection) = (self.sfu.clone(), self.connection);
-        // Off the driver's task: tearing down awaits the connection itself.
-        tokio::spawn(async move { sfu.on_ice_state(connection, state).await });
+        // On the control task, in order: a task per change could store
+        // `checking` after `connected` (seen in a test under load), and
+        // tearing down must not run on the driver's task, which it awaits.
+        let _ = self.sfu.inner.control.send(Control::IceState(self.connection, state));
     }
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
