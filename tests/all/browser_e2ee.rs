@@ -122,6 +122,7 @@ async fn two_windows_in_an_encrypted_room_through_churn_and_a_killed_worker() {
         })
         .await;
     }
+    dt.screenshot(&ann, "e2ee-ann").await;
     observer.seen.until("500 forwarded packets", SETTLE, |s| s.payloads.lock().expect("lock").len() >= 500).await;
     let mut plain = plaintext(&mut dt, &ann).await;
     plain.extend(plaintext(&mut dt, &bob).await);
@@ -361,4 +362,29 @@ async fn a_page_whose_welcome_never_comes_asks_again() {
     let state = dt.eval(&ann, E2EE).await;
     assert_eq!(state["restarts"], json!(0), "{state}");
     eprintln!("no welcome: ann made the group {took:?} after the ghost left");
+}
+
+/// A browser without `RTCRtpScriptTransform` (Chromium with the feature
+/// turned off): the page hands each sender's and receiver's encoded
+/// streams to the worker (`createEncodedStreams`) instead, and two windows
+/// see and hear each other encrypted the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock, reason = "the test holds every core for its whole length; no task of its runtime takes the lock")]
+async fn without_script_transforms_the_page_uses_encoded_streams() {
+    let node = default_node().await;
+    let _cores = crate::common::loading_every_core();
+    let browser = crate::browser::launch_with(&["--disable-blink-features=RTCRtpScriptTransform"]);
+    let (ws, _) = tokio_tungstenite::connect_async(browser.devtools.as_str()).await.expect("devtools connects");
+    let mut dt = DevTools { ws, next_id: 0 };
+    let base = format!("http://{}/?room=legacy&autojoin=1&e2ee=1", node.server.addr);
+    let ann = dt.open("ann", &format!("{base}&user=ann")).await;
+    dt.until(&ann, "ann's group", E2EE, SETTLE, in_group("ann")).await;
+    assert_eq!(dt.eval(&ann, "typeof RTCRtpScriptTransform").await, json!("undefined"), "the feature is off");
+    let bob = dt.open("bob", &format!("{base}&user=bob")).await;
+    for tab in [&ann, &bob] {
+        dt.until(tab, "ann and bob in one group", E2EE, SETTLE, in_group("ann,bob")).await;
+        dt.until(tab, "decrypted audio and video", E2EE, SETTLE, |v| opened("audio", 100)(v) && opened("video", 30)(v)).await;
+        dt.until(tab, "video decoded", RECEIVED, SETTLE, |v| v["frames"].as_u64().is_some_and(|f| f > 30)).await;
+    }
+    agree(&mut dt, &ann, &bob).await;
 }

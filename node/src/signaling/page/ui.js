@@ -33,11 +33,11 @@ export function renderE2ee(e2ee, members) {
   if (e2ee.state === 'encrypted') {
     const outside = [...members].filter(([u, m]) => m.e2ee && !e2ee.members.includes(u)).map(([u]) => u);
     const waiting = outside.length ? ` · not in the group yet: ${outside.join(', ')}` : '';
-    box.textContent = `🔒 end-to-end encrypted · epoch ${e2ee.epoch} · safety number ${e2ee.safetyNumber}${waiting}`;
+    box.textContent = `end-to-end encrypted · epoch ${e2ee.epoch} · safety number ${e2ee.safetyNumber}${waiting}`;
   } else if (e2ee.state === 'restarting') {
-    box.textContent = '🔒 encryption restarting: nothing is sent until it is back';
+    box.textContent = 'encryption restarting: nothing is sent until it is back';
   } else {
-    box.textContent = '🔒 joining the encrypted group: nothing is sent until then';
+    box.textContent = 'joining the encrypted group: nothing is sent until then';
   }
 }
 
