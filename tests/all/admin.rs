@@ -66,6 +66,14 @@ async fn the_admin_api_shows_stages_rooms_and_metrics() {
     let publisher = peer_at(running.server.addr, "room", "alice", true).await;
     let subscriber = peer_at(running.server.addr, "room", "bob", false).await;
     until_flowing(&publisher, std::slice::from_ref(&subscriber)).await;
+    // The node tells each peer its ICE state once it has kept it (for the
+    // admin API and /metrics below).
+    for peer in [&publisher, &subscriber] {
+        let connected = |seen: &crate::webrtc_peers::Seen| {
+            seen.messages.lock().expect("lock").iter().any(|m| m["type"] == "media-state" && m["state"] == "connected")
+        };
+        peer.seen.until("the node's ICE connected", Duration::from_secs(10), connected).await;
+    }
 
     assert_eq!(get(admin.addr, "/health", None).await.0, 401, "no token, no answer");
     assert_eq!(get(admin.addr, "/health", Some("wrong-token-wrong-token")).await.0, 401);
@@ -111,18 +119,10 @@ async fn the_admin_api_shows_stages_rooms_and_metrics() {
         "medianode_tokio_tasks",
         "# EOF",
     ];
-    // A peer connection's state reaches the metrics from its own event
-    // task, a moment after media flows: wait for it, within a bound.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (status, text) = get(admin.addr, "/metrics", Some(token)).await;
-        assert_eq!(status, 200);
-        let missing: Vec<&str> = lines.iter().copied().filter(|l| !text.contains(l)).collect();
-        if missing.is_empty() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "/metrics lacks {missing:?}:\n{text}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let (status, text) = get(admin.addr, "/metrics", Some(token)).await;
+    assert_eq!(status, 200);
+    for line in lines {
+        assert!(text.contains(line), "/metrics lacks {line}:\n{text}");
     }
 }
 

@@ -277,34 +277,28 @@ async fn a_window_and_an_edge_node_hear_each_other_encrypted() {
     }
     writer.finalize().expect("tone file written");
 
-    // The edge node first: alone, it makes the group. Its E2EE stage gets
-    // the deadline pipelines/edge.toml gives it: an MLS commit takes a few
-    // ms in wasm, more on a loaded machine, and the 5 ms default would
-    // trap on one (and set the key package it answered aside).
+    // The edge node first: alone, it makes the group (in room `call`, with
+    // the E2EE stage the edge node tests use: a deadline an MLS commit
+    // meets on a loaded machine, which the 5 ms default does not).
     let heard_wav = dir.path().join("heard.wav");
     let pipeline = format!(
-        "[pipeline]\nname = \"edge\"\npace = \"realtime\"\n\n\
-         [client]\nserver = \"{url}\"\nroom = \"mixed\"\nuser = \"edge\"\n\n\
-         [[stage]]\nid = \"e2ee\"\nplugin = \"stock:e2ee\"\nlimits = {{ deadline = \"100ms\" }}\n\n\
+        "[pipeline]\nname = \"edge\"\npace = \"realtime\"\n\n{}\
          [[source]]\nid = \"tone\"\nkind = \"tone\"\nfrequency = {EDGE_TONE}\namplitude = 0.5\n\n\
          [[stage]]\nid = \"encode\"\nbuiltin = \"opus-encoder\"\ninputs = [\"tone\"]\n\n\
          [[sink]]\nid = \"room\"\nkind = \"publish\"\ninputs = [\"encode\"]\n\n\
          [[source]]\nid = \"ann\"\nkind = \"subscribe\"\npublisher = \"ann\"\n\n\
          [[stage]]\nid = \"decode\"\nbuiltin = \"opus-decoder\"\ninputs = [\"ann\"]\n\n\
          [[sink]]\nid = \"heard\"\nkind = \"wav\"\ninputs = [\"decode\"]\npath = {:?}\n",
+        crate::edge_nodes::client(&url, "edge", "stock:e2ee", "{}"),
         heard_wav.display().to_string()
     );
     let mut edge = crate::edge_nodes::EdgeNode::start(pipeline, dir.path());
-    let deadline = Instant::now() + SETTLE;
-    while edge.edge.status().and_then(|s| s.epoch).is_none() {
-        assert!(Instant::now() < deadline, "the edge node's group");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    crate::edge_nodes::until("the edge node's group", SETTLE, || edge.edge.status().and_then(|s| s.epoch).is_some()).await;
 
     let browser = crate::browser::launch_with(&[&format!("--use-file-for-fake-audio-capture={}", tone_wav.display())]);
     let (ws, _) = tokio_tungstenite::connect_async(browser.devtools.as_str()).await.expect("devtools connects");
     let mut dt = DevTools { ws, next_id: 0 };
-    let ann = dt.open("ann", &format!("http://{}/?room=mixed&autojoin=1&e2ee=1&user=ann", node.server.addr)).await;
+    let ann = dt.open("ann", &format!("http://{}/?room=call&autojoin=1&e2ee=1&user=ann", node.server.addr)).await;
     dt.until(&ann, "ann and the edge node in one group", E2EE, SETTLE, in_group("ann,edge")).await;
     let page = dt.eval(&ann, E2EE).await;
     let status = edge.edge.status().expect("the edge node's status");
@@ -313,19 +307,12 @@ async fn a_window_and_an_edge_node_hear_each_other_encrypted() {
     assert_eq!(page["safety"].as_str(), Some(edge_safety.join(" ").as_str()), "one safety number: {page}");
 
     // The page opens the edge node's audio and plays it; the edge node
-    // records the page's tone for about two seconds (400 frames through
-    // its E2EE stage, half sealed, half opened).
+    // records two more seconds of the page's tone (100 frames it sealed).
     dt.until(&ann, "the edge node's audio, opened", E2EE, SETTLE, opened("audio", 200)).await;
     dt.until(&ann, "the edge node's audio, heard", RECEIVED, SETTLE, |v| v["energy"].as_f64().is_some_and(|e| e > 0.01)).await;
-    let frames = |edge: &crate::edge_nodes::EdgeNode| {
-        edge.edge.stage_shared().map_or(0, |s| s.metrics.snapshot()["items_out"].as_u64().unwrap_or(0))
-    };
-    let start = frames(&edge);
-    let deadline = Instant::now() + SETTLE;
-    while frames(&edge) < start + 400 {
-        assert!(Instant::now() < deadline, "the edge node's frames: {}", frames(&edge));
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let sealed = count(&dt.eval(&ann, E2EE).await, &["counters", "sealed", "audio"]);
+    dt.until(&ann, "two more seconds of the page's tone", E2EE, SETTLE, |v| count(v, &["counters", "sealed", "audio"]) >= sealed + 100)
+        .await;
     edge.stop();
     drop(edge);
 

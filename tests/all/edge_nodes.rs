@@ -69,7 +69,7 @@ impl Drop for EdgeNode {
 }
 
 /// The room, and the E2EE stage (`plugin` with `config`, inline TOML).
-fn client(url: &str, user: &str, plugin: &str, config: &str) -> String {
+pub(crate) fn client(url: &str, user: &str, plugin: &str, config: &str) -> String {
     format!(
         "[client]\nserver = \"{url}\"\nroom = \"call\"\nuser = \"{user}\"\n\n\
          [[stage]]\nid = \"e2ee\"\nplugin = \"{plugin}\"\nconfig = {config}\nlimits = {{ deadline = \"200ms\" }}\n\
@@ -122,7 +122,7 @@ pub(crate) fn leaked(plain: &[Vec<u8>], observed: &[Vec<u8>]) -> usize {
 }
 
 /// Waits (real time) until `done` holds.
-async fn until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+pub(crate) async fn until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !done() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");

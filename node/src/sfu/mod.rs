@@ -643,10 +643,11 @@ impl Sfu {
     /// A participant's ICE state, on the control task: told to its client
     /// (`media-state`), kept for the admin API, and acted on.
     async fn on_ice_state(&self, connection: u64, state: RTCIceConnectionState) {
-        self.send(connection, json!({"type": "media-state", "state": state.to_string()}));
+        // Kept first: a client told `media-state` finds the node's views agree.
         if let Some(p) = self.inner.participants.lock().await.get_mut(&connection) {
             p.ice = state;
         }
+        self.send(connection, json!({"type": "media-state", "state": state.to_string()}));
         match state {
             // Often heals by itself (a moment of loss, a Wi-Fi hand-over).
             RTCIceConnectionState::Disconnected => tracing::info!(connection, "ICE disconnected; waiting"),

@@ -304,7 +304,6 @@ async function startMedia() {
     }
   }
   // After a reconnect: the same tracks, muted as they were (and the room told).
-  if (e2ee) e2ee.forgetEndpoints();
   media = new Media(send, onRemoteTrack, refresh, e2ee);
   await media.start(local, muting);
   for (const kind of ['audio', 'video']) {

@@ -28,8 +28,9 @@ const WELCOME_WITHIN_MS = 5000;
 const WELCOME_WITHIN_MAX_MS = 30000;
 /** Failures kept for the page and tests, the last ones. */
 const FAILURES_KEPT = 20;
-/** Lines of the worker's log kept, the last ones. */
+/** Lines of the worker's log kept, the last ones, each cut to LOG_LINE_CHARS (a peer's message is in some). */
 const LOG_KEPT = 200;
+const LOG_LINE_CHARS = 300;
 
 /** Whether the browser offers RTCRtpScriptTransform (else createEncodedStreams). */
 export const scriptTransform = typeof RTCRtpScriptTransform !== 'undefined';
@@ -56,7 +57,8 @@ export class E2ee {
     this.failing = 0; // failures since the last worker that got into the group
     this.pending = null; // the restart's timer, during a backoff
     this.counters = null; // the worker's, from its last pong
-    this.endpoints = []; // { target: RTCRtpSender | RTCRtpReceiver, side, kind }
+    this.pc = null; // the connection whose frames the worker handles
+    this.protected = new WeakSet(); // its senders and receivers already handed to the worker
     this.roomMembers = []; // who the node says is in the room (for a new worker)
     this.onHold = null; // (held: boolean) => void: stop or resume sending
     this.onLog = null; // (text: string) => void: a line of the worker's log
@@ -106,11 +108,13 @@ export class E2ee {
       case 'ready':
         this.ready = true;
         break;
-      case 'log':
-        this.log.push(data.text);
+      case 'log': {
+        const line = String(data.text).slice(0, LOG_LINE_CHARS);
+        this.log.push(line);
         if (this.log.length > LOG_KEPT) this.log.shift();
-        if (this.onLog) this.onLog(data.text);
+        if (this.onLog) this.onLog(line);
         break;
+      }
       case 'pong':
         this.pinged = null;
         this.counters = data.counters;
@@ -139,14 +143,20 @@ export class E2ee {
     if (this.worker && /^(joined|presence|error|mls-)/.test(msg.type)) this.worker.postMessage({ type: 'signal', text: JSON.stringify(msg) });
   }
 
-  /** Runs `target`'s (an RTCRtpSender or RTCRtpReceiver) frames through the worker. */
-  protect(target, side, kind) {
-    if (this.endpoints.some((e) => e.target === target)) return; // a reused transceiver
-    this.endpoints.push({ target, side, kind });
-    this.attach({ target, side, kind });
+  /** A new peer connection: its senders and receivers are handed over as they come. */
+  useConnection(pc) {
+    this.pc = pc;
+    this.protected = new WeakSet();
   }
 
-  attach({ target, side, kind }) {
+  /** Runs `target`'s (an RTCRtpSender or RTCRtpReceiver) frames through the worker. */
+  protect(target, side, kind) {
+    if (this.protected.has(target)) return; // a reused transceiver: its streams are handed over already
+    this.protected.add(target);
+    this.attach(target, side, kind);
+  }
+
+  attach(target, side, kind) {
     if (!this.worker) return; // restarting: the new worker takes every endpoint
     if (scriptTransform) {
       target.transform = new RTCRtpScriptTransform(this.worker, { side, kind });
@@ -154,11 +164,6 @@ export class E2ee {
       const { readable, writable } = target.createEncodedStreams();
       this.worker.postMessage({ type: 'streams', readable, writable, side, kind }, [readable, writable]);
     }
-  }
-
-  /** A new peer connection: the old one's senders and receivers are gone. */
-  forgetEndpoints() {
-    this.endpoints = [];
   }
 
   /**
@@ -195,7 +200,6 @@ export class E2ee {
     this.waiting.forEach((resolve) => resolve(null)); // its answers will not come
     this.waiting.clear();
     this.restarts += 1;
-    this.lastFailure = reason;
     this.failures.push({ reason, at: performance.now(), back: null });
     if (this.failures.length > FAILURES_KEPT) this.failures.shift();
     this.state = 'restarting';
@@ -214,8 +218,17 @@ export class E2ee {
     this.pending = null;
     this.spawn();
     this.seat();
-    if (scriptTransform) this.endpoints.forEach((e) => this.attach(e));
-    else if (this.onUnrecoverable) this.onUnrecoverable(this.lastFailure);
+    if (!scriptTransform) {
+      if (this.onUnrecoverable) this.onUnrecoverable(this.lastFailure);
+      return;
+    }
+    // Every live sender and receiver of the connection, to the new worker.
+    for (const t of this.pc ? this.pc.getTransceivers() : []) {
+      if (t.stopped) continue;
+      const kind = t.receiver.track.kind;
+      if (t.direction === 'sendonly' || t.direction === 'sendrecv') this.attach(t.sender, 'send', kind);
+      if (t.direction === 'recvonly' || t.direction === 'sendrecv') this.attach(t.receiver, 'receive', kind);
+    }
   }
 
   /** Seats the worker's member as the page sits: without a group, it asks in. */
@@ -223,6 +236,12 @@ export class E2ee {
     this.seatedAt = performance.now();
     const joined = { type: 'joined', room: this.room, user: this.user, members: this.roomMembers };
     this.worker.postMessage({ type: 'signal', text: JSON.stringify(joined) });
+  }
+
+  /** Why the last worker failed. */
+  get lastFailure() {
+    const last = this.failures[this.failures.length - 1];
+    return last ? last.reason : null;
   }
 
   /** One answer of the worker to a request (`sample`, `bench`). */

@@ -48,6 +48,7 @@ export class Media {
     // createEncodedStreams() needs the connection to ask for it up front.
     const pc = new RTCPeerConnection(this.e2ee && !scriptTransform ? { encodedInsertableStreams: true } : {});
     this.pc = pc;
+    if (this.e2ee) this.e2ee.useConnection(pc);
     pc.onconnectionstatechange = () => this.onStateChange();
     pc.onicecandidate = (e) => { if (e.candidate) this.send({ type: 'candidate', candidate: e.candidate.toJSON() }); };
     // Each forwarded track's stream id is its publisher's user name.
