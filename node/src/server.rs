@@ -46,7 +46,8 @@ pub async fn start(runtime: &Runtime, config: &PipelineConfig, reporter: &CrashR
     };
     let ServerConfig { listen, media_ip, options, .. } = server_config.clone();
     let connections = Connections::default();
-    let sfu = Sfu::start(SfuOptions::new(media_ip), connections.clone(), decide);
+    let sfu = Sfu::start(SfuOptions::new(media_ip), connections.clone(), decide)
+        .map_err(|e| config.error(server_config.span.clone(), e, "check `media-ip` (an address of this machine)"))?;
     let server = Server::start(listen, options, signaling, connections, Some(Arc::new(sfu.clone())), Some(Box::new(sfu.clone())))
         .await
         .map_err(|e| config.error(server_config.span.clone(), format!("cannot listen on {listen}: {e}"), "pick a free port in `listen`"))?;

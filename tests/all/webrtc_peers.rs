@@ -51,7 +51,7 @@ pub async fn node_with(forward_plugin: &str, forward_config: &str, options: SfuO
 /// A node whose forwarding decisions `decide` makes.
 pub async fn node_deciding(decide: Box<dyn medianode::sfu::router::Decide>, options: SfuOptions) -> (Server, Sfu) {
     let connections = Connections::default();
-    let sfu = Sfu::start(options, connections.clone(), decide);
+    let sfu = Sfu::start(options, connections.clone(), decide).expect("the SFU starts");
     let server = Server::start(
         "127.0.0.1:0".parse().expect("addr"),
         ServerOptions::default(),
@@ -93,6 +93,9 @@ pub struct Seen {
     /// Woken on everything a peer sees (a packet, an ICE state, a message),
     /// for tests that wait for a state ([`Seen::until`]).
     pub changed: tokio::sync::Notify,
+    /// While set, a packet only counts (`packets`, `latencies`): the load
+    /// generator's hundreds of peers keep nothing else.
+    pub light: std::sync::atomic::AtomicBool,
 }
 
 impl Seen {
@@ -170,6 +173,9 @@ impl PeerConnectionEventHandler for PeerHandler {
                         seen.latencies.lock().expect("lock").push(since_origin().saturating_sub(sent));
                     }
                     seen.packets.fetch_add(1, Ordering::Relaxed);
+                    if seen.light.load(Ordering::Relaxed) {
+                        continue;
+                    }
                     {
                         let mut payloads = seen.payloads.lock().expect("lock");
                         if payloads.len() < KEPT_PAYLOADS {

@@ -49,12 +49,27 @@ impl<L> Fanout<L> {
         self.streams.entry(stream).or_default().insert(subscriber, Leg { ssrc, sequence: SequenceRewriter::default(), io });
     }
 
+    /// `subscriber` no longer receives `stream`.
+    pub fn unsubscribe(&mut self, stream: u32, subscriber: u64) {
+        if let Some(legs) = self.streams.get_mut(&stream) {
+            legs.remove(&subscriber);
+            if legs.is_empty() {
+                self.streams.remove(&stream);
+            }
+        }
+    }
+
     /// Everything `participant` received is gone.
     pub fn forget(&mut self, participant: u64) {
         self.streams.values_mut().for_each(|legs| {
             legs.remove(&participant);
         });
         self.streams.retain(|_, legs| !legs.is_empty());
+    }
+
+    /// `subscriber`'s leg of `stream`, if it has one.
+    pub fn leg_mut(&mut self, stream: u32, subscriber: u64) -> Option<&mut Leg<L>> {
+        self.streams.get_mut(&stream)?.get_mut(&subscriber)
     }
 
     /// Routes packet `sequence` of `stream` to the `chosen` subscribers:

@@ -46,16 +46,23 @@ pub struct IceTimeouts {
     pub keepalive: Duration,
 }
 
-/// Opens a peer connection whose events go to `handler`.
-pub async fn open(options: &PeerOptions, handler: Arc<dyn PeerConnectionEventHandler>) -> Result<Arc<dyn PeerConnection>, String> {
+/// The codecs, header extensions and interceptors every peer connection
+/// has (the SFU's sans-IO connections too).
+pub fn engine(keyframe_requests: bool) -> Result<(MediaEngine, Registry), String> {
     let mut media = MediaEngine::default();
     media.register_default_codecs().map_err(|e| format!("codecs: {e}"))?;
     let level = RTCRtpHeaderExtensionCapability { uri: AUDIO_LEVEL_URI.to_string() };
     media.register_header_extension(level, RtpCodecKind::Audio, None).map_err(|e| format!("audio level extension: {e}"))?;
     let mut registry = register_default_interceptors(Registry::new(), &mut media).map_err(|e| format!("interceptors: {e}"))?;
-    if options.keyframe_requests {
+    if keyframe_requests {
         registry = registry.with(Slot::from(keyframes::SLOT), keyframes::KeyframeRequests::default());
     }
+    Ok((media, registry))
+}
+
+/// Opens a peer connection whose events go to `handler`.
+pub async fn open(options: &PeerOptions, handler: Arc<dyn PeerConnectionEventHandler>) -> Result<Arc<dyn PeerConnection>, String> {
+    let (media, registry) = engine(options.keyframe_requests)?;
     let mut builder = PeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_media_engine(media)

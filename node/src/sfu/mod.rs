@@ -1,12 +1,21 @@
-//! The SFU: one WebRTC peer connection per participant (webrtc-rs, UDP on
-//! the configured address), publish and subscribe of Opus audio and VP8
-//! video, and the forwarding loop ([`router`]).
+//! The SFU: one WebRTC peer connection per participant, publish and
+//! subscribe of Opus audio and VP8 video, forwarded by the media shards
+//! ([`shard`]) on one UDP port.
+//!
+//! This module is the control plane, on tokio: seats, negotiation, rooms.
+//! Each participant's connection lives on a shard (webrtc-rs's sans-IO
+//! core, driven there); what this module does to a connection it does
+//! with [`Shards::run`], on that shard. The forwarding decision ([`router`])
+//! runs on the shards, per batch of packets.
 //!
 //! Negotiation: the client offers first (its own tracks, send-only); the
 //! node answers. Whenever the node adds tracks to a participant's
 //! connection (someone else published) or must restart ICE, it sends its
 //! own `offer` and the client answers. One node offer is in flight at a
-//! time; changes meanwhile are folded into the next one.
+//! time; changes meanwhile are folded into the next one. The node is an
+//! ICE-lite agent with one host candidate (the media port), in every
+//! description it sends: it answers the client's checks and never sends
+//! its own.
 //!
 //! ICE, per participant: `disconnected` waits (it often heals by itself);
 //! `failed` restarts ICE (a node offer with new credentials); `closed`
@@ -15,40 +24,44 @@
 //! Media messages (`offer`, `answer`, `candidate`) come from the signaling
 //! server; seats (who is in which room) from the signaling stage.
 
-pub mod outbox;
 pub mod router;
+pub mod shard;
 
-use crate::peer::{self, AUDIO_LEVEL_URI, IceTimeouts, PeerOptions, keyframes};
-use crate::runtime::bindings::MediaKind;
+use crate::peer::{self, AUDIO_LEVEL_URI};
+use crate::runtime::bindings::{MediaKind, RouteChange};
 use crate::signaling::connections::{Connections, Outgoing, error_reply};
 use crate::signaling::hub::SeatSink;
 use crate::signaling::server::MediaSink;
 use medianode_core::sfu::negotiation::Negotiation;
-use medianode_core::sfu::speaker::SpeakerDetector;
-use router::{Decide, RouterMsg, RouterStats};
+use router::{Decide, RouterStats};
 use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::sdp::RTCSessionDescription;
-use rtc::peer_connection::transport::RTCIceCandidateInit;
-use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+use rtc::peer_connection::state::RTCIceConnectionState;
+use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtp_transceiver::RTCRtpReceiverId;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use serde_json::{Value, json};
+use shard::{Gone, LegSpec, ShardEvent, Shards};
 use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
-use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
-use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
-use webrtc::peer_connection::{PeerConnection, PeerConnectionEventHandler, RTCIceConnectionState, RTCPeerConnectionIceEvent};
 
 /// Settings of the SFU (`[server]` in a pipeline file).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SfuOptions {
     /// The address media (UDP) binds to and announces.
     pub rtc_ip: IpAddr,
+    /// The one UDP port every connection uses; 0: one the system picks.
+    pub media_port: u16,
+    /// Media shards (threads); 0: one per core.
+    pub media_threads: usize,
     /// ICE: silence before `disconnected`, and before `failed`; how often
     /// to send keepalives.
     pub ice_disconnected: Duration,
@@ -57,14 +70,24 @@ pub struct SfuOptions {
 }
 
 impl SfuOptions {
-    /// The defaults on `rtc_ip`: 5 s to disconnected, 25 s to failed, 2 s
-    /// keepalives (webrtc-rs's and browsers' usual values).
+    /// The defaults on `rtc_ip`: a port the system picks, a shard per
+    /// core, 5 s to disconnected, 25 s to failed, 2 s keepalives (webrtc-rs's
+    /// and browsers' usual values).
     pub fn new(rtc_ip: IpAddr) -> SfuOptions {
         SfuOptions {
             rtc_ip,
+            media_port: 0,
+            media_threads: 0,
             ice_disconnected: Duration::from_secs(5),
             ice_failed: Duration::from_secs(25),
             ice_keepalive: Duration::from_secs(2),
+        }
+    }
+
+    fn shards(&self) -> usize {
+        match self.media_threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
         }
     }
 }
@@ -74,18 +97,18 @@ impl SfuOptions {
 struct Published {
     ssrc: u32,
     kind: MediaKind,
-    codec: rtc::rtp_transceiver::rtp_sender::RTCRtpCodec,
-    remote: Arc<dyn TrackRemote>,
+    codec: RTCRtpCodec,
+    /// Its receiver on the publisher's connection (keyframe requests go there).
+    receiver: RTCRtpReceiverId,
     /// Copies of this stream written to subscribers, all legs together.
     forwarded: Arc<AtomicU64>,
-    /// The SFU's count of keyframe requests sent to publishers.
-    keyframes_asked: Arc<AtomicU64>,
 }
 
 struct Participant {
     room: String,
     user: String,
-    pc: Option<Arc<dyn PeerConnection>>,
+    /// Whether it has a peer connection (on a shard).
+    connected: bool,
     published: Vec<Published>,
     /// (publisher, ssrc) pairs this participant already receives.
     receiving: Vec<(u64, u32)>,
@@ -117,23 +140,16 @@ pub struct TrackView {
     pub forwarded: u64,
 }
 
-/// Seats, leaves and media messages, handled one at a time in arrival
-/// order (a seat before its offer, an offer before its candidates).
-/// Everything that touches a participant's negotiation goes through one
-/// task, in order: a node offer is applied before the answer to it is
-/// read (the offer is sent first, see `on_offer`), whatever raised it (a
-/// client message, a new track, an ICE failure).
+/// Seats, leaves, media messages and what the shards report, handled one
+/// at a time in arrival order (a seat before its offer, an offer before
+/// its candidates). Everything that touches a participant's negotiation
+/// goes through this one task, in order, whatever raised it (a client
+/// message, a new track, an ICE failure).
 enum Control {
-    Seat {
-        connection: u64,
-        room: String,
-        user: String,
-    },
+    Seat { connection: u64, room: String, user: String },
     Leave(u64),
     Media(u64, Value),
-    Track(u64, Arc<dyn TrackRemote>),
-    /// A participant's ICE state changed (in the order the connection saw).
-    IceState(u64, RTCIceConnectionState),
+    Shard(ShardEvent),
 }
 
 struct Inner {
@@ -141,16 +157,13 @@ struct Inner {
     control: mpsc::UnboundedSender<Control>,
     connections: Connections,
     participants: tokio::sync::Mutex<HashMap<u64, Participant>>,
-    router: mpsc::Sender<RouterMsg>,
-    stats: Arc<Mutex<RouterStats>>,
-    speakers: Mutex<HashMap<String, SpeakerDetector>>,
+    shards: Arc<Shards>,
+    speakers: shard::Speakers,
     /// Set when the forwarding stage gives up under `stop`.
-    stopped: tokio::sync::watch::Receiver<Option<crate::supervisor::Stopped>>,
-    /// What the subscribers' outboxes wrote and dropped.
-    outboxes: Arc<outbox::OutboxCounters>,
-    /// Keyframe requests sent to publishers (for a new viewer, a
-    /// subscriber's PLI or FIR, or a gap after drops).
-    keyframes_asked: Arc<AtomicU64>,
+    stopped: Option<tokio::sync::watch::Receiver<Option<crate::supervisor::Stopped>>>,
+    /// Keyframe requests sent to publishers (for a new viewer, or a
+    /// subscriber's PLI or FIR).
+    keyframes_asked: AtomicU64,
 }
 
 /// The SFU. Cheap to clone; every clone is the same SFU.
@@ -159,47 +172,33 @@ pub struct Sfu {
     inner: Arc<Inner>,
 }
 
-/// Packets queued for the router before publishers' reads wait.
-const ROUTER_QUEUE: usize = 4096;
-
 impl Sfu {
-    /// Starts the router with `decide` making the forwarding decisions.
-    pub fn start(options: SfuOptions, connections: Connections, decide: Box<dyn Decide>) -> Sfu {
-        let (router, rx) = mpsc::channel(ROUTER_QUEUE);
-        let stats = Arc::new(Mutex::new(RouterStats::default()));
-        let (stop_tx, stopped) = tokio::sync::watch::channel(None);
-        let (keyframes_tx, mut keyframes) = mpsc::channel::<u32>(64);
-        let outboxes = Arc::new(outbox::OutboxCounters::default());
-        tokio::spawn(router::run(rx, decide, stats.clone(), stop_tx, keyframes_tx, outboxes.clone()));
+    /// Binds the media port and starts the shards, `decide` making the
+    /// forwarding decisions.
+    pub fn start(options: SfuOptions, connections: Connections, decide: Box<dyn Decide>) -> Result<Sfu, String> {
         let (control, mut control_rx) = mpsc::unbounded_channel();
+        let stopped = decide.stopped();
+        let speakers = shard::Speakers::default();
+        let events: shard::Events = {
+            let control = control.clone();
+            Arc::new(move |event| drop(control.send(Control::Shard(event))))
+        };
+        let address = SocketAddr::new(options.rtc_ip, options.media_port);
+        let shards = Shards::start(address, options.shards(), decide, events, speakers.clone())
+            .map_err(|e| format!("cannot bind the media port {address}: {e}"))?;
+        tracing::info!("media on udp {} ({} shards)", shards.local, shards.count());
         let sfu = Sfu {
             inner: Arc::new(Inner {
                 options,
                 control,
                 connections,
                 participants: tokio::sync::Mutex::new(HashMap::new()),
-                router,
-                stats,
-                speakers: Mutex::new(HashMap::new()),
+                shards,
+                speakers,
                 stopped,
-                outboxes,
-                keyframes_asked: Arc::default(),
+                keyframes_asked: AtomicU64::new(0),
             }),
         };
-        // Keyframes the router asks for after a subscriber's gap.
-        let weak = Arc::downgrade(&sfu.inner);
-        tokio::spawn(async move {
-            while let Some(ssrc) = keyframes.recv().await {
-                let Some(inner) = weak.upgrade() else { return };
-                let stream = {
-                    let participants = inner.participants.lock().await;
-                    participants.values().flat_map(|p| &p.published).find(|s| s.ssrc == ssrc).cloned()
-                };
-                if let Some(stream) = stream {
-                    request_keyframe(&stream).await;
-                }
-            }
-        });
         // The control task holds a weak handle: dropping every `Sfu` ends it.
         let weak = Arc::downgrade(&sfu.inner);
         tokio::spawn(async move {
@@ -210,31 +209,36 @@ impl Sfu {
                     Control::Seat { connection, room, user } => sfu.seat(connection, room, user).await,
                     Control::Leave(connection) => sfu.leave(connection).await,
                     Control::Media(connection, message) => sfu.media(connection, message).await,
-                    Control::Track(connection, track) => sfu.on_track(connection, track).await,
-                    Control::IceState(connection, state) => sfu.on_ice_state(connection, state).await,
+                    Control::Shard(event) => sfu.shard_event(event).await,
                 }
             }
         });
-        sfu
+        Ok(sfu)
     }
 
     /// Resolves when the forwarding stage gave up under the `stop` policy.
     pub async fn stopped(&self) -> crate::supervisor::Stopped {
-        crate::supervisor::wait_stopped(self.inner.stopped.clone()).await
+        match self.inner.stopped.clone() {
+            Some(stopped) => crate::supervisor::wait_stopped(stopped).await,
+            None => std::future::pending().await,
+        }
     }
 
-    /// The router's counters.
+    /// The media shards' counters.
     pub fn stats(&self) -> RouterStats {
-        let mut stats = self.inner.stats.lock().unwrap_or_else(PoisonError::into_inner).with(&self.inner.outboxes);
-        stats.keyframe_requests = self.inner.keyframes_asked.load(Ordering::Relaxed);
-        stats
+        self.inner.shards.counters.router_stats(self.inner.keyframes_asked.load(Ordering::Relaxed))
+    }
+
+    /// The UDP address every connection's media uses.
+    pub fn media_address(&self) -> SocketAddr {
+        self.inner.shards.local
     }
 
     /// Closes every participant's peer connection (a drain).
     pub async fn close_all(&self) {
-        let pcs: Vec<_> = self.inner.participants.lock().await.values().filter_map(|p| p.pc.clone()).collect();
-        for pc in pcs {
-            let _ = pc.close().await;
+        let connected: Vec<u64> = self.inner.participants.lock().await.iter().filter(|(_, p)| p.connected).map(|(id, _)| *id).collect();
+        for connection in connected {
+            self.inner.shards.close(connection);
         }
     }
 
@@ -274,36 +278,28 @@ impl Sfu {
         let participant = Participant {
             room: room.clone(),
             user,
-            pc: None,
+            connected: false,
             published: Vec::new(),
             receiving: Vec::new(),
             negotiation: Negotiation::default(),
             ice: RTCIceConnectionState::New,
         };
         self.inner.participants.lock().await.insert(connection, participant);
-        let _ = self.inner.router.send(RouterMsg::Joined { participant: connection, room }).await;
+        self.inner.shards.route_change(shard::joined(connection, room));
     }
 
     /// Tears a participant's media down: its connection, its tracks at the
     /// others (who then get a new offer without them).
     async fn leave(&self, connection: u64) {
-        let (gone, room) = {
-            let mut participants = self.inner.participants.lock().await;
-            let Some(gone) = participants.remove(&connection) else { return };
-            let room = gone.room.clone();
-            (gone, room)
-        };
-        let _ = self.inner.router.send(RouterMsg::Left(connection)).await;
-        let _ = self.inner.router.send(RouterMsg::Forget(connection)).await;
-        if let Some(pc) = gone.pc {
-            let _ = pc.close().await;
-        }
+        let Some(gone) = self.inner.participants.lock().await.remove(&connection) else { return };
+        self.inner.shards.route_change(RouteChange::Left(connection));
+        self.inner.shards.close(connection);
         // The others stop receiving the leaver's streams.
         let others: Vec<u64> = {
             let mut participants = self.inner.participants.lock().await;
             participants
                 .iter_mut()
-                .filter(|(_, p)| p.room == room)
+                .filter(|(_, p)| p.room == gone.room)
                 .map(|(&id, p)| {
                     p.receiving.retain(|(publisher, _)| *publisher != connection);
                     id
@@ -311,30 +307,39 @@ impl Sfu {
                 .collect()
         };
         {
-            let mut speakers = self.inner.speakers.lock().unwrap_or_else(PoisonError::into_inner);
-            match speakers.get_mut(&room) {
+            let mut speakers = crate::runtime::lock(&self.inner.speakers);
+            match speakers.get_mut(&gone.room) {
                 // The last one out: the room's detector goes too.
-                Some(_) if others.is_empty() => drop(speakers.remove(&room)),
+                Some(_) if others.is_empty() => drop(speakers.remove(&gone.room)),
                 Some(detector) => detector.forget(connection),
                 None => {}
             }
         }
+        let streams: Vec<u32> = gone.published.iter().map(|s| s.ssrc).collect();
         for other in others {
+            for &stream in &streams {
+                self.inner.shards.unsubscribe(other, stream);
+            }
             self.remove_tracks_of(other, connection).await;
         }
     }
 
     async fn remove_tracks_of(&self, subscriber: u64, publisher: u64) {
-        let pc = self.inner.participants.lock().await.get(&subscriber).and_then(|p| p.pc.clone());
-        let Some(pc) = pc else { return };
         let prefix = format!("p{publisher}-");
-        let mut removed = false;
-        for sender in pc.get_senders().await {
-            if sender.track().track_id().await.starts_with(&prefix) {
-                removed |= pc.remove_track(&sender).await.is_ok();
-            }
-        }
-        if removed {
+        let removed = self
+            .inner
+            .shards
+            .run(subscriber, move |p| {
+                let senders: Vec<_> = p.pc.get_senders().collect();
+                let mut removed = false;
+                for id in senders {
+                    let ours = p.pc.rtp_sender(id).is_some_and(|s| s.track().track_id().starts_with(&prefix));
+                    removed |= ours && p.pc.remove_track(id).is_ok();
+                }
+                removed
+            })
+            .await;
+        if removed == Ok(true) {
             self.renegotiate(subscriber).await;
         }
     }
@@ -368,13 +373,22 @@ impl Sfu {
 
     async fn on_offer(&self, connection: u64, sdp: String) -> Result<(), String> {
         let offer = RTCSessionDescription::offer(sdp).map_err(|e| format!("bad offer: {e}"))?;
-        let Some(pc) = self.peer_connection(connection).await? else { return Ok(()) };
-        pc.set_remote_description(offer).await.map_err(|e| format!("cannot apply the offer: {e}"))?;
-        let answer = pc.create_answer(None).await.map_err(|e| format!("cannot answer: {e}"))?;
-        // Sent before it is applied: applying it starts ICE gathering, and a
-        // candidate that overtook its answer would be lost to the client.
-        self.send(connection, json!({"type": "answer", "sdp": answer.sdp}));
-        pc.set_local_description(answer).await.map_err(|e| format!("cannot answer: {e}"))?;
+        if !self.ensure_connection(connection).await? {
+            return Ok(());
+        }
+        let answer = self
+            .inner
+            .shards
+            .run(connection, move |p| {
+                p.pc.set_remote_description(p.now, offer).map_err(|e| format!("cannot apply the offer: {e}"))?;
+                p.learn_audio_level_id(AUDIO_LEVEL_URI);
+                let answer = p.pc.create_answer(None).map_err(|e| format!("cannot answer: {e}"))?;
+                p.pc.set_local_description(p.now, answer.clone()).map_err(|e| format!("cannot answer: {e}"))?;
+                Ok::<_, String>(answer.sdp)
+            })
+            .await
+            .map_err(gone)??;
+        self.send(connection, json!({"type": "answer", "sdp": answer}));
         // What the others already publish comes in a node offer.
         self.subscribe_to_room(connection).await;
         Ok(())
@@ -382,15 +396,19 @@ impl Sfu {
 
     async fn on_answer(&self, connection: u64, sdp: String) -> Result<(), String> {
         let answer = RTCSessionDescription::answer(sdp).map_err(|e| format!("bad answer: {e}"))?;
-        let pc = self.inner.participants.lock().await.get(&connection).and_then(|p| p.pc.clone());
-        let pc = pc.ok_or("no offer to answer")?;
-        if let Err(e) = pc.set_remote_description(answer).await {
+        let applied = self
+            .inner
+            .shards
+            .run(connection, move |p| p.pc.set_remote_description(p.now, answer).map_err(|e| format!("cannot apply the answer: {e}")))
+            .await
+            .map_err(|_| "no offer to answer".to_string())?;
+        if let Err(e) = applied {
             // Nothing is in flight any more: a later change offers afresh
             // rather than waiting for an answer that will not come.
             if let Some(p) = self.inner.participants.lock().await.get_mut(&connection) {
                 p.negotiation.failed();
             }
-            return Err(format!("cannot apply the answer: {e}"));
+            return Err(e);
         }
         let again = self.inner.participants.lock().await.get_mut(&connection).is_some_and(|p| p.negotiation.answered());
         if again {
@@ -400,35 +418,35 @@ impl Sfu {
     }
 
     async fn on_candidate(&self, connection: u64, candidate: RTCIceCandidateInit) -> Result<(), String> {
-        let pc = self.inner.participants.lock().await.get(&connection).and_then(|p| p.pc.clone());
-        let pc = pc.ok_or("send an offer first")?;
-        pc.add_ice_candidate(candidate).await.map_err(|e| format!("bad candidate: {e}"))
+        self.inner
+            .shards
+            .run(connection, move |p| p.pc.add_remote_candidate(candidate).map_err(|e| format!("bad candidate: {e}")))
+            .await
+            .map_err(|_| "send an offer first".to_string())?
     }
 
-    /// The participant's peer connection, made on first use.
-    async fn peer_connection(&self, connection: u64) -> Result<Option<Arc<dyn PeerConnection>>, String> {
-        if let Some(pc) = self.inner.participants.lock().await.get(&connection).and_then(|p| p.pc.clone()) {
-            return Ok(Some(pc));
-        }
-        let options = &self.inner.options;
-        let setup = PeerOptions {
-            ip: options.rtc_ip,
-            ice: Some(IceTimeouts { disconnected: options.ice_disconnected, failed: options.ice_failed, keepalive: options.ice_keepalive }),
-            keyframe_requests: true,
+    /// Makes the participant's peer connection on first use (off the
+    /// shards: it makes keys) and gives it to a shard. False: it left.
+    async fn ensure_connection(&self, connection: u64) -> Result<bool, String> {
+        let room = match self.inner.participants.lock().await.get(&connection) {
+            None => return Ok(false),
+            Some(p) if p.connected => return Ok(true),
+            Some(p) => p.room.clone(),
         };
-        let pc = peer::open(&setup, Arc::new(Handler { sfu: self.clone(), connection })).await?;
+        let options = self.inner.options.clone();
+        let local = SocketAddr::new(options.rtc_ip, self.inner.shards.local.port());
+        let pc = tokio::task::spawn_blocking(move || build_connection(&options, local))
+            .await
+            .map_err(|e| format!("cannot make a peer connection: {e}"))??;
         let mut participants = self.inner.participants.lock().await;
         match participants.get_mut(&connection) {
             Some(p) => {
-                p.pc = Some(pc.clone());
-                Ok(Some(pc))
+                self.inner.shards.adopt(connection, &room, pc).map_err(gone)?;
+                p.connected = true;
+                Ok(true)
             }
             // Left while the connection was being built.
-            None => {
-                drop(participants);
-                let _ = pc.close().await;
-                Ok(None)
-            }
+            None => Ok(false),
         }
     }
 
@@ -454,22 +472,20 @@ impl Sfu {
 
     /// Gives `subscriber` a track carrying `stream`; false if it already has one.
     async fn add_stream(&self, subscriber: u64, publisher: u64, user: &str, stream: &Published) -> bool {
-        let pc = {
+        {
             let mut participants = self.inner.participants.lock().await;
             let Some(p) = participants.get_mut(&subscriber) else { return false };
-            if p.receiving.contains(&(publisher, stream.ssrc)) {
+            if p.receiving.contains(&(publisher, stream.ssrc)) || !p.connected {
                 return false;
             }
-            let Some(pc) = p.pc.clone() else { return false };
             p.receiving.push((publisher, stream.ssrc));
-            pc
-        };
+        }
         let out_ssrc = rand::random::<u32>();
         let kind = match stream.kind {
             MediaKind::Audio => RtpCodecKind::Audio,
             MediaKind::Video => RtpCodecKind::Video,
         };
-        let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        let track = MediaStreamTrack::new(
             user.to_string(),
             format!("p{publisher}-{}", stream.ssrc),
             format!("{user} {kind}"),
@@ -479,119 +495,106 @@ impl Sfu {
                 codec: stream.codec.clone(),
                 ..Default::default()
             }],
-        )));
+        );
         // A transceiver of its own (a new m-line), send-only: `add_track`
         // would reuse the subscriber's own send-only transceiver of that
         // kind, on which a browser receives nothing.
         let init = RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Sendonly, ..Default::default() };
-        let added = pc.add_transceiver_from_track(track.clone() as Arc<dyn TrackLocal>, Some(init)).await;
+        let added = self
+            .inner
+            .shards
+            .run(subscriber, move |p| {
+                let transceiver = p.pc.add_transceiver_from_track(track, Some(init)).map_err(|e| e.to_string())?;
+                p.pc.rtp_transceiver(transceiver).and_then(|t| t.sender()).ok_or_else(|| "no sender".to_string())
+            })
+            .await;
         let sender = match added {
-            Ok(transceiver) => match transceiver.sender().await {
-                Ok(Some(sender)) => sender,
-                _ => return false,
-            },
-            Err(e) => {
+            Ok(Ok(sender)) => sender,
+            Ok(Err(e)) => {
                 tracing::warn!(subscriber, publisher, "cannot add a track: {e}");
                 return false;
             }
+            Err(_) => return false,
         };
-        let mime = stream.codec.mime_type.clone();
-        let _ = self
-            .inner
-            .router
-            .send(RouterMsg::Subscribe {
-                subscriber,
-                ssrc: stream.ssrc,
-                track: track.clone(),
-                sender,
-                mime,
-                out_ssrc,
-                forwarded: stream.forwarded.clone(),
-            })
-            .await;
+        let leg = LegSpec {
+            subscriber,
+            stream: stream.ssrc,
+            ssrc: out_ssrc,
+            sender,
+            mime: stream.codec.mime_type.clone(),
+            forwarded: stream.forwarded.clone(),
+        };
+        self.inner.shards.subscribe(publisher, leg);
         if stream.kind == MediaKind::Video {
-            // A new viewer needs a keyframe, and so does one that lost one.
-            request_keyframe(stream).await;
-            let stream = stream.clone();
-            tokio::spawn(async move {
-                let mut last = Instant::now();
-                while let Some(TrackLocalEvent::OnRtcpPacket(packets)) = track.poll().await {
-                    if packets.iter().any(|p| keyframes::is_keyframe_request(p.as_ref())) && last.elapsed() >= keyframes::MIN_INTERVAL {
-                        last = Instant::now();
-                        request_keyframe(&stream).await;
-                    }
-                }
-            });
+            // A new viewer needs a keyframe.
+            self.request_keyframe(publisher, stream);
         }
         true
     }
 
     /// Sends a node offer (or folds the change into the next one).
     async fn renegotiate(&self, connection: u64) {
-        let pc = {
+        {
             let mut participants = self.inner.participants.lock().await;
             let Some(p) = participants.get_mut(&connection) else { return };
-            let Some(pc) = p.pc.clone() else { return };
-            if !p.negotiation.changed() {
+            if !p.connected || !p.negotiation.changed() {
                 return;
             }
-            pc
-        };
-        let offer = match pc.create_offer(None).await {
-            Ok(offer) => offer,
-            Err(e) => {
+        }
+        let offer = self
+            .inner
+            .shards
+            .run(connection, |p| {
+                let offer = p.pc.create_offer(None).map_err(|e| format!("cannot make an offer: {e}"))?;
+                p.pc.set_local_description(p.now, offer.clone()).map_err(|e| format!("cannot apply the offer: {e}"))?;
+                Ok::<_, String>(offer.sdp)
+            })
+            .await;
+        match offer {
+            Ok(Ok(sdp)) => self.send(connection, json!({"type": "offer", "sdp": sdp})),
+            Ok(Err(e)) => {
                 if let Some(p) = self.inner.participants.lock().await.get_mut(&connection) {
                     p.negotiation.failed();
                 }
-                return tracing::warn!(connection, "cannot make an offer: {e}");
+                tracing::warn!(connection, "{e}");
             }
-        };
-        // Sent before it is applied, like an answer (see `on_offer`).
-        self.send(connection, json!({"type": "offer", "sdp": offer.sdp}));
-        if let Err(e) = pc.set_local_description(offer).await {
-            tracing::warn!(connection, "cannot apply the offer: {e}");
+            Err(_) => {}
         }
     }
 
-    /// A publisher's track arrived: read it into the router, and give it to
-    /// everyone else in the room.
-    async fn on_track(&self, publisher: u64, remote: Arc<dyn TrackRemote>) {
-        let Some(&ssrc) = remote.ssrcs().await.first() else { return };
-        let Some(codec) = remote.codec(ssrc).await else { return };
-        let kind = match remote.kind().await {
-            RtpCodecKind::Audio => MediaKind::Audio,
-            _ => MediaKind::Video,
-        };
-        let keyframes_asked = self.inner.keyframes_asked.clone();
-        let stream = Published { ssrc, kind, codec, remote: remote.clone(), forwarded: Arc::default(), keyframes_asked };
-        let is_audio = kind == MediaKind::Audio;
-        let (user, room, subscribers, pc) = {
-            let mut participants = self.inner.participants.lock().await;
-            let Some(p) = participants.get_mut(&publisher) else { return };
-            p.published.push(stream.clone());
-            let pc = p.pc.clone();
-            let (user, room) = (p.user.clone(), p.room.clone());
-            let subscribers: Vec<u64> =
-                participants.iter().filter(|(id, p)| **id != publisher && p.room == room && p.pc.is_some()).map(|(id, _)| *id).collect();
-            (user, room, subscribers, pc)
-        };
-        tracing::info!(publisher, %user, ssrc, ?kind, "publishing");
-        let level_id = match pc {
-            Some(pc) if is_audio => pc.remote_description().await.and_then(|d| extension_id(&d.sdp, AUDIO_LEVEL_URI)),
-            _ => None,
-        };
-        let router = self.inner.router.clone();
-        let sfu = self.clone();
-        tokio::spawn(async move {
-            while let Some(event) = remote.poll().await {
-                if let TrackRemoteEvent::OnRtpPacket(packet) = event {
-                    let audio_level = level_id.and_then(|id| sfu.audio_level(&room, publisher, id, &packet));
-                    if router.send(RouterMsg::Packet { publisher, kind, audio_level, packet }).await.is_err() {
-                        return;
-                    }
+    async fn shard_event(&self, event: ShardEvent) {
+        match event {
+            ShardEvent::Track { connection, ssrc, kind, codec, receiver } => self.on_track(connection, ssrc, kind, codec, receiver).await,
+            ShardEvent::IceState(connection, state) => self.on_ice_state(connection, state).await,
+            ShardEvent::KeyframeWanted(ssrc) => {
+                let found = {
+                    let participants = self.inner.participants.lock().await;
+                    participants.iter().find_map(|(id, p)| p.published.iter().find(|s| s.ssrc == ssrc).map(|s| (*id, s.clone())))
+                };
+                if let Some((publisher, stream)) = found {
+                    self.request_keyframe(publisher, &stream);
                 }
             }
-        });
+            ShardEvent::Speaker { room, connection } => self.announce_speaker(&room, connection).await,
+        }
+    }
+
+    /// A publisher's stream began: give it to everyone else in the room.
+    async fn on_track(&self, publisher: u64, ssrc: u32, kind: MediaKind, codec: RTCRtpCodec, receiver: RTCRtpReceiverId) {
+        let stream = Published { ssrc, kind, codec, receiver, forwarded: Arc::default() };
+        let (user, subscribers) = {
+            let mut participants = self.inner.participants.lock().await;
+            let Some(p) = participants.get_mut(&publisher) else { return };
+            if p.published.iter().any(|s| s.ssrc == ssrc) {
+                return;
+            }
+            p.published.push(stream.clone());
+            let (user, room) = (p.user.clone(), p.room.clone());
+            let subscribers: Vec<u64> =
+                participants.iter().filter(|(id, p)| **id != publisher && p.room == room && p.connected).map(|(id, _)| *id).collect();
+            (user, subscribers)
+        };
+        tracing::info!(publisher, %user, ssrc, ?kind, "publishing");
         for subscriber in subscribers {
             if self.add_stream(subscriber, publisher, &user, &stream).await {
                 self.renegotiate(subscriber).await;
@@ -601,33 +604,15 @@ impl Sfu {
 
     /// A node offer with new ICE credentials.
     async fn restart_ice(&self, connection: u64) {
-        let pc = self.inner.participants.lock().await.get(&connection).and_then(|p| p.pc.clone());
-        if let Some(pc) = pc
-            && pc.restart_ice().await.is_ok()
-        {
+        if self.inner.shards.run(connection, |p| p.pc.restart_ice()).await.is_ok() {
             self.renegotiate(connection).await;
         }
     }
 
-    /// The packet's RFC 6464 level (extension `id`), fed to the room's
-    /// speaker detector.
-    fn audio_level(&self, room: &str, publisher: u64, id: u8, packet: &rtc::rtp::Packet) -> Option<u8> {
-        // One byte: V (voice activity) and the level in its low 7 bits.
-        let level = packet.header.get_extension(id).and_then(|b| b.first().copied()).map(|b| b & 0x7f)?;
-        let changed = {
-            let mut speakers = self.inner.speakers.lock().unwrap_or_else(PoisonError::into_inner);
-            // Looked up by `&str`: no allocation per packet once the room has one.
-            if !speakers.contains_key(room) {
-                speakers.insert(room.to_string(), SpeakerDetector::new(60, Duration::from_millis(300)));
-            }
-            speakers.get_mut(room).and_then(|detector| detector.level(Instant::now(), publisher, level))
-        };
-        if let Some(speaker) = changed {
-            let sfu = self.clone();
-            let room = room.to_string();
-            tokio::spawn(async move { sfu.announce_speaker(&room, speaker).await });
-        }
-        Some(level)
+    /// Asks a publisher for a keyframe of `stream` (PLI).
+    fn request_keyframe(&self, publisher: u64, stream: &Published) {
+        self.inner.keyframes_asked.fetch_add(1, Ordering::Relaxed);
+        self.inner.shards.request_keyframe(publisher, stream.receiver, stream.ssrc);
     }
 
     async fn announce_speaker(&self, room: &str, speaker: u64) {
@@ -664,48 +649,43 @@ impl Sfu {
     }
 }
 
-/// The id an SDP gives a header extension (`a=extmap:ID URI`). Audio and
-/// video sections of one description agree on ids (BUNDLE). The SDP is the
-/// peer's: anything may come.
-pub fn extension_id(sdp: &str, uri: &str) -> Option<u8> {
-    sdp.lines().find_map(|line| {
-        let rest = line.trim().strip_prefix("a=extmap:")?;
-        let (id, rest) = rest.split_once(' ')?;
-        let id = id.split('/').next()?.parse().ok()?;
-        (rest.split_whitespace().next()? == uri).then_some(id)
-    })
+fn gone(e: Gone) -> String {
+    match e {
+        Gone::NoConnection => "no peer connection (send an offer first)".to_string(),
+        Gone::Stopped => "the media plane has stopped".to_string(),
+    }
 }
 
-/// Asks a publisher for a keyframe of `stream` (PLI).
-async fn request_keyframe(stream: &Published) {
-    stream.keyframes_asked.fetch_add(1, Ordering::Relaxed);
-    let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc: stream.ssrc };
-    let _ = stream.remote.write_rtcp(vec![Box::new(pli)]).await;
-}
-
-struct Handler {
-    sfu: Sfu,
-    connection: u64,
-}
-
-#[async_trait::async_trait]
-impl PeerConnectionEventHandler for Handler {
-    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
-        if let Ok(candidate) = event.candidate.to_json() {
-            self.sfu.send(self.connection, json!({"type": "candidate", "candidate": candidate}));
-        }
+/// A participant's peer connection: an ICE-lite agent whose one candidate
+/// is the media port (`local`).
+fn build_connection(options: &SfuOptions, local: SocketAddr) -> Result<RTCPeerConnection, String> {
+    let (media, registry) = peer::engine(true)?;
+    let settings = SettingEngineBuilder::new()
+        .with_lite(true)
+        .with_ice_timeouts(Some(options.ice_disconnected), Some(options.ice_failed), Some(options.ice_keepalive))
+        .build();
+    let mut pc = RTCPeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_media_engine(media)
+        .with_interceptor_registry(registry)
+        .with_setting_engine(settings)
+        .build(Instant::now())
+        .map_err(|e| format!("cannot make a peer connection: {e}"))?;
+    let candidate = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".to_owned(),
+            address: local.ip().to_string(),
+            port: local.port(),
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
     }
-
-    async fn on_ice_connection_state_change(&self, state: RTCIceConnectionState) {
-        // On the control task, in order: a task per change could store
-        // `checking` after `connected` (seen in a test under load), and
-        // tearing down must not run on the driver's task, which it awaits.
-        let _ = self.sfu.inner.control.send(Control::IceState(self.connection, state));
-    }
-
-    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        let _ = self.sfu.inner.control.send(Control::Track(self.connection, track));
-    }
+    .new_candidate_host()
+    .map_err(|e| format!("bad media address {local}: {e}"))?;
+    let candidate = RTCIceCandidate::from(&candidate).to_json().map_err(|e| format!("bad media address {local}: {e}"))?;
+    pc.add_local_candidate(candidate).map_err(|e| format!("bad media address {local}: {e}"))?;
+    Ok(pc)
 }
 
 impl SeatSink for Sfu {
@@ -726,6 +706,18 @@ impl MediaSink for Sfu {
     fn closed(&self, connection: u64) {
         let _ = self.inner.control.send(Control::Leave(connection));
     }
+}
+
+/// The id an SDP gives a header extension (`a=extmap:ID URI`). Audio and
+/// video sections of one description agree on ids (BUNDLE). The SDP is the
+/// peer's: anything may come.
+pub fn extension_id(sdp: &str, uri: &str) -> Option<u8> {
+    sdp.lines().find_map(|line| {
+        let rest = line.trim().strip_prefix("a=extmap:")?;
+        let (id, rest) = rest.split_once(' ')?;
+        let id = id.split('/').next()?.parse().ok()?;
+        (rest.split_whitespace().next()? == uri).then_some(id)
+    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,874 @@
+//! The SFU's media plane: shards, each a thread that owns a share of the
+//! node's peer connections and drives them directly.
+//!
+//! Every peer connection is webrtc-rs's sans-IO core (`rtc`): ICE, DTLS,
+//! SRTP, RTCP and the interceptors as plain state machines, fed datagrams
+//! and the time, asked for datagrams, packets and events. A shard is one
+//! loop around many of them:
+//!
+//! 1. wait (mio) for its socket, a command, or the earliest timer;
+//! 2. read datagrams in batches from its socket on the shared port
+//!    ([`udp`]) and hand each to the connection the [`mux`] names;
+//! 3. take the RTP packets publishers sent, ask the forwarding decision
+//!    once per batch, and write each copy to the chosen subscribers'
+//!    connections: here, or as one message per batch to the shard that owns
+//!    them;
+//! 4. run due timers; send everything the connections produced, a batch
+//!    per system call.
+//!
+//! Nothing here is async and nothing blocks but the wait in step 1 and the
+//! forwarding decision (on its stage thread, bounded by its deadline). The
+//! control plane (`super`, on tokio) asks for everything else with
+//! [`Shards::run`]: a closure run on the shard that owns a connection, its
+//! answer awaited. Building a connection (keys, certificate) happens there,
+//! off the shards; it arrives built ([`Shards::adopt`]).
+
+pub mod mux;
+pub mod udp;
+
+use super::router::{Decide, MAX_BATCH, RouterStats};
+use crate::runtime::bindings::{ForwardBatch, MediaKind, PacketMeta, RouteChange, RouteMember};
+use bytes::BytesMut;
+use medianode_core::sfu::fanout::Fanout;
+use medianode_core::sfu::speaker::SpeakerDetector;
+use mux::Mux;
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
+use rtc::peer_connection::state::RTCIceConnectionState;
+use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
+use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+use udp::{MediaSocket, SendQueue};
+
+/// Datagrams read before the shard looks at its commands and timers again.
+const READ_BUDGET: usize = 256;
+
+/// Longest wait with nothing to do (a safety net for a missed wake).
+const IDLE: Duration = Duration::from_millis(100);
+
+const SOCKET: mio::Token = mio::Token(0);
+const WAKE: mio::Token = mio::Token(1);
+
+/// What a shard tells the control plane.
+#[derive(Debug)]
+pub enum ShardEvent {
+    /// A publisher's stream began.
+    Track { connection: u64, ssrc: u32, kind: MediaKind, codec: RTCRtpCodec, receiver: RTCRtpReceiverId },
+    /// A connection's ICE state changed (in the order the connection saw).
+    IceState(u64, RTCIceConnectionState),
+    /// A subscriber (or a gap) wants a keyframe of publisher stream `ssrc`.
+    KeyframeWanted(u32),
+    /// The loudest speaker of `room` changed (RFC 6464 audio levels).
+    Speaker { room: String, connection: u64 },
+}
+
+/// Where shard events go (the control plane's queue).
+pub type Events = Arc<dyn Fn(ShardEvent) + Send + Sync>;
+
+/// A closure run on a shard.
+type Job = Box<dyn FnOnce(&mut Shard, Instant) + Send>;
+
+enum Command {
+    Job(Job),
+    /// Packets decided on another shard, for subscribers here.
+    Forward(Vec<Forwarded>),
+    /// Datagrams another shard's socket received for connections here.
+    Datagrams(Vec<(SocketAddr, BytesMut)>),
+    Stop,
+}
+
+/// One packet from another shard, and whom it was chosen for.
+struct Forwarded {
+    stream: u32,
+    packet: rtc::rtp::Packet,
+    chosen: Vec<u64>,
+}
+
+/// One shard's end of the others.
+#[derive(Clone)]
+struct Link {
+    commands: mpsc::Sender<Command>,
+    waker: Arc<mio::Waker>,
+}
+
+impl Link {
+    fn send(&self, command: Command) -> bool {
+        let sent = self.commands.send(command).is_ok();
+        let _ = self.waker.wake();
+        sent
+    }
+}
+
+/// The shards, as the control plane holds them.
+pub struct Shards {
+    links: Vec<Link>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// The media port every connection announces.
+    pub local: SocketAddr,
+    /// Connection -> the shard that owns it.
+    placement: Mutex<HashMap<u64, usize>>,
+    next: AtomicU64,
+    pub counters: Arc<MediaCounters>,
+}
+
+/// Local ufrag -> the shard that owns the connection: how a shard whose
+/// socket got another's binding request knows where to hand it.
+type Ufrags = Arc<Mutex<HashMap<String, usize>>>;
+
+/// Each room's active-speaker detector, shared by the shards.
+pub type Speakers = Arc<Mutex<HashMap<String, SpeakerDetector>>>;
+
+/// What the shards counted, all together.
+#[derive(Debug, Default)]
+pub struct MediaCounters {
+    pub packets_in: AtomicU64,
+    pub batches: AtomicU64,
+    pub packets_out: AtomicU64,
+    pub write_errors: AtomicU64,
+    /// Datagrams dropped because a shard's send queue was full.
+    pub send_dropped: AtomicU64,
+    /// Datagrams no connection claimed.
+    pub unclaimed: AtomicU64,
+    pub queued_bytes: AtomicU64,
+}
+
+impl MediaCounters {
+    pub fn router_stats(&self, keyframe_requests: u64) -> RouterStats {
+        RouterStats {
+            packets_in: self.packets_in.load(Ordering::Relaxed),
+            batches: self.batches.load(Ordering::Relaxed),
+            packets_out: self.packets_out.load(Ordering::Relaxed),
+            write_errors: self.write_errors.load(Ordering::Relaxed),
+            dropped_slow: self.send_dropped.load(Ordering::Relaxed),
+            queued_bytes: self.queued_bytes.load(Ordering::Relaxed),
+            keyframe_requests,
+            unclaimed: self.unclaimed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Why a job did not run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gone {
+    /// No shard owns the connection (it left, or never had one).
+    NoConnection,
+    /// The shard has stopped.
+    Stopped,
+}
+
+impl Shards {
+    /// Binds `count` sockets on `address` (one port) and starts a shard on
+    /// each; `decide` is split so that each shard has its own front end.
+    pub fn start(address: SocketAddr, count: usize, decide: Box<dyn Decide>, events: Events, speakers: Speakers) -> std::io::Result<Arc<Shards>> {
+        let sockets = udp::bind(address, count)?;
+        let local = sockets[0].local_addr()?;
+        let counters = Arc::new(MediaCounters::default());
+        let ufrags = Ufrags::default();
+        let mut polls = Vec::new();
+        let mut links = Vec::new();
+        let mut receivers = Vec::new();
+        for _ in 0..sockets.len() {
+            let poll = mio::Poll::new()?;
+            let waker = Arc::new(mio::Waker::new(poll.registry(), WAKE)?);
+            let (tx, rx) = mpsc::channel();
+            links.push(Link { commands: tx, waker });
+            receivers.push(rx);
+            polls.push(poll);
+        }
+        let mut deciders = vec![decide];
+        while deciders.len() < sockets.len() {
+            deciders.push(deciders[0].split());
+        }
+        let mut threads = Vec::new();
+        for (index, (((socket, poll), commands), decide)) in sockets.into_iter().zip(polls).zip(receivers).zip(deciders).enumerate() {
+            let mut socket = MediaSocket::new(socket)?;
+            poll.registry().register(&mut socket.socket, SOCKET, mio::Interest::READABLE)?;
+            let shard = Shard {
+                index,
+                socket,
+                poll,
+                commands,
+                links: links.clone(),
+                peers: HashMap::new(),
+                mux: Mux::default(),
+                timers: BTreeSet::new(),
+                placement: HashMap::new(),
+                fanout: Fanout::default(),
+                remote_legs: HashMap::new(),
+                decide,
+                events: events.clone(),
+                counters: counters.clone(),
+                queue: SendQueue::default(),
+                touched: HashSet::new(),
+                writable_interest: false,
+                ufrags: ufrags.clone(),
+                foreign: HashMap::new(),
+                handing: HashMap::new(),
+                speakers: speakers.clone(),
+            };
+            let thread = std::thread::Builder::new().name(format!("sfu-shard-{index}")).spawn(move || shard.run())?;
+            threads.push(thread);
+        }
+        Ok(Arc::new(Shards { links, threads: Mutex::new(threads), local, placement: Mutex::default(), next: AtomicU64::new(0), counters }))
+    }
+
+    pub fn count(&self) -> usize {
+        self.links.len()
+    }
+
+    /// Gives `connection` to a shard (round robin) and tells every shard
+    /// where it lives.
+    pub fn adopt(&self, connection: u64, room: &str, pc: RTCPeerConnection) -> Result<(), Gone> {
+        let index = (self.next.fetch_add(1, Ordering::Relaxed) % self.links.len() as u64) as usize;
+        crate::runtime::lock(&self.placement).insert(connection, index);
+        let mut pc = Some(pc);
+        for (i, link) in self.links.iter().enumerate() {
+            let job: Job = match pc.take_if(|_| i == index) {
+                Some(pc) => {
+                    let room = room.to_string();
+                    Box::new(move |shard: &mut Shard, now| shard.adopt(connection, room, pc, index, now))
+                }
+                None => Box::new(move |shard: &mut Shard, _| {
+                    shard.placement.insert(connection, index);
+                }),
+            };
+            if !link.send(Command::Job(job)) {
+                return Err(Gone::Stopped);
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `f` with `connection`'s peer connection on its shard, and
+    /// returns what it returns.
+    pub async fn run<R: Send + 'static>(
+        &self,
+        connection: u64,
+        f: impl FnOnce(&mut PeerLink<'_>) -> R + Send + 'static,
+    ) -> Result<R, Gone> {
+        let index = crate::runtime::lock(&self.placement).get(&connection).copied().ok_or(Gone::NoConnection)?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |shard: &mut Shard, now| {
+            let result = shard.with_peer(connection, now, f);
+            let _ = tx.send(result);
+        });
+        if !self.links[index].send(Command::Job(job)) {
+            return Err(Gone::Stopped);
+        }
+        rx.await.map_err(|_| Gone::Stopped)?.ok_or(Gone::NoConnection)
+    }
+
+    /// Tells every shard a route change (the forwarding decision's table).
+    pub fn route_change(&self, change: RouteChange) {
+        for link in &self.links {
+            let change = change.clone();
+            link.send(Command::Job(Box::new(move |shard: &mut Shard, _| shard.decide.update(&change))));
+        }
+    }
+
+    /// `subscriber` receives publisher stream `stream` through `sender`
+    /// on its connection: the subscriber's shard keeps the leg; the shard
+    /// of the stream's publisher learns where to send its packets.
+    pub fn subscribe(&self, publisher: u64, leg: LegSpec) {
+        let placement = crate::runtime::lock(&self.placement);
+        let (Some(&at_subscriber), Some(&at_publisher)) = (placement.get(&leg.subscriber), placement.get(&publisher)) else { return };
+        drop(placement);
+        let stream = leg.stream;
+        self.links[at_subscriber].send(Command::Job(Box::new(move |shard: &mut Shard, _| shard.add_leg(leg))));
+        if at_subscriber != at_publisher {
+            self.links[at_publisher].send(Command::Job(Box::new(move |shard: &mut Shard, _| {
+                shard.remote_legs.entry(stream).or_default().insert(at_subscriber);
+            })));
+        }
+    }
+
+    /// `subscriber` no longer receives publisher stream `stream`.
+    pub fn unsubscribe(&self, subscriber: u64, stream: u32) {
+        let Some(&index) = crate::runtime::lock(&self.placement).get(&subscriber) else { return };
+        self.links[index].send(Command::Job(Box::new(move |shard: &mut Shard, _| shard.fanout.unsubscribe(stream, subscriber))));
+    }
+
+    /// Closes `connection` and forgets it everywhere.
+    pub fn close(&self, connection: u64) {
+        let index = crate::runtime::lock(&self.placement).remove(&connection);
+        for (i, link) in self.links.iter().enumerate() {
+            let owner = Some(i) == index;
+            link.send(Command::Job(Box::new(move |shard: &mut Shard, _| shard.forget(connection, owner))));
+        }
+    }
+
+    /// Asks a publisher for a keyframe of its stream (PLI).
+    pub fn request_keyframe(&self, publisher: u64, receiver: RTCRtpReceiverId, ssrc: u32) {
+        let Some(&index) = crate::runtime::lock(&self.placement).get(&publisher) else { return };
+        self.links[index].send(Command::Job(Box::new(move |shard: &mut Shard, now| {
+            shard.with_peer(publisher, now, |peer| {
+                let pli = rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication { sender_ssrc: 0, media_ssrc: ssrc };
+                if let Some(mut receiver) = peer.pc.rtp_receiver(receiver) {
+                    let _ = receiver.write_rtcp(now, vec![Box::new(pli)]);
+                }
+            });
+        })));
+    }
+}
+
+impl Drop for Shards {
+    fn drop(&mut self) {
+        for link in &self.links {
+            link.send(Command::Stop);
+        }
+        for thread in crate::runtime::lock(&self.threads).drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// What a subscriber's leg of a stream needs.
+pub struct LegSpec {
+    pub subscriber: u64,
+    /// The publisher's SSRC.
+    pub stream: u32,
+    /// The SSRC the subscriber sees.
+    pub ssrc: u32,
+    pub sender: RTCRtpSenderId,
+    pub mime: String,
+    /// Counts copies written, for the publisher's stream as a whole.
+    pub forwarded: Arc<AtomicU64>,
+}
+
+/// A leg's I/O end in the shard.
+struct Leg {
+    subscriber: u64,
+    sender: RTCRtpSenderId,
+    mime: String,
+    payload_type: Option<u8>,
+    forwarded: Arc<AtomicU64>,
+    /// When this leg last asked for a keyframe.
+    keyframe_asked: Option<Instant>,
+}
+
+/// A connection a shard owns.
+struct Peer {
+    pc: RTCPeerConnection,
+    room: String,
+    /// Remote track id -> the publisher stream it carries.
+    inbound: HashMap<String, Inbound>,
+    /// RFC 6464's extension id, once the remote description says it.
+    audio_level_id: Option<u8>,
+    /// Its timer, as last asked.
+    timer: Option<Instant>,
+}
+
+#[derive(Clone, Copy)]
+struct Inbound {
+    ssrc: u32,
+    kind: MediaKind,
+}
+
+/// A job's view of one connection: the connection itself and what the
+/// shard knows of it.
+pub struct PeerLink<'a> {
+    pub pc: &'a mut RTCPeerConnection,
+    /// The media port's address (the candidate to announce).
+    pub local: SocketAddr,
+    pub now: Instant,
+    audio_level_id: &'a mut Option<u8>,
+}
+
+impl PeerLink<'_> {
+    /// Reads the audio-level extension id from the remote description.
+    pub fn learn_audio_level_id(&mut self, uri: &str) {
+        if let Some(d) = self.pc.remote_description() {
+            *self.audio_level_id = super::extension_id(&d.sdp, uri);
+        }
+    }
+}
+
+/// A shard's state (owned by its thread).
+pub struct Shard {
+    index: usize,
+    socket: MediaSocket,
+    poll: mio::Poll,
+    commands: mpsc::Receiver<Command>,
+    links: Vec<Link>,
+    peers: HashMap<u64, Peer>,
+    mux: Mux<u64>,
+    /// (when, connection): the connections' timers, earliest first.
+    timers: BTreeSet<(Instant, u64)>,
+    /// Every connection's shard.
+    placement: HashMap<u64, usize>,
+    /// Legs of subscribers here, by publisher stream.
+    fanout: Fanout<Leg>,
+    /// Publisher streams here -> other shards with legs of them.
+    remote_legs: HashMap<u32, HashSet<usize>>,
+    decide: Box<dyn Decide>,
+    events: Events,
+    counters: Arc<MediaCounters>,
+    queue: SendQueue,
+    /// Connections with something to read or write since the last pass.
+    touched: HashSet<u64>,
+    writable_interest: bool,
+    ufrags: Ufrags,
+    /// Remote addresses whose connections another shard owns.
+    foreign: HashMap<SocketAddr, usize>,
+    /// Datagrams to hand to other shards after this read.
+    handing: HashMap<usize, Vec<(SocketAddr, BytesMut)>>,
+    speakers: Speakers,
+}
+
+/// Remote addresses a shard remembers as another's before starting over.
+const MAX_FOREIGN: usize = 1 << 16;
+
+impl Shard {
+    fn run(mut self) {
+        let mut events = mio::Events::with_capacity(16);
+        let mut batch = Batch::default();
+        loop {
+            let now = Instant::now();
+            let wait = match self.touched.is_empty() {
+                true => self.timers.first().map_or(IDLE, |(at, _)| at.saturating_duration_since(now).min(IDLE)),
+                false => Duration::ZERO,
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(wait))
+                && e.kind() != std::io::ErrorKind::Interrupted
+            {
+                tracing::error!(shard = self.index, "media shard cannot wait for its socket: {e}");
+                return;
+            }
+            let now = Instant::now();
+            // Commands: jobs, forwarded packets, datagrams from other shards.
+            while let Ok(command) = self.commands.try_recv() {
+                match command {
+                    Command::Job(job) => job(&mut self, now),
+                    Command::Forward(packets) => self.deliver_forwarded(packets, now),
+                    Command::Datagrams(datagrams) => {
+                        for (from, datagram) in datagrams {
+                            self.datagram(from, datagram, now);
+                        }
+                    }
+                    Command::Stop => return,
+                }
+            }
+            // The socket, until it is empty or the budget is spent.
+            let mut read = 0;
+            while read < READ_BUDGET {
+                let mut incoming = Vec::new();
+                match self.socket.recv(|from, d| incoming.push((from, BytesMut::from(d)))) {
+                    Ok(0) => break,
+                    Ok(n) => read += n,
+                    Err(e) => {
+                        tracing::warn!(shard = self.index, "media socket: {e}");
+                        break;
+                    }
+                }
+                for (from, datagram) in incoming {
+                    self.datagram(from, datagram, now);
+                }
+            }
+            self.hand_over();
+            // Timers due.
+            while let Some(&(at, connection)) = self.timers.first() {
+                if at > now {
+                    break;
+                }
+                self.timers.pop_first();
+                if let Some(peer) = self.peers.get_mut(&connection) {
+                    peer.timer = None;
+                    let _ = peer.pc.handle_timeout(now);
+                    self.touched.insert(connection);
+                }
+            }
+            self.pass(&mut batch, now);
+            self.flush();
+            // Budget spent: look again at once rather than wait.
+            if read >= READ_BUDGET {
+                let _ = self.links[self.index].waker.wake();
+            }
+        }
+    }
+
+    /// One datagram from `from`: to the connection it is for, here or on
+    /// the shard that owns it.
+    fn datagram(&mut self, from: SocketAddr, datagram: BytesMut, now: Instant) {
+        let Some(connection) = self.mux.route(from, &datagram) else {
+            return self.hand_on(from, datagram);
+        };
+        let Some(peer) = self.peers.get_mut(&connection) else { return };
+        let transport =
+            TransportContext { local_addr: self.socket.local, peer_addr: from, ecn: None, transport_protocol: TransportProtocol::UDP };
+        if let Err(e) = peer.pc.handle_read(TaggedBytesMut { now, transport, message: datagram }) {
+            tracing::debug!(connection, "datagram refused: {e}");
+        }
+        self.touched.insert(connection);
+    }
+
+    /// A datagram for no connection here. The kernel picks a group socket
+    /// by the sender's address, not by who owns the connection: a binding
+    /// request names the connection's ufrag, so the owner is known, and
+    /// what comes later from that address follows it there. Anything else
+    /// is dropped, counted.
+    fn hand_on(&mut self, from: SocketAddr, datagram: BytesMut) {
+        let owner = match self.foreign.get(&from) {
+            Some(&owner) => Some(owner),
+            None => mux::binding_request_ufrag(&datagram).and_then(|ufrag| crate::runtime::lock(&self.ufrags).get(&ufrag).copied()),
+        };
+        match owner {
+            Some(owner) if owner != self.index => {
+                if self.foreign.len() >= MAX_FOREIGN {
+                    self.foreign.clear();
+                }
+                self.foreign.insert(from, owner);
+                self.handing.entry(owner).or_default().push((from, datagram));
+            }
+            _ => {
+                self.counters.unclaimed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Hands the datagrams of other shards' connections over, a message
+    /// per shard per read.
+    fn hand_over(&mut self) {
+        for (shard, datagrams) in self.handing.drain() {
+            if let Some(link) = self.links.get(shard) {
+                link.send(Command::Datagrams(datagrams));
+            }
+        }
+    }
+
+    /// Reads what touched connections produced, decides and fans out;
+    /// again for the subscribers that writes touched. Bounded: what is
+    /// left stays touched and the loop comes back without waiting.
+    fn pass(&mut self, batch: &mut Batch, now: Instant) {
+        for _ in 0..8 {
+            if self.touched.is_empty() {
+                break;
+            }
+            let touched: Vec<u64> = self.touched.drain().collect();
+            for connection in touched {
+                self.drain_peer(connection, batch, now);
+                if batch.metas.len() >= MAX_BATCH {
+                    self.forward(batch, now);
+                }
+            }
+            if !batch.metas.is_empty() {
+                self.forward(batch, now);
+            }
+        }
+    }
+
+    /// Everything one connection has for us: events, packets, datagrams;
+    /// and its next timer.
+    fn drain_peer(&mut self, connection: u64, batch: &mut Batch, now: Instant) {
+        let Some(peer) = self.peers.get_mut(&connection) else { return };
+        while let Some(event) = peer.pc.poll_event() {
+            match event {
+                RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(state) => {
+                    (self.events)(ShardEvent::IceState(connection, state));
+                }
+                RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                    let Some(mut receiver) = peer.pc.rtp_receiver(init.receiver_id) else { continue };
+                    let kind = match receiver.track().kind() {
+                        rtc::rtp_transceiver::rtp_sender::RtpCodecKind::Audio => MediaKind::Audio,
+                        _ => MediaKind::Video,
+                    };
+                    let codec = receiver.get_parameters().rtp_parameters.codecs.first().map(|c| c.rtp_codec.clone());
+                    peer.inbound.insert(init.track_id.clone(), Inbound { ssrc: init.ssrc, kind });
+                    if let Some(codec) = codec {
+                        (self.events)(ShardEvent::Track {
+                            connection,
+                            ssrc: init.ssrc,
+                            kind,
+                            codec,
+                            receiver: init.receiver_id,
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut keyframes = Vec::new();
+        while let Some(TaggedRTCMessage { message, .. }) = peer.pc.poll_read() {
+            match message {
+                RTCMessage::RtpPacket(track, packet) => {
+                    let Some(inbound) = peer.inbound.get(&track).copied() else { continue };
+                    let audio_level = match (inbound.kind, peer.audio_level_id) {
+                        (MediaKind::Audio, Some(id)) => packet.header.get_extension(id).and_then(|b| b.first().copied()).map(|b| b & 0x7f),
+                        _ => None,
+                    };
+                    if let Some(level) = audio_level {
+                        let changed = {
+                            let mut speakers = crate::runtime::lock(&self.speakers);
+                            // Looked up by `&str`: no allocation per packet once the room has one.
+                            if !speakers.contains_key(&peer.room) {
+                                speakers.insert(peer.room.clone(), SpeakerDetector::new(60, Duration::from_millis(300)));
+                            }
+                            speakers.get_mut(&peer.room).and_then(|d| d.level(now, connection, level))
+                        };
+                        if let Some(speaker) = changed {
+                            (self.events)(ShardEvent::Speaker { room: peer.room.clone(), connection: speaker });
+                        }
+                    }
+                    batch.push(connection, inbound, audio_level, packet);
+                    if batch.metas.len() >= MAX_BATCH {
+                        // Decided now; the rest of this connection's
+                        // packets come in the next batch.
+                        break;
+                    }
+                }
+                RTCMessage::RtcpPacket(track, packets) => {
+                    // A subscriber's keyframe request for a track we send:
+                    // ours are named `p<publisher>-<stream ssrc>`.
+                    if packets.iter().any(|p| crate::peer::keyframes::is_keyframe_request(p.as_ref()))
+                        && let Some(stream) = track.rsplit('-').next().and_then(|s| s.parse::<u32>().ok())
+                    {
+                        keyframes.push(stream);
+                    }
+                }
+                _ => {}
+            }
+        }
+        for stream in keyframes {
+            self.keyframe_wanted(stream, connection, now);
+        }
+        let Some(peer) = self.peers.get_mut(&connection) else { return };
+        while let Some(out) = peer.pc.poll_write() {
+            let to = out.transport.peer_addr;
+            self.mux.sent(connection, to);
+            self.queue.push(to, out.message);
+        }
+        let next = peer.pc.poll_timeout();
+        if next != peer.timer {
+            if let Some(old) = peer.timer.take() {
+                self.timers.remove(&(old, connection));
+            }
+            if let Some(at) = next {
+                self.timers.insert((at, connection));
+            }
+            peer.timer = next;
+        }
+        if batch.metas.len() >= MAX_BATCH {
+            // More may be waiting: look at this connection again.
+            self.touched.insert(connection);
+        }
+    }
+
+    /// A keyframe request from a subscriber's leg, at most one per leg per
+    /// `keyframes::MIN_INTERVAL`, goes to the control plane (which knows
+    /// the publisher).
+    fn keyframe_wanted(&mut self, stream: u32, subscriber: u64, now: Instant) {
+        let Some(leg) = self.fanout.leg_mut(stream, subscriber) else { return };
+        if leg.io.keyframe_asked.is_none_or(|t| now.duration_since(t) >= crate::peer::keyframes::MIN_INTERVAL) {
+            leg.io.keyframe_asked = Some(now);
+            (self.events)(ShardEvent::KeyframeWanted(stream));
+        }
+    }
+
+    /// Decides `batch` and writes every copy.
+    fn forward(&mut self, batch: &mut Batch, now: Instant) {
+        let mut decision = std::mem::take(&mut batch.decision);
+        decision.counts.clear();
+        decision.subscribers.clear();
+        self.decide.decide(&batch.metas, &mut decision);
+        self.counters.batches.fetch_add(1, Ordering::Relaxed);
+        self.counters.packets_in.fetch_add(batch.metas.len() as u64, Ordering::Relaxed);
+        let mut elsewhere: HashMap<usize, Vec<Forwarded>> = HashMap::new();
+        let mut cursor = 0;
+        for ((meta, mut packet), &count) in batch.metas.iter().zip(batch.packets.drain(..)).zip(&decision.counts) {
+            let chosen = decision.subscribers.get(cursor..cursor + count as usize).unwrap_or(&[]);
+            cursor += count as usize;
+            // Header extension ids are negotiated per leg; none is carried
+            // over (the publisher's would be refused).
+            packet.header.extension = false;
+            packet.header.extensions.clear();
+            if let Some(shards) = self.remote_legs.get(&meta.ssrc) {
+                for &shard in shards {
+                    elsewhere.entry(shard).or_default().push(Forwarded { stream: meta.ssrc, packet: packet.clone(), chosen: chosen.to_vec() });
+                }
+            }
+            self.write_copies(meta.ssrc, &packet, chosen, now);
+        }
+        batch.metas.clear();
+        batch.decision = decision;
+        for (shard, packets) in elsewhere {
+            if let Some(link) = self.links.get(shard) {
+                link.send(Command::Forward(packets));
+            }
+        }
+    }
+
+    fn deliver_forwarded(&mut self, packets: Vec<Forwarded>, now: Instant) {
+        for f in packets {
+            self.write_copies(f.stream, &f.packet, &f.chosen, now);
+        }
+    }
+
+    /// Writes `packet` of `stream` to each chosen leg here.
+    fn write_copies(&mut self, stream: u32, packet: &rtc::rtp::Packet, chosen: &[u64], now: Instant) {
+        let (peers, touched, counters) = (&mut self.peers, &mut self.touched, &self.counters);
+        self.fanout.route(stream, packet.header.sequence_number, chosen, |leg, copy| {
+            let subscriber = leg.io.subscriber;
+            let Some(peer) = peers.get_mut(&subscriber) else { return };
+            let Some(mut sender) = peer.pc.rtp_sender(leg.io.sender) else {
+                counters.write_errors.fetch_add(1, Ordering::Relaxed);
+                return;
+            };
+            if leg.io.payload_type.is_none() {
+                let mime = &leg.io.mime;
+                leg.io.payload_type =
+                    sender.get_parameters().rtp_parameters.codecs.iter().find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime)).map(|c| c.payload_type);
+            }
+            let Some(pt) = leg.io.payload_type else {
+                counters.write_errors.fetch_add(1, Ordering::Relaxed);
+                return;
+            };
+            let mut out = packet.clone();
+            out.header.ssrc = copy.ssrc;
+            out.header.sequence_number = copy.sequence;
+            out.header.payload_type = pt;
+            match sender.write_rtp(now, out) {
+                Ok(()) => {
+                    counters.packets_out.fetch_add(1, Ordering::Relaxed);
+                    leg.io.forwarded.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(_) => {
+                    counters.write_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            touched.insert(subscriber);
+        });
+    }
+
+    /// Sends what is queued; asks to hear when the socket takes more.
+    fn flush(&mut self) {
+        if let Err(e) = self.socket.flush(&mut self.queue) {
+            tracing::warn!(shard = self.index, "media socket: {e}");
+        }
+        self.counters.send_dropped.fetch_add(std::mem::take(&mut self.queue.dropped), Ordering::Relaxed);
+        let want_writable = !self.queue.is_empty();
+        if want_writable != self.writable_interest {
+            let interest = if want_writable { mio::Interest::READABLE | mio::Interest::WRITABLE } else { mio::Interest::READABLE };
+            if self.poll.registry().reregister(&mut self.socket.socket, SOCKET, interest).is_ok() {
+                self.writable_interest = want_writable;
+            }
+        }
+    }
+
+    fn adopt(&mut self, connection: u64, room: String, pc: RTCPeerConnection, index: usize, now: Instant) {
+        self.placement.insert(connection, index);
+        let mut peer = Peer { pc, room, inbound: HashMap::new(), audio_level_id: None, timer: None };
+        self.register(connection, &peer.pc);
+        let _ = peer.pc.handle_timeout(now);
+        self.peers.insert(connection, peer);
+        self.touched.insert(connection);
+    }
+
+    /// Runs `f` on `connection`'s peer connection; `None` if not here.
+    fn with_peer<R>(&mut self, connection: u64, now: Instant, f: impl FnOnce(&mut PeerLink<'_>) -> R) -> Option<R> {
+        let peer = self.peers.get_mut(&connection)?;
+        let mut link = PeerLink { pc: &mut peer.pc, local: self.socket.local, now, audio_level_id: &mut peer.audio_level_id };
+        let result = f(&mut link);
+        let ufrag = local_ufrag(&peer.pc);
+        // A new local description may carry a new ufrag (an ICE restart).
+        if let Some(ufrag) = ufrag {
+            self.mux.add(connection, &ufrag);
+            crate::runtime::lock(&self.ufrags).insert(ufrag, self.index);
+        }
+        self.touched.insert(connection);
+        Some(result)
+    }
+
+    /// Makes `connection`'s ufrag known here and to the other shards.
+    fn register(&mut self, connection: u64, pc: &RTCPeerConnection) {
+        if let Some(ufrag) = local_ufrag(pc) {
+            self.mux.add(connection, &ufrag);
+            crate::runtime::lock(&self.ufrags).insert(ufrag, self.index);
+        }
+    }
+
+    fn add_leg(&mut self, spec: LegSpec) {
+        let leg = Leg {
+            subscriber: spec.subscriber,
+            sender: spec.sender,
+            mime: spec.mime,
+            payload_type: None,
+            forwarded: spec.forwarded,
+            keyframe_asked: None,
+        };
+        self.fanout.subscribe(spec.stream, spec.subscriber, spec.ssrc, leg);
+    }
+
+    /// `connection` is gone: its peer connection (closed) if it was here,
+    /// its legs, its place.
+    fn forget(&mut self, connection: u64, owner: bool) {
+        self.placement.remove(&connection);
+        self.fanout.forget(connection);
+        if owner && let Some(mut peer) = self.peers.remove(&connection) {
+            let _ = peer.pc.close();
+            // Its goodbye (DTLS close) still goes out.
+            while let Some(out) = peer.pc.poll_write() {
+                self.queue.push(out.transport.peer_addr, out.message);
+            }
+            if let Some(at) = peer.timer {
+                self.timers.remove(&(at, connection));
+            }
+            let streams: Vec<u32> = peer.inbound.values().map(|i| i.ssrc).collect();
+            for s in streams {
+                self.remote_legs.remove(&s);
+            }
+            if let Some(ufrag) = local_ufrag(&peer.pc) {
+                crate::runtime::lock(&self.ufrags).remove(&ufrag);
+            }
+            self.mux.remove(connection);
+        }
+    }
+}
+
+/// The ufrag of a connection's local description (`a=ice-ufrag:`).
+fn local_ufrag(pc: &RTCPeerConnection) -> Option<String> {
+    let description = pc.local_description()?;
+    description.sdp.lines().find_map(|l| l.trim().strip_prefix("a=ice-ufrag:").map(|u| u.trim().to_string()))
+}
+
+/// Packets waiting for one forwarding decision.
+#[derive(Default)]
+struct Batch {
+    metas: Vec<PacketMeta>,
+    packets: Vec<rtc::rtp::Packet>,
+    decision: ForwardBatch,
+}
+
+impl Batch {
+    fn push(&mut self, publisher: u64, inbound: Inbound, audio_level: Option<u8>, packet: rtc::rtp::Packet) {
+        let h = &packet.header;
+        self.metas.push(PacketMeta {
+            publisher,
+            kind: inbound.kind,
+            ssrc: inbound.ssrc,
+            sequence: h.sequence_number,
+            timestamp: h.timestamp,
+            payload_type: h.payload_type,
+            marker: h.marker,
+            size: packet.payload.len() as u32,
+            audio_level,
+        });
+        self.packets.push(packet);
+    }
+}
+
+impl Default for ForwardBatch {
+    fn default() -> Self {
+        ForwardBatch { counts: Vec::new(), subscribers: Vec::new() }
+    }
+}
+
+/// A route change as the decision takes it.
+pub fn joined(participant: u64, room: String) -> RouteChange {
+    RouteChange::Joined(RouteMember { participant, room })
+}
