@@ -12,10 +12,12 @@
 //! node answers. Whenever the node adds tracks to a participant's
 //! connection (someone else published) or must restart ICE, it sends its
 //! own `offer` and the client answers. One node offer is in flight at a
-//! time; changes meanwhile are folded into the next one. The node is an
-//! ICE-lite agent with one host candidate (the media port), in every
-//! description it sends: it answers the client's checks and never sends
-//! its own.
+//! time; changes meanwhile are folded into the next one. The node has one
+//! ICE candidate, the media port, in every description it sends (trickled
+//! after an ICE restart's offer, which starts without candidates). It is
+//! a full ICE agent: webrtc-rs's ICE-lite cannot restart from the node's
+//! side (after a node offer it took the controlling role a lite agent
+//! cannot have, and never connected again).
 //!
 //! ICE, per participant: `disconnected` waits (it often heals by itself);
 //! `failed` restarts ICE (a node offer with new credentials); `closed`
@@ -547,11 +549,24 @@ impl Sfu {
             .run(connection, |p| {
                 let offer = p.pc.create_offer(None).map_err(|e| format!("cannot make an offer: {e}"))?;
                 p.pc.set_local_description(p.now, offer.clone()).map_err(|e| format!("cannot apply the offer: {e}"))?;
-                Ok::<_, String>(offer.sdp)
+                // An ICE restart starts with no local candidate: ours goes
+                // again, trickled after the offer.
+                let mut trickle = None;
+                if !offer.sdp.contains("a=candidate:") {
+                    let candidate = host_candidate(p.local)?;
+                    p.pc.add_local_candidate(candidate.clone()).map_err(|e| format!("cannot add the media candidate: {e}"))?;
+                    trickle = Some(candidate);
+                }
+                Ok::<_, String>((offer.sdp, trickle))
             })
             .await;
         match offer {
-            Ok(Ok(sdp)) => self.send(connection, json!({"type": "offer", "sdp": sdp})),
+            Ok(Ok((sdp, trickle))) => {
+                self.send(connection, json!({"type": "offer", "sdp": sdp}));
+                if let Some(candidate) = trickle {
+                    self.send(connection, json!({"type": "candidate", "candidate": candidate}));
+                }
+            }
             Ok(Err(e)) => {
                 if let Some(p) = self.inner.participants.lock().await.get_mut(&connection) {
                     p.negotiation.failed();
@@ -661,7 +676,6 @@ fn gone(e: Gone) -> String {
 fn build_connection(options: &SfuOptions, local: SocketAddr) -> Result<RTCPeerConnection, String> {
     let (media, registry) = peer::engine(true)?;
     let settings = SettingEngineBuilder::new()
-        .with_lite(true)
         .with_ice_timeouts(Some(options.ice_disconnected), Some(options.ice_failed), Some(options.ice_keepalive))
         .build();
     let mut pc = RTCPeerConnectionBuilder::new()
@@ -671,6 +685,12 @@ fn build_connection(options: &SfuOptions, local: SocketAddr) -> Result<RTCPeerCo
         .with_setting_engine(settings)
         .build(Instant::now())
         .map_err(|e| format!("cannot make a peer connection: {e}"))?;
+    pc.add_local_candidate(host_candidate(local)?).map_err(|e| format!("bad media address {local}: {e}"))?;
+    Ok(pc)
+}
+
+/// The node's one ICE candidate: the media port.
+fn host_candidate(local: SocketAddr) -> Result<RTCIceCandidateInit, String> {
     let candidate = CandidateHostConfig {
         base_config: CandidateConfig {
             network: "udp".to_owned(),
@@ -683,9 +703,7 @@ fn build_connection(options: &SfuOptions, local: SocketAddr) -> Result<RTCPeerCo
     }
     .new_candidate_host()
     .map_err(|e| format!("bad media address {local}: {e}"))?;
-    let candidate = RTCIceCandidate::from(&candidate).to_json().map_err(|e| format!("bad media address {local}: {e}"))?;
-    pc.add_local_candidate(candidate).map_err(|e| format!("bad media address {local}: {e}"))?;
-    Ok(pc)
+    RTCIceCandidate::from(&candidate).to_json().map_err(|e| format!("bad media address {local}: {e}"))
 }
 
 impl SeatSink for Sfu {
