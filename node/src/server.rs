@@ -44,13 +44,15 @@ pub async fn start(runtime: &Runtime, config: &PipelineConfig, reporter: &CrashR
         Some(stage) => Box::new(PluginDecider::new(stage)),
         None => Box::new(NativeDecider::default()),
     };
-    let ServerConfig { listen, media_ip, options, .. } = server_config.clone();
+    let ServerConfig { listen, media_ip, media_port, media_threads, options, .. } = server_config.clone();
     let connections = Connections::default();
-    let sfu = Sfu::start(SfuOptions::new(media_ip), connections.clone(), decide)
-        .map_err(|e| config.error(server_config.span.clone(), e, "check `media-ip` (an address of this machine)"))?;
+    let sfu_options = SfuOptions { media_port, media_threads, ..SfuOptions::new(media_ip) };
+    let sfu = Sfu::start(sfu_options, connections.clone(), decide).map_err(|e| {
+        config.error(server_config.span.clone(), e, "check `media-ip` (an address of this machine) and `media-port` (free, or 0)")
+    })?;
     let server = Server::start(listen, options, signaling, connections, Some(Arc::new(sfu.clone())), Some(Box::new(sfu.clone())))
         .await
         .map_err(|e| config.error(server_config.span.clone(), format!("cannot listen on {listen}: {e}"), "pick a free port in `listen`"))?;
-    tracing::info!("serving the web client on http://{} (media on {media_ip})", server.addr);
+    tracing::info!("serving the web client on http://{} (media on udp {})", server.addr, sfu.media_address());
     Ok(Running { server, sfu, stages })
 }

@@ -210,7 +210,10 @@ impl NodeProcess {
         let _ = stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: node\r\n\r\n");
         let mut body = String::new();
         let _ = stream.read_to_string(&mut body);
-        body.lines().find_map(|l| l.strip_prefix("medianode_sfu_packets_out_total ")).and_then(|v| v.trim().parse::<f64>().ok()).unwrap_or(0.0) as u64
+        body.lines()
+            .find_map(|l| l.strip_prefix("medianode_sfu_packets_out_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0) as u64
     }
 
     fn stop(mut self) {
@@ -239,18 +242,15 @@ fn free_port() -> SocketAddr {
 fn cpu_time(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks = fields.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0) + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+    let ticks =
+        fields.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0) + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
     Duration::from_secs_f64(ticks as f64 / 100.0) // USER_HZ is 100 on Linux
 }
 
 /// Resident memory of process `pid`, KiB.
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0)
 }
 
 struct Room {
@@ -286,7 +286,8 @@ async fn run(shape: Shape) -> Figures {
     // Late warm-up packets land before the counts start.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_after = rss_kib(node.pid());
-    let received = |rooms: &[Room]| -> u64 { rooms.iter().flat_map(|r| r.publishers.iter().chain(&r.subscribers)).map(Peer::received).sum() };
+    let received =
+        |rooms: &[Room]| -> u64 { rooms.iter().flat_map(|r| r.publishers.iter().chain(&r.subscribers)).map(Peer::received).sum() };
     let (out0, cpu0, t0, received0) = (node.packets_out(), cpu_time(node.pid()), Instant::now(), received(&rooms));
 
     // Every publisher sends, paced, for the window.

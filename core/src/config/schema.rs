@@ -28,6 +28,10 @@ pub struct RawServer {
     pub listen: Option<Spanned<String>>,
     /// Address media (UDP) binds to and announces.
     pub media_ip: Option<Spanned<String>>,
+    /// The one UDP port every peer connection's media uses (0: any).
+    pub media_port: Option<Spanned<u16>>,
+    /// Media threads (shards); 0: one per core.
+    pub media_threads: Option<Spanned<u32>>,
     pub max_message: Option<Spanned<String>>,
     /// Messages per second per connection, and the burst above it.
     pub rate: Option<Spanned<f64>>,

@@ -15,6 +15,10 @@ pub struct ServerConfig {
     pub span: Span,
     pub listen: SocketAddr,
     pub media_ip: IpAddr,
+    /// The media port (0: one the system picks) and the media threads
+    /// (0: one per core).
+    pub media_port: u16,
+    pub media_threads: usize,
     pub options: ServerOptions,
     /// The environment variable that holds the room token secret, and where
     /// it is named; the host reads it into `options.token_secret`.
@@ -66,6 +70,15 @@ pub(super) fn check(cx: &Cx, raw: &Spanned<RawServer>) -> Option<ServerConfig> {
         None => listen.ip(),
         Some(ip) => ip_address(cx, ip).unwrap_or(listen.ip()),
     };
+    let media_port = s.media_port.as_ref().map_or(0, |p| *p.get_ref());
+    let media_threads = match &s.media_threads {
+        Some(t) if *t.get_ref() > 256 => {
+            cx.report(cx.err(t, "media-threads must be at most 256", "0 (the default) runs one per core"));
+            0
+        }
+        Some(t) => *t.get_ref() as usize,
+        None => 0,
+    };
     if let Some(size) = &s.max_message
         && let Some(bytes) = cx.size_in(size, 256..=16 << 20, "max-message must be between 256B and 16MiB", "the default is \"64KiB\"")
     {
@@ -96,7 +109,15 @@ pub(super) fn check(cx: &Cx, raw: &Spanned<RawServer>) -> Option<ServerConfig> {
         options.heartbeat_timeout = timeout;
     }
     let token_secret_env = s.token_secret_env.as_ref().map(|var| (var.get_ref().clone(), var.span()));
-    (cx.error_count() == errors_before).then(|| ServerConfig { span: raw.span(), listen, media_ip, options, token_secret_env })
+    (cx.error_count() == errors_before).then(|| ServerConfig {
+        span: raw.span(),
+        listen,
+        media_ip,
+        media_port,
+        media_threads,
+        options,
+        token_secret_env,
+    })
 }
 
 pub(super) fn ip_address(cx: &Cx, ip: &Spanned<String>) -> Option<IpAddr> {

@@ -171,11 +171,13 @@ impl Collector for Scrape {
             family(&mut e, "sfu_packets_in", "RTP packets from publishers.", Counter, one(router.packets_in))?;
             family(&mut e, "sfu_packets_out", "RTP packets written to subscribers.", Counter, one(router.packets_out))?;
             let drops = [
-                (vec![("reason", "slow-subscriber".to_string())], router.dropped_slow),
+                (vec![("reason", "send-queue-full".to_string())], router.dropped_slow),
                 (vec![("reason", "write-error".to_string())], router.write_errors),
             ];
             family(&mut e, "sfu_dropped_packets", "Packets not delivered, by reason.", Counter, drops)?;
-            family(&mut e, "sfu_outbound_queue_bytes", "Bytes waiting in subscribers' outboxes.", Gauge, one(router.queued_bytes))?;
+            family(&mut e, "sfu_outbound_queue_bytes", "Bytes waiting for the media port's socket.", Gauge, one(router.queued_bytes))?;
+            let unclaimed = one(router.unclaimed);
+            family(&mut e, "sfu_unclaimed_datagrams", "Datagrams on the media port no connection claimed.", Counter, unclaimed)?;
             let keyframes = one(router.keyframe_requests);
             family(&mut e, "sfu_keyframe_requests", "Keyframe requests (PLI) sent to publishers.", Counter, keyframes)?;
         }

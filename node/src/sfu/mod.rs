@@ -15,9 +15,9 @@
 //! time; changes meanwhile are folded into the next one. The node has one
 //! ICE candidate, the media port, in every description it sends (trickled
 //! after an ICE restart's offer, which starts without candidates). It is
-//! a full ICE agent: webrtc-rs's ICE-lite cannot restart from the node's
-//! side (after a node offer it took the controlling role a lite agent
-//! cannot have, and never connected again).
+//! a full ICE agent: as an ICE-lite agent (webrtc-rs's `with_lite`), a
+//! restart from the node's offer never connected again (checking, then
+//! failed, every time, in `sfu::ice_failed_restarts_ice_and_media_resumes`).
 //!
 //! ICE, per participant: `disconnected` waits (it often heals by itself);
 //! `failed` restarts ICE (a node offer with new credentials); `closed`
@@ -50,8 +50,8 @@ use serde_json::{Value, json};
 use shard::{Gone, LegSpec, ShardEvent, Shards};
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 

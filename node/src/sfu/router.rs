@@ -132,7 +132,15 @@ impl PluginDecider {
             .map_err(|e| tracing::error!(stage = %id, "cannot start the forwarding stage thread; its failure policy applies to every packet: {e}"))
             .ok()
             .map(Arc::new);
-        PluginDecider { thread, pending, failure, within, bypass: NativeDecider::default(), spare: None, stopped: Arc::new(tokio::sync::watch::channel(None).0) }
+        PluginDecider {
+            thread,
+            pending,
+            failure,
+            within,
+            bypass: NativeDecider::default(),
+            spare: None,
+            stopped: Arc::new(tokio::sync::watch::channel(None).0),
+        }
     }
 }
 
@@ -284,4 +292,3 @@ pub struct RouterStats {
     /// Datagrams on the media port no connection claimed.
     pub unclaimed: u64,
 }
-

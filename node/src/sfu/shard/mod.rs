@@ -166,7 +166,13 @@ pub enum Gone {
 impl Shards {
     /// Binds `count` sockets on `address` (one port) and starts a shard on
     /// each; `decide` is split so that each shard has its own front end.
-    pub fn start(address: SocketAddr, count: usize, decide: Box<dyn Decide>, events: Events, speakers: Speakers) -> std::io::Result<Arc<Shards>> {
+    pub fn start(
+        address: SocketAddr,
+        count: usize,
+        decide: Box<dyn Decide>,
+        events: Events,
+        speakers: Speakers,
+    ) -> std::io::Result<Arc<Shards>> {
         let sockets = udp::bind(address, count)?;
         let local = sockets[0].local_addr()?;
         let counters = Arc::new(MediaCounters::default());
@@ -208,6 +214,7 @@ impl Shards {
                 queue: SendQueue::default(),
                 touched: HashSet::new(),
                 writable_interest: false,
+                reported_bytes: 0,
                 ufrags: ufrags.clone(),
                 foreign: HashMap::new(),
                 handing: HashMap::new(),
@@ -414,6 +421,8 @@ pub struct Shard {
     /// Connections with something to read or write since the last pass.
     touched: HashSet<u64>,
     writable_interest: bool,
+    /// What this shard last added to `counters.queued_bytes`.
+    reported_bytes: u64,
     ufrags: Ufrags,
     /// Remote addresses whose connections another shard owns.
     foreign: HashMap<SocketAddr, usize>,
@@ -581,13 +590,7 @@ impl Shard {
                     let codec = receiver.get_parameters().rtp_parameters.codecs.first().map(|c| c.rtp_codec.clone());
                     peer.inbound.insert(init.track_id.clone(), Inbound { ssrc: init.ssrc, kind });
                     if let Some(codec) = codec {
-                        (self.events)(ShardEvent::Track {
-                            connection,
-                            ssrc: init.ssrc,
-                            kind,
-                            codec,
-                            receiver: init.receiver_id,
-                        });
+                        (self.events)(ShardEvent::Track { connection, ssrc: init.ssrc, kind, codec, receiver: init.receiver_id });
                     }
                 }
                 _ => {}
@@ -689,7 +692,11 @@ impl Shard {
             packet.header.extensions.clear();
             if let Some(shards) = self.remote_legs.get(&meta.ssrc) {
                 for &shard in shards {
-                    elsewhere.entry(shard).or_default().push(Forwarded { stream: meta.ssrc, packet: packet.clone(), chosen: chosen.to_vec() });
+                    elsewhere.entry(shard).or_default().push(Forwarded {
+                        stream: meta.ssrc,
+                        packet: packet.clone(),
+                        chosen: chosen.to_vec(),
+                    });
                 }
             }
             self.write_copies(meta.ssrc, &packet, chosen, now);
@@ -721,8 +728,13 @@ impl Shard {
             };
             if leg.io.payload_type.is_none() {
                 let mime = &leg.io.mime;
-                leg.io.payload_type =
-                    sender.get_parameters().rtp_parameters.codecs.iter().find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime)).map(|c| c.payload_type);
+                leg.io.payload_type = sender
+                    .get_parameters()
+                    .rtp_parameters
+                    .codecs
+                    .iter()
+                    .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
+                    .map(|c| c.payload_type);
             }
             let Some(pt) = leg.io.payload_type else {
                 counters.write_errors.fetch_add(1, Ordering::Relaxed);
@@ -751,6 +763,15 @@ impl Shard {
             tracing::warn!(shard = self.index, "media socket: {e}");
         }
         self.counters.send_dropped.fetch_add(std::mem::take(&mut self.queue.dropped), Ordering::Relaxed);
+        self.counters.write_errors.fetch_add(std::mem::take(&mut self.queue.failed), Ordering::Relaxed);
+        // The queued bytes of every shard add up in one gauge.
+        let queued = self.queue.bytes() as u64;
+        if queued > self.reported_bytes {
+            self.counters.queued_bytes.fetch_add(queued - self.reported_bytes, Ordering::Relaxed);
+        } else {
+            self.counters.queued_bytes.fetch_sub(self.reported_bytes - queued, Ordering::Relaxed);
+        }
+        self.reported_bytes = queued;
         let want_writable = !self.queue.is_empty();
         if want_writable != self.writable_interest {
             let interest = if want_writable { mio::Interest::READABLE | mio::Interest::WRITABLE } else { mio::Interest::READABLE };

@@ -145,8 +145,12 @@ mod tests {
 
     fn request(username: &str) -> Vec<u8> {
         let mut m = Message::new();
-        m.build(&[Box::<TransactionId>::default(), Box::new(BINDING_REQUEST), Box::new(Username::new(ATTR_USERNAME, username.to_string()))])
-            .unwrap();
+        m.build(&[
+            Box::<TransactionId>::default(),
+            Box::new(BINDING_REQUEST),
+            Box::new(Username::new(ATTR_USERNAME, username.to_string())),
+        ])
+        .unwrap();
         m.raw
     }
 
@@ -225,7 +229,13 @@ mod tests {
 
     #[test]
     fn garbage_is_no_binding_request() {
-        for junk in [&[][..], &[0, 1], &[0, 1, 0, 0, 0x21, 0x12, 0xA4, 0x42], &[0u8; 20], &[0, 1, 0xff, 0xff, 0x21, 0x12, 0xA4, 0x42, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]] {
+        for junk in [
+            &[][..],
+            &[0, 1],
+            &[0, 1, 0, 0, 0x21, 0x12, 0xA4, 0x42],
+            &[0u8; 20],
+            &[0, 1, 0xff, 0xff, 0x21, 0x12, 0xA4, 0x42, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        ] {
             assert_eq!(binding_request_ufrag(junk), None);
         }
         assert_eq!(binding_request_ufrag(&request("nocolon")), None);
