@@ -292,3 +292,43 @@ async fn bad_media_messages_get_error_replies() {
     say(&mut ws, json!({"type": "typing"})).await;
     assert!(node.server.connections.len() == 2);
 }
+
+/// The media port is open to anyone: random bytes, binding requests for
+/// connections that do not exist and RTP from strangers are counted as
+/// unclaimed and dropped, and the room's media goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_on_the_media_port_is_counted_and_media_flows_on() {
+    use rtc::stun::attributes::ATTR_USERNAME;
+    use rtc::stun::message::{BINDING_REQUEST, Message, TransactionId};
+    use rtc::stun::textattrs::Username;
+    let node = node("forward", "{}").await;
+    let publisher = peer(&node, "room", "pub", true).await;
+    let subscriber = peer(&node, "room", "sub", false).await;
+    publisher.connected().await;
+    subscriber.connected().await;
+    until_flowing(&publisher, std::slice::from_ref(&subscriber)).await;
+
+    let port = node.sfu.media_address();
+    let before = node.sfu.stats().unclaimed;
+    let stranger = std::net::UdpSocket::bind("127.0.0.1:0").expect("socket");
+    let mut request = Message::new();
+    request
+        .build(&[Box::<TransactionId>::default(), Box::new(BINDING_REQUEST), Box::new(Username::new(ATTR_USERNAME, "nobody:x".into()))])
+        .expect("a binding request");
+    let rtp = [0x80u8, 111, 0, 1, 0, 0, 0, 1, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4];
+    const JUNK: u64 = 3000;
+    for i in 0..JUNK {
+        let random: Vec<u8> = (0..(i % 1200) as usize).map(|_| rand::random()).collect();
+        let datagram: &[u8] = match i % 3 {
+            0 => &random,
+            1 => &request.raw,
+            _ => &rtp,
+        };
+        stranger.send_to(datagram, port).expect("send");
+    }
+    let sent = stream_to(&publisher, std::slice::from_ref(&subscriber), 9, 300, Duration::from_millis(2), 290).await;
+    assert!(sent[0] >= 290, "media went on: {sent:?}");
+    let unclaimed = node.sfu.stats().unclaimed - before;
+    // Loopback loses nothing at this rate; the empty datagram (i = 0) counts too.
+    assert!(unclaimed >= JUNK * 9 / 10, "unclaimed {unclaimed} of {JUNK}");
+}
