@@ -3,7 +3,8 @@
 //! run`, on a pipeline like `pipelines/sfu.toml`); real WebRTC participants
 //! (webrtc-rs, one UDP socket each, joined through the node's WebSocket)
 //! run in this one, all on loopback. Publishers send 1000-byte RTP packets
-//! stamped with the time they were sent, paced every 10 ms.
+//! stamped with the time they were sent, a burst every 10 ms (2 ms for
+//! `1x1`).
 //!
 //! For each shape it reports, over a 5 s window:
 //! - forwarded packets per second, and per CPU-second of the node's process
@@ -14,7 +15,8 @@
 //! - the node's resident memory per participant (after the participants
 //!   joined, over before).
 //!
-//! Shapes: `1x4` and `4x4` (publishers x subscribers in one room; a
+//! Shapes: `1x1` at 500 packets/s one at a time (the latency the node adds
+//! without load), `1x4` and `4x4` (publishers x subscribers in one room; a
 //! publisher also receives the others), `1x200` (one room), `50x1x4` (50
 //! rooms of 1x4); `4x4-native` is 4x4 without the forwarding plugin (the
 //! decision compiled in), for the plugin/native ratio.
@@ -61,8 +63,9 @@ struct Shape {
     rooms: usize,
     publishers: usize,
     subscribers: usize,
-    /// Packets per second per publisher.
+    /// Packets per second per publisher, sent in a burst every `tick`.
     rate: u32,
+    tick: Duration,
     /// The forwarding decision: the stock plugin, or compiled in.
     plugin: bool,
 }
@@ -73,12 +76,16 @@ impl Shape {
     }
 }
 
-const SHAPES: [Shape; 5] = [
-    Shape { name: "1x4", rooms: 1, publishers: 1, subscribers: 4, rate: 2000, plugin: true },
-    Shape { name: "4x4", rooms: 1, publishers: 4, subscribers: 4, rate: 2000, plugin: true },
-    Shape { name: "4x4-native", rooms: 1, publishers: 4, subscribers: 4, rate: 2000, plugin: false },
-    Shape { name: "1x200", rooms: 1, publishers: 1, subscribers: 200, rate: 250, plugin: true },
-    Shape { name: "50x1x4", rooms: 50, publishers: 1, subscribers: 4, rate: 250, plugin: true },
+const TICK: Duration = Duration::from_millis(10);
+
+const SHAPES: [Shape; 6] = [
+    // The latency the node adds, unloaded: one packet every 2 ms.
+    Shape { name: "1x1", rooms: 1, publishers: 1, subscribers: 1, rate: 500, tick: Duration::from_millis(2), plugin: true },
+    Shape { name: "1x4", rooms: 1, publishers: 1, subscribers: 4, rate: 2000, tick: TICK, plugin: true },
+    Shape { name: "4x4", rooms: 1, publishers: 4, subscribers: 4, rate: 2000, tick: TICK, plugin: true },
+    Shape { name: "4x4-native", rooms: 1, publishers: 4, subscribers: 4, rate: 2000, tick: TICK, plugin: false },
+    Shape { name: "1x200", rooms: 1, publishers: 1, subscribers: 200, rate: 250, tick: TICK, plugin: true },
+    Shape { name: "50x1x4", rooms: 50, publishers: 1, subscribers: 4, rate: 250, tick: TICK, plugin: true },
 ];
 
 /// What one shape measured.
@@ -101,10 +108,18 @@ fn main() -> ExitCode {
     let shapes: Vec<Shape> = SHAPES.iter().copied().filter(|s| wanted.as_ref().is_none_or(|w| w.iter().any(|n| n == s.name))).collect();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("peers").enable_all().build().expect("runtime");
     rt.block_on(async {
-        let (direct50, direct99) = direct_latency(2000).await;
-        println!("direct peer-to-peer at 2000 packets/s: p50 {direct50:.0} us, p99 {direct99:.0} us");
+        // The same pace without a node, for each pace the shapes use.
+        let mut direct = Vec::new();
+        for shape in &shapes {
+            if !direct.iter().any(|(rate, tick, _)| (*rate, *tick) == (shape.rate, shape.tick)) {
+                let d = direct_latency(shape.rate, shape.tick).await;
+                println!("direct peer-to-peer at {} packets/s every {:?}: p50 {:.0} us, p99 {:.0} us", shape.rate, shape.tick, d.0, d.1);
+                direct.push((shape.rate, shape.tick, d));
+            }
+        }
         let mut figures = Vec::new();
         for shape in shapes {
+            let (direct50, direct99) = direct.iter().find(|(r, t, _)| (*r, *t) == (shape.rate, shape.tick)).map_or((0.0, 0.0), |(_, _, d)| *d);
             let f = run(shape).await;
             println!(
                 "{:>10}: {:>7.0} forwarded/s, {:>7.0} per node CPU-second ({:.2} cores), delivery {:.2}%, latency p50 {:.0} us p99 {:.0} us (node adds {:.0} / {:.0}), RSS {:.0} KiB per participant",
@@ -119,19 +134,21 @@ fn main() -> ExitCode {
                 f.p99_us - direct99,
                 f.rss_per_participant_kib,
             );
-            figures.push((shape, f));
+            figures.push((shape, f, direct50, direct99));
         }
-        write_results(&figures, direct50, direct99);
+        write_results(&figures);
     });
     ExitCode::SUCCESS
 }
 
-/// Writes `sfu-load.json`: each shape's figures, the goals of the 4x4 shape.
-fn write_results(figures: &[(Shape, Figures)], direct50: f64, direct99: f64) {
+/// Writes `sfu-load.json`: each shape's figures, and the goals:
+/// 4x4 per CPU-second, delivery and plugin/native; the latency the node
+/// adds, unloaded (1x1).
+fn write_results(figures: &[(Shape, Figures, f64, f64)]) {
     use results::Better::{Higher, Lower};
     let mut out: Vec<(String, f64, f64, results::Better)> = Vec::new();
-    let find = |name: &str| figures.iter().find(|(s, _)| s.name == name).map(|(_, f)| f);
-    for (shape, f) in figures {
+    let find = |name: &str| figures.iter().find(|(s, ..)| s.name == name);
+    for (shape, f, _, _) in figures {
         let n = shape.name;
         out.push((format!("{n}_forwarded_per_cpu_second"), f.per_cpu_second, 150_000.0, Higher));
         out.push((format!("{n}_forwarded_per_second"), f.forwarded_per_second, 0.0, Higher));
@@ -141,12 +158,12 @@ fn write_results(figures: &[(Shape, Figures)], direct50: f64, direct99: f64) {
         out.push((format!("{n}_latency_p99_us"), f.p99_us, 5000.0, Lower));
         out.push((format!("{n}_rss_per_participant_kib"), f.rss_per_participant_kib, 512.0, Lower));
     }
-    if let Some(f) = find("4x4") {
-        out.push(("4x4_added_latency_p50_us".into(), f.p50_us - direct50, 100.0, Lower));
-        out.push(("4x4_added_latency_p99_us".into(), f.p99_us - direct99, 1000.0, Lower));
-        if let Some(native) = find("4x4-native") {
-            out.push(("4x4_plugin_vs_native_per_cpu_second".into(), f.per_cpu_second / native.per_cpu_second, 0.9, Higher));
-        }
+    if let Some((_, f, direct50, direct99)) = find("1x1") {
+        out.push(("added_latency_p50_us".into(), f.p50_us - direct50, 100.0, Lower));
+        out.push(("added_latency_p99_us".into(), f.p99_us - direct99, 1000.0, Lower));
+    }
+    if let (Some((_, plugin, ..)), Some((_, native, ..))) = (find("4x4"), find("4x4-native")) {
+        out.push(("4x4_plugin_vs_native_per_cpu_second".into(), plugin.per_cpu_second / native.per_cpu_second, 0.9, Higher));
     }
     let borrowed: Vec<(&str, f64, f64, results::Better)> = out.iter().map(|(n, v, g, b)| (n.as_str(), *v, *g, *b)).collect();
     results::write("sfu-load", &borrowed);
@@ -295,7 +312,7 @@ async fn run(shape: Shape) -> Figures {
     for (r, room) in rooms.iter_mut().enumerate() {
         for (i, p) in room.publishers.drain(..).enumerate() {
             sending.push(tokio::spawn(async move {
-                let sent = send_paced(&p, shape.rate, WINDOW).await;
+                let sent = send_paced(&p, shape.rate, shape.tick, WINDOW).await;
                 (r, i, p, sent)
             }));
         }
@@ -370,11 +387,11 @@ async fn warm_up(rooms: &[Room]) {
     panic!("media did not reach every participant within 20 s; packets received: {counts:?}");
 }
 
-/// Sends timed packets at `rate` per second for `window`, in bursts every
-/// 10 ms; returns how many.
-async fn send_paced(p: &Peer, rate: u32, window: Duration) -> u64 {
-    let per_tick = (rate / 100).max(1);
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
+/// Sends timed packets at `rate` per second for `window`, in a burst every
+/// `every`; returns how many.
+async fn send_paced(p: &Peer, rate: u32, every: Duration, window: Duration) -> u64 {
+    let per_tick = ((f64::from(rate) * every.as_secs_f64()).round() as u32).max(1);
+    let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let until = Instant::now() + window;
     let (mut sequence, mut sent) = (1000u16, 0u64);
@@ -389,8 +406,9 @@ async fn send_paced(p: &Peer, rate: u32, window: Duration) -> u64 {
     sent
 }
 
-/// Latency p50/p99 of a direct pair at `rate`, microseconds.
-async fn direct_latency(rate: u32) -> (f64, f64) {
+/// Latency p50/p99 of a direct pair at `rate`, in bursts every `every`,
+/// microseconds.
+async fn direct_latency(rate: u32, every: Duration) -> (f64, f64) {
     let (a, b) = direct_pair().await;
     a.connected().await;
     b.connected().await;
@@ -401,7 +419,7 @@ async fn direct_latency(rate: u32) -> (f64, f64) {
         }
     }
     b.seen.latencies.lock().expect("lock").clear();
-    send_paced(&a, rate, Duration::from_secs(3)).await;
+    send_paced(&a, rate, every, Duration::from_secs(3)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut l = b.seen.latencies.lock().expect("lock").clone();
     l.sort_unstable();

@@ -16,7 +16,7 @@ pub struct Str0mPair {
     sender: Rtc,
     receiver: Rtc,
     ssrc: Ssrc,
-    pt: str0m::format::Pt,
+    pt: str0m::media::Pt,
     sequence: u64,
     payload: Arc<[u8]>,
 }
@@ -51,7 +51,6 @@ fn deliver(rtc: &mut Rtc, now: Instant, from: SocketAddr, to: SocketAddr, datagr
 }
 
 pub fn connect() -> Str0mPair {
-    str0m::init_crypto_default();
     let now = Instant::now();
     let mut sender = Rtc::builder().set_rtp_mode(true).build(now);
     let mut receiver = Rtc::builder().set_rtp_mode(true).build(now);
@@ -107,6 +106,8 @@ impl Pair for Str0mPair {
             if let Some(stream) = self.sender.direct_api().stream_tx(&self.ssrc) {
                 stream.write_rtp(RtpWrite::new(self.pt, self.sequence.into(), time, now, self.payload.clone()));
             }
+            // Its pacer releases what was written when it is given the time.
+            let _ = self.sender.handle_input(Input::Timeout(now));
             drain(&mut self.sender, &mut out);
         }
         out.into()

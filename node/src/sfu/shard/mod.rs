@@ -287,19 +287,23 @@ impl Shards {
         let placement = crate::runtime::lock(&self.placement);
         let (Some(&at_subscriber), Some(&at_publisher)) = (placement.get(&leg.subscriber), placement.get(&publisher)) else { return };
         drop(placement);
-        let stream = leg.stream;
+        let (stream, subscriber) = (leg.stream, leg.subscriber);
         self.links[at_subscriber].send(Command::Job(Box::new(move |shard: &mut Shard, _| shard.add_leg(leg))));
         if at_subscriber != at_publisher {
             self.links[at_publisher].send(Command::Job(Box::new(move |shard: &mut Shard, _| {
-                shard.remote_legs.entry(stream).or_default().insert(at_subscriber);
+                shard.remote_legs.entry(stream).or_default().insert(subscriber, at_subscriber);
             })));
         }
     }
 
     /// `subscriber` no longer receives publisher stream `stream`.
     pub fn unsubscribe(&self, subscriber: u64, stream: u32) {
-        let Some(&index) = crate::runtime::lock(&self.placement).get(&subscriber) else { return };
-        self.links[index].send(Command::Job(Box::new(move |shard: &mut Shard, _| shard.fanout.unsubscribe(stream, subscriber))));
+        for link in &self.links {
+            link.send(Command::Job(Box::new(move |shard: &mut Shard, _| {
+                shard.fanout.unsubscribe(stream, subscriber);
+                shard.forget_remote_leg(stream, subscriber);
+            })));
+        }
     }
 
     /// Closes `connection` and forgets it everywhere.
@@ -412,8 +416,8 @@ pub struct Shard {
     placement: HashMap<u64, usize>,
     /// Legs of subscribers here, by publisher stream.
     fanout: Fanout<Leg>,
-    /// Publisher streams here -> other shards with legs of them.
-    remote_legs: HashMap<u32, HashSet<usize>>,
+    /// Publisher streams here -> subscribers on other shards -> their shard.
+    remote_legs: HashMap<u32, HashMap<u64, usize>>,
     decide: Box<dyn Decide>,
     events: Events,
     counters: Arc<MediaCounters>,
@@ -690,8 +694,11 @@ impl Shard {
             // over (the publisher's would be refused).
             packet.header.extension = false;
             packet.header.extensions.clear();
-            if let Some(shards) = self.remote_legs.get(&meta.ssrc) {
-                for &shard in shards {
+            if let Some(legs) = self.remote_legs.get(&meta.ssrc) {
+                let mut shards: Vec<usize> = legs.values().copied().collect();
+                shards.sort_unstable();
+                shards.dedup();
+                for shard in shards {
                     elsewhere.entry(shard).or_default().push(Forwarded {
                         stream: meta.ssrc,
                         packet: packet.clone(),
@@ -813,6 +820,15 @@ impl Shard {
         }
     }
 
+    fn forget_remote_leg(&mut self, stream: u32, subscriber: u64) {
+        if let Some(legs) = self.remote_legs.get_mut(&stream) {
+            legs.remove(&subscriber);
+            if legs.is_empty() {
+                self.remote_legs.remove(&stream);
+            }
+        }
+    }
+
     fn add_leg(&mut self, spec: LegSpec) {
         let leg = Leg {
             subscriber: spec.subscriber,
@@ -830,6 +846,10 @@ impl Shard {
     fn forget(&mut self, connection: u64, owner: bool) {
         self.placement.remove(&connection);
         self.fanout.forget(connection);
+        self.remote_legs.retain(|_, legs| {
+            legs.remove(&connection);
+            !legs.is_empty()
+        });
         if owner && let Some(mut peer) = self.peers.remove(&connection) {
             let _ = peer.pc.close();
             // Its goodbye (DTLS close) still goes out.
