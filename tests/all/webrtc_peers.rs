@@ -287,6 +287,14 @@ pub async fn direct_pair() -> (Peer, Peer) {
     let a = endpoint("direct-a", true, false, a_out.clone()).await;
     let b = endpoint("direct-b", false, false, b_out.clone()).await;
     let (a_pc, b_pc) = (a.pc.clone(), b.pc.clone());
+    let offer = a_pc.create_offer(None).await.expect("offer");
+    a_pc.set_local_description(offer.clone()).await.expect("local offer");
+    b_pc.set_remote_description(offer).await.expect("remote offer");
+    let answer = b_pc.create_answer(None).await.expect("answer");
+    b_pc.set_local_description(answer.clone()).await.expect("local answer");
+    a_pc.set_remote_description(answer).await.expect("remote answer");
+    // Candidates wait in their channels until both sides have the other's
+    // description (one added before it would be refused, and lost).
     for (to, mut from) in [(b_pc.clone(), a_candidates), (a_pc.clone(), b_candidates)] {
         tokio::spawn(async move {
             while let Some(v) = from.recv().await {
@@ -296,12 +304,6 @@ pub async fn direct_pair() -> (Peer, Peer) {
             }
         });
     }
-    let offer = a_pc.create_offer(None).await.expect("offer");
-    a_pc.set_local_description(offer.clone()).await.expect("local offer");
-    b_pc.set_remote_description(offer).await.expect("remote offer");
-    let answer = b_pc.create_answer(None).await.expect("answer");
-    b_pc.set_local_description(answer.clone()).await.expect("local answer");
-    a_pc.set_remote_description(answer).await.expect("remote answer");
     (Peer::new(a, a_out), Peer::new(b, b_out))
 }
 

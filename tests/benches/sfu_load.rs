@@ -196,8 +196,10 @@ impl NodeProcess {
         } else {
             ""
         };
+        // `MEDIANODE_LOAD_THREADS`: the node's media threads (default: one per core).
+        let threads: u32 = std::env::var("MEDIANODE_LOAD_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(0);
         let pipeline = format!(
-            "[pipeline]\nname = \"load\"\n\n[server]\nlisten = \"{signaling}\"\nmedia-ip = \"127.0.0.1\"\nrate = 1000\nburst = 1000\n\n\
+            "[pipeline]\nname = \"load\"\n\n[server]\nlisten = \"{signaling}\"\nmedia-ip = \"127.0.0.1\"\nmedia-threads = {threads}\nrate = 1000\nburst = 1000\n\n\
              [[stage]]\nid = \"rooms\"\nplugin = \"stock:signaling\"\nconfig = {{ max-room-size = 500 }}\nlimits = {{ deadline = \"50ms\" }}\n\n{forward}"
         );
         std::fs::write(dir.path().join("pipeline.toml"), pipeline).expect("pipeline");
@@ -264,6 +266,22 @@ fn cpu_time(pid: u32) -> Duration {
     Duration::from_secs_f64(ticks as f64 / 100.0) // USER_HZ is 100 on Linux
 }
 
+/// CPU time of each of process `pid`'s threads, by thread name.
+fn thread_times(pid: u32) -> std::collections::BTreeMap<String, Duration> {
+    let mut times = std::collections::BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        let name = stat.split_once('(').and_then(|(_, rest)| rest.rsplit_once(')')).map_or("", |(name, _)| name);
+        // Numbered threads of one kind count together.
+        let kind = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '-').to_string();
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+        let ticks = fields.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
+            + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+        *times.entry(kind).or_default() += Duration::from_secs_f64(ticks as f64 / 100.0);
+    }
+    times
+}
+
 /// Resident memory of process `pid`, KiB.
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -306,6 +324,7 @@ async fn run(shape: Shape) -> Figures {
     let received =
         |rooms: &[Room]| -> u64 { rooms.iter().flat_map(|r| r.publishers.iter().chain(&r.subscribers)).map(Peer::received).sum() };
     let (out0, cpu0, t0, received0) = (node.packets_out(), cpu_time(node.pid()), Instant::now(), received(&rooms));
+    let threads0 = thread_times(node.pid());
 
     // Every publisher sends, paced, for the window.
     let mut sending = Vec::new();
@@ -330,6 +349,15 @@ async fn run(shape: Shape) -> Figures {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (out1, cpu1, t1, received1) = (node.packets_out(), cpu_time(node.pid()), Instant::now(), received(&rooms));
+    // Where the node's CPU went, by thread kind (busiest first).
+    let mut threads: Vec<(String, f64)> = thread_times(node.pid())
+        .into_iter()
+        .map(|(kind, t)| (kind.clone(), (t.saturating_sub(threads0.get(&kind).copied().unwrap_or_default())).as_secs_f64()))
+        .filter(|(_, t)| *t > 0.0)
+        .collect();
+    threads.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let threads: Vec<String> = threads.iter().take(5).map(|(kind, t)| format!("{kind} {t:.2}s")).collect();
+    println!("{:>10}  node CPU by thread: {}", shape.name, threads.join(", "));
 
     // Sent to each participant: everything its room's other publishers sent.
     let expected: u64 = sent_per_room

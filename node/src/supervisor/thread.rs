@@ -175,19 +175,13 @@ impl<T: Send + 'static> StageThread<T> {
         rx.await.unwrap_or(Err(CallError::Gone))
     }
 
-    /// [`StageThread::call`] for callers that are not async (and may
-    /// block). The caller looks for the answer for a moment ([`SPIN`])
-    /// before it sleeps: a short job (a forwarding decision) answers within
-    /// microseconds, and a sleeping caller costs a wake-up per call.
+    /// [`StageThread::call`] for callers that are not async (and may block).
     pub fn call_blocking<R: Send + 'static>(&self, within: Duration, f: impl FnOnce(&mut T) -> R + Send + 'static) -> Result<R, CallError> {
         let (tx, rx) = mpsc::sync_channel(1);
         self.tell(Instant::now() + within, move |value| {
             let _ = tx.send(value.map(f).ok_or(CallError::Expired));
         })?;
-        match spin_recv(&rx, SPIN) {
-            Some(answer) => answer,
-            None => rx.recv().unwrap_or(Err(CallError::Gone)),
-        }
+        rx.recv().unwrap_or(Err(CallError::Gone))
     }
 }
 

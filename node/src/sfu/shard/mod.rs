@@ -679,7 +679,8 @@ impl Shard {
 
     /// Decides `batch` and writes every copy.
     fn forward(&mut self, batch: &mut Batch, now: Instant) {
-        let mut decision = std::mem::take(&mut batch.decision);
+        // Taken out while the batch is read (empty vectors allocate nothing).
+        let mut decision = std::mem::replace(&mut batch.decision, ForwardBatch { counts: Vec::new(), subscribers: Vec::new() });
         decision.counts.clear();
         decision.subscribers.clear();
         self.decide.decide(&batch.metas, &mut decision);
@@ -878,7 +879,6 @@ fn local_ufrag(pc: &RTCPeerConnection) -> Option<String> {
 }
 
 /// Packets waiting for one forwarding decision.
-#[derive(Default)]
 struct Batch {
     metas: Vec<PacketMeta>,
     packets: Vec<rtc::rtp::Packet>,
@@ -903,9 +903,9 @@ impl Batch {
     }
 }
 
-impl Default for ForwardBatch {
+impl Default for Batch {
     fn default() -> Self {
-        ForwardBatch { counts: Vec::new(), subscribers: Vec::new() }
+        Batch { metas: Vec::new(), packets: Vec::new(), decision: ForwardBatch { counts: Vec::new(), subscribers: Vec::new() } }
     }
 }
 
