@@ -42,7 +42,7 @@ use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 use udp::{MediaSocket, SendQueue};
@@ -63,7 +63,7 @@ pub enum ShardEvent {
     Track { connection: u64, ssrc: u32, kind: MediaKind, codec: RTCRtpCodec, receiver: RTCRtpReceiverId },
     /// A connection's ICE state changed (in the order the connection saw).
     IceState(u64, RTCIceConnectionState),
-    /// A subscriber (or a gap) wants a keyframe of publisher stream `ssrc`.
+    /// A subscriber wants a keyframe of publisher stream `ssrc` (its PLI or FIR).
     KeyframeWanted(u32),
     /// The loudest speaker of `room` changed (RFC 6464 audio levels).
     Speaker { room: String, connection: u64 },
@@ -77,12 +77,18 @@ type Job = Box<dyn FnOnce(&mut Shard, Instant) + Send>;
 
 enum Command {
     Job(Job),
-    /// Packets decided on another shard, for subscribers here.
-    Forward(Vec<Forwarded>),
+    /// Packets decided on another shard, for subscribers here, and their
+    /// bytes (counted against [`CROSS_SHARD_BYTES`]).
+    Forward(Vec<Forwarded>, usize),
     /// Datagrams another shard's socket received for connections here.
-    Datagrams(Vec<(SocketAddr, BytesMut)>),
+    Datagrams(Vec<(SocketAddr, BytesMut)>, usize),
     Stop,
 }
+
+/// Media bytes one shard may have waiting from the others; past it, what
+/// another shard hands over is dropped and counted (a shard that falls
+/// behind costs its own peers, not the node's memory).
+const CROSS_SHARD_BYTES: usize = 8 << 20;
 
 /// One packet from another shard, and whom it was chosen for.
 struct Forwarded {
@@ -96,6 +102,8 @@ struct Forwarded {
 struct Link {
     commands: mpsc::Sender<Command>,
     waker: Arc<mio::Waker>,
+    /// Media bytes waiting in `commands`.
+    queued: Arc<AtomicUsize>,
 }
 
 impl Link {
@@ -104,12 +112,20 @@ impl Link {
         let _ = self.waker.wake();
         sent
     }
+
+    /// Sends media of `bytes` unless the shard has too much waiting.
+    fn send_media(&self, command: Command, bytes: usize) -> bool {
+        if self.queued.fetch_add(bytes, Ordering::Relaxed) + bytes > CROSS_SHARD_BYTES {
+            self.queued.fetch_sub(bytes, Ordering::Relaxed);
+            return false;
+        }
+        self.send(command)
+    }
 }
 
 /// The shards, as the control plane holds them.
 pub struct Shards {
     links: Vec<Link>,
-    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     /// The media port every connection announces.
     pub local: SocketAddr,
     /// Connection -> the shard that owns it.
@@ -184,7 +200,7 @@ impl Shards {
             let poll = mio::Poll::new()?;
             let waker = Arc::new(mio::Waker::new(poll.registry(), WAKE)?);
             let (tx, rx) = mpsc::channel();
-            links.push(Link { commands: tx, waker });
+            links.push(Link { commands: tx, waker, queued: Arc::default() });
             receivers.push(rx);
             polls.push(poll);
         }
@@ -192,7 +208,6 @@ impl Shards {
         while deciders.len() < sockets.len() {
             deciders.push(deciders[0].split());
         }
-        let mut threads = Vec::new();
         for (index, (((socket, poll), commands), decide)) in sockets.into_iter().zip(polls).zip(receivers).zip(deciders).enumerate() {
             let mut socket = MediaSocket::new(socket)?;
             poll.registry().register(&mut socket.socket, SOCKET, mio::Interest::READABLE)?;
@@ -205,7 +220,6 @@ impl Shards {
                 peers: HashMap::new(),
                 mux: Mux::default(),
                 timers: BTreeSet::new(),
-                placement: HashMap::new(),
                 fanout: Fanout::default(),
                 remote_legs: HashMap::new(),
                 decide,
@@ -220,37 +234,25 @@ impl Shards {
                 handing: HashMap::new(),
                 speakers: speakers.clone(),
             };
-            let thread = std::thread::Builder::new().name(format!("sfu-shard-{index}")).spawn(move || shard.run())?;
-            threads.push(thread);
+            std::thread::Builder::new().name(format!("sfu-shard-{index}")).spawn(move || shard.run())?;
         }
-        Ok(Arc::new(Shards { links, threads: Mutex::new(threads), local, placement: Mutex::default(), next: AtomicU64::new(0), counters }))
+        Ok(Arc::new(Shards { links, local, placement: Mutex::default(), next: AtomicU64::new(0), counters }))
     }
 
     pub fn count(&self) -> usize {
         self.links.len()
     }
 
-    /// Gives `connection` to a shard (round robin) and tells every shard
-    /// where it lives.
+    /// Gives `connection` to a shard (round robin).
     pub fn adopt(&self, connection: u64, room: &str, pc: RTCPeerConnection) -> Result<(), Gone> {
         let index = (self.next.fetch_add(1, Ordering::Relaxed) % self.links.len() as u64) as usize;
         crate::runtime::lock(&self.placement).insert(connection, index);
-        let mut pc = Some(pc);
-        for (i, link) in self.links.iter().enumerate() {
-            let job: Job = match pc.take_if(|_| i == index) {
-                Some(pc) => {
-                    let room = room.to_string();
-                    Box::new(move |shard: &mut Shard, now| shard.adopt(connection, room, pc, index, now))
-                }
-                None => Box::new(move |shard: &mut Shard, _| {
-                    shard.placement.insert(connection, index);
-                }),
-            };
-            if !link.send(Command::Job(job)) {
-                return Err(Gone::Stopped);
-            }
+        let room = room.to_string();
+        let job: Job = Box::new(move |shard: &mut Shard, now| shard.adopt(connection, room, pc, now));
+        match self.links[index].send(Command::Job(job)) {
+            true => Ok(()),
+            false => Err(Gone::Stopped),
         }
-        Ok(())
     }
 
     /// Runs `f` with `connection`'s peer connection on its shard, and
@@ -330,12 +332,11 @@ impl Shards {
 }
 
 impl Drop for Shards {
+    /// The shards end after what they are doing (not waited for: this may
+    /// run on an async thread).
     fn drop(&mut self) {
         for link in &self.links {
             link.send(Command::Stop);
-        }
-        for thread in crate::runtime::lock(&self.threads).drain(..) {
-            let _ = thread.join();
         }
     }
 }
@@ -412,8 +413,6 @@ pub struct Shard {
     mux: Mux<u64>,
     /// (when, connection): the connections' timers, earliest first.
     timers: BTreeSet<(Instant, u64)>,
-    /// Every connection's shard.
-    placement: HashMap<u64, usize>,
     /// Legs of subscribers here, by publisher stream.
     fanout: Fanout<Leg>,
     /// Publisher streams here -> subscribers on other shards -> their shard.
@@ -459,8 +458,12 @@ impl Shard {
             while let Ok(command) = self.commands.try_recv() {
                 match command {
                     Command::Job(job) => job(&mut self, now),
-                    Command::Forward(packets) => self.deliver_forwarded(packets, now),
-                    Command::Datagrams(datagrams) => {
+                    Command::Forward(packets, bytes) => {
+                        self.links[self.index].queued.fetch_sub(bytes, Ordering::Relaxed);
+                        self.deliver_forwarded(packets, now);
+                    }
+                    Command::Datagrams(datagrams, bytes) => {
+                        self.links[self.index].queued.fetch_sub(bytes, Ordering::Relaxed);
                         for (from, datagram) in datagrams {
                             self.datagram(from, datagram, now);
                         }
@@ -550,7 +553,10 @@ impl Shard {
     fn hand_over(&mut self) {
         for (shard, datagrams) in self.handing.drain() {
             if let Some(link) = self.links.get(shard) {
-                link.send(Command::Datagrams(datagrams));
+                let (count, bytes) = (datagrams.len() as u64, datagrams.iter().map(|(_, d)| d.len()).sum());
+                if !link.send_media(Command::Datagrams(datagrams, bytes), bytes) {
+                    self.counters.send_dropped.fetch_add(count, Ordering::Relaxed);
+                }
             }
         }
     }
@@ -713,7 +719,10 @@ impl Shard {
         batch.decision = decision;
         for (shard, packets) in elsewhere {
             if let Some(link) = self.links.get(shard) {
-                link.send(Command::Forward(packets));
+                let (count, bytes) = (packets.len() as u64, packets.iter().map(|f| f.packet.payload.len()).sum());
+                if !link.send_media(Command::Forward(packets, bytes), bytes) {
+                    self.counters.send_dropped.fetch_add(count, Ordering::Relaxed);
+                }
             }
         }
     }
@@ -789,8 +798,7 @@ impl Shard {
         }
     }
 
-    fn adopt(&mut self, connection: u64, room: String, pc: RTCPeerConnection, index: usize, now: Instant) {
-        self.placement.insert(connection, index);
+    fn adopt(&mut self, connection: u64, room: String, pc: RTCPeerConnection, now: Instant) {
         let mut peer = Peer { pc, room, inbound: HashMap::new(), audio_level_id: None, timer: None };
         self.register(connection, &peer.pc);
         let _ = peer.pc.handle_timeout(now);
@@ -845,7 +853,6 @@ impl Shard {
     /// `connection` is gone: its peer connection (closed) if it was here,
     /// its legs, its place.
     fn forget(&mut self, connection: u64, owner: bool) {
-        self.placement.remove(&connection);
         self.fanout.forget(connection);
         self.remote_legs.retain(|_, legs| {
             legs.remove(&connection);
