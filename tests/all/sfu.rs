@@ -72,6 +72,32 @@ async fn a_forwarding_plugin_trap_drops_no_participant() {
     }
 }
 
+/// A forwarding plugin that hangs (every 500th packet, until its deadline,
+/// 100 ms here, ends it) runs on the media shards' own threads: each hang
+/// stalls a shard for the deadline and loses the batch it was deciding,
+/// and media goes on around it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarding_plugin_that_hangs_costs_its_deadline_and_a_batch() {
+    let node = node("faulty-forward", r#"{"panic-every": 500, "hang": true}"#).await;
+    let publisher = peer(&node, "room", "pub", true).await;
+    let subscribers = vec![peer(&node, "room", "a", false).await, peer(&node, "room", "b", false).await];
+    const N: u16 = 2000;
+    let least = u64::from(N) - 4 * router::MAX_BATCH as u64;
+    let received = stream_to(&publisher, &subscribers, 1, N, Duration::from_millis(1), least).await;
+    let hangs = node.forward.metrics.faults.load(Ordering::Relaxed);
+    // Every 500th packet the plugin sees, of ~2000 (those dropped while no
+    // instance served, fail-closed, it never sees).
+    assert!(hangs >= 3, "the plugin hung {hangs} times");
+    for got in received {
+        let lost = u64::from(N).saturating_sub(got);
+        assert!(lost <= hangs * router::MAX_BATCH as u64, "lost {lost} of {N} over {hangs} hangs");
+    }
+    publisher.send_tagged(2, 5000, 50, Duration::from_millis(2)).await;
+    for s in &subscribers {
+        s.seen.until("the burst after the hangs", ARRIVAL, |seen| seen.tagged(2) >= 45).await;
+    }
+}
+
 /// A publisher leaves mid-stream and comes back as a new connection: the
 /// subscriber is offered the new track and receives it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,4 +1,4 @@
-//! Stage threads: the only threads that call plugins.
+//! Stage threads: the threads that call plugins.
 //!
 //! The node has three kinds of threads and never mixes them: async I/O
 //! threads (tokio: sockets, timers, HTTP) never call a plugin and never
@@ -6,7 +6,10 @@
 //! and a [`StageThread`] owns a stage (its [`super::Supervisor`], or a type
 //! wrapping one) and runs the jobs sent to it, one at a time, outside any
 //! async runtime. A plugin's WASI calls may then block the stage's own
-//! thread for as long as its deadline allows, and nothing else.
+//! thread for as long as its deadline allows, and nothing else. (One
+//! exception, for speed: the SFU's media shards, threads of their own and
+//! not async, call the forwarding stage themselves, taking turns; its
+//! stage thread only maintains it. See `sfu::router`.)
 //!
 //! Jobs queue in a bounded channel: a caller that finds it full gets
 //! [`CallError::Busy`] at once rather than waiting. Every job carries the

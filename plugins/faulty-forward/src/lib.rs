@@ -2,8 +2,9 @@
 //!
 //! `[stage.config]`: `panic-every = N` panics on every Nth packet it is asked
 //! about (counted across instances in the host state store, so a fresh
-//! instance does not fail on the packet after the poison); the rest is the
-//! stock stage's (`medianode-forward`).
+//! instance does not fail on the packet after the poison); with
+//! `hang = true` it loops forever there instead (its deadline ends it). The
+//! rest is the stock stage's (`medianode-forward`).
 
 use medianode_forward::RoomForwarder;
 use medianode_sdk::{Forwarding, PacketMeta, RouteChange, Stage, host};
@@ -13,11 +14,14 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Config {
     pub panic_every: u64,
+    #[serde(default)]
+    pub hang: bool,
 }
 
 pub struct FaultyForward {
     inner: RoomForwarder,
     every: u64,
+    hang: bool,
     seen: u64,
 }
 
@@ -31,7 +35,7 @@ impl Stage for FaultyForward {
         }
         let seen = host::state_get(COUNT_KEY).and_then(|b| b.try_into().ok()).map_or(0, u64::from_le_bytes);
         let inner = RoomForwarder::new(Default::default())?;
-        Ok(FaultyForward { inner, every: config.panic_every, seen })
+        Ok(FaultyForward { inner, every: config.panic_every, hang: config.hang, seen })
     }
 }
 
@@ -44,6 +48,12 @@ impl Forwarding for FaultyForward {
         self.seen += 1;
         if self.seen.is_multiple_of(self.every) {
             let _ = host::state_put(COUNT_KEY, &self.seen.to_le_bytes());
+            if self.hang {
+                // Until the deadline interrupts it.
+                loop {
+                    std::hint::black_box(&mut self.seen);
+                }
+            }
             panic!("asked to fail on packet {}", self.seen);
         }
         self.inner.forward(packet, out);

@@ -17,7 +17,8 @@
 //!    per system call.
 //!
 //! Nothing here is async and nothing blocks but the wait in step 1 and the
-//! forwarding decision (on its stage thread, bounded by its deadline). The
+//! forwarding decision (a plugin call on this thread, bounded by its
+//! deadline; the shards take turns with the stage). The
 //! control plane (`super`, on tokio) asks for everything else with
 //! [`Shards::run`]: a closure run on the shard that owns a connection, its
 //! answer awaited. Building a connection (keys, certificate) happens there,
