@@ -526,7 +526,7 @@ impl Sfu {
             mime: stream.codec.mime_type.clone(),
             forwarded: stream.forwarded.clone(),
         };
-        self.inner.shards.subscribe(publisher, leg);
+        self.inner.shards.subscribe(leg);
         if stream.kind == MediaKind::Video {
             // A new viewer needs a keyframe.
             self.request_keyframe(publisher, stream);

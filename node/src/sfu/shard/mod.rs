@@ -1,5 +1,6 @@
 //! The SFU's media plane: shards, each a thread that owns a share of the
-//! node's peer connections and drives them directly.
+//! node's peer connections (whole rooms: [`Placement`]) and drives them
+//! directly.
 //!
 //! Every peer connection is webrtc-rs's sans-IO core (`rtc`): ICE, DTLS,
 //! SRTP, RTCP and the interceptors as plain state machines, fed datagrams
@@ -8,18 +9,17 @@
 //!
 //! 1. wait (mio) for its socket, a command, or the earliest timer;
 //! 2. read datagrams in batches from its socket on the shared port
-//!    ([`udp`]) and hand each to the connection the [`mux`] names;
+//!    ([`udp`]) and hand each to the connection the [`mux`] names (or, a
+//!    message per batch, to the shard that owns it);
 //! 3. take the RTP packets publishers sent, ask the forwarding decision
 //!    once per batch, and write each copy to the chosen subscribers'
-//!    connections: here, or as one message per batch to the shard that owns
-//!    them;
+//!    connections, all here (a room lives on one shard);
 //! 4. run due timers; send everything the connections produced, a batch
 //!    per system call.
 //!
 //! Nothing here is async and nothing blocks but the wait in step 1 and the
 //! forwarding decision (a plugin call on this thread, bounded by its
-//! deadline; the shards take turns with the stage). The
-//! control plane (`super`, on tokio) asks for everything else with
+//! deadline; the shards take turns with the stage). The control plane (`super`, on tokio) asks for everything else with
 //! [`Shards::run`]: a closure run on the shard that owns a connection, its
 //! answer awaited. Building a connection (keys, certificate) happens there,
 //! off the shards; it arrives built ([`Shards::adopt`]).
@@ -78,25 +78,16 @@ type Job = Box<dyn FnOnce(&mut Shard, Instant) + Send>;
 
 enum Command {
     Job(Job),
-    /// Packets decided on another shard, for subscribers here, and their
-    /// bytes (counted against [`CROSS_SHARD_BYTES`]).
-    Forward(Vec<Forwarded>, usize),
-    /// Datagrams another shard's socket received for connections here.
+    /// Datagrams another shard's socket received for connections here, and
+    /// their bytes (counted against [`CROSS_SHARD_BYTES`]).
     Datagrams(Vec<(SocketAddr, BytesMut)>, usize),
     Stop,
 }
 
-/// Media bytes one shard may have waiting from the others; past it, what
-/// another shard hands over is dropped and counted (a shard that falls
-/// behind costs its own peers, not the node's memory).
+/// Datagram bytes one shard may have waiting from the others; past it,
+/// what another shard hands over is dropped and counted (a shard that
+/// falls behind costs its own peers, not the node's memory).
 const CROSS_SHARD_BYTES: usize = 8 << 20;
-
-/// One packet from another shard, and whom it was chosen for.
-struct Forwarded {
-    stream: u32,
-    packet: rtc::rtp::Packet,
-    chosen: Vec<u64>,
-}
 
 /// One shard's end of the others.
 #[derive(Clone)]
@@ -129,10 +120,59 @@ pub struct Shards {
     links: Vec<Link>,
     /// The media port every connection announces.
     pub local: SocketAddr,
-    /// Connection -> the shard that owns it.
-    placement: Mutex<HashMap<u64, usize>>,
-    next: AtomicU64,
+    /// Where connections live ([`Placement`]).
+    placement: Mutex<Placement>,
     pub counters: Arc<MediaCounters>,
+}
+
+/// Which shard owns each connection. A room's connections share one shard
+/// (the least loaded when its first connection came), as mediasoup keeps a
+/// router on one worker and LiveKit a room on one node: a packet then fans
+/// out where it arrived, with no hop between shards, and rooms spread the
+/// load over the cores. (A shard still forwards to another when it must;
+/// a room larger than a core is the limit of this choice.)
+#[derive(Default)]
+struct Placement {
+    connections: HashMap<u64, (usize, String)>,
+    /// Room -> its shard and its connections there.
+    rooms: HashMap<String, (usize, usize)>,
+}
+
+impl Placement {
+    fn place(&mut self, connection: u64, room: &str, shards: usize) -> usize {
+        let index = match self.rooms.get_mut(room) {
+            Some((index, count)) => {
+                *count += 1;
+                *index
+            }
+            None => {
+                let mut load = vec![0usize; shards];
+                for (shard, _) in self.connections.values() {
+                    load[*shard] += 1;
+                }
+                let index = (0..shards).min_by_key(|&i| load[i]).unwrap_or(0);
+                self.rooms.insert(room.to_string(), (index, 1));
+                index
+            }
+        };
+        self.connections.insert(connection, (index, room.to_string()));
+        index
+    }
+
+    fn shard(&self, connection: u64) -> Option<usize> {
+        self.connections.get(&connection).map(|(shard, _)| *shard)
+    }
+
+    fn remove(&mut self, connection: u64) -> Option<usize> {
+        let (shard, room) = self.connections.remove(&connection)?;
+        if let Some((_, count)) = self.rooms.get_mut(&room) {
+            *count -= 1;
+            if *count == 0 {
+                self.rooms.remove(&room);
+            }
+        }
+        Some(shard)
+    }
 }
 
 /// Local ufrag -> the shard that owns the connection: how a shard whose
@@ -222,7 +262,6 @@ impl Shards {
                 mux: Mux::default(),
                 timers: BTreeSet::new(),
                 fanout: Fanout::default(),
-                remote_legs: HashMap::new(),
                 decide,
                 events: events.clone(),
                 counters: counters.clone(),
@@ -237,17 +276,16 @@ impl Shards {
             };
             std::thread::Builder::new().name(format!("sfu-shard-{index}")).spawn(move || shard.run())?;
         }
-        Ok(Arc::new(Shards { links, local, placement: Mutex::default(), next: AtomicU64::new(0), counters }))
+        Ok(Arc::new(Shards { links, local, placement: Mutex::default(), counters }))
     }
 
     pub fn count(&self) -> usize {
         self.links.len()
     }
 
-    /// Gives `connection` to a shard (round robin).
+    /// Gives `connection` to its room's shard ([`Placement`]).
     pub fn adopt(&self, connection: u64, room: &str, pc: RTCPeerConnection) -> Result<(), Gone> {
-        let index = (self.next.fetch_add(1, Ordering::Relaxed) % self.links.len() as u64) as usize;
-        crate::runtime::lock(&self.placement).insert(connection, index);
+        let index = crate::runtime::lock(&self.placement).place(connection, room, self.links.len());
         let room = room.to_string();
         let job: Job = Box::new(move |shard: &mut Shard, now| shard.adopt(connection, room, pc, now));
         match self.links[index].send(Command::Job(job)) {
@@ -263,7 +301,7 @@ impl Shards {
         connection: u64,
         f: impl FnOnce(&mut PeerLink<'_>) -> R + Send + 'static,
     ) -> Result<R, Gone> {
-        let index = crate::runtime::lock(&self.placement).get(&connection).copied().ok_or(Gone::NoConnection)?;
+        let index = crate::runtime::lock(&self.placement).shard(connection).ok_or(Gone::NoConnection)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move |shard: &mut Shard, now| {
             let result = shard.with_peer(connection, now, f);
@@ -283,35 +321,22 @@ impl Shards {
         }
     }
 
-    /// `subscriber` receives publisher stream `stream` through `sender`
-    /// on its connection: the subscriber's shard keeps the leg; the shard
-    /// of the stream's publisher learns where to send its packets.
-    pub fn subscribe(&self, publisher: u64, leg: LegSpec) {
-        let placement = crate::runtime::lock(&self.placement);
-        let (Some(&at_subscriber), Some(&at_publisher)) = (placement.get(&leg.subscriber), placement.get(&publisher)) else { return };
-        drop(placement);
-        let (stream, subscriber) = (leg.stream, leg.subscriber);
-        self.links[at_subscriber].send(Command::Job(Box::new(move |shard: &mut Shard, _| shard.add_leg(leg))));
-        if at_subscriber != at_publisher {
-            self.links[at_publisher].send(Command::Job(Box::new(move |shard: &mut Shard, _| {
-                shard.remote_legs.entry(stream).or_default().insert(subscriber, at_subscriber);
-            })));
-        }
+    /// `subscriber` receives a publisher's stream through `leg.sender` on
+    /// its connection (the shard of their room keeps the leg).
+    pub fn subscribe(&self, leg: LegSpec) {
+        let Some(index) = crate::runtime::lock(&self.placement).shard(leg.subscriber) else { return };
+        self.links[index].send(Command::Job(Box::new(move |shard: &mut Shard, _| shard.add_leg(leg))));
     }
 
     /// `subscriber` no longer receives publisher stream `stream`.
     pub fn unsubscribe(&self, subscriber: u64, stream: u32) {
-        for link in &self.links {
-            link.send(Command::Job(Box::new(move |shard: &mut Shard, _| {
-                shard.fanout.unsubscribe(stream, subscriber);
-                shard.forget_remote_leg(stream, subscriber);
-            })));
-        }
+        let Some(index) = crate::runtime::lock(&self.placement).shard(subscriber) else { return };
+        self.links[index].send(Command::Job(Box::new(move |shard: &mut Shard, _| shard.fanout.unsubscribe(stream, subscriber))));
     }
 
     /// Closes `connection` and forgets it everywhere.
     pub fn close(&self, connection: u64) {
-        let index = crate::runtime::lock(&self.placement).remove(&connection);
+        let index = crate::runtime::lock(&self.placement).remove(connection);
         for (i, link) in self.links.iter().enumerate() {
             let owner = Some(i) == index;
             link.send(Command::Job(Box::new(move |shard: &mut Shard, _| shard.forget(connection, owner))));
@@ -320,7 +345,7 @@ impl Shards {
 
     /// Asks a publisher for a keyframe of its stream (PLI).
     pub fn request_keyframe(&self, publisher: u64, receiver: RTCRtpReceiverId, ssrc: u32) {
-        let Some(&index) = crate::runtime::lock(&self.placement).get(&publisher) else { return };
+        let Some(index) = crate::runtime::lock(&self.placement).shard(publisher) else { return };
         self.links[index].send(Command::Job(Box::new(move |shard: &mut Shard, now| {
             shard.with_peer(publisher, now, |peer| {
                 let pli = rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication { sender_ssrc: 0, media_ssrc: ssrc };
@@ -416,8 +441,6 @@ pub struct Shard {
     timers: BTreeSet<(Instant, u64)>,
     /// Legs of subscribers here, by publisher stream.
     fanout: Fanout<Leg>,
-    /// Publisher streams here -> subscribers on other shards -> their shard.
-    remote_legs: HashMap<u32, HashMap<u64, usize>>,
     decide: Box<dyn Decide>,
     events: Events,
     counters: Arc<MediaCounters>,
@@ -459,10 +482,6 @@ impl Shard {
             while let Ok(command) = self.commands.try_recv() {
                 match command {
                     Command::Job(job) => job(&mut self, now),
-                    Command::Forward(packets, bytes) => {
-                        self.links[self.index].queued.fetch_sub(bytes, Ordering::Relaxed);
-                        self.deliver_forwarded(packets, now);
-                    }
                     Command::Datagrams(datagrams, bytes) => {
                         self.links[self.index].queued.fetch_sub(bytes, Ordering::Relaxed);
                         for (from, datagram) in datagrams {
@@ -693,7 +712,6 @@ impl Shard {
         self.decide.decide(&batch.metas, &mut decision);
         self.counters.batches.fetch_add(1, Ordering::Relaxed);
         self.counters.packets_in.fetch_add(batch.metas.len() as u64, Ordering::Relaxed);
-        let mut elsewhere: HashMap<usize, Vec<Forwarded>> = HashMap::new();
         let mut cursor = 0;
         for ((meta, mut packet), &count) in batch.metas.iter().zip(batch.packets.drain(..)).zip(&decision.counts) {
             let chosen = decision.subscribers.get(cursor..cursor + count as usize).unwrap_or(&[]);
@@ -702,36 +720,10 @@ impl Shard {
             // over (the publisher's would be refused).
             packet.header.extension = false;
             packet.header.extensions.clear();
-            if let Some(legs) = self.remote_legs.get(&meta.ssrc) {
-                let mut shards: Vec<usize> = legs.values().copied().collect();
-                shards.sort_unstable();
-                shards.dedup();
-                for shard in shards {
-                    elsewhere.entry(shard).or_default().push(Forwarded {
-                        stream: meta.ssrc,
-                        packet: packet.clone(),
-                        chosen: chosen.to_vec(),
-                    });
-                }
-            }
             self.write_copies(meta.ssrc, &packet, chosen, now);
         }
         batch.metas.clear();
         batch.decision = decision;
-        for (shard, packets) in elsewhere {
-            if let Some(link) = self.links.get(shard) {
-                let (count, bytes) = (packets.len() as u64, packets.iter().map(|f| f.packet.payload.len()).sum());
-                if !link.send_media(Command::Forward(packets, bytes), bytes) {
-                    self.counters.send_dropped.fetch_add(count, Ordering::Relaxed);
-                }
-            }
-        }
-    }
-
-    fn deliver_forwarded(&mut self, packets: Vec<Forwarded>, now: Instant) {
-        for f in packets {
-            self.write_copies(f.stream, &f.packet, &f.chosen, now);
-        }
     }
 
     /// Writes `packet` of `stream` to each chosen leg here.
@@ -830,15 +822,6 @@ impl Shard {
         }
     }
 
-    fn forget_remote_leg(&mut self, stream: u32, subscriber: u64) {
-        if let Some(legs) = self.remote_legs.get_mut(&stream) {
-            legs.remove(&subscriber);
-            if legs.is_empty() {
-                self.remote_legs.remove(&stream);
-            }
-        }
-    }
-
     fn add_leg(&mut self, spec: LegSpec) {
         let leg = Leg {
             subscriber: spec.subscriber,
@@ -855,10 +838,6 @@ impl Shard {
     /// its legs, its place.
     fn forget(&mut self, connection: u64, owner: bool) {
         self.fanout.forget(connection);
-        self.remote_legs.retain(|_, legs| {
-            legs.remove(&connection);
-            !legs.is_empty()
-        });
         if owner && let Some(mut peer) = self.peers.remove(&connection) {
             let _ = peer.pc.close();
             // Its goodbye (DTLS close) still goes out.
@@ -867,10 +846,6 @@ impl Shard {
             }
             if let Some(at) = peer.timer {
                 self.timers.remove(&(at, connection));
-            }
-            let streams: Vec<u32> = peer.inbound.values().map(|i| i.ssrc).collect();
-            for s in streams {
-                self.remote_legs.remove(&s);
             }
             if let Some(ufrag) = local_ufrag(&peer.pc) {
                 crate::runtime::lock(&self.ufrags).remove(&ufrag);
@@ -920,4 +895,23 @@ impl Default for Batch {
 /// A route change as the decision takes it.
 pub fn joined(participant: u64, room: String) -> RouteChange {
     RouteChange::Joined(RouteMember { participant, room })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Placement;
+
+    #[test]
+    fn a_room_stays_on_one_shard_and_new_rooms_go_to_the_least_loaded() {
+        let mut p = Placement::default();
+        assert_eq!(p.place(1, "a", 2), 0);
+        assert_eq!(p.place(2, "a", 2), 0, "with its room");
+        assert_eq!(p.place(3, "b", 2), 1, "a new room, on the emptier shard");
+        assert_eq!(p.place(4, "c", 2), 1, "2 vs 1 connections");
+        assert_eq!(p.remove(1), Some(0));
+        assert_eq!(p.remove(2), Some(0));
+        assert!(!p.rooms.contains_key("a"), "an empty room is forgotten");
+        assert_eq!(p.place(5, "a", 2), 0, "and placed afresh");
+        assert_eq!((p.shard(5), p.shard(1), p.remove(1)), (Some(0), None, None));
+    }
 }
