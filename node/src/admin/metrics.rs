@@ -171,7 +171,7 @@ impl Collector for Scrape {
             family(&mut e, "sfu_packets_in", "RTP packets from publishers.", Counter, one(router.packets_in))?;
             family(&mut e, "sfu_packets_out", "RTP packets written to subscribers.", Counter, one(router.packets_out))?;
             let drops = [
-                (vec![("reason", "send-queue-full".to_string())], router.dropped_slow),
+                (vec![("reason", "send-queue-full".to_string())], router.send_dropped),
                 (vec![("reason", "write-error".to_string())], router.write_errors),
             ];
             family(&mut e, "sfu_dropped_packets", "Packets not delivered, by reason.", Counter, drops)?;

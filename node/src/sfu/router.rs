@@ -249,8 +249,9 @@ pub struct RouterStats {
     /// Copies that could not be written (the leg's sender gone, or its
     /// codec not negotiated).
     pub write_errors: u64,
-    /// Datagrams dropped because a shard's send queue was full.
-    pub dropped_slow: u64,
+    /// Datagrams dropped because a shard's send queue was full, or another
+    /// shard had too much waiting to take more.
+    pub send_dropped: u64,
     /// Bytes waiting in the shards' send queues now.
     pub queued_bytes: u64,
     /// Keyframe requests sent to publishers.

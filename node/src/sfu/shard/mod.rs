@@ -203,7 +203,7 @@ impl MediaCounters {
             batches: self.batches.load(Ordering::Relaxed),
             packets_out: self.packets_out.load(Ordering::Relaxed),
             write_errors: self.write_errors.load(Ordering::Relaxed),
-            dropped_slow: self.send_dropped.load(Ordering::Relaxed),
+            send_dropped: self.send_dropped.load(Ordering::Relaxed),
             queued_bytes: self.queued_bytes.load(Ordering::Relaxed),
             keyframe_requests,
             unclaimed: self.unclaimed.load(Ordering::Relaxed),
