@@ -159,8 +159,13 @@ fn write_results(figures: &[(Shape, Figures, f64, f64)]) {
         out.push((format!("{n}_rss_per_participant_kib"), f.rss_per_participant_kib, 512.0, Lower));
     }
     if let Some((_, f, direct50, direct99)) = find("1x1") {
-        out.push(("added_latency_p50_us".into(), f.p50_us - direct50, 100.0, Lower));
-        out.push(("added_latency_p99_us".into(), f.p99_us - direct99, 1000.0, Lower));
+        // What the node adds is at most the whole path's latency (both
+        // peers' stacks included): the goal is judged on that bound, as
+        // the difference from the direct pair is within the peers' noise.
+        out.push(("added_latency_p50_us_at_most".into(), f.p50_us, 100.0, Lower));
+        out.push(("added_latency_p99_us_at_most".into(), f.p99_us, 1000.0, Lower));
+        out.push(("1x1_minus_direct_p50_us".into(), f.p50_us - direct50, 100.0, Lower));
+        out.push(("1x1_minus_direct_p99_us".into(), f.p99_us - direct99, 1000.0, Lower));
     }
     if let (Some((_, plugin, ..)), Some((_, native, ..))) = (find("4x4"), find("4x4-native")) {
         out.push(("4x4_plugin_vs_native_per_cpu_second".into(), plugin.per_cpu_second / native.per_cpu_second, 0.9, Higher));
@@ -325,6 +330,7 @@ async fn run(shape: Shape) -> Figures {
         |rooms: &[Room]| -> u64 { rooms.iter().flat_map(|r| r.publishers.iter().chain(&r.subscribers)).map(Peer::received).sum() };
     let (out0, cpu0, t0, received0) = (node.packets_out(), cpu_time(node.pid()), Instant::now(), received(&rooms));
     let threads0 = thread_times(node.pid());
+    let generator0 = cpu_time(std::process::id());
 
     // Every publisher sends, paced, for the window.
     let mut sending = Vec::new();
@@ -357,7 +363,8 @@ async fn run(shape: Shape) -> Figures {
         .collect();
     threads.sort_by(|a, b| b.1.total_cmp(&a.1));
     let threads: Vec<String> = threads.iter().take(5).map(|(kind, t)| format!("{kind} {t:.2}s")).collect();
-    println!("{:>10}  node CPU by thread: {}", shape.name, threads.join(", "));
+    let generator = (cpu_time(std::process::id()) - generator0).as_secs_f64() / (t1 - t0).as_secs_f64();
+    println!("{:>10}  node CPU by thread: {}; the load generator's peers: {generator:.2} cores", shape.name, threads.join(", "));
 
     // Sent to each participant: everything its room's other publishers sent.
     let expected: u64 = sent_per_room
