@@ -2,8 +2,8 @@
 //!
 //! Each media shard ([`super::shard`]) asks once per batch of packets, on
 //! its own thread: the stock forwarding stage compiled in
-//! ([`NativeDecider`]), or a forwarding plugin on its stage thread
-//! ([`PluginDecider`]), which the shards share. Room membership reaches
+//! ([`NativeDecider`]), or a forwarding plugin ([`PluginDecider`]), one
+//! supervised stage the shards take turns with. Room membership reaches
 //! every shard's decider in the order the control plane saw it.
 
 use crate::runtime::bindings::{ForwardBatch, PacketMeta, RouteChange, RouteMember};
