@@ -46,6 +46,26 @@ async fn one_publisher_reaches_five_subscribers() {
     assert!(stats.packets_out >= 5 * u64::from(N), "{stats:?}");
 }
 
+/// With more shards than the machine may have cores, the kernel gives
+/// some peers' datagrams to a socket whose shard does not own their room:
+/// they are handed over, and everyone hears the publisher. (All eight
+/// landing on the room's shard by chance: 1 in 4^8.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datagrams_that_land_on_another_shard_are_handed_over() {
+    let mut options = SfuOptions::new("127.0.0.1".parse().expect("ip"));
+    options.media_threads = 4;
+    let node = node_with("forward", "{}", options).await;
+    let publisher = peer(&node, "room", "pub", true).await;
+    let mut subscribers = Vec::new();
+    for i in 0..7 {
+        subscribers.push(peer(&node, "room", &format!("s{i}"), false).await);
+    }
+    let received = stream_to(&publisher, &subscribers, 3, 200, Duration::from_millis(2), 190).await;
+    assert!(received.iter().all(|&n| n >= 190), "{received:?}");
+    let stats = node.sfu.stats();
+    assert!(stats.handed_over > 0, "no datagram was handed over: {stats:?}");
+}
+
 /// The forwarding plugin panics on every 500th packet: the standby takes
 /// over, the packet it trapped on is lost (quarantined), and every
 /// subscriber keeps receiving; loss is bounded by one batch per trap.

@@ -258,4 +258,6 @@ pub struct RouterStats {
     pub keyframe_requests: u64,
     /// Datagrams on the media port no connection claimed.
     pub unclaimed: u64,
+    /// Datagrams a shard's socket received for another shard's connection.
+    pub handed_over: u64,
 }

@@ -193,6 +193,8 @@ pub struct MediaCounters {
     pub send_dropped: AtomicU64,
     /// Datagrams no connection claimed.
     pub unclaimed: AtomicU64,
+    /// Datagrams handed to the shard that owns their connection.
+    pub handed_over: AtomicU64,
     pub queued_bytes: AtomicU64,
 }
 
@@ -207,6 +209,7 @@ impl MediaCounters {
             queued_bytes: self.queued_bytes.load(Ordering::Relaxed),
             keyframe_requests,
             unclaimed: self.unclaimed.load(Ordering::Relaxed),
+            handed_over: self.handed_over.load(Ordering::Relaxed),
         }
     }
 }
@@ -574,9 +577,10 @@ impl Shard {
         for (shard, datagrams) in self.handing.drain() {
             if let Some(link) = self.links.get(shard) {
                 let (count, bytes) = (datagrams.len() as u64, datagrams.iter().map(|(_, d)| d.len()).sum());
-                if !link.send_media(Command::Datagrams(datagrams, bytes), bytes) {
-                    self.counters.send_dropped.fetch_add(count, Ordering::Relaxed);
-                }
+                match link.send_media(Command::Datagrams(datagrams, bytes), bytes) {
+                    true => self.counters.handed_over.fetch_add(count, Ordering::Relaxed),
+                    false => self.counters.send_dropped.fetch_add(count, Ordering::Relaxed),
+                };
             }
         }
     }
