@@ -178,6 +178,8 @@ impl Collector for Scrape {
             family(&mut e, "sfu_outbound_queue_bytes", "Bytes waiting for the media port's socket.", Gauge, one(router.queued_bytes))?;
             let unclaimed = one(router.unclaimed);
             family(&mut e, "sfu_unclaimed_datagrams", "Datagrams on the media port no connection claimed.", Counter, unclaimed)?;
+            let refused = one(router.streams_refused);
+            family(&mut e, "sfu_refused_streams", "Streams refused to publishers past the most one may publish.", Counter, refused)?;
             let keyframes = one(router.keyframe_requests);
             family(&mut e, "sfu_keyframe_requests", "Keyframe requests (PLI) sent to publishers.", Counter, keyframes)?;
         }

@@ -260,4 +260,6 @@ pub struct RouterStats {
     pub unclaimed: u64,
     /// Datagrams a shard's socket received for another shard's connection.
     pub handed_over: u64,
+    /// Streams a publisher announced past the most one may publish.
+    pub streams_refused: u64,
 }

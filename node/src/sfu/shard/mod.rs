@@ -195,6 +195,8 @@ pub struct MediaCounters {
     pub unclaimed: AtomicU64,
     /// Datagrams handed to the shard that owns their connection.
     pub handed_over: AtomicU64,
+    /// Streams refused to a publisher past [`MAX_STREAMS`].
+    pub streams_refused: AtomicU64,
     pub queued_bytes: AtomicU64,
 }
 
@@ -210,6 +212,7 @@ impl MediaCounters {
             keyframe_requests,
             unclaimed: self.unclaimed.load(Ordering::Relaxed),
             handed_over: self.handed_over.load(Ordering::Relaxed),
+            streams_refused: self.streams_refused.load(Ordering::Relaxed),
         }
     }
 }
@@ -270,6 +273,8 @@ impl Shards {
                 counters: counters.clone(),
                 queue: SendQueue::default(),
                 touched: HashSet::new(),
+                incoming: Vec::new(),
+                draining: Vec::new(),
                 writable_interest: false,
                 reported_bytes: 0,
                 ufrags: ufrags.clone(),
@@ -450,6 +455,9 @@ pub struct Shard {
     queue: SendQueue,
     /// Connections with something to read or write since the last pass.
     touched: HashSet<u64>,
+    /// Buffers kept between passes: no allocation per read or per pass.
+    incoming: Vec<(SocketAddr, BytesMut)>,
+    draining: Vec<u64>,
     writable_interest: bool,
     /// What this shard last added to `counters.queued_bytes`.
     reported_bytes: u64,
@@ -460,6 +468,10 @@ pub struct Shard {
     handing: HashMap<usize, Vec<(SocketAddr, BytesMut)>>,
     speakers: Speakers,
 }
+
+/// Streams one connection may publish (audio, video, screen, and room for
+/// simulcast layers).
+const MAX_STREAMS: usize = 16;
 
 /// Remote addresses a shard remembers as another's before starting over.
 const MAX_FOREIGN: usize = 1 << 16;
@@ -497,7 +509,7 @@ impl Shard {
             // The socket, until it is empty or the budget is spent.
             let mut read = 0;
             while read < READ_BUDGET {
-                let mut incoming = Vec::new();
+                let mut incoming = std::mem::take(&mut self.incoming);
                 match self.socket.recv(|from, d| incoming.push((from, BytesMut::from(d)))) {
                     Ok(0) => break,
                     Ok(n) => read += n,
@@ -506,9 +518,10 @@ impl Shard {
                         break;
                     }
                 }
-                for (from, datagram) in incoming {
+                for (from, datagram) in incoming.drain(..) {
                     self.datagram(from, datagram, now);
                 }
+                self.incoming = incoming;
             }
             self.hand_over();
             // Timers due.
@@ -593,13 +606,16 @@ impl Shard {
             if self.touched.is_empty() {
                 break;
             }
-            let touched: Vec<u64> = self.touched.drain().collect();
-            for connection in touched {
+            let mut touched = std::mem::take(&mut self.draining);
+            touched.extend(self.touched.drain());
+            for &connection in &touched {
                 self.drain_peer(connection, batch, now);
                 if batch.metas.len() >= MAX_BATCH {
                     self.forward(batch, now);
                 }
             }
+            touched.clear();
+            self.draining = touched;
             if !batch.metas.is_empty() {
                 self.forward(batch, now);
             }
@@ -616,6 +632,14 @@ impl Shard {
                     (self.events)(ShardEvent::IceState(connection, state));
                 }
                 RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                    // Each stream costs every subscriber a track and the
+                    // node an offer: a publisher gets a few.
+                    if peer.inbound.len() >= MAX_STREAMS && !peer.inbound.contains_key(&init.track_id) {
+                        self.counters.streams_refused.fetch_add(1, Ordering::Relaxed);
+                        // Counted in the metrics; a log line each could flood.
+                        tracing::debug!(connection, "a publisher's stream refused: it has {MAX_STREAMS}");
+                        continue;
+                    }
                     let Some(mut receiver) = peer.pc.rtp_receiver(init.receiver_id) else { continue };
                     let kind = match receiver.track().kind() {
                         rtc::rtp_transceiver::rtp_sender::RtpCodecKind::Audio => MediaKind::Audio,
@@ -797,7 +821,7 @@ impl Shard {
 
     fn adopt(&mut self, connection: u64, room: String, pc: RTCPeerConnection, now: Instant) {
         let mut peer = Peer { pc, room, inbound: HashMap::new(), audio_level_id: None, timer: None };
-        self.register(connection, &peer.pc);
+        self.register(connection, local_ufrag(&peer.pc));
         let _ = peer.pc.handle_timeout(now);
         self.peers.insert(connection, peer);
         self.touched.insert(connection);
@@ -808,22 +832,23 @@ impl Shard {
         let peer = self.peers.get_mut(&connection)?;
         let mut link = PeerLink { pc: &mut peer.pc, local: self.socket.local, now, audio_level_id: &mut peer.audio_level_id };
         let result = f(&mut link);
-        let ufrag = local_ufrag(&peer.pc);
         // A new local description may carry a new ufrag (an ICE restart).
-        if let Some(ufrag) = ufrag {
-            self.mux.add(connection, &ufrag);
-            crate::runtime::lock(&self.ufrags).insert(ufrag, self.index);
-        }
+        let ufrag = local_ufrag(&peer.pc);
+        self.register(connection, ufrag);
         self.touched.insert(connection);
         Some(result)
     }
 
-    /// Makes `connection`'s ufrag known here and to the other shards.
-    fn register(&mut self, connection: u64, pc: &RTCPeerConnection) {
-        if let Some(ufrag) = local_ufrag(pc) {
-            self.mux.add(connection, &ufrag);
-            crate::runtime::lock(&self.ufrags).insert(ufrag, self.index);
+    /// Makes `connection`'s ufrag known here and to the other shards, in
+    /// place of the one an ICE restart replaced.
+    fn register(&mut self, connection: u64, ufrag: Option<String>) {
+        let Some(ufrag) = ufrag else { return };
+        let replaced = self.mux.add(connection, &ufrag);
+        let mut ufrags = crate::runtime::lock(&self.ufrags);
+        if let Some(old) = replaced {
+            ufrags.remove(&old);
         }
+        ufrags.insert(ufrag, self.index);
     }
 
     fn add_leg(&mut self, spec: LegSpec) {

@@ -45,14 +45,20 @@ impl<P> Default for Mux<P> {
 
 impl<P: Copy + Eq + Hash> Mux<P> {
     /// Registers `peer` under its local `ufrag` (again after an ICE restart:
-    /// the old ufrag goes, its addresses stay until ICE moves).
-    pub fn add(&mut self, peer: P, ufrag: &str) {
+    /// the old ufrag goes, its addresses stay until ICE moves). Returns the
+    /// ufrag it replaced.
+    pub fn add(&mut self, peer: P, ufrag: &str) -> Option<String> {
         let entry = self.of.entry(peer).or_insert_with(|| (String::new(), Vec::new()));
-        if !entry.0.is_empty() {
-            self.by_ufrag.remove(&entry.0);
+        if entry.0 == ufrag {
+            return None;
         }
-        entry.0 = ufrag.to_string();
+        let old = std::mem::replace(&mut entry.0, ufrag.to_string());
         self.by_ufrag.insert(ufrag.to_string(), peer);
+        if old.is_empty() {
+            return None;
+        }
+        self.by_ufrag.remove(&old);
+        Some(old)
     }
 
     /// Forgets `peer`: its ufrag and every address bound to it.
@@ -86,11 +92,6 @@ impl<P: Copy + Eq + Hash> Mux<P> {
         if self.by_address.get(&to) != Some(&peer) {
             self.bind(peer, to);
         }
-    }
-
-    /// Connections registered.
-    pub fn len(&self) -> usize {
-        self.of.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -209,8 +210,9 @@ mod tests {
     #[test]
     fn an_ice_restart_replaces_the_ufrag() {
         let mut mux = Mux::default();
-        mux.add(1u64, "old");
-        mux.add(1u64, "new");
+        assert_eq!(mux.add(1u64, "old"), None);
+        assert_eq!(mux.add(1u64, "new").as_deref(), Some("old"));
+        assert_eq!(mux.add(1u64, "new"), None, "the same again replaces nothing");
         assert_eq!(mux.route(at(5000), &request("old:x")), None);
         assert_eq!(mux.route(at(5000), &request("new:x")), Some(1));
     }
