@@ -14,17 +14,18 @@ pub enum StageKind {
 
 /// The version of the plugin contract (`package medianode:plugin@…` in
 /// plugins/sdk/wit/plugin.wit) this node runs. 0.2.0: frame headers cross
-/// the boundary packed (`flat-frames`).
-pub const CONTRACT_VERSION: &str = "0.2.0";
+/// the boundary packed (`flat-frames`); 0.3.0: simulcast layers in
+/// `forward`.
+pub const CONTRACT_VERSION: &str = "0.3.0";
 
 impl StageKind {
     /// Every kind with the WIT interface a plugin of that kind exports.
     pub const ALL: [(StageKind, &'static str); 5] = [
-        (StageKind::AudioDsp, "medianode:plugin/dsp@0.2.0"),
-        (StageKind::FrameTransform, "medianode:plugin/transform@0.2.0"),
-        (StageKind::PacketForwarding, "medianode:plugin/forward@0.2.0"),
-        (StageKind::Signaling, "medianode:plugin/signal@0.2.0"),
-        (StageKind::Encryption, "medianode:plugin/e2ee@0.2.0"),
+        (StageKind::AudioDsp, "medianode:plugin/dsp@0.3.0"),
+        (StageKind::FrameTransform, "medianode:plugin/transform@0.3.0"),
+        (StageKind::PacketForwarding, "medianode:plugin/forward@0.3.0"),
+        (StageKind::Signaling, "medianode:plugin/signal@0.3.0"),
+        (StageKind::Encryption, "medianode:plugin/e2ee@0.3.0"),
     ];
 
     /// The name used in configs, logs and errors.

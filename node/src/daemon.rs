@@ -91,6 +91,7 @@ pub fn run(file: Option<&Path>, options: &RunOptions) -> ExitCode {
         };
         let view = NodeView::default();
         view.add_stages(pipeline.stats().stages);
+        view.set_mix(pipeline.stats().mix);
         if let Some(running) = &serving {
             view.add_server(running);
         }

@@ -17,7 +17,8 @@ use std::time::Instant;
 
 /// The node on its built-in default pipeline (the SFU and its page), on a
 /// free port.
-async fn default_node() -> medianode::server::Running {
+/// The built-in default pipeline's node on a free port.
+pub(crate) async fn default_node() -> medianode::server::Running {
     let mut config = medianode::config::default_pipeline().unwrap_or_else(|e| panic!("{e}"));
     if let Some(server) = config.server.as_mut() {
         server.listen.set_port(0);

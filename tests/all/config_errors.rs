@@ -438,6 +438,19 @@ fn a_plugin_of_another_contract_version_is_refused_by_name() {
         other => panic!("expected a refusal, got {other:?}"),
     };
     let shown = e.to_string();
-    assert!(shown.contains("medianode:plugin@0.1.0") && shown.contains("medianode:plugin@0.2.0"), "{shown}");
+    assert!(shown.contains("medianode:plugin@0.1.0") && shown.contains("medianode:plugin@0.3.0"), "{shown}");
     assert_eq!(e.first().line, SOURCE.lines().count() + 3, "{shown}");
+}
+
+const ROOM_SINK: &str = "[[sink]]\nid = \"out\"\nkind = \"null\"\ninputs = [\"everyone\"]\n";
+
+#[test]
+fn a_room_source_without_a_client() {
+    expect(&format!("[[source]]\nid = \"everyone\"\nkind = \"room\"\n{ROOM_SINK}"), "a room source needs a [client]", 1, 1);
+}
+
+#[test]
+fn a_room_source_of_three_channels() {
+    let text = format!("{CLIENT}[[source]]\nid = \"everyone\"\nkind = \"room\"\nchannels = 3\n{ROOM_SINK}");
+    expect(&text, "a room source mixes 1 or 2 channels", 8, 12);
 }

@@ -8,7 +8,7 @@
 use crate::common::runtime;
 use crate::webrtc_peers::{Seen, node, peer};
 use medianode::edge::Edge;
-use medianode::pipeline::Pipeline;
+use medianode::pipeline::{Pipeline, PipelineStats};
 use medianode::runtime::Items;
 use medianode::runtime::bindings::{FrameBatch, FrameInfo};
 use medianode::supervisor::crash_report::CrashReporter;
@@ -24,6 +24,8 @@ pub(crate) struct EdgeNode {
     thread: Option<std::thread::JoinHandle<()>>,
     /// What its channel sink (if any) received.
     channel: Option<mpsc::Receiver<Items>>,
+    /// Its pipeline's stats (a room source's mix among them).
+    pub(crate) stats: PipelineStats,
 }
 
 impl EdgeNode {
@@ -41,7 +43,7 @@ impl EdgeNode {
                 let (edge, ports) = medianode::edge::start(runtime(), &config, &reporter).unwrap_or_else(|e| panic!("{e}"));
                 let mut pipeline = Pipeline::build_with(runtime(), &config, &reporter, Some(ports)).unwrap_or_else(|e| panic!("{e}"));
                 let channel = pipeline.take_channel("plain");
-                let _ = ready_tx.send((edge, channel));
+                let _ = ready_tx.send((edge, channel, pipeline.stats()));
                 let mut until_stopped = stopped.clone();
                 let _ = pipeline.run(async move { drop(until_stopped.wait_for(|s| *s).await) }).await;
                 // A source that ended (a WAV file) does not end the node:
@@ -49,8 +51,8 @@ impl EdgeNode {
                 let _ = stopped.wait_for(|s| *s).await;
             });
         });
-        let (edge, channel) = ready_rx.recv_timeout(Duration::from_secs(30)).expect("the edge node starts");
-        EdgeNode { edge, stop, thread: Some(thread), channel }
+        let (edge, channel, stats) = ready_rx.recv_timeout(Duration::from_secs(30)).expect("the edge node starts");
+        EdgeNode { edge, stop, thread: Some(thread), channel, stats }
     }
 
     /// Stops the pipeline (its WAV sink finishes its file).
@@ -282,4 +284,105 @@ async fn a_trapping_e2ee_plugin_mid_call_leaks_nothing_and_loses_one_frame_per_t
     let correlation = best_correlation(&speech_48k(&speech), &samples(&bob_wav));
     eprintln!("bob, with {faults} traps at alice: {} one-frame gaps, correlation {correlation:.3}", gaps.len());
     assert!(correlation > 0.8, "bob's audio correlates {correlation:.3} with alice's speech");
+}
+
+/// A publisher of a tone (Opus, sealed); its plaintext frames also go to a
+/// channel sink (`plain`).
+fn tone(url: &str, user: &str, frequency: u32) -> String {
+    format!(
+        "[pipeline]\nname = \"{user}\"\npace = \"realtime\"\n\n{}[[source]]\nid = \"tone\"\nkind = \"tone\"\nfrequency = {frequency}\namplitude = 0.3\n\n\
+         [[stage]]\nid = \"opus\"\nbuiltin = \"opus-encoder\"\ninputs = [\"tone\"]\n\n\
+         [[sink]]\nid = \"room\"\nkind = \"publish\"\ninputs = [\"opus\"]\n\n\
+         [[sink]]\nid = \"plain\"\nkind = \"channel\"\ninputs = [\"opus\"]\ncapacity = 100000\n",
+        client(url, user, "stock:e2ee", "{}")
+    )
+}
+
+/// The power of `frequency` Hz in 48 kHz `samples` (Goertzel), normalized.
+fn power(samples: &[f32], frequency: f64) -> f64 {
+    let w = std::f64::consts::TAU * frequency / 48_000.0;
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for &x in samples {
+        let s = f64::from(x) + 2.0 * w.cos() * s1 - s2;
+        (s2, s1) = (s1, s);
+    }
+    (s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2) / (samples.len() as f64).powi(2)
+}
+
+/// Three publishers, each a tone of its own, in an encrypted room; an edge
+/// node with a `room` source writes the mix: the last second of its file
+/// holds all three tones, its levels name all three publishers, and the
+/// SFU forwarded only ciphertext.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_node_mixes_three_encrypted_publishers_and_hears_every_tone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = node("forward", "{}").await;
+    let url = format!("ws://{}/ws", node.server.addr);
+    let wav = dir.path().join("mix.wav");
+    let ear = format!(
+        "[pipeline]\nname = \"ear\"\npace = \"realtime\"\n\n{}[[source]]\nid = \"everyone\"\nkind = \"room\"\n\n\
+         [[sink]]\nid = \"out\"\nkind = \"wav\"\ninputs = [\"everyone\"]\npath = {:?}\n",
+        client(&url, "ear", "stock:e2ee", "{}"),
+        wav.display().to_string()
+    );
+    let mut ear = EdgeNode::start(ear, dir.path());
+    until("the listener's group", Duration::from_secs(20), || agreed(&[&ear.edge], 1).is_some()).await;
+    let observer = peer(&node, "call", "observer", false).await;
+    let tones = [("low", 400), ("mid", 1000), ("high", 2500)];
+    let mut publishers: Vec<EdgeNode> = tones.iter().map(|(user, hz)| EdgeNode::start(tone(&url, user, *hz), dir.path())).collect();
+    until("all four agree", Duration::from_secs(30), || {
+        let edges: Vec<&Edge> = publishers.iter().map(|p| &p.edge).chain([&ear.edge]).collect();
+        agreed(&edges, 4).is_some()
+    })
+    .await;
+
+    // Every publisher is heard: the mix has three voices, each loud.
+    let mix = ear.stats.mix.clone().expect("a room source's mix");
+    let loud = || {
+        let levels = mix.levels();
+        levels.len() == 3 && levels.iter().all(|l| l.level_dbfs > -20.0)
+    };
+    until("three voices in the mix", Duration::from_secs(20), loud).await;
+    let heard = |seen: &Seen| seen.payloads.lock().expect("lock").len() >= 600;
+    observer.seen.until("2 s of three publishers", Duration::from_secs(20), heard).await;
+    let levels = mix.levels();
+    eprintln!("mix levels: {levels:?}");
+    let mut names: Vec<&str> = levels.iter().map(|l| l.publisher.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["high", "low", "mid"]);
+    for level in &levels {
+        // A 0.3 sine is -13.5 dBFS RMS.
+        assert!((-17.0..-10.0).contains(&level.level_dbfs), "{level:?}");
+    }
+    // And in the edge node's /metrics.
+    let view = medianode::admin::NodeView::default();
+    view.set_mix(Some(mix.clone()));
+    let metrics = medianode::admin::metrics::render(&view).await;
+    for line in ["medianode_edge_mixed_publishers 3", "medianode_edge_publisher_level_dbfs{publisher=\"mid\"} -1"] {
+        assert!(metrics.contains(line), "no {line:?} in\n{metrics}");
+    }
+    ear.stop();
+    for publisher in &mut publishers {
+        publisher.stop();
+    }
+
+    // The last second of the mix holds each tone far above the spectrum
+    // between them.
+    let got = samples(&wav);
+    assert!(got.len() >= 96_000, "the mix wrote {} samples", got.len());
+    let last = &got[got.len() - 48_000..];
+    let between = [700.0, 1700.0, 3300.0].map(|f| power(last, f)).into_iter().fold(0.0, f64::max);
+    for (user, hz) in tones {
+        let p = power(last, f64::from(hz));
+        eprintln!("{user} ({hz} Hz): {:.1} dB over the strongest in-between frequency", 10.0 * (p / between).log10());
+        assert!(p > 100.0 * between, "{user}'s {hz} Hz is {p:e}, in-between {between:e}");
+    }
+    let peak = last.iter().fold(0.0f32, |m, s| m.max(s.abs()));
+    assert!(peak < 0.9, "the mix peaks at {peak}");
+
+    // The SFU forwarded only ciphertext.
+    let plain: Vec<Vec<u8>> = publishers.iter_mut().flat_map(drain).flat_map(|items| frames_of(&items)).collect();
+    let observed = observer.seen.payloads.lock().expect("lock").clone();
+    assert!(plain.len() > 600 && observed.len() >= 600, "{} plaintext frames, {} observed packets", plain.len(), observed.len());
+    assert_eq!(leaked(&plain, &observed), 0, "a publisher's plaintext Opus showed up in forwarded packets");
 }

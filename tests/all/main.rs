@@ -26,5 +26,6 @@ mod restart_policy;
 mod sfu;
 mod signaling;
 mod signaling_server;
+mod simulcast;
 mod tutorial;
 mod webrtc_peers;

@@ -71,28 +71,47 @@ async fn datagrams_that_land_on_another_shard_are_handed_over() {
 /// subscriber keeps receiving; loss is bounded by one batch per trap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forwarding_plugin_trap_drops_no_participant() {
-    faulty_forwarding_costs_a_batch_per_fault(r#"{"panic-every": 500}"#, 4).await;
+    faulty_forwarding_costs_a_batch_per_fault(r#"{"panic-every": 500}"#, 3).await;
 }
 
 /// A forwarding plugin that hangs (every 500th packet, until its deadline,
 /// 100 ms here, ends it) runs on the media shards' own threads: each hang
 /// stalls a shard for the deadline and loses the batch it was deciding,
-/// and media goes on around it. (It sees 3 or 4 multiples of 500: packets
-/// dropped while no instance served, fail-closed, it never sees.)
+/// and media goes on around it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forwarding_plugin_that_hangs_costs_its_deadline_and_a_batch() {
     faulty_forwarding_costs_a_batch_per_fault(r#"{"panic-every": 500, "hang": true}"#, 3).await;
 }
 
-/// 2000 packets through `stock:faulty-forward` with `config`: at least
-/// `faults` faults, each losing at most one batch, nobody dropped.
+/// 1800 packets through `stock:faulty-forward` with `config` (failing
+/// every 500th packet it sees): at least `faults` faults, each losing at
+/// most one batch, nobody dropped. The plugin counts only the packets it
+/// sees (not those dropped while no instance served), so its next fault
+/// may come up to a few batches late: the 50-packet burst at the end stays
+/// well clear of its 2000th.
 async fn faulty_forwarding_costs_a_batch_per_fault(config: &str, faults: u64) {
     let node = node("faulty-forward", config).await;
     let publisher = peer(&node, "room", "pub", true).await;
     let subscribers = vec![peer(&node, "room", "a", false).await, peer(&node, "room", "b", false).await];
-    const N: u16 = 2000;
+    const N: u16 = 1800;
     let least = u64::from(N) - 4 * router::MAX_BATCH as u64;
-    let received = stream_to(&publisher, &subscribers, 1, N, Duration::from_millis(1), least).await;
+    publisher.connected().await;
+    for s in &subscribers {
+        s.connected().await;
+    }
+    until_flowing(&publisher, &subscribers).await;
+    let before = node.sfu.stats().packets_in;
+    publisher.send_tagged(1, 0, N, Duration::from_millis(1)).await;
+    // Every packet decided and an instance serving: the burst below meets
+    // a settled stage.
+    let decided = || node.sfu.stats().packets_in >= before + u64::from(N);
+    crate::edge_nodes::until("every packet decided", ARRIVAL, decided).await;
+    let serving = || node.forward.status.lock().is_ok_and(|s| s.state == medianode::runtime::StageState::Serving);
+    crate::edge_nodes::until("the stage serving again", ARRIVAL, serving).await;
+    for s in &subscribers {
+        s.seen.until("the stream to arrive", ARRIVAL, |seen| seen.tagged(1) >= least).await;
+    }
+    let received: Vec<u64> = subscribers.iter().map(|s| s.seen.tagged(1)).collect();
     let seen = node.forward.metrics.faults.load(Ordering::Relaxed);
     assert!(seen >= faults, "the plugin failed {seen} times");
     for got in received {
@@ -248,7 +267,7 @@ async fn keyframe_requests_are_relayed_to_the_publisher() {
     publisher.seen.until("the join's keyframe request", ARRIVAL, asked).await;
     let before = publisher.seen.keyframe_requests.load(Ordering::Relaxed);
     let ssrc = *video_track.ssrcs().await.first().expect("an ssrc");
-    // Requests closer than `keyframes::MIN_INTERVAL` to the last one are
+    // Requests closer than `feedback::MIN_INTERVAL` to the last one are
     // merged, so the subscriber asks until one gets through, as a decoder
     // waiting for a keyframe would.
     let relayed = |seen: &Seen| seen.keyframe_requests.load(Ordering::Relaxed) > before;
@@ -316,6 +335,8 @@ async fn bad_media_messages_get_error_replies() {
         (json!({"type": "answer", "sdp": "v=0"}), "bad-media"),
         (json!({"type": "candidate", "candidate": {"candidate": "nonsense"}}), "bad-media"),
         (json!({"type": "candidate", "candidate": 7}), "bad-media"),
+        (json!({"type": "quality", "video": "ultra"}), "bad-media"),
+        (json!({"type": "quality"}), "bad-media"),
     ] {
         say(&mut ws, bad.clone()).await;
         let reply = next(&mut ws).await;

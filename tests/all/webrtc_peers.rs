@@ -4,7 +4,7 @@
 
 use crate::common::stock_stage;
 use futures_util::{SinkExt, StreamExt};
-use medianode::peer::{self, PeerOptions, keyframes};
+use medianode::peer::{self, PeerOptions, feedback};
 use medianode::sfu::router::PluginDecider;
 use medianode::sfu::{Sfu, SfuOptions};
 use medianode::signaling::connections::Connections;
@@ -259,7 +259,7 @@ async fn endpoint(user: &str, publish: bool, video: bool, out: mpsc::UnboundedSe
             let (counting, seen) = (track.clone(), seen.clone());
             tokio::spawn(async move {
                 while let Some(TrackLocalEvent::OnRtcpPacket(packets)) = counting.poll().await {
-                    let n = packets.iter().filter(|p| keyframes::is_keyframe_request(p.as_ref())).count();
+                    let n = packets.iter().filter(|p| feedback::is_keyframe_request(p.as_ref())).count();
                     seen.keyframe_requests.fetch_add(n as u64, Ordering::Relaxed);
                     seen.changed.notify_waiters();
                 }

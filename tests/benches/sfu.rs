@@ -45,11 +45,13 @@ fn decisions() {
             marker: false,
             size: 120,
             audio_level: Some(30),
+            layer: None,
+            keyframe: false,
         })
         .collect();
     let mut per_packet = Vec::new();
     for (name, decider) in &mut deciders {
-        let mut out = ForwardBatch { counts: Vec::new(), subscribers: Vec::new() };
+        let mut out = ForwardBatch { counts: Vec::new(), subscribers: Vec::new(), keyframes: Vec::new() };
         let rounds = 20_000;
         let started = Instant::now();
         for _ in 0..rounds {

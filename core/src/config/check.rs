@@ -173,7 +173,11 @@ pub(super) fn check(file: Arc<SourceFile>) -> Result<(PipelineConfig, Vec<Config
 
     // The room's media exists only on an edge node.
     if raw.client.is_none() {
-        let roomy = sources.iter().filter(|s| matches!(s.kind, SourceKind::Subscribe { .. })).map(|s| (s.span.clone(), "subscribe source"));
+        let roomy = sources.iter().filter_map(|s| match s.kind {
+            SourceKind::Subscribe { .. } => Some((s.span.clone(), "subscribe source")),
+            SourceKind::Room { .. } => Some((s.span.clone(), "room source")),
+            _ => None,
+        });
         let roomy = roomy.chain(sinks.iter().filter(|s| s.kind == SinkKind::Publish).map(|s| (s.span.clone(), "publish sink")));
         for (span, what) in roomy {
             cx.report(cx.err_at(span, format!("a {what} needs a [client]"), "add a [client] table naming the SFU node, room and user"));

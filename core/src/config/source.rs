@@ -36,10 +36,14 @@ pub enum SourceKind {
     /// The frames an edge node receives from `publisher` (opened by its
     /// E2EE stage): needs a `[client]`.
     Subscribe { publisher: String },
+    /// Everyone an edge node hears: each publisher's Opus decoded, mixed
+    /// with a limiter, one block of `channels` per tick: needs a
+    /// `[client]`.
+    Room { channels: u8 },
 }
 
 /// Every `kind`, for errors.
-const KINDS: &str = "tone, sweep, wav, device, frames, subscribe";
+const KINDS: &str = "tone, sweep, wav, device, frames, subscribe, room";
 
 impl SourceKind {
     /// The `kind` as written in pipeline files.
@@ -51,6 +55,7 @@ impl SourceKind {
             SourceKind::Device { .. } => "device",
             SourceKind::Frames { .. } => "frames",
             SourceKind::Subscribe { .. } => "subscribe",
+            SourceKind::Room { .. } => "room",
         }
     }
 
@@ -69,6 +74,7 @@ impl SourceKind {
             "device" => ["device", "channels"].contains(&key),
             "frames" => ["size", "per-tick"].contains(&key),
             "subscribe" => key == "publisher",
+            "room" => key == "channels",
             _ => true,
         }
     }
@@ -165,6 +171,13 @@ pub(super) fn check(cx: &Cx, raw: &Spanned<RawSource>) -> Option<SourceConfig> {
                 cx.report(cx.err(&s.kind, "a subscribe source needs `publisher`", "name whose audio to take, e.g. publisher = \"alice\""));
                 return None;
             }
+        },
+        "room" => match &s.channels {
+            Some(c) if !(1..=2).contains(c.get_ref()) => {
+                cx.report(cx.err(c, "a room source mixes 1 or 2 channels", "use channels = 1 (mono) or 2 (stereo)"));
+                return None;
+            }
+            other => SourceKind::Room { channels: other.as_ref().map_or(1, |c| *c.get_ref()) },
         },
         other => {
             cx.report(cx.err(&s.kind, format!("unknown source kind `{other}`"), format!("source kinds are: {KINDS}")));

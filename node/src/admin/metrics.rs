@@ -11,10 +11,12 @@
 //! gauge per state), `plugin_value` (a plugin's own counters and gauges,
 //! labels `stage` and `name`, within the series budget of
 //! [`crate::runtime::MAX_METRIC_SERIES`]), `sfu_*`, `signaling_*`,
+//! `edge_*` (an edge node's room mix: label `publisher` on levels),
 //! `process_*` and `tokio_tasks`.
 
 use super::process::{self, ProcessSample};
 use super::view::NodeView;
+use crate::io::mix::MixStats;
 use crate::runtime::{StageShared, StageState};
 use crate::sfu::RoomView;
 use crate::sfu::router::RouterStats;
@@ -38,6 +40,7 @@ struct Scrape {
     stages: Vec<Arc<StageShared>>,
     sfu: Option<(RouterStats, Vec<RoomView>)>,
     signaling: Option<(usize, Arc<SignalingCounters>)>,
+    mix: Option<Arc<MixStats>>,
     process: ProcessSample,
     alerts: Vec<Limit>,
 }
@@ -52,6 +55,7 @@ pub async fn render(view: &NodeView) -> String {
         stages: view.stages(),
         sfu,
         signaling: view.signaling().map(|(connections, counters)| (connections.len(), counters)),
+        mix: view.mix(),
         process: process::sample_off_async().await,
         alerts: view.alerts().iter().map(|c| c.limit).collect(),
     };
@@ -182,6 +186,8 @@ impl Collector for Scrape {
             family(&mut e, "sfu_refused_streams", "Streams refused to publishers past the most one may publish.", Counter, refused)?;
             let keyframes = one(router.keyframe_requests);
             family(&mut e, "sfu_keyframe_requests", "Keyframe requests (PLI) sent to publishers.", Counter, keyframes)?;
+            let switches = one(router.layer_switches);
+            family(&mut e, "sfu_layer_switches", "Times a subscriber moved to another simulcast layer of a stream.", Counter, switches)?;
         }
         if let Some((connections, c)) = &self.signaling {
             family(&mut e, "signaling_connections", "Open signaling WebSockets.", Gauge, [(Labels::new(), *connections as u64)])?;
@@ -205,6 +211,27 @@ impl Collector for Scrape {
             let refused = [("too-big", &c.too_big), ("rate-limited", &c.rate_limited), ("busy", &c.busy), ("binary", &c.binary)]
                 .map(|(code, n)| (vec![("code", code.to_string())], get(n)));
             family(&mut e, "signaling_refused", "Messages the host refused, by error code.", Counter, refused)?;
+        }
+        if let Some(mix) = &self.mix {
+            let voices = mix.levels();
+            family(
+                &mut e,
+                "edge_mixed_publishers",
+                "Publishers in an edge node's room mix.",
+                Gauge,
+                [(Labels::new(), voices.len() as u64)],
+            )?;
+            let levels = voices.iter().map(|v| (vec![("publisher", v.publisher.clone())], v.level_dbfs));
+            family(&mut e, "edge_publisher_level_dbfs", "Each mixed publisher's level (RMS over a second).", Gauge, levels)?;
+            let counts = [
+                ("edge_mix_underruns", "Times a publisher's audio ran dry in the mix.", &mix.underruns),
+                ("edge_mix_overflow_samples", "Samples dropped from publishers that sent more than the mix holds.", &mix.overflow_samples),
+                ("edge_mix_refused_frames", "Frames of publishers past the most the mix takes.", &mix.refused_frames),
+                ("edge_mix_limited_blocks", "Mixed blocks the limiter turned down.", &mix.limited_blocks),
+            ];
+            for (name, help, n) in counts {
+                family(&mut e, name, help, Counter, [(Labels::new(), get(n))])?;
+            }
         }
         let p = &self.process;
         family(&mut e, "process_resident_memory_bytes", "Resident memory.", Gauge, [(Labels::new(), p.rss_bytes)])?;

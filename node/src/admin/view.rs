@@ -26,6 +26,8 @@ struct Inner {
     stages: Mutex<Vec<Arc<StageShared>>>,
     sfu: Mutex<Option<Sfu>>,
     signaling: Mutex<Option<(Connections, Arc<SignalingCounters>)>>,
+    /// An edge node's room mix.
+    mix: Mutex<Option<Arc<crate::io::mix::MixStats>>>,
     /// The system monitor's alerts up now (empty: healthy).
     alerts: Mutex<Vec<Change>>,
     /// A drain was asked for (`POST /drain`, or a signal).
@@ -59,6 +61,15 @@ impl NodeView {
         self.add_stages(running.stages.iter().cloned());
         *lock(&self.inner.sfu) = Some(running.sfu.clone());
         *lock(&self.inner.signaling) = Some((running.server.connections.clone(), running.server.counters.clone()));
+    }
+
+    /// An edge node's room source.
+    pub fn set_mix(&self, mix: Option<Arc<crate::io::mix::MixStats>>) {
+        *lock(&self.inner.mix) = mix;
+    }
+
+    pub fn mix(&self) -> Option<Arc<crate::io::mix::MixStats>> {
+        lock(&self.inner.mix).clone()
     }
 
     pub fn set_alerts(&self, alerts: Vec<Change>) {

@@ -15,10 +15,9 @@
 //! [`medianode_core::config::builtin`].
 
 use super::BuiltinStage;
-use crate::io::SAMPLE_RATE;
 use crate::runtime::AudioBatch;
-use crate::runtime::Items;
 use crate::runtime::bindings::{BlockInfo, FrameBatch, FrameInfo};
+use crate::runtime::{Items, SAMPLE_RATE};
 pub use medianode_core::config::builtin::{DecoderConfig, EncoderConfig, OpusApplication};
 
 /// The largest packet libopus writes for one frame.
@@ -140,10 +139,9 @@ impl OpusDecoder {
     }
 }
 
-impl BuiltinStage for OpusDecoder {
-    fn process(&mut self, items: Items) -> Items {
-        let mut out = AudioBatch::new();
-        let Items::Frames(batch) = items else { return Items::Audio(out) };
+impl OpusDecoder {
+    /// Decodes `batch` onto `out` (losses concealed, late packets dropped).
+    pub fn decode_into(&mut self, batch: &FrameBatch, out: &mut AudioBatch) {
         for (info, packet) in batch.iter() {
             let sequence = info.sequence;
             if let Some(next) = self.next {
@@ -154,14 +152,23 @@ impl BuiltinStage for OpusDecoder {
                 let missing = sequence - next;
                 if missing > 0 && missing <= MAX_CONCEALED {
                     for lost in next..sequence - 1 {
-                        self.decode(None, false, lost, &mut out);
+                        self.decode(None, false, lost, out);
                     }
                     // The block just before this packet can come from its FEC.
-                    self.decode(Some(packet), self.config.fec, sequence - 1, &mut out);
+                    self.decode(Some(packet), self.config.fec, sequence - 1, out);
                 }
             }
-            self.decode(Some(packet), false, sequence, &mut out);
+            self.decode(Some(packet), false, sequence, out);
             self.next = Some(sequence + 1);
+        }
+    }
+}
+
+impl BuiltinStage for OpusDecoder {
+    fn process(&mut self, items: Items) -> Items {
+        let mut out = AudioBatch::new();
+        if let Items::Frames(batch) = items {
+            self.decode_into(&batch, &mut out);
         }
         Items::Audio(out)
     }

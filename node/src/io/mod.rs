@@ -3,6 +3,7 @@
 //! plugins.
 
 pub mod device;
+pub mod mix;
 mod sinks;
 mod sources;
 pub mod wav;
@@ -10,5 +11,4 @@ pub mod wav;
 pub use sinks::{Sink, SinkStats};
 pub use sources::Source;
 
-/// The node's audio format: 48 kHz.
-pub const SAMPLE_RATE: u32 = 48_000;
+pub use crate::runtime::SAMPLE_RATE;

@@ -1,11 +1,13 @@
 //! Sources: a sine tone, a sine sweep, a WAV file, an audio input device,
-//! and numbered frames.
+//! numbered frames, and an edge node's room (one publisher's frames, or
+//! everyone mixed: [`super::mix`]).
 //!
 //! Each can mark every Nth item as poison (a NaN sample, or a payload that
 //! starts with `poison`), which is how tests and demos exercise quarantine.
 
 use super::SAMPLE_RATE;
 use super::device::DeviceInput;
+use super::mix::{MixStats, RoomMix};
 use super::wav::{self, Pcm};
 use crate::runtime::AudioBatch;
 use crate::runtime::Items;
@@ -64,6 +66,13 @@ enum Generator {
         publisher: String,
         from: tokio::sync::mpsc::Receiver<(String, FrameBatch)>,
     },
+    /// Everything an edge node receives, decoded and mixed.
+    Room {
+        mix: Box<RoomMix>,
+        from: tokio::sync::mpsc::Receiver<(String, FrameBatch)>,
+        /// What arrived this tick (kept: its room is reused).
+        arrived: Vec<(String, FrameBatch)>,
+    },
 }
 
 /// The most blocks a device source hands on in one tick: enough to catch
@@ -90,7 +99,9 @@ impl Source {
             SourceKind::Wav { path, channels, .. } => Generator::Wav { pcm: wav::load(path, *channels)?, position: 0 },
             SourceKind::Device { device, channels } => Generator::Device(DeviceInput::open(device.as_deref(), *channels)?),
             SourceKind::Frames { size, per_tick } => Generator::Frames { size: *size, per_tick: *per_tick },
-            SourceKind::Subscribe { .. } => return Err("a subscribe source needs an edge node's media (a [client])".into()),
+            SourceKind::Subscribe { .. } | SourceKind::Room { .. } => {
+                return Err(format!("a {} source needs an edge node's media (a [client])", config.kind.name()));
+            }
         };
         Ok(Source {
             generator,
@@ -106,14 +117,25 @@ impl Source {
     /// A subscribe source: the frames of `publisher` among those the edge
     /// node's media hands over through `from`.
     pub fn subscribe(publisher: &str, from: tokio::sync::mpsc::Receiver<(String, FrameBatch)>) -> Source {
-        Source {
-            generator: Generator::Subscribe { publisher: publisher.to_string(), from },
-            remaining: None,
-            poison_every: None,
-            next_sequence: 0,
-            frames_per_tick: 0,
-            scratch: Vec::new(),
-            spare: None,
+        Source::endless(Generator::Subscribe { publisher: publisher.to_string(), from })
+    }
+
+    /// A room source: everyone the edge node's media hands over through
+    /// `from`, decoded and mixed into one block of `channels` per `tick`.
+    pub fn room(channels: u8, tick: Duration, from: tokio::sync::mpsc::Receiver<(String, FrameBatch)>) -> Source {
+        Source::endless(Generator::Room { mix: Box::new(RoomMix::new(channels, tick)), from, arrived: Vec::new() })
+    }
+
+    /// A source fed from outside (an edge node's media): no count, no poison.
+    fn endless(generator: Generator) -> Source {
+        Source { generator, remaining: None, poison_every: None, next_sequence: 0, frames_per_tick: 0, scratch: Vec::new(), spare: None }
+    }
+
+    /// A room source's levels and counts.
+    pub fn mix_stats(&self) -> Option<std::sync::Arc<MixStats>> {
+        match &self.generator {
+            Generator::Room { mix, .. } => Some(mix.stats().clone()),
+            _ => None,
         }
     }
 
@@ -121,6 +143,18 @@ impl Source {
     pub fn produce(&mut self) -> Option<Items> {
         if let Generator::Subscribe { publisher, from } = &mut self.generator {
             return subscribed(publisher, from);
+        }
+        if let Generator::Room { mix, from, arrived } = &mut self.generator {
+            for _ in 0..MAX_ARRIVED {
+                match from.try_recv() {
+                    Ok(one) => arrived.push(one),
+                    Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
+                    Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => return None,
+                }
+            }
+            let mut batch = self.spare.take().unwrap_or_default();
+            mix.tick(arrived.drain(..), &mut batch);
+            return Some(Items::Audio(batch));
         }
         if let Generator::Frames { size, per_tick } = self.generator {
             return self.frames(size, per_tick);
@@ -190,7 +224,7 @@ impl Source {
                 *position = end;
                 pcm.channels
             }
-            Generator::Device(_) | Generator::Frames { .. } | Generator::Subscribe { .. } => 0,
+            Generator::Device(_) | Generator::Frames { .. } | Generator::Subscribe { .. } | Generator::Room { .. } => 0,
         }
     }
 
@@ -254,11 +288,14 @@ impl Source {
     }
 }
 
-/// Whatever arrived from `publisher` since the last tick (at most a few
-/// hundred frames: a backlog beyond that waits for the next tick).
+/// The most packets a subscribe or room source takes in one tick: a
+/// backlog beyond that waits for the next.
+const MAX_ARRIVED: usize = 256;
+
+/// Whatever arrived from `publisher` since the last tick.
 fn subscribed(publisher: &str, from: &mut tokio::sync::mpsc::Receiver<(String, FrameBatch)>) -> Option<Items> {
     let mut out = FrameBatch { frames: Vec::new(), payloads: Vec::new() };
-    for _ in 0..256 {
+    for _ in 0..MAX_ARRIVED {
         match from.try_recv() {
             Ok((who, batch)) if who == publisher => {
                 out.frames.extend(batch.frames);

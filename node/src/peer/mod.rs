@@ -5,11 +5,14 @@
 //! (Opus, VP8, ...), the audio-level header extension (RFC 6464) that
 //! active-speaker detection reads, the default interceptors (NACK
 //! responder and generator, sender and receiver reports, TWCC), optionally
-//! the [`keyframes`] interceptor last so that PLI and FIR reach the
-//! application, ICE timeouts, and one UDP address to gather candidates on.
+//! the [`feedback`] interceptor last so that PLI, FIR and bandwidth
+//! estimates reach the application, ICE timeouts, and one UDP address to
+//! gather candidates on. The SFU's connections also estimate the bandwidth
+//! to each subscriber ([`with_congestion_control`]).
 //! What differs between users is the event handler and [`PeerOptions`].
 
-pub mod keyframes;
+pub mod feedback;
+pub mod unacked;
 
 use rtc::interceptor::{Registry, Slot};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
@@ -55,10 +58,28 @@ pub fn engine(keyframe_requests: bool) -> Result<(MediaEngine, Registry), String
     media.register_header_extension(level, RtpCodecKind::Audio, None).map_err(|e| format!("audio level extension: {e}"))?;
     let mut registry = register_default_interceptors(Registry::new(), &mut media).map_err(|e| format!("interceptors: {e}"))?;
     if keyframe_requests {
-        registry = registry.with(Slot::from(keyframes::SLOT), keyframes::KeyframeRequests::default());
+        registry = registry.with(Slot::from(feedback::SLOT), feedback::FeedbackToApplication::default());
     }
     Ok((media, registry))
 }
+
+/// Adds send-side bandwidth estimation: transport-wide sequence numbers on
+/// what leaves, and Google Congestion Control over the remote's feedback
+/// (its estimate reaches the application through [`feedback`]). No pacer:
+/// the SFU forwards as packets come, and chooses what to send by the
+/// estimate instead (simulcast layers).
+pub fn with_congestion_control(registry: Registry) -> Registry {
+    use rtc::interceptor::{CongestionControlBuilder, Gcc, TwccSenderBuilder};
+    // Start where a video call is comfortable: a link that cannot carry it
+    // shows within a few round trips, and the estimate drops to what it can.
+    let gcc = Gcc::new(INITIAL_ESTIMATE, 100_000.0, 100_000_000.0);
+    registry
+        .with(Slot::CongestionControl, CongestionControlBuilder::new(gcc).build())
+        .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+}
+
+/// Bits per second a new connection's estimate starts from.
+pub const INITIAL_ESTIMATE: f64 = 1_000_000.0;
 
 /// Opens a peer connection whose events go to `handler`.
 pub async fn open(options: &PeerOptions, handler: Arc<dyn PeerConnectionEventHandler>) -> Result<Arc<dyn PeerConnection>, String> {

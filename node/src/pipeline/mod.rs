@@ -123,11 +123,16 @@ struct Node {
     readers: usize,
 }
 
+/// Why a second subscribe or room source cannot be built.
+const ONE_ROOM_SOURCE: &str = "a node has one subscribe or room source, fed by its [client]";
+
 /// Live views of a pipeline's stages and sinks, usable while it runs.
 #[derive(Clone, Default)]
 pub struct PipelineStats {
     pub stages: Vec<Arc<StageShared>>,
     pub sinks: Vec<(String, Arc<SinkStats>)>,
+    /// A room source's mix: its voices' levels and counts.
+    pub mix: Option<Arc<crate::io::mix::MixStats>>,
 }
 
 impl PipelineStats {
@@ -291,7 +296,11 @@ impl Pipeline {
             let made = match &source.kind {
                 SourceKind::Subscribe { publisher } => match ports.as_mut().and_then(|p| p.subscribe.take()) {
                     Some(from) => Ok(Source::subscribe(publisher, from)),
-                    None => Err("a node has one subscribe source, fed by its [client]".to_string()),
+                    None => Err(ONE_ROOM_SOURCE.to_string()),
+                },
+                SourceKind::Room { channels } => match ports.as_mut().and_then(|p| p.subscribe.take()) {
+                    Some(from) => Ok(Source::room(*channels, config.tick, from)),
+                    None => Err(ONE_ROOM_SOURCE.to_string()),
                 },
                 _ => Source::new(source, config.tick),
             };
@@ -306,6 +315,9 @@ impl Pipeline {
                 };
                 config.error(span, message, hint)
             })?;
+            if let Some(mix) = made.mix_stats() {
+                stats.mix = Some(mix);
+            }
             index.insert(&source.id, nodes.len());
             nodes.push(Node { id: source.id.clone(), kind: NodeKind::Source(made), inputs: Vec::new(), readers: 0 });
         }

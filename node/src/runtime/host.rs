@@ -571,7 +571,7 @@ pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
     // in place, so a 16 MB log message costs the host the bytes it keeps,
     // and a value past the state quota is refused before it is copied.
     linker.allow_shadowing(true);
-    let mut host_calls = linker.instance("medianode:plugin/host@0.2.0")?;
+    let mut host_calls = linker.instance("medianode:plugin/host@0.3.0")?;
     host_calls.func_wrap("log", |mut store: StoreContextMut<'_, HostState>, (level, message): (Level, WasmStr)| {
         let text = message.to_str(&store)?;
         let head = text.as_bytes()[..text.len().min(MAX_PANIC_MESSAGE)].to_vec();
@@ -594,7 +594,7 @@ pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
     // By hand rather than generated: `WasmList` borrows the lists in the
     // plugin's memory for the length of the call, so copying them into the
     // reused buffers allocates nothing (generated code would build Vecs).
-    linker.instance("medianode:plugin/dsp-output@0.2.0")?.func_wrap(
+    linker.instance("medianode:plugin/dsp-output@0.3.0")?.func_wrap(
         "output",
         |mut store: StoreContextMut<'_, HostState>, (blocks, samples): (WasmList<BlockInfo>, WasmList<u32>)| {
             let mut out = std::mem::take(&mut store.data_mut().dsp_output);

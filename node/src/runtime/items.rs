@@ -15,6 +15,9 @@ pub enum Items {
     Frames(FrameBatch),
 }
 
+/// The node's audio format: 48 kHz.
+pub const SAMPLE_RATE: u32 = 48_000;
+
 /// A batch of audio blocks: the headers, and every block's interleaved
 /// samples back to back, as f32 bit patterns (see the WIT).
 #[derive(Debug, Clone, PartialEq, Default)]

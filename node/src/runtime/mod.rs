@@ -35,7 +35,7 @@ pub use host::{
     StageShared, StageSpec, StageState, StageStatus, StateStore,
 };
 pub use instance::{CallLimits, Fault, Instance, TrapKind};
-pub use items::{AudioBatch, Items};
+pub use items::{AudioBatch, Items, SAMPLE_RATE};
 use native::NativeLibrary;
 
 use sha2::{Digest, Sha256};
@@ -64,13 +64,13 @@ pub mod bindings {
         inline: "
             package medianode:node;
             world node {
-                import medianode:plugin/host@0.2.0;
-                import medianode:plugin/aead@0.2.0;
-                export medianode:plugin/dsp@0.2.0;
-                export medianode:plugin/transform@0.2.0;
-                export medianode:plugin/forward@0.2.0;
-                export medianode:plugin/signal@0.2.0;
-                export medianode:plugin/e2ee@0.2.0;
+                import medianode:plugin/host@0.3.0;
+                import medianode:plugin/aead@0.3.0;
+                export medianode:plugin/dsp@0.3.0;
+                export medianode:plugin/transform@0.3.0;
+                export medianode:plugin/forward@0.3.0;
+                export medianode:plugin/signal@0.3.0;
+                export medianode:plugin/e2ee@0.3.0;
             }
         ",
         world: "medianode:node/node",
@@ -80,7 +80,7 @@ pub mod bindings {
     pub use self::exports::medianode::plugin::{dsp, e2ee, forward, signal, transform};
     pub use self::medianode::plugin::types::{
         self as types, AudioLevel, BlockInfo, E2eeEvent, E2eeSeat, E2eeStatus, ForwardBatch, FrameBatch, FrameInfo, MediaKind, PacketMeta,
-        RouteChange, RouteMember, Seat, SeatGrant, SignalAction, SignalEvent, SignalMessage, SignalPeer,
+        ReceiverState, RouteChange, RouteMember, Seat, SeatGrant, SignalAction, SignalEvent, SignalMessage, SignalPeer,
     };
     pub use self::medianode::plugin::{aead, host};
 }
@@ -295,6 +295,8 @@ pub(crate) fn sdk_packet(p: &bindings::PacketMeta) -> medianode_sdk::PacketMeta 
         marker: p.marker,
         size: p.size,
         audio_level: p.audio_level,
+        layer: p.layer,
+        keyframe: p.keyframe,
     }
 }
 

@@ -43,7 +43,6 @@ use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCIceConnectionState;
 use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
-use rtc::rtp_transceiver::RTCRtpReceiverId;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use serde_json::{Value, json};
@@ -100,8 +99,6 @@ struct Published {
     ssrc: u32,
     kind: MediaKind,
     codec: RTCRtpCodec,
-    /// Its receiver on the publisher's connection (keyframe requests go there).
-    receiver: RTCRtpReceiverId,
     /// Copies of this stream written to subscribers, all legs together.
     forwarded: Arc<AtomicU64>,
 }
@@ -163,9 +160,6 @@ struct Inner {
     speakers: shard::Speakers,
     /// Set when the forwarding stage gives up under `stop`.
     stopped: Option<tokio::sync::watch::Receiver<Option<crate::supervisor::Stopped>>>,
-    /// Keyframe requests sent to publishers (for a new viewer, or a
-    /// subscriber's PLI or FIR).
-    keyframes_asked: AtomicU64,
 }
 
 /// The SFU. Cheap to clone; every clone is the same SFU.
@@ -198,7 +192,6 @@ impl Sfu {
                 shards,
                 speakers,
                 stopped,
-                keyframes_asked: AtomicU64::new(0),
             }),
         };
         // The control task holds a weak handle: dropping every `Sfu` ends it.
@@ -228,7 +221,7 @@ impl Sfu {
 
     /// The media shards' counters.
     pub fn stats(&self) -> RouterStats {
-        self.inner.shards.counters.router_stats(self.inner.keyframes_asked.load(Ordering::Relaxed))
+        self.inner.shards.counters.router_stats()
     }
 
     /// The UDP address every connection's media uses.
@@ -366,6 +359,16 @@ impl Sfu {
                 Some(Err(e)) => Err(format!("not an ICE candidate: {e}")),
                 None => Err("a candidate message needs `candidate`".to_string()),
             },
+            "quality" => match message.get("video").and_then(Value::as_str) {
+                Some(quality) => match max_layer(quality) {
+                    Some(layer) => {
+                        self.inner.shards.set_max_layer(connection, layer);
+                        Ok(())
+                    }
+                    None => Err(format!("unknown video quality `{quality}`: use low, medium, high or auto")),
+                },
+                None => Err("a quality message needs `video` (low, medium, high or auto)".to_string()),
+            },
             _ => Err(format!("unknown media message `{kind}`")),
         };
         if let Err(message) = result {
@@ -437,13 +440,13 @@ impl Sfu {
         };
         let options = self.inner.options.clone();
         let local = SocketAddr::new(options.rtc_ip, self.inner.shards.local.port());
-        let pc = tokio::task::spawn_blocking(move || build_connection(&options, local))
+        let (pc, layers) = tokio::task::spawn_blocking(move || build_connection(&options, local))
             .await
             .map_err(|e| format!("cannot make a peer connection: {e}"))??;
         let mut participants = self.inner.participants.lock().await;
         match participants.get_mut(&connection) {
             Some(p) => {
-                self.inner.shards.adopt(connection, &room, pc).map_err(gone)?;
+                self.inner.shards.adopt(connection, &room, pc, layers).map_err(gone)?;
                 p.connected = true;
                 Ok(true)
             }
@@ -579,24 +582,15 @@ impl Sfu {
 
     async fn shard_event(&self, event: ShardEvent) {
         match event {
-            ShardEvent::Track { connection, ssrc, kind, codec, receiver } => self.on_track(connection, ssrc, kind, codec, receiver).await,
+            ShardEvent::Track { connection, ssrc, kind, codec } => self.on_track(connection, ssrc, kind, codec).await,
             ShardEvent::IceState(connection, state) => self.on_ice_state(connection, state).await,
-            ShardEvent::KeyframeWanted(ssrc) => {
-                let found = {
-                    let participants = self.inner.participants.lock().await;
-                    participants.iter().find_map(|(id, p)| p.published.iter().find(|s| s.ssrc == ssrc).map(|s| (*id, s.clone())))
-                };
-                if let Some((publisher, stream)) = found {
-                    self.request_keyframe(publisher, &stream);
-                }
-            }
             ShardEvent::Speaker { room, connection } => self.announce_speaker(&room, connection).await,
         }
     }
 
     /// A publisher's stream began: give it to everyone else in the room.
-    async fn on_track(&self, publisher: u64, ssrc: u32, kind: MediaKind, codec: RTCRtpCodec, receiver: RTCRtpReceiverId) {
-        let stream = Published { ssrc, kind, codec, receiver, forwarded: Arc::default() };
+    async fn on_track(&self, publisher: u64, ssrc: u32, kind: MediaKind, codec: RTCRtpCodec) {
+        let stream = Published { ssrc, kind, codec, forwarded: Arc::default() };
         let (user, subscribers) = {
             let mut participants = self.inner.participants.lock().await;
             let Some(p) = participants.get_mut(&publisher) else { return };
@@ -626,8 +620,7 @@ impl Sfu {
 
     /// Asks a publisher for a keyframe of `stream` (PLI).
     fn request_keyframe(&self, publisher: u64, stream: &Published) {
-        self.inner.keyframes_asked.fetch_add(1, Ordering::Relaxed);
-        self.inner.shards.request_keyframe(publisher, stream.receiver, stream.ssrc);
+        self.inner.shards.request_keyframe(publisher, stream.ssrc);
     }
 
     async fn announce_speaker(&self, room: &str, speaker: u64) {
@@ -671,10 +664,13 @@ fn gone(e: Gone) -> String {
     }
 }
 
-/// A participant's peer connection: an ICE-lite agent whose one candidate
-/// is the media port (`local`).
-fn build_connection(options: &SfuOptions, local: SocketAddr) -> Result<RTCPeerConnection, String> {
+/// A participant's peer connection: a full ICE agent whose one candidate
+/// is the media port (`local`), estimating the bandwidth to its peer.
+fn build_connection(options: &SfuOptions, local: SocketAddr) -> Result<(RTCPeerConnection, peer::unacked::Layers), String> {
     let (media, registry) = peer::engine(true)?;
+    let registry = peer::with_congestion_control(registry);
+    let layers = peer::unacked::Layers::default();
+    let registry = registry.with(rtc::interceptor::Slot::from(peer::unacked::SLOT), peer::unacked::LayersUnacked::new(layers.clone()));
     let settings = SettingEngineBuilder::new()
         .with_ice_timeouts(Some(options.ice_disconnected), Some(options.ice_failed), Some(options.ice_keepalive))
         .build();
@@ -686,7 +682,7 @@ fn build_connection(options: &SfuOptions, local: SocketAddr) -> Result<RTCPeerCo
         .build(Instant::now())
         .map_err(|e| format!("cannot make a peer connection: {e}"))?;
     pc.add_local_candidate(host_candidate(local)?).map_err(|e| format!("bad media address {local}: {e}"))?;
-    Ok(pc)
+    Ok((pc, layers))
 }
 
 /// The node's one ICE candidate: the media port.
@@ -738,8 +734,68 @@ pub fn extension_id(sdp: &str, uri: &str) -> Option<u8> {
     })
 }
 
+/// The highest simulcast layer a subscriber's wished quality allows.
+fn max_layer(quality: &str) -> Option<u8> {
+    match quality {
+        "low" => Some(0),
+        "medium" => Some(1),
+        "high" | "auto" => Some(medianode_sdk::ANY_LAYER),
+        _ => None,
+    }
+}
+
+/// Which simulcast layer `rid` is (0 = the lowest): its place in the
+/// `a=simulcast:send` list of the m-section that names it, where browsers
+/// list the encodings in the order the page gave them (lowest first, by
+/// this node's convention); else its place among the `a=rid:… send` lines.
+pub fn simulcast_layer(sdp: &str, rid: &str) -> Option<u8> {
+    let position = |mut names: std::vec::IntoIter<&str>| names.position(|name| name == rid).and_then(|p| u8::try_from(p).ok());
+    for section in sdp.split("\nm=") {
+        // `a=simulcast:send q;h;f` (`,` separates alternatives, `~` marks a paused one).
+        let listed = section.lines().find_map(|line| {
+            let mut words = line.trim().strip_prefix("a=simulcast:")?.split_whitespace();
+            words.by_ref().find(|&w| w == "send")?;
+            words.next()
+        });
+        if let Some(list) = listed {
+            let names: Vec<&str> =
+                list.split(';').map(|alternatives| alternatives.split(',').next().unwrap_or("").trim_start_matches('~')).collect();
+            if let Some(layer) = position(names.into_iter()) {
+                return Some(layer);
+            }
+        }
+        let rids: Vec<&str> = section
+            .lines()
+            .filter_map(|line| {
+                let rest = line.trim().strip_prefix("a=rid:")?;
+                let mut words = rest.split_whitespace();
+                let name = words.next()?;
+                (words.next() == Some("send")).then_some(name)
+            })
+            .collect();
+        if let Some(layer) = position(rids.into_iter()) {
+            return Some(layer);
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn simulcast_layers_follow_the_offer_s_order() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=rid:f send\r\na=rid:h send\r\na=rid:q send\r\n\
+                   a=simulcast:send q;~h,x;f\r\n";
+        assert_eq!(super::simulcast_layer(sdp, "q"), Some(0));
+        assert_eq!(super::simulcast_layer(sdp, "h"), Some(1), "a paused layer keeps its place");
+        assert_eq!(super::simulcast_layer(sdp, "f"), Some(2));
+        assert_eq!(super::simulcast_layer(sdp, "zz"), None);
+        // Without a simulcast line: the order of the rid lines.
+        let rids_only = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rid:lo send\r\na=rid:hi send\r\n";
+        assert_eq!(super::simulcast_layer(rids_only, "hi"), Some(1));
+    }
+
     #[test]
     fn extension_ids_are_read_from_the_sdp() {
         let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid\r\na=extmap:1/sendonly urn:ietf:params:rtp-hdrext:ssrc-audio-level vad=on\r\n";

@@ -6,7 +6,7 @@
 //! supervised stage the shards take turns with. Room membership reaches
 //! every shard's decider in the order the control plane saw it.
 
-use crate::runtime::bindings::{ForwardBatch, PacketMeta, RouteChange, RouteMember};
+use crate::runtime::bindings::{ForwardBatch, PacketMeta, ReceiverState, RouteChange, RouteMember};
 use crate::supervisor::thread::StageThread;
 use crate::supervisor::{Stopped, Supervisor};
 use medianode_forward::RoomForwarder;
@@ -18,9 +18,13 @@ use std::time::{Duration, Instant};
 /// Largest batch handed to the forwarding decision.
 pub const MAX_BATCH: usize = 64;
 
+/// The most keyframe requests taken from one batch's decision (a plugin
+/// may ask for more; the rest are ignored).
+pub const MAX_KEYFRAME_REQUESTS: usize = 16;
+
 /// A forwarding decision maker, one per shard ([`Decide::split`]).
 pub trait Decide: Send + 'static {
-    /// Room membership changed.
+    /// Room membership, or what a member can receive, changed.
     fn update(&mut self, change: &RouteChange);
     /// Fills `out` with one count per packet (see `forward-batch` in the
     /// WIT), blocking at most the stage's deadline (and a little).
@@ -52,14 +56,25 @@ impl NativeDecider {
         self.0.forward(&crate::runtime::sdk_packet(packet), &mut out.subscribers);
         out.counts.push((out.subscribers.len() - before) as u32);
     }
+
+    /// The keyframes the stage wants after a batch.
+    fn keyframes(&mut self, out: &mut ForwardBatch) {
+        let mut wanted = Vec::new();
+        self.0.keyframes(&mut wanted);
+        out.keyframes.extend(wanted.into_iter().take(MAX_KEYFRAME_REQUESTS).map(sdk::KeyframeRequest::pack));
+    }
+
+    fn update_sync(&mut self, change: &RouteChange) {
+        self.0.update(sdk_change(change));
+    }
 }
 
-impl NativeDecider {
-    fn update_sync(&mut self, change: &RouteChange) {
-        self.0.update(match change {
-            RouteChange::Joined(m) => sdk::RouteChange::Joined { participant: m.participant, room: m.room.clone() },
-            RouteChange::Left(p) => sdk::RouteChange::Left(*p),
-        });
+/// The host's route change as the SDK's.
+fn sdk_change(change: &RouteChange) -> sdk::RouteChange {
+    match change {
+        RouteChange::Joined(m) => sdk::RouteChange::Joined { participant: m.participant, room: m.room.clone() },
+        RouteChange::Left(p) => sdk::RouteChange::Left(*p),
+        RouteChange::Receiver(r) => sdk::RouteChange::Receiver { participant: r.participant, bitrate: r.bitrate, max_layer: r.max_layer },
     }
 }
 
@@ -70,6 +85,7 @@ impl Decide for NativeDecider {
 
     fn decide(&mut self, packets: &[PacketMeta], out: &mut ForwardBatch) {
         packets.iter().for_each(|p| self.decide_one(p, out));
+        self.keyframes(out);
     }
 
     fn split(&self) -> Box<dyn Decide> {
@@ -106,15 +122,53 @@ pub struct PluginDecider {
     stopped: Arc<tokio::sync::watch::Sender<Option<Stopped>>>,
 }
 
-/// Participant -> its room, or `None`: it left.
-type Pending = Arc<Mutex<BTreeMap<u64, Option<String>>>>;
+/// Route changes not applied yet: the latest per participant.
+type Pending = Arc<Mutex<PendingChanges>>;
+
+#[derive(Default)]
+struct PendingChanges {
+    /// Participant -> its room, or `None`: it left.
+    rooms: BTreeMap<u64, Option<String>>,
+    /// Participant -> what it can receive.
+    receivers: BTreeMap<u64, ReceiverState>,
+}
+
+/// The router's table: who is where and what each can receive, for priming
+/// new instances.
+#[derive(Default)]
+struct Table {
+    rooms: BTreeMap<u64, String>,
+    receivers: BTreeMap<u64, ReceiverState>,
+}
+
+impl Table {
+    fn apply(&mut self, change: &RouteChange) {
+        match change {
+            RouteChange::Joined(m) => {
+                self.rooms.insert(m.participant, m.room.clone());
+            }
+            RouteChange::Left(p) => {
+                self.rooms.remove(p);
+                self.receivers.remove(p);
+            }
+            RouteChange::Receiver(r) => {
+                self.receivers.insert(r.participant, *r);
+            }
+        }
+    }
+
+    /// Everything, as the changes that make it from nothing.
+    fn changes(&self) -> Vec<RouteChange> {
+        let joined = self.rooms.iter().map(|(&participant, room)| RouteChange::Joined(RouteMember { participant, room: room.clone() }));
+        joined.chain(self.receivers.values().map(|r| RouteChange::Receiver(*r))).collect()
+    }
+}
 
 /// The forwarding stage and what it keeps.
 struct ForwardingStage {
     stage: Supervisor,
     pending: Pending,
-    /// The router's table, for priming new instances.
-    table: BTreeMap<u64, String>,
+    table: Table,
     /// The `fail-open` bypass while no instance serves.
     bypass: NativeDecider,
 }
@@ -123,7 +177,7 @@ impl PluginDecider {
     pub fn new(stage: Supervisor) -> PluginDecider {
         let id = stage.id().to_string();
         let pending = Pending::default();
-        let owned = ForwardingStage { stage, pending: pending.clone(), table: BTreeMap::new(), bypass: NativeDecider::default() };
+        let owned = ForwardingStage { stage, pending: pending.clone(), table: Table::default(), bypass: NativeDecider::default() };
         let stage = Arc::new(Mutex::new(owned));
         let maintenance = StageThread::spawn(&id, stage.clone(), 1, MAINTAIN_EVERY, |stage| crate::runtime::lock(stage).maintain())
             .map_err(
@@ -138,21 +192,17 @@ impl PluginDecider {
 impl ForwardingStage {
     /// Applies the route changes that came since the last batch.
     fn apply_pending(&mut self) {
-        let changes: Vec<RouteChange> = std::mem::take(&mut *crate::runtime::lock(&self.pending))
-            .into_iter()
-            .map(|(participant, room)| match room {
-                Some(room) => RouteChange::Joined(RouteMember { participant, room }),
-                None => RouteChange::Left(participant),
-            })
-            .collect();
+        let pending = std::mem::take(&mut *crate::runtime::lock(&self.pending));
+        let rooms = pending.rooms.into_iter().map(|(participant, room)| match room {
+            Some(room) => RouteChange::Joined(RouteMember { participant, room }),
+            None => RouteChange::Left(participant),
+        });
+        let changes: Vec<RouteChange> = rooms.chain(pending.receivers.into_values().map(RouteChange::Receiver)).collect();
         if changes.is_empty() {
             return;
         }
         for change in &changes {
-            match change {
-                RouteChange::Joined(m) => self.table.insert(m.participant, m.room.clone()),
-                RouteChange::Left(p) => self.table.remove(p),
-            };
+            self.table.apply(change);
             self.bypass.update_sync(change);
         }
         let table = &self.table;
@@ -160,7 +210,7 @@ impl ForwardingStage {
             Instant::now(),
             &changes,
             &mut (),
-            |instance| instance.update_routes(&full_table(table)),
+            |instance| instance.update_routes(&table.changes()),
             |instance, changes, _| instance.update_routes(changes),
             |_, _, _| {},
         );
@@ -180,11 +230,12 @@ impl ForwardingStage {
             Instant::now(),
             packets,
             out,
-            |instance| instance.update_routes(&full_table(table)),
+            |instance| instance.update_routes(&table.changes()),
             |instance, packets, out| {
                 let batch = instance.forward(packets)?;
                 out.counts.extend_from_slice(&batch.counts);
                 out.subscribers.extend_from_slice(&batch.subscribers);
+                out.keyframes.extend(batch.keyframes.iter().take(MAX_KEYFRAME_REQUESTS));
                 Ok(())
             },
             |packet, fail_open, out| match fail_open {
@@ -199,9 +250,17 @@ impl Decide for PluginDecider {
     fn update(&mut self, change: &RouteChange) {
         let mut pending = crate::runtime::lock(&self.pending);
         match change {
-            RouteChange::Joined(m) => pending.insert(m.participant, Some(m.room.clone())),
-            RouteChange::Left(p) => pending.insert(*p, None),
-        };
+            RouteChange::Joined(m) => {
+                pending.rooms.insert(m.participant, Some(m.room.clone()));
+            }
+            RouteChange::Left(p) => {
+                pending.rooms.insert(*p, None);
+                pending.receivers.remove(p);
+            }
+            RouteChange::Receiver(r) => {
+                pending.receivers.insert(r.participant, *r);
+            }
+        }
     }
 
     fn decide(&mut self, packets: &[PacketMeta], out: &mut ForwardBatch) {
@@ -235,10 +294,6 @@ impl Decide for PluginDecider {
     }
 }
 
-fn full_table(all: &BTreeMap<u64, String>) -> Vec<RouteChange> {
-    all.iter().map(|(&participant, room)| RouteChange::Joined(RouteMember { participant, room: room.clone() })).collect()
-}
-
 /// What the media shards counted (read by the metrics, tests and benchmarks).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RouterStats {
@@ -256,6 +311,8 @@ pub struct RouterStats {
     pub queued_bytes: u64,
     /// Keyframe requests sent to publishers.
     pub keyframe_requests: u64,
+    /// Times a subscriber's copy of a stream moved to another simulcast layer.
+    pub layer_switches: u64,
     /// Datagrams on the media port no connection claimed.
     pub unclaimed: u64,
     /// Datagrams a shard's socket received for another shard's connection.

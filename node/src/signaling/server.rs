@@ -20,8 +20,8 @@
 //!
 //! The connection stays open through all of these. `ping` is answered with
 //! `pong` by the host (browsers cannot send WebSocket pings, and want to
-//! know the line is alive). Media messages (`offer`, `answer`, `candidate`)
-//! go to the SFU; everything else goes to the signaling stage
+//! know the line is alive). Media messages (`offer`, `answer`, `candidate`,
+//! `quality`) go to the SFU; everything else goes to the signaling stage
 //! ([`super::hub`]).
 
 use super::connections::{Connections, Outgoing, error_reply};
@@ -54,7 +54,7 @@ pub trait MediaSink: Send + Sync + 'static {
 }
 
 /// Message types the SFU handles rather than the signaling stage.
-pub const MEDIA_TYPES: &[&str] = &["offer", "answer", "candidate"];
+pub const MEDIA_TYPES: &[&str] = &["offer", "answer", "candidate", "quality"];
 
 struct Shared {
     options: ServerOptions,

@@ -58,6 +58,10 @@ impl Forwarding for FaultyForward {
         }
         self.inner.forward(packet, out);
     }
+
+    fn keyframes(&mut self, wanted: &mut Vec<medianode_sdk::KeyframeRequest>) {
+        self.inner.keyframes(wanted);
+    }
 }
 
 medianode_sdk::export_forwarding!(FaultyForward);

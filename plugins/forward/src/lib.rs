@@ -12,11 +12,18 @@
 //! - `max-video-subscribers`: video goes to at most this many members of a
 //!   room (the first to join), a crude cap on fan-out for large rooms.
 //!
+//! Simulcast: of a stream sent in several layers, each subscriber gets the
+//! one that fits its bandwidth estimate and the quality it asked for,
+//! switching at keyframes ([`simulcast`]).
+//!
 //! Who is in which room arrives through `update`; the host tells every new
 //! instance (after a crash, say) the whole table before its first packet.
 
-use medianode_sdk::{Forwarding, MediaKind, PacketMeta, RouteChange, Stage};
+pub mod simulcast;
+
+use medianode_sdk::{Forwarding, KeyframeRequest, MediaKind, PacketMeta, RouteChange, Stage};
 use serde::Deserialize;
+use simulcast::Simulcast;
 use std::collections::BTreeMap;
 
 #[derive(Debug, Default, Deserialize)]
@@ -39,6 +46,7 @@ struct Routes {
 pub struct RoomForwarder {
     config: Config,
     routes: Routes,
+    simulcast: Simulcast,
 }
 
 impl Stage for RoomForwarder {
@@ -47,17 +55,18 @@ impl Stage for RoomForwarder {
         if config.silence_level.is_some_and(|l| l > 127) {
             return Err("silence-level is an RFC 6464 level: 0 (loudest) to 127 (silence)".into());
         }
-        Ok(RoomForwarder { config, routes: Routes::default() })
+        Ok(RoomForwarder { config, routes: Routes::default(), simulcast: Simulcast::default() })
     }
 }
 
 impl RoomForwarder {
     /// The stage with its default settings (for native use by the host).
     pub fn with_defaults() -> RoomForwarder {
-        RoomForwarder { config: Config::default(), routes: Routes::default() }
+        RoomForwarder { config: Config::default(), routes: Routes::default(), simulcast: Simulcast::default() }
     }
 
     fn leave(&mut self, participant: u64) {
+        self.simulcast.forget(participant);
         if let Some(room) = self.routes.rooms.remove(&participant)
             && let Some(members) = self.routes.members.get_mut(&room)
         {
@@ -78,6 +87,7 @@ impl Forwarding for RoomForwarder {
                 self.routes.rooms.insert(participant, room);
             }
             RouteChange::Left(participant) => self.leave(participant),
+            RouteChange::Receiver { participant, bitrate, max_layer } => self.simulcast.receiver(participant, bitrate, max_layer),
         }
     }
 
@@ -95,7 +105,15 @@ impl Forwarding for RoomForwarder {
             MediaKind::Video => self.config.max_video_subscribers.unwrap_or(usize::MAX),
             MediaKind::Audio => usize::MAX,
         };
-        out.extend(members.iter().copied().filter(|&m| m != packet.publisher).take(cap));
+        let others = members.iter().copied().filter(|&m| m != packet.publisher).take(cap);
+        match packet.layer {
+            Some(layer) => self.simulcast.forward(packet, layer, others, out),
+            None => out.extend(others),
+        }
+    }
+
+    fn keyframes(&mut self, wanted: &mut Vec<KeyframeRequest>) {
+        self.simulcast.keyframes(wanted);
     }
 }
 
@@ -108,7 +126,19 @@ mod tests {
     use medianode_sdk::start;
 
     fn packet(publisher: u64, kind: MediaKind, audio_level: Option<u8>) -> PacketMeta {
-        PacketMeta { publisher, kind, ssrc: 1, sequence: 0, timestamp: 0, payload_type: 111, marker: false, size: 100, audio_level }
+        PacketMeta {
+            publisher,
+            kind,
+            ssrc: 1,
+            sequence: 0,
+            timestamp: 0,
+            payload_type: 111,
+            marker: false,
+            size: 100,
+            audio_level,
+            layer: None,
+            keyframe: false,
+        }
     }
 
     fn forwarder(config: &str) -> RoomForwarder {

@@ -54,7 +54,7 @@ pub mod audio_dsp {
     wit_bindgen::generate!({
         path: "wit",
         world: "medianode:plugin/audio-dsp",
-        with: { "medianode:plugin/host@0.2.0": crate::host::wit::medianode::plugin::host },
+        with: { "medianode:plugin/host@0.3.0": crate::host::wit::medianode::plugin::host },
         pub_export_macro: true,
         export_macro_name: "__export_audio_dsp_world",
         default_bindings_module: "medianode_sdk::export::audio_dsp",
@@ -129,7 +129,7 @@ pub mod frame_transform {
     wit_bindgen::generate!({
         path: "wit",
         world: "medianode:plugin/frame-transform",
-        with: { "medianode:plugin/host@0.2.0": crate::host::wit::medianode::plugin::host },
+        with: { "medianode:plugin/host@0.3.0": crate::host::wit::medianode::plugin::host },
         pub_export_macro: true,
         export_macro_name: "__export_frame_transform_world",
         default_bindings_module: "medianode_sdk::export::frame_transform",
@@ -187,7 +187,7 @@ pub mod forwarding {
     wit_bindgen::generate!({
         path: "wit",
         world: "medianode:plugin/packet-forwarding",
-        with: { "medianode:plugin/host@0.2.0": crate::host::wit::medianode::plugin::host },
+        with: { "medianode:plugin/host@0.3.0": crate::host::wit::medianode::plugin::host },
         pub_export_macro: true,
         export_macro_name: "__export_forwarding_world",
         default_bindings_module: "medianode_sdk::export::forwarding",
@@ -204,6 +204,9 @@ pub mod forwarding {
                 stage.update(match change {
                     RouteChange::Joined(m) => crate::RouteChange::Joined { participant: m.participant, room: m.room },
                     RouteChange::Left(p) => crate::RouteChange::Left(p),
+                    RouteChange::Receiver(r) => {
+                        crate::RouteChange::Receiver { participant: r.participant, bitrate: r.bitrate, max_layer: r.max_layer }
+                    }
                 });
             }
         });
@@ -214,8 +217,9 @@ pub mod forwarding {
         let packets = crate::flat::unpack_packets(&packed);
         let mut counts = Vec::with_capacity(packets.len());
         let mut subscribers = Vec::with_capacity(packets.len() * 4);
-        super::with_stage(cell, |stage| crate::forward_batch(stage, &packets, &mut counts, &mut subscribers));
-        ForwardBatch { counts, subscribers }
+        let mut wanted = Vec::new();
+        super::with_stage(cell, |stage| crate::forward_batch(stage, &packets, &mut counts, &mut subscribers, &mut wanted));
+        ForwardBatch { counts, subscribers, keyframes: wanted.into_iter().map(crate::KeyframeRequest::pack).collect() }
     }
 }
 
@@ -252,7 +256,7 @@ pub mod signaling {
     wit_bindgen::generate!({
         path: "wit",
         world: "medianode:plugin/signaling",
-        with: { "medianode:plugin/host@0.2.0": crate::host::wit::medianode::plugin::host },
+        with: { "medianode:plugin/host@0.3.0": crate::host::wit::medianode::plugin::host },
         pub_export_macro: true,
         export_macro_name: "__export_signaling_world",
         default_bindings_module: "medianode_sdk::export::signaling",
@@ -318,8 +322,8 @@ pub mod encryption {
         path: "wit",
         world: "medianode:plugin/media-encryption",
         with: {
-            "medianode:plugin/host@0.2.0": crate::host::wit::medianode::plugin::host,
-            "medianode:plugin/aead@0.2.0": crate::host::wit::medianode::plugin::aead,
+            "medianode:plugin/host@0.3.0": crate::host::wit::medianode::plugin::host,
+            "medianode:plugin/aead@0.3.0": crate::host::wit::medianode::plugin::aead,
         },
         pub_export_macro: true,
         export_macro_name: "__export_encryption_world",

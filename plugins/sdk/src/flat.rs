@@ -46,12 +46,17 @@ pub const PACKET_WORDS: usize = 4;
 const MARKER: u64 = 1;
 const VIDEO: u64 = 2;
 const HAS_LEVEL: u64 = 4;
+const KEYFRAME: u64 = 8;
+const HAS_LAYER: u64 = 16;
 
 /// One packet's metadata, packed (see `forward` in the WIT).
 pub fn pack_packet(p: &PacketMeta) -> [u64; PACKET_WORDS] {
     let flags = if p.marker { MARKER } else { 0 }
         | if p.kind == MediaKind::Video { VIDEO } else { 0 }
-        | if p.audio_level.is_some() { HAS_LEVEL } else { 0 };
+        | if p.audio_level.is_some() { HAS_LEVEL } else { 0 }
+        | if p.keyframe { KEYFRAME } else { 0 }
+        | if p.layer.is_some() { HAS_LAYER } else { 0 }
+        | (u64::from(p.layer.unwrap_or(0)) << 8);
     [
         p.publisher,
         u64::from(p.ssrc) | (u64::from(p.timestamp) << 32),
@@ -75,6 +80,8 @@ pub fn unpack_packet(w: &[u64; PACKET_WORDS]) -> PacketMeta {
         marker: w[3] & MARKER != 0,
         size: (w[2] >> 32) as u32,
         audio_level: (w[3] & HAS_LEVEL != 0).then_some((w[2] >> 24) as u8),
+        layer: (w[3] & HAS_LAYER != 0).then_some((w[3] >> 8) as u8),
+        keyframe: w[3] & KEYFRAME != 0,
     }
 }
 
@@ -110,6 +117,8 @@ mod tests {
                 marker: true,
                 size: u32::MAX,
                 audio_level: Some(u8::MAX),
+                layer: Some(u8::MAX),
+                keyframe: true,
             },
             PacketMeta {
                 publisher: 3,
@@ -121,6 +130,21 @@ mod tests {
                 marker: false,
                 size: 160,
                 audio_level: None,
+                layer: None,
+                keyframe: false,
+            },
+            PacketMeta {
+                publisher: 4,
+                kind: MediaKind::Video,
+                ssrc: 9,
+                sequence: 2,
+                timestamp: 4,
+                payload_type: 96,
+                marker: false,
+                size: 1000,
+                audio_level: None,
+                layer: Some(0),
+                keyframe: false,
             },
         ];
         let words: Vec<u64> = packets.iter().flat_map(pack_packet).collect();

@@ -21,7 +21,7 @@ pub enum Level {
 pub(crate) mod wit {
     wit_bindgen::generate!({
         path: "wit",
-        inline: "package medianode:sdk; world imports { import medianode:plugin/host@0.2.0; import medianode:plugin/aead@0.2.0; }",
+        inline: "package medianode:sdk; world imports { import medianode:plugin/host@0.3.0; import medianode:plugin/aead@0.3.0; }",
         world: "medianode:sdk/imports",
         generate_all,
     });

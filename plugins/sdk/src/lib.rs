@@ -162,12 +162,42 @@ pub trait Forwarding: Stage {
     fn update(&mut self, change: RouteChange);
     /// Pushes the participants that get `packet` to `out` (nothing = drop).
     fn forward(&mut self, packet: &PacketMeta, out: &mut Vec<u64>);
+    /// After each batch: the keyframes the stage wants (simulcast layers it
+    /// is about to move subscribers to). None by default.
+    fn keyframes(&mut self, wanted: &mut Vec<KeyframeRequest>) {
+        let _ = wanted;
+    }
+}
+
+/// A keyframe a forwarding stage wants: of `layer` of stream `ssrc`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyframeRequest {
+    pub ssrc: u32,
+    pub layer: u8,
+}
+
+impl KeyframeRequest {
+    /// As it crosses the boundary: the SSRC in the low 32 bits, the layer in
+    /// bits 32-39.
+    pub fn pack(self) -> u64 {
+        u64::from(self.ssrc) | (u64::from(self.layer) << 32)
+    }
+
+    pub fn unpack(word: u64) -> KeyframeRequest {
+        KeyframeRequest { ssrc: word as u32, layer: (word >> 32) as u8 }
+    }
 }
 
 /// Runs a forwarding stage over a batch: `counts[i]` of `subscribers` are
 /// packet `i`'s. Marks each packet, so one that makes the plugin trap is
 /// quarantined alone.
-pub fn forward_batch<S: Forwarding>(stage: &mut S, packets: &[PacketMeta], counts: &mut Vec<u32>, subscribers: &mut Vec<u64>) {
+pub fn forward_batch<S: Forwarding>(
+    stage: &mut S,
+    packets: &[PacketMeta],
+    counts: &mut Vec<u32>,
+    subscribers: &mut Vec<u64>,
+    keyframes: &mut Vec<KeyframeRequest>,
+) {
     let mark = packets.len() > 1;
     for (index, packet) in packets.iter().enumerate() {
         if mark {
@@ -177,6 +207,7 @@ pub fn forward_batch<S: Forwarding>(stage: &mut S, packets: &[PacketMeta], count
         stage.forward(packet, subscribers);
         counts.push((subscribers.len() - before) as u32);
     }
+    stage.keyframes(keyframes);
 }
 
 /// Runs a signaling stage over a batch of events, marking each one.

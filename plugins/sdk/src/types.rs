@@ -198,16 +198,29 @@ pub struct PacketMeta {
     pub size: u32,
     /// RFC 6464 level in -dBov (0 loudest, 127 silence), when sent.
     pub audio_level: Option<u8>,
+    /// Simulcast: the packet's layer (0 = the lowest). Every layer of a
+    /// stream carries the stream's `ssrc`; a subscriber gets one at a time.
+    pub layer: Option<u8>,
+    /// Whether the packet starts a keyframe: where a subscriber can switch
+    /// layers.
+    pub keyframe: bool,
 }
 
-/// A change in who is in which room.
+/// A change in who is in which room, or in what a member can receive.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteChange {
     /// A participant entered a room (one room at a time).
     Joined { participant: u64, room: String },
     /// A participant left its room.
     Left(u64),
+    /// What a participant can receive now: the estimated bandwidth to it in
+    /// bits per second (0 = not known yet) and the highest simulcast layer
+    /// it asked for (255 = no limit).
+    Receiver { participant: u64, bitrate: u64, max_layer: u8 },
 }
+
+/// `max_layer` of a [`RouteChange::Receiver`] that asked for no limit.
+pub const ANY_LAYER: u8 = u8::MAX;
 
 /// Something the E2EE stage learns about its room.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,8 +14,8 @@ mod wit {
         // any more (they cross packed: `medianode_sdk::flat`), so functions
         // here make them generated.
         inline: "package medianode:mirror; world types-only {
-            import medianode:plugin/types@0.2.0;
-            use medianode:plugin/types@0.2.0.{frame-info, packet-meta};
+            import medianode:plugin/types@0.3.0;
+            use medianode:plugin/types@0.3.0.{frame-info, packet-meta};
             import mirror-frame-info: func(frame: frame-info);
             import mirror-packet-meta: func(packet: packet-meta);
         }",
@@ -72,19 +72,46 @@ fn media_kind_back(k: sdk::MediaKind) -> wit::MediaKind {
 }
 
 fn packet_meta(p: wit::PacketMeta) -> sdk::PacketMeta {
-    let wit::PacketMeta { publisher, kind, ssrc, sequence, timestamp, payload_type, marker, size, audio_level } = p;
-    sdk::PacketMeta { publisher, kind: media_kind(kind), ssrc, sequence, timestamp, payload_type, marker, size, audio_level }
+    let wit::PacketMeta { publisher, kind, ssrc, sequence, timestamp, payload_type, marker, size, audio_level, layer, keyframe } = p;
+    sdk::PacketMeta {
+        publisher,
+        kind: media_kind(kind),
+        ssrc,
+        sequence,
+        timestamp,
+        payload_type,
+        marker,
+        size,
+        audio_level,
+        layer,
+        keyframe,
+    }
 }
 
 fn packet_meta_back(p: sdk::PacketMeta) -> wit::PacketMeta {
-    let sdk::PacketMeta { publisher, kind, ssrc, sequence, timestamp, payload_type, marker, size, audio_level } = p;
-    wit::PacketMeta { publisher, kind: media_kind_back(kind), ssrc, sequence, timestamp, payload_type, marker, size, audio_level }
+    let sdk::PacketMeta { publisher, kind, ssrc, sequence, timestamp, payload_type, marker, size, audio_level, layer, keyframe } = p;
+    wit::PacketMeta {
+        publisher,
+        kind: media_kind_back(kind),
+        ssrc,
+        sequence,
+        timestamp,
+        payload_type,
+        marker,
+        size,
+        audio_level,
+        layer,
+        keyframe,
+    }
 }
 
 fn route_change(c: wit::RouteChange) -> sdk::RouteChange {
     match c {
         wit::RouteChange::Joined(wit::RouteMember { participant, room }) => sdk::RouteChange::Joined { participant, room },
         wit::RouteChange::Left(participant) => sdk::RouteChange::Left(participant),
+        wit::RouteChange::Receiver(wit::ReceiverState { participant, bitrate, max_layer }) => {
+            sdk::RouteChange::Receiver { participant, bitrate, max_layer }
+        }
     }
 }
 
@@ -92,6 +119,9 @@ fn route_change_back(c: sdk::RouteChange) -> wit::RouteChange {
     match c {
         sdk::RouteChange::Joined { participant, room } => wit::RouteChange::Joined(wit::RouteMember { participant, room }),
         sdk::RouteChange::Left(participant) => wit::RouteChange::Left(participant),
+        sdk::RouteChange::Receiver { participant, bitrate, max_layer } => {
+            wit::RouteChange::Receiver(wit::ReceiverState { participant, bitrate, max_layer })
+        }
     }
 }
 
@@ -187,9 +217,15 @@ fn every_mirror_matches_its_wit_type() {
         marker: true,
         size: 1200,
         audio_level: Some(30),
+        layer: Some(2),
+        keyframe: true,
     };
     assert_eq!(packet_meta(packet_meta_back(packet)), packet);
-    for change in [sdk::RouteChange::Joined { participant: 1, room: "r".into() }, sdk::RouteChange::Left(2)] {
+    for change in [
+        sdk::RouteChange::Joined { participant: 1, room: "r".into() },
+        sdk::RouteChange::Left(2),
+        sdk::RouteChange::Receiver { participant: 3, bitrate: 250_000, max_layer: 1 },
+    ] {
         assert_eq!(route_change(route_change_back(change.clone())), change);
     }
     let grant = Some(sdk::Grant { room: "r".into(), user: "u".into() });

@@ -60,11 +60,19 @@ impl Forwarding for {{Type}} {
                 self.rooms.insert(participant, room);
             }
             RouteChange::Left(participant) => self.leave(participant),
+            // A subscriber's bandwidth and wished quality: for choosing
+            // simulcast layers (see medianode's stock forwarder).
+            RouteChange::Receiver { .. } => {}
         }
     }
 
     fn forward(&mut self, packet: &PacketMeta, out: &mut Vec<u64>) {
         if self.config.audio_only && packet.kind == MediaKind::Video {
+            return;
+        }
+        // Of a stream sent in simulcast layers, only the lowest: a
+        // subscriber must get one layer.
+        if packet.layer.is_some_and(|layer| layer > 0) {
             return;
         }
         let Some(room) = self.rooms.get(&packet.publisher) else { return };
@@ -81,7 +89,19 @@ mod tests {
     use medianode_sdk::start;
 
     fn packet(publisher: u64, kind: MediaKind) -> PacketMeta {
-        PacketMeta { publisher, kind, ssrc: 1, sequence: 1, timestamp: 0, payload_type: 111, marker: false, size: 100, audio_level: None }
+        PacketMeta {
+            publisher,
+            kind,
+            ssrc: 1,
+            sequence: 1,
+            timestamp: 0,
+            payload_type: 111,
+            marker: false,
+            size: 100,
+            audio_level: None,
+            layer: None,
+            keyframe: false,
+        }
     }
 
     fn joined(stage: &mut {{Type}}, participant: u64, room: &str) {

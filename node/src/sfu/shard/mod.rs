@@ -28,15 +28,17 @@ pub mod mux;
 pub mod udp;
 
 use super::router::{Decide, MAX_BATCH, RouterStats};
-use crate::runtime::bindings::{ForwardBatch, MediaKind, PacketMeta, RouteChange, RouteMember};
+use crate::peer::feedback::Estimate;
+use crate::peer::unacked::Layers;
+use crate::runtime::bindings::{ForwardBatch, MediaKind, PacketMeta, ReceiverState, RouteChange, RouteMember};
 use bytes::BytesMut;
-use medianode_core::sfu::fanout::Fanout;
+use medianode_core::sfu::fanout::{Fanout, Routed};
 use medianode_core::sfu::speaker::SpeakerDetector;
 use mux::Mux;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
-use rtc::peer_connection::state::RTCIceConnectionState;
+use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
 use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 use rtc::sansio::Protocol;
@@ -61,11 +63,9 @@ const WAKE: mio::Token = mio::Token(1);
 #[derive(Debug)]
 pub enum ShardEvent {
     /// A publisher's stream began.
-    Track { connection: u64, ssrc: u32, kind: MediaKind, codec: RTCRtpCodec, receiver: RTCRtpReceiverId },
+    Track { connection: u64, ssrc: u32, kind: MediaKind, codec: RTCRtpCodec },
     /// A connection's ICE state changed (in the order the connection saw).
     IceState(u64, RTCIceConnectionState),
-    /// A subscriber wants a keyframe of publisher stream `ssrc` (its PLI or FIR).
-    KeyframeWanted(u32),
     /// The loudest speaker of `room` changed (RFC 6464 audio levels).
     Speaker { room: String, connection: u64 },
 }
@@ -198,10 +198,14 @@ pub struct MediaCounters {
     /// Streams refused to a publisher past [`MAX_STREAMS`].
     pub streams_refused: AtomicU64,
     pub queued_bytes: AtomicU64,
+    /// Keyframe requests (PLI) sent to publishers.
+    pub keyframe_requests: AtomicU64,
+    /// Times a subscriber's copy of a stream moved to another simulcast layer.
+    pub layer_switches: AtomicU64,
 }
 
 impl MediaCounters {
-    pub fn router_stats(&self, keyframe_requests: u64) -> RouterStats {
+    pub fn router_stats(&self) -> RouterStats {
         RouterStats {
             packets_in: self.packets_in.load(Ordering::Relaxed),
             batches: self.batches.load(Ordering::Relaxed),
@@ -209,7 +213,8 @@ impl MediaCounters {
             write_errors: self.write_errors.load(Ordering::Relaxed),
             send_dropped: self.send_dropped.load(Ordering::Relaxed),
             queued_bytes: self.queued_bytes.load(Ordering::Relaxed),
-            keyframe_requests,
+            keyframe_requests: self.keyframe_requests.load(Ordering::Relaxed),
+            layer_switches: self.layer_switches.load(Ordering::Relaxed),
             unclaimed: self.unclaimed.load(Ordering::Relaxed),
             handed_over: self.handed_over.load(Ordering::Relaxed),
             streams_refused: self.streams_refused.load(Ordering::Relaxed),
@@ -281,6 +286,9 @@ impl Shards {
                 foreign: HashMap::new(),
                 handing: HashMap::new(),
                 speakers: speakers.clone(),
+                sources: HashMap::new(),
+                layers: HashMap::new(),
+                epoch: Instant::now(),
             };
             std::thread::Builder::new().name(format!("sfu-shard-{index}")).spawn(move || shard.run())?;
         }
@@ -292,10 +300,13 @@ impl Shards {
     }
 
     /// Gives `connection` to its room's shard ([`Placement`]).
-    pub fn adopt(&self, connection: u64, room: &str, pc: RTCPeerConnection) -> Result<(), Gone> {
+    /// `layers` is the set its [`crate::peer::unacked`] interceptor keeps
+    /// out of receiver reports: the shard fills it with the simulcast
+    /// layers the connection publishes.
+    pub fn adopt(&self, connection: u64, room: &str, pc: RTCPeerConnection, layers: Layers) -> Result<(), Gone> {
         let index = crate::runtime::lock(&self.placement).place(connection, room, self.links.len());
         let room = room.to_string();
-        let job: Job = Box::new(move |shard: &mut Shard, now| shard.adopt(connection, room, pc, now));
+        let job: Job = Box::new(move |shard: &mut Shard, now| shard.adopt(connection, room, pc, layers, now));
         match self.links[index].send(Command::Job(job)) {
             true => Ok(()),
             false => Err(Gone::Stopped),
@@ -351,16 +362,21 @@ impl Shards {
         }
     }
 
-    /// Asks a publisher for a keyframe of its stream (PLI).
-    pub fn request_keyframe(&self, publisher: u64, receiver: RTCRtpReceiverId, ssrc: u32) {
+    /// The highest simulcast layer `connection` wants (`ANY_LAYER`: all).
+    pub fn set_max_layer(&self, connection: u64, layer: u8) {
+        let Some(index) = crate::runtime::lock(&self.placement).shard(connection) else { return };
+        self.links[index].send(Command::Job(Box::new(move |shard: &mut Shard, _| shard.receiver(connection, None, Some(layer)))));
+    }
+
+    /// Asks a publisher for a keyframe of its stream `ssrc` (a PLI; of
+    /// every layer, for a simulcast stream).
+    pub fn request_keyframe(&self, publisher: u64, ssrc: u32) {
         let Some(index) = crate::runtime::lock(&self.placement).shard(publisher) else { return };
         self.links[index].send(Command::Job(Box::new(move |shard: &mut Shard, now| {
-            shard.with_peer(publisher, now, |peer| {
-                let pli = rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication { sender_ssrc: 0, media_ssrc: ssrc };
-                if let Some(mut receiver) = peer.pc.rtp_receiver(receiver) {
-                    let _ = receiver.write_rtcp(now, vec![Box::new(pli)]);
-                }
-            });
+            let layers: Vec<u32> = shard.sources.iter().filter(|(_, s)| s.stream == ssrc).map(|(&source, _)| source).collect();
+            for source in layers {
+                shard.request_keyframe(source, now);
+            }
         })));
     }
 }
@@ -395,27 +411,62 @@ struct Leg {
     mime: String,
     payload_type: Option<u8>,
     forwarded: Arc<AtomicU64>,
-    /// When this leg last asked for a keyframe.
-    keyframe_asked: Option<Instant>,
 }
 
 /// A connection a shard owns.
 struct Peer {
     pc: RTCPeerConnection,
     room: String,
-    /// Remote track id -> the publisher stream it carries.
+    /// Remote track id -> the publisher stream it carries (all its
+    /// simulcast layers).
     inbound: HashMap<String, Inbound>,
+    /// Its simulcast layers' SSRCs, kept out of its receiver reports.
+    layers: Layers,
     /// RFC 6464's extension id, once the remote description says it.
     audio_level_id: Option<u8>,
     /// Its timer, as last asked.
     timer: Option<Instant>,
+    /// What it can receive, as the forwarding decision was last told: the
+    /// bandwidth estimate to it (bits per second, 0 = none yet) and the
+    /// highest simulcast layer it asked for.
+    estimate: u64,
+    max_layer: u8,
+    /// Whether its estimates come from this node's congestion controller
+    /// (then its REMBs, if it sends any, are not taken).
+    own_estimates: bool,
+    /// Whether its DTLS handshake is done: before, there are no keys to
+    /// send media with (a subscriber gets its tracks before it connects).
+    secure: bool,
 }
 
 #[derive(Clone, Copy)]
 struct Inbound {
+    /// The stream's key: the SSRC of its first layer to arrive.
     ssrc: u32,
     kind: MediaKind,
+    /// Sent in simulcast layers (by RID): each packet's SSRC names its layer.
+    simulcast: bool,
+    /// VP8: its keyframes can be found.
+    vp8: bool,
 }
+
+/// An SSRC a publisher sends: a stream, or a layer of one.
+struct Source {
+    publisher: u64,
+    receiver: RTCRtpReceiverId,
+    /// The stream's key ([`Inbound::ssrc`]).
+    stream: u32,
+    layer: Option<u8>,
+    /// When a keyframe was last asked of it.
+    asked: Option<Instant>,
+}
+
+/// Simulcast layers a stream may have.
+const MAX_LAYERS: usize = 4;
+
+/// How far (a fraction) a subscriber's estimate moves before the
+/// forwarding decision is told.
+const ESTIMATE_STEP: f64 = 0.05;
 
 /// A job's view of one connection: the connection itself and what the
 /// shard knows of it.
@@ -467,6 +518,11 @@ pub struct Shard {
     /// Datagrams to hand to other shards after this read.
     handing: HashMap<usize, Vec<(SocketAddr, BytesMut)>>,
     speakers: Speakers,
+    /// Every SSRC publishers here send, and (stream, layer) -> its SSRC.
+    sources: HashMap<u32, Source>,
+    layers: HashMap<(u32, u8), u32>,
+    /// The origin of the RTP clock legs are rebased with.
+    epoch: Instant,
 }
 
 /// Streams one connection may publish (audio, video, screen, and room for
@@ -631,10 +687,37 @@ impl Shard {
                 RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(state) => {
                     (self.events)(ShardEvent::IceState(connection, state));
                 }
+                RTCPeerConnectionEvent::OnConnectionStateChangeEvent(RTCPeerConnectionState::Connected) => peer.secure = true,
                 RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                    let layer = init.rid.as_ref().and_then(|rid| {
+                        let sdp = peer.pc.remote_description().map_or("", |d| d.sdp.as_str());
+                        super::simulcast_layer(sdp, rid).filter(|&l| usize::from(l) < MAX_LAYERS)
+                    });
+                    if init.rid.is_some() && layer.is_none() {
+                        // A layer past the few a stream may have.
+                        self.counters.streams_refused.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    let source = |stream| Source { publisher: connection, receiver: init.receiver_id, stream, layer, asked: None };
+                    if let Some(inbound) = peer.inbound.get(&init.track_id).copied() {
+                        // Another layer of a stream the subscribers have.
+                        if let Some(layer) = layer {
+                            self.sources.insert(init.ssrc, source(inbound.ssrc));
+                            let mut unacked = crate::runtime::lock(&peer.layers);
+                            // A layer that came back with another SSRC replaces its old one.
+                            if let Some(old) = self.layers.insert((inbound.ssrc, layer), init.ssrc)
+                                && old != init.ssrc
+                            {
+                                self.sources.remove(&old);
+                                unacked.remove(&old);
+                            }
+                            unacked.insert(init.ssrc);
+                        }
+                        continue;
+                    }
                     // Each stream costs every subscriber a track and the
                     // node an offer: a publisher gets a few.
-                    if peer.inbound.len() >= MAX_STREAMS && !peer.inbound.contains_key(&init.track_id) {
+                    if peer.inbound.len() >= MAX_STREAMS {
                         self.counters.streams_refused.fetch_add(1, Ordering::Relaxed);
                         // Counted in the metrics; a log line each could flood.
                         tracing::debug!(connection, "a publisher's stream refused: it has {MAX_STREAMS}");
@@ -646,19 +729,38 @@ impl Shard {
                         _ => MediaKind::Video,
                     };
                     let codec = receiver.get_parameters().rtp_parameters.codecs.first().map(|c| c.rtp_codec.clone());
-                    peer.inbound.insert(init.track_id.clone(), Inbound { ssrc: init.ssrc, kind });
+                    let vp8 = codec.as_ref().is_some_and(|c| {
+                        c.mime_type.eq_ignore_ascii_case(rtc::peer_connection::configuration::media_engine::MIME_TYPE_VP8)
+                    });
+                    peer.inbound.insert(init.track_id.clone(), Inbound { ssrc: init.ssrc, kind, simulcast: layer.is_some(), vp8 });
+                    self.sources.insert(init.ssrc, source(init.ssrc));
+                    if let Some(layer) = layer {
+                        self.layers.insert((init.ssrc, layer), init.ssrc);
+                        crate::runtime::lock(&peer.layers).insert(init.ssrc);
+                    }
                     if let Some(codec) = codec {
-                        (self.events)(ShardEvent::Track { connection, ssrc: init.ssrc, kind, codec, receiver: init.receiver_id });
+                        (self.events)(ShardEvent::Track { connection, ssrc: init.ssrc, kind, codec });
                     }
                 }
                 _ => {}
             }
         }
         let mut keyframes = Vec::new();
+        let mut estimate = None;
         while let Some(TaggedRTCMessage { message, .. }) = peer.pc.poll_read() {
             match message {
                 RTCMessage::RtpPacket(track, packet) => {
                     let Some(inbound) = peer.inbound.get(&track).copied() else { continue };
+                    // A simulcast stream's packets name their layer by SSRC
+                    // (its retransmissions come on others: not forwarded).
+                    let layer = match inbound.simulcast {
+                        true => match self.sources.get(&packet.header.ssrc).and_then(|s| s.layer) {
+                            Some(layer) => Some(layer),
+                            None => continue,
+                        },
+                        false => None,
+                    };
+                    let keyframe = inbound.vp8 && medianode_core::sfu::vp8::starts_keyframe(&packet.payload);
                     let audio_level = match (inbound.kind, peer.audio_level_id) {
                         (MediaKind::Audio, Some(id)) => packet.header.get_extension(id).and_then(|b| b.first().copied()).map(|b| b & 0x7f),
                         _ => None,
@@ -676,7 +778,7 @@ impl Shard {
                             (self.events)(ShardEvent::Speaker { room: peer.room.clone(), connection: speaker });
                         }
                     }
-                    batch.push(connection, inbound, audio_level, packet);
+                    batch.push(connection, inbound, Layered { layer, keyframe, audio_level }, packet);
                     if batch.metas.len() >= MAX_BATCH {
                         // Decided now; the rest of this connection's
                         // packets come in the next batch.
@@ -684,9 +786,22 @@ impl Shard {
                     }
                 }
                 RTCMessage::RtcpPacket(track, packets) => {
+                    // The bandwidth to this subscriber: the congestion
+                    // controller's estimate from its feedback, or (from a
+                    // peer that gives no such feedback) its own REMB.
+                    for found in packets.iter().filter_map(|p| crate::peer::feedback::estimate(p.as_ref())) {
+                        match found {
+                            Estimate::Own(bitrate) => {
+                                peer.own_estimates = true;
+                                estimate = Some(bitrate);
+                            }
+                            Estimate::Remote(bitrate) if !peer.own_estimates => estimate = Some(bitrate),
+                            Estimate::Remote(_) => {}
+                        }
+                    }
                     // A subscriber's keyframe request for a track we send:
                     // ours are named `p<publisher>-<stream ssrc>`.
-                    if packets.iter().any(|p| crate::peer::keyframes::is_keyframe_request(p.as_ref()))
+                    if packets.iter().any(|p| crate::peer::feedback::is_keyframe_request(p.as_ref()))
                         && let Some(stream) = track.rsplit('-').next().and_then(|s| s.parse::<u32>().ok())
                     {
                         keyframes.push(stream);
@@ -697,6 +812,9 @@ impl Shard {
         }
         for stream in keyframes {
             self.keyframe_wanted(stream, connection, now);
+        }
+        if let Some(bitrate) = estimate {
+            self.receiver(connection, Some(bitrate), None);
         }
         let Some(peer) = self.peers.get_mut(&connection) else { return };
         while let Some(out) = peer.pc.poll_write() {
@@ -720,24 +838,69 @@ impl Shard {
         }
     }
 
-    /// A keyframe request from a subscriber's leg, at most one per leg per
-    /// `keyframes::MIN_INTERVAL`, goes to the control plane (which knows
-    /// the publisher).
+    /// A subscriber's estimate or wished layer changed: the forwarding
+    /// decision hears of it (an estimate only when it moved by more than
+    /// [`ESTIMATE_STEP`], so that its wobble costs nothing).
+    fn receiver(&mut self, connection: u64, estimate: Option<u64>, max_layer: Option<u8>) {
+        let Some(peer) = self.peers.get_mut(&connection) else { return };
+        let mut changed = false;
+        if let Some(layer) = max_layer {
+            changed |= peer.max_layer != layer;
+            peer.max_layer = layer;
+        }
+        if let Some(bitrate) = estimate {
+            let moved = (bitrate as f64 - peer.estimate as f64).abs() > peer.estimate as f64 * ESTIMATE_STEP;
+            if moved {
+                peer.estimate = bitrate;
+                changed = true;
+            }
+        }
+        if changed {
+            let state = ReceiverState { participant: connection, bitrate: peer.estimate, max_layer: peer.max_layer };
+            self.decide.update(&RouteChange::Receiver(state));
+        }
+    }
+
+    /// A keyframe request from a subscriber's leg goes to the publisher,
+    /// for the layer the leg gets now.
     fn keyframe_wanted(&mut self, stream: u32, subscriber: u64, now: Instant) {
-        let Some(leg) = self.fanout.leg_mut(stream, subscriber) else { return };
-        if leg.io.keyframe_asked.is_none_or(|t| now.duration_since(t) >= crate::peer::keyframes::MIN_INTERVAL) {
-            leg.io.keyframe_asked = Some(now);
-            (self.events)(ShardEvent::KeyframeWanted(stream));
+        let source = self.fanout.source(stream, subscriber).unwrap_or(stream);
+        self.request_keyframe(source, now);
+    }
+
+    /// Sends the publisher of `ssrc` a PLI for it, at most one per
+    /// `feedback::MIN_INTERVAL` (a keyframe takes a round trip anyway).
+    fn request_keyframe(&mut self, ssrc: u32, now: Instant) {
+        let Some(source) = self.sources.get_mut(&ssrc) else { return };
+        if source.asked.is_some_and(|t| now.duration_since(t) < crate::peer::feedback::MIN_INTERVAL) {
+            return;
+        }
+        source.asked = Some(now);
+        let (publisher, receiver) = (source.publisher, source.receiver);
+        let Some(peer) = self.peers.get_mut(&publisher) else { return };
+        let pli = rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication { sender_ssrc: 0, media_ssrc: ssrc };
+        if let Some(mut receiver) = peer.pc.rtp_receiver(receiver)
+            && receiver.write_rtcp(now, vec![Box::new(pli)]).is_ok()
+        {
+            self.counters.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+            self.touched.insert(publisher);
         }
     }
 
     /// Decides `batch` and writes every copy.
     fn forward(&mut self, batch: &mut Batch, now: Instant) {
         // Taken out while the batch is read (empty vectors allocate nothing).
-        let mut decision = std::mem::replace(&mut batch.decision, ForwardBatch { counts: Vec::new(), subscribers: Vec::new() });
+        let mut decision = std::mem::replace(&mut batch.decision, empty_decision());
         decision.counts.clear();
         decision.subscribers.clear();
+        decision.keyframes.clear();
         self.decide.decide(&batch.metas, &mut decision);
+        for &wanted in &decision.keyframes {
+            let wanted = medianode_sdk::KeyframeRequest::unpack(wanted);
+            if let Some(&ssrc) = self.layers.get(&(wanted.ssrc, wanted.layer)) {
+                self.request_keyframe(ssrc, now);
+            }
+        }
         self.counters.batches.fetch_add(1, Ordering::Relaxed);
         self.counters.packets_in.fetch_add(batch.metas.len() as u64, Ordering::Relaxed);
         let mut cursor = 0;
@@ -745,21 +908,43 @@ impl Shard {
             let chosen = decision.subscribers.get(cursor..cursor + count as usize).unwrap_or(&[]);
             cursor += count as usize;
             // Header extension ids are negotiated per leg; none is carried
-            // over (the publisher's would be refused).
-            packet.header.extension = false;
-            packet.header.extensions.clear();
+            // over (the publisher's would be refused). A fresh header: what
+            // the parsed one kept of its extensions' layout (padding, the
+            // two-byte profile of a browser's RID and MID) must not reach
+            // the leg's marshalling either.
+            let h = &packet.header;
+            packet.header = rtc::rtp::header::Header {
+                version: h.version,
+                padding: h.padding,
+                marker: h.marker,
+                payload_type: h.payload_type,
+                sequence_number: h.sequence_number,
+                timestamp: h.timestamp,
+                ssrc: h.ssrc,
+                csrc: std::mem::take(&mut packet.header.csrc),
+                ..Default::default()
+            };
             self.write_copies(meta.ssrc, &packet, chosen, now);
         }
         batch.metas.clear();
         batch.decision = decision;
     }
 
-    /// Writes `packet` of `stream` to each chosen leg here.
+    /// Writes `packet` of `stream` (or of one of its layers) to each chosen
+    /// leg here.
     fn write_copies(&mut self, stream: u32, packet: &rtc::rtp::Packet, chosen: &[u64], now: Instant) {
         let (peers, touched, counters) = (&mut self.peers, &mut self.touched, &self.counters);
-        self.fanout.route(stream, packet.header.sequence_number, chosen, |leg, copy| {
+        // The wall clock in 90 kHz units: how far a leg's timestamps move
+        // when it switches layers.
+        let clock = (now.duration_since(self.epoch).as_micros() as u64 * 9 / 100) as u32;
+        let h = &packet.header;
+        let routed = Routed { stream, source: h.ssrc, sequence: h.sequence_number, timestamp: h.timestamp, clock };
+        self.fanout.route(routed, chosen, |leg, copy| {
+            if copy.switched {
+                counters.layer_switches.fetch_add(1, Ordering::Relaxed);
+            }
             let subscriber = leg.io.subscriber;
-            let Some(peer) = peers.get_mut(&subscriber) else { return };
+            let Some(peer) = peers.get_mut(&subscriber).filter(|p| p.secure) else { return };
             let Some(mut sender) = peer.pc.rtp_sender(leg.io.sender) else {
                 counters.write_errors.fetch_add(1, Ordering::Relaxed);
                 return;
@@ -781,6 +966,7 @@ impl Shard {
             let mut out = packet.clone();
             out.header.ssrc = copy.ssrc;
             out.header.sequence_number = copy.sequence;
+            out.header.timestamp = copy.timestamp;
             out.header.payload_type = pt;
             match sender.write_rtp(now, out) {
                 Ok(()) => {
@@ -819,8 +1005,19 @@ impl Shard {
         }
     }
 
-    fn adopt(&mut self, connection: u64, room: String, pc: RTCPeerConnection, now: Instant) {
-        let mut peer = Peer { pc, room, inbound: HashMap::new(), audio_level_id: None, timer: None };
+    fn adopt(&mut self, connection: u64, room: String, pc: RTCPeerConnection, layers: Layers, now: Instant) {
+        let mut peer = Peer {
+            pc,
+            room,
+            inbound: HashMap::new(),
+            layers,
+            audio_level_id: None,
+            timer: None,
+            estimate: 0,
+            max_layer: medianode_sdk::ANY_LAYER,
+            own_estimates: false,
+            secure: false,
+        };
         self.register(connection, local_ufrag(&peer.pc));
         let _ = peer.pc.handle_timeout(now);
         self.peers.insert(connection, peer);
@@ -852,14 +1049,7 @@ impl Shard {
     }
 
     fn add_leg(&mut self, spec: LegSpec) {
-        let leg = Leg {
-            subscriber: spec.subscriber,
-            sender: spec.sender,
-            mime: spec.mime,
-            payload_type: None,
-            forwarded: spec.forwarded,
-            keyframe_asked: None,
-        };
+        let leg = Leg { subscriber: spec.subscriber, sender: spec.sender, mime: spec.mime, payload_type: None, forwarded: spec.forwarded };
         self.fanout.subscribe(spec.stream, spec.subscriber, spec.ssrc, leg);
     }
 
@@ -867,6 +1057,9 @@ impl Shard {
     /// its legs, its place.
     fn forget(&mut self, connection: u64, owner: bool) {
         self.fanout.forget(connection);
+        self.sources.retain(|_, s| s.publisher != connection);
+        let sources = &self.sources;
+        self.layers.retain(|_, ssrc| sources.contains_key(ssrc));
         if owner && let Some(mut peer) = self.peers.remove(&connection) {
             let _ = peer.pc.close();
             // Its goodbye (DTLS close) still goes out.
@@ -897,8 +1090,15 @@ struct Batch {
     decision: ForwardBatch,
 }
 
+/// What the shard read of a packet beyond its header.
+struct Layered {
+    layer: Option<u8>,
+    keyframe: bool,
+    audio_level: Option<u8>,
+}
+
 impl Batch {
-    fn push(&mut self, publisher: u64, inbound: Inbound, audio_level: Option<u8>, packet: rtc::rtp::Packet) {
+    fn push(&mut self, publisher: u64, inbound: Inbound, read: Layered, packet: rtc::rtp::Packet) {
         let h = &packet.header;
         self.metas.push(PacketMeta {
             publisher,
@@ -909,7 +1109,9 @@ impl Batch {
             payload_type: h.payload_type,
             marker: h.marker,
             size: packet.payload.len() as u32,
-            audio_level,
+            audio_level: read.audio_level,
+            layer: read.layer,
+            keyframe: read.keyframe,
         });
         self.packets.push(packet);
     }
@@ -917,8 +1119,12 @@ impl Batch {
 
 impl Default for Batch {
     fn default() -> Self {
-        Batch { metas: Vec::new(), packets: Vec::new(), decision: ForwardBatch { counts: Vec::new(), subscribers: Vec::new() } }
+        Batch { metas: Vec::new(), packets: Vec::new(), decision: empty_decision() }
     }
+}
+
+fn empty_decision() -> ForwardBatch {
+    ForwardBatch { counts: Vec::new(), subscribers: Vec::new(), keyframes: Vec::new() }
 }
 
 /// A route change as the decision takes it.

@@ -297,7 +297,9 @@ function onRemoteTrack(user, track) {
 async function startMedia() {
   if (!local && (want.audio || want.video)) {
     try {
-      local = await navigator.mediaDevices.getUserMedia(want);
+      // HD where the camera has it: simulcast sends its full, half and quarter size.
+      const video = want.video ? { width: { ideal: 1280 }, height: { ideal: 720 } } : false;
+      local = await navigator.mediaDevices.getUserMedia({ audio: want.audio, video });
     } catch (e) {
       // No camera or microphone (or no permission): take part without them.
       fail(`Cannot use your camera or microphone (${e.name}): you can still see and hear the others. Check the browser's permissions and join again to send.`, 'devices');
@@ -306,6 +308,7 @@ async function startMedia() {
   // After a reconnect: the same tracks, muted as they were (and the room told).
   media = new Media(send, onRemoteTrack, refresh, e2ee);
   await media.start(local, muting);
+  if ($('quality').value !== 'auto') send({ type: 'quality', video: $('quality').value });
   for (const kind of ['audio', 'video']) {
     if (muting[kind]) {
       send({ type: 'mute', kind });
@@ -379,6 +382,11 @@ for (const kind of ['audio', 'video']) {
   });
 }
 
+// The quality of the videos this page receives (the node picks a layer).
+$('quality').addEventListener('change', (e) => {
+  if (media) send({ type: 'quality', video: e.target.value });
+});
+
 navigator.mediaDevices?.addEventListener('devicechange', fillDevices);
 document.addEventListener('visibilitychange', markRead);
 
@@ -395,10 +403,14 @@ window.medianode = {
   get media() { return media; },
   get e2ee() { return e2ee; },
   inbound: () => (media ? media.inbound() : { audio: 0, video: 0 }),
+  videoIn: () => (media ? media.videoIn() : []),
 };
 
 $('user').value = params.get('user') || `guest-${Math.floor(Math.random() * 1000)}`;
 if (params.get('room')) $('room').value = params.get('room');
 if (params.get('e2ee')) $('want-e2ee').checked = true;
+if (params.get('quality')) $('quality').value = params.get('quality');
+if (params.get('camera') === '0') $('want-video').checked = false;
+if (params.get('microphone') === '0') $('want-audio').checked = false;
 refresh();
 if (params.get('autojoin')) $('join').requestSubmit();

@@ -7,11 +7,22 @@
 // silence); unmuting puts the track back on the same sender, so no
 // renegotiation is needed. Switching devices works the same way.
 //
+// Video goes out in three simulcast layers (a quarter, half and full
+// resolution, lowest first as the node expects); the node sends each viewer
+// the one that fits its bandwidth and the quality it picked (`quality`).
+//
 // In an end-to-end encrypted room every sender's and receiver's encoded
 // frames run through the E2EE worker (e2ee.js); while the worker is being
 // replaced the senders are held (send nothing), as if muted.
 
 import { scriptTransform } from './e2ee.js';
+
+/** The simulcast layers, lowest first. */
+export const LAYERS = [
+  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
+];
 
 export class Media {
   /**
@@ -61,7 +72,9 @@ export class Media {
       for (const track of local.getTracks()) {
         this.tracks[track.kind] = track;
         this.muted[track.kind] = Boolean(muted[track.kind]);
-        const { sender } = pc.addTransceiver(track, { direction: 'sendonly', streams: [local] });
+        const init = { direction: 'sendonly', streams: [local] };
+        if (track.kind === 'video') init.sendEncodings = LAYERS.map((l) => ({ ...l }));
+        const { sender } = pc.addTransceiver(track, init);
         if (this.e2ee) this.e2ee.protect(sender, 'send', track.kind);
         if (this.muted[track.kind] || this.held) await sender.replaceTrack(null);
         this.senders[track.kind] = sender;
@@ -181,6 +194,18 @@ export class Media {
       receive: { kbps: ((now.received - last.received) * 8) / 1000 / seconds, loss: lost + arrived > 0 ? lost / (lost + arrived) : 0, codecs: [...receive.codecs] },
       rttMs: mediaRtt !== null ? mediaRtt * 1000 : iceRtt !== null ? iceRtt * 1000 : null,
     };
+  }
+
+  /** What this page receives of each video: its resolution and frames (read by the tests). */
+  async videoIn() {
+    const out = [];
+    if (!this.pc) return out;
+    (await this.pc.getStats()).forEach((s) => {
+      if (s.type === 'inbound-rtp' && s.kind === 'video') {
+        out.push({ width: s.frameWidth || 0, height: s.frameHeight || 0, decoded: s.framesDecoded || 0, keyframes: s.keyFramesDecoded || 0 });
+      }
+    });
+    return out;
   }
 
   /** Inbound packet counts by kind (read by the tests). */
