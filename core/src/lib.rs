@@ -7,6 +7,9 @@
 //! way quinn-proto and str0m are built). The `medianode` crate runs these
 //! with real I/O: wasmtime, tokio, axum, webrtc-rs, cpal, stage threads.
 //!
+//! - [`cluster`]: nodes sharing rooms: who is alive (heartbeats with a
+//!   TTL), where a new room goes, which rooms move when a node dies or
+//!   drains.
 //! - [`config`]: pipeline files — schema, each kind's settings and checks,
 //!   the graph and its link types, located errors (all of them at once).
 //! - [`monitor`]: the system monitor's thresholds: which are crossed, and
@@ -19,6 +22,7 @@
 //! - [`sfu`]: the SFU's decisions: who gets a copy of each packet and how
 //!   it is numbered, when to renegotiate, who is speaking.
 
+pub mod cluster;
 pub mod config;
 pub mod monitor;
 pub mod plugin;
