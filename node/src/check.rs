@@ -81,7 +81,7 @@ fn summary(config: &PipelineConfig, compiled: &Compiled) -> String {
         line.push_str(&format!("\nok: server would listen on {} (media on {})", server.listen, server.media_ip));
     }
     if let Some(client) = &config.client {
-        line.push_str(&format!("\nok: would join room `{}` as `{}` at {}", client.room, client.user, client.url));
+        line.push_str(&format!("\nok: would join room `{}` as `{}` at {}", client.room, client.user, client.servers.join(" or ")));
     }
     for stage in &config.stages {
         if compiled.plugins.get(&stage.id).is_some_and(|p| p.is_native()) {

@@ -18,6 +18,8 @@
 //! - [`peer`]: opening a WebRTC peer connection, one way for all.
 //! - [`sfu`]: the SFU's participants, tracks and packet forwarding loop.
 //! - [`server`]: `[server]` from a pipeline file: signaling server + SFU.
+//! - [`cluster`]: `[cluster]`: nodes sharing rooms through Redis (registry,
+//!   room homes, signaling carried to a room's home).
 //! - [`edge`]: `[client]` from a pipeline file: a participant in a room on
 //!   an SFU node, with its E2EE stage.
 //! - [`daemon`]: `medianode run`, from a pipeline file to an exit status.
@@ -35,6 +37,7 @@ pub mod authoring;
 pub mod builtin;
 pub mod check;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod edge;

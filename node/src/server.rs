@@ -6,6 +6,7 @@
 //! the SFU's forwarding decisions (without one, the same stock decision
 //! runs natively).
 
+use crate::cluster::Cluster;
 use crate::config::{PipelineConfig, ServerConfig};
 use crate::pipeline::{self, BuildError};
 use crate::runtime::Runtime;
@@ -13,7 +14,8 @@ use crate::runtime::StageShared;
 use crate::sfu::router::{Decide, NativeDecider, PluginDecider};
 use crate::sfu::{Sfu, SfuOptions};
 use crate::signaling::connections::Connections;
-use crate::signaling::server::Server;
+use crate::signaling::hub::SeatSink;
+use crate::signaling::server::{MediaSink, Server};
 use crate::supervisor::crash_report::CrashReporter;
 use std::sync::Arc;
 use std::time::Instant;
@@ -50,9 +52,24 @@ pub async fn start(runtime: &Runtime, config: &PipelineConfig, reporter: &CrashR
     let sfu = Sfu::start(sfu_options, connections.clone(), decide).map_err(|e| {
         config.error(server_config.span.clone(), e, "check `media-ip` (an address of this machine) and `media-port` (free, or 0)")
     })?;
-    let server = Server::start(listen, options, signaling, connections, Some(Arc::new(sfu.clone())), Some(Box::new(sfu.clone())))
-        .await
-        .map_err(|e| config.error(server_config.span.clone(), format!("cannot listen on {listen}: {e}"), "pick a free port in `listen`"))?;
+    let cannot_listen = |e: std::io::Error| {
+        config.error(server_config.span.clone(), format!("cannot listen on {listen}: {e}"), "pick a free port in `listen`")
+    };
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(cannot_listen)?;
+    let cluster = match &config.cluster {
+        None => None,
+        Some(cluster) => {
+            let addr = listener.local_addr().map_err(cannot_listen)?;
+            let url = cluster.url.clone().unwrap_or_else(|| format!("ws://{addr}/ws"));
+            let joined = Cluster::join(cluster, url, sfu.media_address()).await;
+            let hint = "start redis-server, or check `redis`; each node needs a `node` name of its own";
+            let cluster = joined.map_err(|e| config.error(cluster.span.clone(), format!("cannot join the cluster: {e}"), hint))?;
+            crate::cluster::relay::start(cluster.clone(), &sfu);
+            Some(cluster)
+        }
+    };
+    let (media, seats) = (Some(Arc::new(sfu.clone()) as Arc<dyn MediaSink>), Some(Arc::new(sfu.clone()) as Arc<dyn SeatSink>));
+    let server = Server::serve(listener, options, signaling, connections, media, seats, cluster).map_err(cannot_listen)?;
     tracing::info!("serving the web client on http://{} (media on udp {})", server.addr, sfu.media_address());
     Ok(Running { server, sfu, stages })
 }

@@ -107,7 +107,7 @@ fn listener(url: &str, user: &str, wav: &Path) -> String {
 }
 
 /// Every frame a channel sink received.
-fn drain(node: &mut EdgeNode) -> Vec<Items> {
+pub(crate) fn drain(node: &mut EdgeNode) -> Vec<Items> {
     let mut out = Vec::new();
     if let Some(channel) = node.channel.as_mut() {
         while let Ok(items) = channel.try_recv() {
@@ -132,7 +132,7 @@ pub(crate) async fn until(what: &str, limit: Duration, mut done: impl FnMut() ->
     }
 }
 
-fn agreed(edges: &[&Edge], n: usize) -> Option<u64> {
+pub(crate) fn agreed(edges: &[&Edge], n: usize) -> Option<u64> {
     let statuses: Vec<_> = edges.iter().map(|e| e.status()).collect::<Option<Vec<_>>>()?;
     let first = statuses.first()?;
     let same = statuses.iter().all(|s| s.epoch == first.epoch && s.safety_number == first.safety_number && s.members.len() == n);
@@ -172,7 +172,7 @@ fn best_correlation(source: &[f32], got: &[f32]) -> f64 {
     (coarse.saturating_sub(8)..(coarse + 8).min(lags)).map(|lag| corr(lag, 1)).fold(0.0, f64::max)
 }
 
-fn frames_of(items: &Items) -> Vec<Vec<u8>> {
+pub(crate) fn frames_of(items: &Items) -> Vec<Vec<u8>> {
     match items {
         Items::Frames(batch) => crate::e2ee::split(batch),
         Items::Audio(_) => Vec::new(),
@@ -299,7 +299,7 @@ fn tone(url: &str, user: &str, frequency: u32) -> String {
 }
 
 /// The power of `frequency` Hz in 48 kHz `samples` (Goertzel), normalized.
-fn power(samples: &[f32], frequency: f64) -> f64 {
+pub(crate) fn power(samples: &[f32], frequency: f64) -> f64 {
     let w = std::f64::consts::TAU * frequency / 48_000.0;
     let (mut s1, mut s2) = (0.0f64, 0.0f64);
     for &x in samples {

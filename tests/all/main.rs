@@ -9,6 +9,7 @@ mod audio_faults;
 mod audio_files;
 mod browser;
 mod browser_e2ee;
+mod cluster;
 mod common;
 mod config_errors;
 mod daemon;

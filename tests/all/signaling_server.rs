@@ -407,7 +407,7 @@ async fn the_client_reconnects_with_backoff_and_rejoins() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(client.next().await, Some(ClientEvent::Connected { attempt: 2 }));
+    assert_eq!(client.next().await, Some(ClientEvent::Connected { attempt: 2, url: format!("ws://{addr}/ws") }));
     joined(&mut client).await;
 
     // The node goes away: backoff doubles.

@@ -58,7 +58,7 @@ pub async fn node_deciding(decide: Box<dyn medianode::sfu::router::Decide>, opti
         stock_stage("signaling", "{}"),
         connections,
         Some(Arc::new(sfu.clone())),
-        Some(Box::new(sfu.clone())),
+        Some(Arc::new(sfu.clone())),
     )
     .await
     .expect("server starts");

@@ -32,12 +32,19 @@ pub const HEARTBEAT_EVERY: Duration = Duration::from_millis(500);
 /// re-homed (the issue's budget for a killed node is 5 s end to end).
 pub const HEARTBEAT_TTL: Duration = Duration::from_secs(2);
 
+/// A room's home claim lasts this long unless its home renews it (with
+/// each heartbeat, while the room has members); a room nobody is in is
+/// forgotten after it.
+pub const ROOM_TTL: Duration = Duration::from_secs(10);
+
 /// What a node says about itself in each heartbeat.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NodeInfo {
     pub id: String,
-    /// Where clients reach it: its signaling WebSocket URL.
+    /// Where clients and other nodes reach it: its signaling WebSocket URL.
     pub url: String,
+    /// Its media port (`ip:port`), where relays send.
+    pub media: String,
     pub participants: u32,
     /// Its process's CPU use, in cores.
     pub cpu: f32,
@@ -54,6 +61,12 @@ pub struct Membership {
 }
 
 impl Membership {
+    /// The nodes read at `now` are all there are: a node missing from
+    /// `infos` is gone (its heartbeat key expired), at once.
+    pub fn observe(&mut self, now: Instant, infos: Vec<NodeInfo>) {
+        self.nodes = infos.into_iter().map(|info| (info.id.clone(), (info, now))).collect();
+    }
+
     /// `info` was heard at `now`.
     pub fn heartbeat(&mut self, now: Instant, info: NodeInfo) {
         self.nodes.insert(info.id.clone(), (info, now));
@@ -137,7 +150,15 @@ mod tests {
     use super::*;
 
     fn node(id: &str, participants: u32, cpu: f32) -> NodeInfo {
-        NodeInfo { id: id.into(), url: format!("ws://{id}/ws"), participants, cpu, packets_per_second: 0, draining: false }
+        NodeInfo {
+            id: id.into(),
+            url: format!("ws://{id}/ws"),
+            media: String::new(),
+            participants,
+            cpu,
+            packets_per_second: 0,
+            draining: false,
+        }
     }
 
     #[test]
@@ -181,6 +202,15 @@ mod tests {
         nodes.heartbeat(t0, NodeInfo { draining: true, ..node("b", 9, 1.0) });
         assert_eq!(rooms.rehome(&nodes, t0), [("r".to_string(), None)]);
         assert_eq!(rooms.place("new", &nodes, t0), None);
+    }
+
+    #[test]
+    fn a_node_missing_from_a_read_is_gone_at_once() {
+        let t0 = Instant::now();
+        let mut nodes = Membership::default();
+        nodes.observe(t0, vec![node("a", 0, 0.0), node("b", 0, 0.0)]);
+        nodes.observe(t0 + HEARTBEAT_EVERY, vec![node("a", 0, 0.0)]);
+        assert!(nodes.is_alive(t0 + HEARTBEAT_EVERY, "a") && !nodes.is_alive(t0 + HEARTBEAT_EVERY, "b"));
     }
 
     #[test]

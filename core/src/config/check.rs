@@ -7,7 +7,7 @@
 //! unique ids, links and cycles. A rule that fails reports an error and
 //! checking goes on with a default in its place.
 
-use super::schema::{RawAdmin, RawClient, RawPipeline, RawServer, RawSink, RawSource, RawStage};
+use super::schema::{RawAdmin, RawClient, RawCluster, RawPipeline, RawServer, RawSink, RawSource, RawStage};
 use super::*;
 use serde::de::DeserializeOwned;
 use std::cell::RefCell;
@@ -113,6 +113,7 @@ struct RawFile {
     pipeline: Option<RawPipeline>,
     server: Option<Spanned<RawServer>>,
     client: Option<Spanned<RawClient>>,
+    cluster: Option<Spanned<RawCluster>>,
     admin: Option<Spanned<RawAdmin>>,
     sources: Vec<Spanned<RawSource>>,
     stages: Vec<Spanned<RawStage>>,
@@ -150,6 +151,10 @@ pub(super) fn check(file: Arc<SourceFile>) -> Result<(PipelineConfig, Vec<Config
 
     let server = raw.server.as_ref().and_then(|s| server::check(&cx, s));
     let client = raw.client.as_ref().and_then(|c| client::check(&cx, c));
+    let cluster = raw.cluster.as_ref().and_then(|c| cluster::check(&cx, c, server.as_ref()));
+    if let (None, Some(c)) = (&raw.server, &raw.cluster) {
+        cx.report(cx.err(c, "a cluster is made of server nodes", "add a [server] table, or leave [cluster] out"));
+    }
     let admin = raw.admin.as_ref().map_or_else(AdminConfig::default, |a| admin::check(&cx, a));
     if let (Some(_), Some(c)) = (&raw.server, &raw.client) {
         cx.report(cx.err(c, "a node is either a server or a client", "run the SFU and each edge node from files of their own"));
@@ -191,7 +196,7 @@ pub(super) fn check(file: Arc<SourceFile>) -> Result<(PipelineConfig, Vec<Config
     // slow costs only the chains through it, and every other chain keeps
     // the tick's timing.
     let budget = budget.unwrap_or(tick);
-    Ok((PipelineConfig { file, name, pace, tick, budget, sources, stages, sinks, server, client, admin }, cx.errors.into_inner()))
+    Ok((PipelineConfig { file, name, pace, tick, budget, sources, stages, sinks, server, client, cluster, admin }, cx.errors.into_inner()))
 }
 
 /// Parses the document and reads each table on its own. A syntax error
@@ -209,6 +214,7 @@ fn read(cx: &Cx) -> Result<RawFile, ConfigErrors> {
             "pipeline" => raw.pipeline = table(cx, value),
             "server" => raw.server = table(cx, value),
             "client" => raw.client = table(cx, value),
+            "cluster" => raw.cluster = table(cx, value),
             "admin" => raw.admin = table(cx, value),
             "source" => raw.sources = tables(cx, key, value, &mut raw.broken),
             "stage" => raw.stages = tables(cx, key, value, &mut raw.broken),
@@ -216,7 +222,7 @@ fn read(cx: &Cx) -> Result<RawFile, ConfigErrors> {
             other => cx.report(cx.err_at(
                 key.span(),
                 format!("unknown table `{other}`"),
-                "a pipeline file has [pipeline], [server], [client], [admin], [[source]], [[stage]] and [[sink]]",
+                "a pipeline file has [pipeline], [server], [client], [cluster], [admin], [[source]], [[stage]] and [[sink]]",
             )),
         }
     }

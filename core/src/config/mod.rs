@@ -53,6 +53,7 @@ pub mod admin;
 pub mod builtin;
 mod check;
 pub mod client;
+pub mod cluster;
 mod error;
 pub mod graph;
 mod schema;
@@ -63,6 +64,7 @@ pub mod stage;
 
 pub use admin::{AdminConfig, MonitorConfig, TokenSource};
 pub use client::ClientConfig;
+pub use cluster::ClusterConfig;
 pub use error::{ConfigError, ConfigErrors, SourceFile};
 pub use server::{ServerConfig, ServerOptions};
 pub use sink::{SinkConfig, SinkKind, WavFormat};
@@ -102,6 +104,8 @@ pub struct PipelineConfig {
     pub server: Option<ServerConfig>,
     /// The room this node joins as a participant, when the file has `[client]`.
     pub client: Option<ClientConfig>,
+    /// The cluster this server node belongs to, when the file has `[cluster]`.
+    pub cluster: Option<ClusterConfig>,
     /// The admin listener and the system monitor (`[admin]`, or the defaults).
     pub admin: AdminConfig,
 }

@@ -63,12 +63,34 @@ pub struct RawAdmin {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawClient {
-    /// The SFU node's signaling WebSocket (`ws://host:port/ws`).
-    pub server: Spanned<String>,
+    /// The SFU node's signaling WebSocket (`ws://host:port/ws`), or a
+    /// list of a cluster's nodes.
+    pub server: Spanned<OneOrMany>,
     pub room: Spanned<String>,
     pub user: Spanned<String>,
     /// Address media (UDP) binds to.
     pub media_ip: Option<Spanned<String>>,
+}
+
+/// `[cluster]`: this server node shares rooms with others through Redis.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawCluster {
+    /// `redis://host:port` (`/db` optional).
+    pub redis: Spanned<String>,
+    /// This node's name in the cluster (unique).
+    pub node: Spanned<String>,
+    /// Where clients and the other nodes reach this node's signaling
+    /// (`ws://host:port/ws`; default: from `[server] listen`).
+    pub url: Option<Spanned<String>>,
+}
+
+/// A string, or a list of them.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// `[[source]]`: items made by the host.

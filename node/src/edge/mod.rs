@@ -256,8 +256,8 @@ impl Room {
                     tracing::error!(failures, "signaling: giving up after repeated failures");
                     None
                 }
-                ClientEvent::Connected { attempt } => {
-                    tracing::info!(attempt, url = %self.options.url, "signaling connected");
+                ClientEvent::Connected { attempt, url } => {
+                    tracing::info!(attempt, %url, "signaling connected");
                     None
                 }
             };
@@ -377,12 +377,12 @@ pub fn start(
     let compiled = pipeline::compile(runtime, config)?;
     let now = std::time::Instant::now();
     let encryption = compiled.plan.encryption.map(|i| compiled.supervise(config, i, reporter, now)).transpose()?;
-    let options = ClientOptions::new(&client.url, &client.room, &client.user);
+    let options = ClientOptions { servers: client.servers.clone(), ..ClientOptions::new("", &client.room, &client.user) };
     let stage = encryption.map(|supervisor| {
         let (outbox, reader) = Edge::outbox();
         (EncryptionStage::new(supervisor, outbox), reader)
     });
     let publish = config.sinks.iter().any(|s| s.kind == crate::config::SinkKind::Publish);
-    tracing::info!(url = %client.url, room = %client.room, user = %client.user, e2ee = stage.is_some(), publish, "joining");
+    tracing::info!(servers = ?client.servers, room = %client.room, user = %client.user, e2ee = stage.is_some(), publish, "joining");
     Ok(Edge::start(options, Some(MediaOptions { ip: client.media_ip, publish }), stage))
 }

@@ -26,6 +26,7 @@
 //! Media messages (`offer`, `answer`, `candidate`) come from the signaling
 //! server; seats (who is in which room) from the signaling stage.
 
+pub mod relay;
 pub mod router;
 pub mod shard;
 
@@ -99,6 +100,8 @@ struct Published {
     ssrc: u32,
     kind: MediaKind,
     codec: RTCRtpCodec,
+    /// The SSRC it goes by on pipes to other nodes (a cluster's).
+    relay_ssrc: u32,
     /// Copies of this stream written to subscribers, all legs together.
     forwarded: Arc<AtomicU64>,
 }
@@ -115,6 +118,8 @@ struct Participant {
     negotiation: Negotiation,
     /// Its peer connection's ICE state, as last reported.
     ice: RTCIceConnectionState,
+    /// A ghost's node: it stands for a publisher there ([`relay`]).
+    origin: Option<String>,
 }
 
 /// One room as the admin API shows it.
@@ -149,6 +154,7 @@ enum Control {
     Leave(u64),
     Media(u64, Value),
     Shard(ShardEvent),
+    Relay(relay::RelayCommand),
 }
 
 struct Inner {
@@ -160,6 +166,8 @@ struct Inner {
     speakers: shard::Speakers,
     /// Set when the forwarding stage gives up under `stop`.
     stopped: Option<tokio::sync::watch::Receiver<Option<crate::supervisor::Stopped>>>,
+    /// In a cluster: where room events go, and the pipes and ghosts.
+    relay: relay::RelayState,
 }
 
 /// The SFU. Cheap to clone; every clone is the same SFU.
@@ -192,6 +200,7 @@ impl Sfu {
                 shards,
                 speakers,
                 stopped,
+                relay: relay::RelayState::default(),
             }),
         };
         // The control task holds a weak handle: dropping every `Sfu` ends it.
@@ -205,6 +214,7 @@ impl Sfu {
                     Control::Leave(connection) => sfu.leave(connection).await,
                     Control::Media(connection, message) => sfu.media(connection, message).await,
                     Control::Shard(event) => sfu.shard_event(event).await,
+                    Control::Relay(command) => sfu.relay_command(command).await,
                 }
             }
         });
@@ -250,7 +260,11 @@ impl Sfu {
                     forwarded: s.forwarded.load(Ordering::Relaxed),
                 })
                 .collect();
-            rooms.entry(&p.room).or_default().push(ParticipantView { user: p.user.clone(), ice: p.ice.to_string(), tracks });
+            let ice = match &p.origin {
+                Some(node) => format!("relayed from {node}"),
+                None => p.ice.to_string(),
+            };
+            rooms.entry(&p.room).or_default().push(ParticipantView { user: p.user.clone(), ice, tracks });
         }
         rooms
             .into_iter()
@@ -278,15 +292,35 @@ impl Sfu {
             receiving: Vec::new(),
             negotiation: Negotiation::default(),
             ice: RTCIceConnectionState::New,
+            origin: None,
         };
-        self.inner.participants.lock().await.insert(connection, participant);
-        self.inner.shards.route_change(shard::joined(connection, room));
+        let first = {
+            let mut participants = self.inner.participants.lock().await;
+            let first = !participants.values().any(|p| p.room == room && p.origin.is_none());
+            participants.insert(connection, participant);
+            first
+        };
+        self.inner.shards.route_change(shard::joined(connection, room.clone()));
+        if first {
+            self.inner.relay.tell(relay::RoomEvent::Occupied(room));
+        }
     }
 
     /// Tears a participant's media down: its connection, its tracks at the
     /// others (who then get a new offer without them).
     async fn leave(&self, connection: u64) {
-        let Some(gone) = self.inner.participants.lock().await.remove(&connection) else { return };
+        let (gone, last) = {
+            let mut participants = self.inner.participants.lock().await;
+            let Some(gone) = participants.remove(&connection) else { return };
+            let last = gone.origin.is_none() && !participants.values().any(|p| p.room == gone.room && p.origin.is_none());
+            (gone, last)
+        };
+        if gone.origin.is_none() && !gone.published.is_empty() {
+            self.inner.relay.tell(relay::RoomEvent::Streams(gone.room.clone()));
+        }
+        if last {
+            self.inner.relay.tell(relay::RoomEvent::Vacated(gone.room.clone()));
+        }
         self.inner.shards.route_change(RouteChange::Left(connection));
         self.inner.shards.close(connection);
         // The others stop receiving the leaver's streams.
@@ -585,12 +619,20 @@ impl Sfu {
             ShardEvent::Track { connection, ssrc, kind, codec } => self.on_track(connection, ssrc, kind, codec).await,
             ShardEvent::IceState(connection, state) => self.on_ice_state(connection, state).await,
             ShardEvent::Speaker { room, connection } => self.announce_speaker(&room, connection).await,
+            ShardEvent::RelayedKeyframe { ghost, ssrc } => self.relayed_keyframe(ghost, ssrc).await,
         }
     }
 
     /// A publisher's stream began: give it to everyone else in the room.
     async fn on_track(&self, publisher: u64, ssrc: u32, kind: MediaKind, codec: RTCRtpCodec) {
-        let stream = Published { ssrc, kind, codec, forwarded: Arc::default() };
+        self.publish(publisher, Published { ssrc, kind, codec, relay_ssrc: rand::random(), forwarded: Arc::default() }).await;
+    }
+
+    /// Gives `stream` of `publisher` (a participant here, or a ghost) to
+    /// everyone else in the room here, and (a participant's) to the pipes.
+    async fn publish(&self, publisher: u64, stream: Published) {
+        let ssrc = stream.ssrc;
+        let kind = stream.kind;
         let (user, subscribers) = {
             let mut participants = self.inner.participants.lock().await;
             let Some(p) = participants.get_mut(&publisher) else { return };
@@ -609,6 +651,7 @@ impl Sfu {
                 self.renegotiate(subscriber).await;
             }
         }
+        self.relay_stream(publisher, &stream).await;
     }
 
     /// A node offer with new ICE credentials.

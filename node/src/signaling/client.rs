@@ -6,6 +6,8 @@
 //! - It checks the line with pings ([`Heartbeat`]: a ping after 10 s of
 //!   silence, the line declared dead after 30 s), because a half-open TCP
 //!   connection otherwise looks alive forever.
+//! - Given several nodes (a cluster's), it moves on to the next one
+//!   whenever a line fails or cannot be made.
 //! - It reconnects with the supervisor's [`Backoff`] (the first retry at
 //!   once, then base 1 s doubling to a 30 s cap, with jitter; reset after a
 //!   healthy minute; more than 10 failures in 5 minutes gives up), so a
@@ -28,8 +30,10 @@ use tokio_tungstenite::tungstenite::Message;
 
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
-    /// `ws://host:port/ws` (with `?token=` when the node wants one).
-    pub url: String,
+    /// `ws://host:port/ws` (with `?token=` when the node wants one): the
+    /// nodes of a cluster, any of which serves the room. A failed line
+    /// moves the next attempt on to the next one.
+    pub servers: Vec<String>,
     pub room: String,
     pub user: String,
     pub reconnect: RestartConfig,
@@ -43,7 +47,7 @@ pub struct ClientOptions {
 impl ClientOptions {
     pub fn new(url: &str, room: &str, user: &str) -> ClientOptions {
         ClientOptions {
-            url: url.to_string(),
+            servers: vec![url.to_string()],
             room: room.to_string(),
             user: user.to_string(),
             reconnect: RestartConfig {
@@ -68,8 +72,8 @@ impl ClientOptions {
 /// What the client saw.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientEvent {
-    /// Connected (and the join sent); `attempt` counts from 1.
-    Connected { attempt: u32 },
+    /// Connected to `url` (and the join sent); `attempt` counts from 1.
+    Connected { attempt: u32, url: String },
     /// A message from the node.
     Message(Value),
     /// The line is down; the next attempt comes after `retry_in`.
@@ -113,16 +117,23 @@ impl Drop for Client {
 async fn run(options: ClientOptions, mut outgoing: mpsc::UnboundedReceiver<Value>, events: mpsc::UnboundedSender<ClientEvent>) {
     let mut backoff = Backoff::new(options.reconnect.clone(), rand::random());
     let mut attempt = 0;
+    let mut server = 0;
     loop {
         attempt += 1;
-        let reason = match connect_async(options.url.as_str()).await {
-            Err(e) => format!("cannot connect: {e}"),
+        let Some(url) = options.servers.get(server % options.servers.len().max(1)) else {
+            let _ = events.send(ClientEvent::GaveUp { failures: 0 });
+            return;
+        };
+        let reason = match connect_async(url.as_str()).await {
+            Err(e) => format!("cannot connect to {url}: {e}"),
             Ok((ws, _)) => {
                 backoff.on_started(Instant::now().into_std());
-                let _ = events.send(ClientEvent::Connected { attempt });
+                let _ = events.send(ClientEvent::Connected { attempt, url: url.clone() });
                 session(&options, ws, &mut outgoing, &events).await
             }
         };
+        // The node that failed may be gone for good: the next one next.
+        server += 1;
         let now = Instant::now();
         match backoff.on_failure(now.into_std(), true) {
             Decision::Restart { at, .. } => {
@@ -140,6 +151,13 @@ async fn run(options: ClientOptions, mut outgoing: mpsc::UnboundedReceiver<Value
     }
 }
 
+/// A join refused as `user-taken` goes again after this (times the tries)...
+const REJOIN_AFTER: Duration = Duration::from_millis(100);
+/// ...this many times: the node sees a line that died within a heartbeat
+/// timeout at most, and a real second client of the same user is not
+/// displaced by trying forever.
+const MAX_REJOINS: u32 = 8;
+
 /// One connection, until it ends; returns why.
 async fn session(
     options: &ClientOptions,
@@ -152,12 +170,23 @@ async fn session(
         return format!("cannot join: {e}");
     }
     let mut heartbeat = Heartbeat::new(Instant::now().into_std(), options.heartbeat_interval, options.heartbeat_timeout);
+    // A rejoin may reach the node before it has seen the old line go (it
+    // answers `user-taken`): the join goes again, a little later.
+    let mut rejoin: Option<Instant> = None;
+    let mut rejoins = 0u32;
     loop {
         let wake = match keep_alive(&mut heartbeat, &mut ws).await {
             Ok(wake) => wake,
             Err(Lapse::Dead) => return "no answer to pings".into(),
             Err(Lapse::SendFailed) => return "send failed".into(),
         };
+        let wake = rejoin.map_or(wake, |at| at.min(wake));
+        if rejoin.is_some_and(|at| at <= Instant::now()) {
+            rejoin = None;
+            if let Err(e) = ws.send(Message::text(join.to_string())).await {
+                return format!("cannot join: {e}");
+            }
+        }
         tokio::select! {
             incoming = ws.next() => match incoming {
                 None => return "closed".into(),
@@ -167,6 +196,10 @@ async fn session(
                     match message {
                         Message::Text(text) => {
                             if let Ok(value) = serde_json::from_str::<Value>(&text) {
+                                if value["type"] == "error" && value["code"] == "user-taken" && value["ref"] == "join" && rejoins < MAX_REJOINS {
+                                    rejoins += 1;
+                                    rejoin = Some(Instant::now() + REJOIN_AFTER * rejoins);
+                                }
                                 let _ = events.send(ClientEvent::Message(value));
                             }
                         }

@@ -28,7 +28,7 @@ pub const QUEUE_BYTES: usize = 4 << 20;
 const BUILD_WAIT: Duration = Duration::from_millis(100);
 
 /// Where seats go: the SFU, when the node carries media.
-pub trait SeatSink: Send + 'static {
+pub trait SeatSink: Send + Sync + 'static {
     fn seated(&self, connection: u64, room: &str, user: &str);
     fn unseated(&self, connection: u64);
 }
@@ -48,7 +48,7 @@ impl Hub {
     pub fn start(
         mut stage: Supervisor,
         connections: Connections,
-        seats: Option<Box<dyn SeatSink>>,
+        seats: Option<Arc<dyn SeatSink>>,
         stopped: tokio::sync::oneshot::Sender<Stopped>,
     ) -> std::io::Result<Hub> {
         let (tx, rx) = mpsc::channel::<SignalEvent>();

@@ -25,10 +25,12 @@
 //! ([`super::hub`]).
 
 use super::connections::{Connections, Outgoing, error_reply};
-use super::hub::Hub;
+use super::hub::{Hub, SeatSink};
 use super::keepalive::{Lapse, keep_alive};
 use super::page;
 use super::token;
+use crate::cluster::proxy::{self, Proxy};
+use crate::cluster::{Cluster, Home};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -37,9 +39,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use medianode_core::signaling::heartbeat::Heartbeat;
 use medianode_core::signaling::rate_limit::TokenBucket;
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -65,7 +67,16 @@ struct Shared {
     counters: Arc<SignalingCounters>,
     /// Connections whose task still runs (a drain waits for none).
     live: tokio::sync::watch::Sender<usize>,
+    /// In a cluster: this node's membership, and where seats from a
+    /// client's room's home go (its SFU).
+    cluster: Option<Arc<Cluster>>,
+    seats: Option<Arc<dyn SeatSink>>,
+    /// Connections that are other nodes' proxies for their clients.
+    proxied: Proxied,
 }
+
+/// Connections that are other nodes' proxies ([`crate::cluster::proxy`]).
+type Proxied = Arc<Mutex<HashSet<u64>>>;
 
 /// How many message types the metrics count: the signaling stage's, the
 /// SFU's, `ping`, and `other` for anything else ([`counted_type`]).
@@ -118,15 +129,8 @@ fn message_type<'a>(counters: &SignalingCounters, text: &'a str) -> Option<&'a s
 }
 
 /// The router: the page ([`super::page`]) and the WebSocket endpoint.
-pub fn router(
-    options: ServerOptions,
-    hub: Hub,
-    connections: Connections,
-    media: Option<Arc<dyn MediaSink>>,
-    counters: Arc<SignalingCounters>,
-    live: tokio::sync::watch::Sender<usize>,
-) -> Router {
-    let shared = Arc::new(Shared { options, hub, connections, media, next_id: AtomicU64::new(1), counters, live });
+fn router(shared: Shared) -> Router {
+    let shared = Arc::new(shared);
     let mut router = Router::new();
     for &(path, content_type, body) in page::FILES {
         let tag = page::etag(body);
@@ -163,16 +167,33 @@ async fn upgrade(ws: WebSocketUpgrade, Query(query): Query<HashMap<String, Strin
         }
     };
     let limit = shared.options.max_message;
-    ws.max_message_size(limit * 4).max_frame_size(limit * 4).on_upgrade(move |socket| connection(socket, shared, grant))
+    let given = Given { grant, token: query.get("token").cloned(), via: query.contains_key("via") };
+    ws.max_message_size(limit * 4).max_frame_size(limit * 4).on_upgrade(move |socket| connection(socket, shared, given))
+}
+
+/// What a connection came with.
+struct Given {
+    /// The room and user its token grants.
+    grant: Option<(String, String)>,
+    token: Option<String>,
+    /// It is another node's proxy for a client of that node.
+    via: bool,
 }
 
 /// One connection, from upgrade to close.
-async fn connection(mut socket: WebSocket, shared: Arc<Shared>, grant: Option<(String, String)>) {
+async fn connection(mut socket: WebSocket, shared: Arc<Shared>, given: Given) {
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let mut outbox = shared.connections.open(id);
     shared.live.send_modify(|n| *n += 1);
     count(&shared.counters.connections_opened);
-    shared.hub.connected(id, grant);
+    if given.via {
+        lock(&shared.proxied).insert(id);
+    }
+    let mut route = Route::default();
+    if let Some((room, _)) = &given.grant {
+        route.decide(&shared, id, room, given.token.as_deref()).await;
+    }
+    shared.hub.connected(id, given.grant);
     let options = &shared.options;
     let start = Instant::now().into_std();
     let mut heartbeat = Heartbeat::new(start, options.heartbeat_interval, options.heartbeat_timeout);
@@ -220,7 +241,9 @@ async fn connection(mut socket: WebSocket, shared: Arc<Shared>, grant: Option<(S
                     continue;
                 }
                 let kind = message_type(&shared.counters, text.as_str());
-                route(&shared, id, text.as_str(), kind);
+                if let Some(text) = route_media(&shared, id, text.as_str(), kind) {
+                    route.pass_on(&shared, id, text, given.token.as_deref()).await;
+                }
             }
             outgoing = outbox.recv() => match outgoing {
                 Some(Outgoing::Text(text)) => {
@@ -245,32 +268,160 @@ async fn connection(mut socket: WebSocket, shared: Arc<Shared>, grant: Option<(S
     if let Some(media) = &shared.media {
         media.closed(id);
     }
+    drop(route);
     shared.hub.disconnected(id);
+    lock(&shared.proxied).remove(&id);
     shared.live.send_modify(|n| *n -= 1);
 }
 
-/// `ping` is the host's to answer; media messages go to the SFU, the rest
-/// to the signaling stage.
-fn route(shared: &Shared, id: u64, text: &str, kind: Option<&str>) {
+/// `ping` is the host's to answer and media messages go to the SFU;
+/// returns the rest, the signaling stage's.
+fn route_media<'a>(shared: &Shared, id: u64, text: &'a str, kind: Option<&str>) -> Option<&'a str> {
     if kind == Some("ping") {
-        return reply(shared, id, r#"{"type":"pong"}"#.to_string());
+        reply(shared, id, r#"{"type":"pong"}"#.to_string());
+        return None;
     }
-    let kind = media_type(text);
-    match (kind, &shared.media) {
+    match (media_type(text), &shared.media) {
         (Some((_, value)), Some(media)) => {
             count(&shared.counters.media_messages);
             media.media_message(id, value);
+            None
         }
         (Some((kind, _)), None) => {
             reply(shared, id, error_reply("no-media", "this node carries no media", Some(&kind)));
+            None
         }
-        (None, _) => {
-            if !shared.hub.message(id, text.to_string()) {
-                count(&shared.counters.busy);
-                reply(shared, id, error_reply("busy", "the signaling stage is behind; send again later", None));
+        (None, _) => Some(text),
+    }
+}
+
+/// Where a connection's signaling goes: this node's stage, or (in a
+/// cluster) its room's home, through a [`Proxy`]. Decided by the room of
+/// its first `join` (or of its token); messages before that go to this
+/// node's stage, which answers them without a room.
+#[derive(Default)]
+struct Route {
+    /// The room its signaling is with, once decided.
+    room: Option<String>,
+    proxy: Option<Proxy>,
+}
+
+impl Route {
+    async fn pass_on(&mut self, shared: &Shared, id: u64, text: &str, token: Option<&str>) {
+        if shared.cluster.is_some()
+            && let Some(room) = join_room(text)
+            && self.room.as_deref() != Some(room.as_str())
+        {
+            if let Some(proxy) = &self.proxy {
+                let message = format!(
+                    "this connection's signaling is with room `{}` on node `{}`; reconnect to join `{room}`",
+                    proxy.room, proxy.home
+                );
+                return reply(shared, id, error_reply("other-room", &message, Some("join")));
+            }
+            if !self.decide(shared, id, &room, token).await {
+                return;
             }
         }
+        let sent = match &self.proxy {
+            Some(proxy) => proxy.send(text.to_string()),
+            None => shared.hub.message(id, text.to_string()),
+        };
+        if !sent {
+            count(&shared.counters.busy);
+            reply(shared, id, error_reply("busy", "the signaling stage is behind; send again later", None));
+        }
     }
+
+    /// Finds `room`'s home and, when it is another node, opens the proxy
+    /// to it. False (after replying why) when that cannot be done.
+    async fn decide(&mut self, shared: &Shared, id: u64, room: &str, token: Option<&str>) -> bool {
+        let Some(cluster) = &shared.cluster else { return true };
+        let home = match cluster.home(room).await {
+            Ok(home) => home,
+            Err(e) => {
+                reply(shared, id, error_reply("cluster-unavailable", &format!("cannot find room `{room}`'s node: {e}"), Some("join")));
+                return false;
+            }
+        };
+        match home {
+            Home::Here => {}
+            Home::There { node, url } if self.room.is_none() => {
+                let seats = shared.seats.clone();
+                match Proxy::open(cluster, (&node, &url), room, token, id, shared.connections.clone(), seats).await {
+                    Ok(proxy) => self.proxy = Some(proxy),
+                    Err(e) => {
+                        reply(shared, id, error_reply("cluster-unavailable", &e, Some("join")));
+                        return false;
+                    }
+                }
+            }
+            Home::There { node, .. } => {
+                let message = format!("room `{room}` lives on node `{node}`; reconnect to join it");
+                reply(shared, id, error_reply("other-room", &message, Some("join")));
+                return false;
+            }
+        }
+        self.room = Some(room.to_string());
+        true
+    }
+}
+
+/// The room of a `join` message.
+fn join_room(text: &str) -> Option<String> {
+    if !text.contains("join") {
+        return None;
+    }
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    (value.get("type")?.as_str()? == "join").then(|| value.get("room")?.as_str().map(str::to_string)).flatten()
+}
+
+/// Seats the stage gives: a proxied connection's go back to the node that
+/// carries its media; the others to this node's SFU. In a cluster, each
+/// also makes this node its room's home for as long as it lasts.
+struct StageSeats {
+    sfu: Option<Arc<dyn SeatSink>>,
+    proxied: Proxied,
+    connections: Connections,
+    cluster: Option<Arc<Cluster>>,
+}
+
+impl SeatSink for StageSeats {
+    fn seated(&self, connection: u64, room: &str, user: &str) {
+        if let Some(cluster) = &self.cluster {
+            cluster.hosting(connection, room);
+        }
+        if lock(&self.proxied).contains(&connection) {
+            self.connections.send(connection, Outgoing::Text(proxy::seat_message(room, user)));
+            return;
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.media_seated(connection);
+        }
+        if let Some(sfu) = &self.sfu {
+            sfu.seated(connection, room, user);
+        }
+    }
+
+    fn unseated(&self, connection: u64) {
+        if let Some(cluster) = &self.cluster {
+            cluster.not_hosting(connection);
+        }
+        if lock(&self.proxied).contains(&connection) {
+            self.connections.send(connection, Outgoing::Text(proxy::unseat_message()));
+            return;
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.media_unseated(connection);
+        }
+        if let Some(sfu) = &self.sfu {
+            sfu.unseated(connection);
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A media message's type and body. Anything else (not JSON included) is
@@ -306,6 +457,8 @@ pub struct Server {
     live: tokio::sync::watch::Sender<usize>,
     stopped: tokio::sync::oneshot::Receiver<crate::supervisor::Stopped>,
     task: tokio::task::JoinHandle<()>,
+    /// Its membership of a cluster, when it is in one.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl Server {
@@ -318,21 +471,48 @@ impl Server {
         stage: crate::supervisor::Supervisor,
         connections: Connections,
         media: Option<Arc<dyn MediaSink>>,
-        seats: Option<Box<dyn super::hub::SeatSink>>,
+        seats: Option<Arc<dyn SeatSink>>,
     ) -> std::io::Result<Server> {
         let listener = tokio::net::TcpListener::bind(listen).await?;
+        Server::serve(listener, options, stage, connections, media, seats, None)
+    }
+
+    /// The same on a bound `listener`, as a node of `cluster` when given.
+    pub fn serve(
+        listener: tokio::net::TcpListener,
+        options: ServerOptions,
+        stage: crate::supervisor::Supervisor,
+        connections: Connections,
+        media: Option<Arc<dyn MediaSink>>,
+        seats: Option<Arc<dyn SeatSink>>,
+        cluster: Option<Arc<Cluster>>,
+    ) -> std::io::Result<Server> {
         let addr = listener.local_addr()?;
         let (stop_tx, stopped) = tokio::sync::oneshot::channel();
-        let hub = Hub::start(stage, connections.clone(), seats, stop_tx)?;
+        let proxied = Proxied::default();
+        let stage_seats =
+            StageSeats { sfu: seats.clone(), proxied: proxied.clone(), connections: connections.clone(), cluster: cluster.clone() };
+        let hub = Hub::start(stage, connections.clone(), Some(Arc::new(stage_seats)), stop_tx)?;
         let counters = Arc::new(SignalingCounters::default());
         let (live, _) = tokio::sync::watch::channel(0);
-        let app = router(options, hub, connections.clone(), media, counters.clone(), live.clone());
+        let app = router(Shared {
+            options,
+            hub,
+            connections: connections.clone(),
+            media,
+            next_id: AtomicU64::new(1),
+            counters: counters.clone(),
+            live: live.clone(),
+            cluster: cluster.clone(),
+            seats,
+            proxied,
+        });
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!("signaling server failed: {e}");
             }
         });
-        Ok(Server { addr, connections, counters, live, stopped, task })
+        Ok(Server { addr, connections, counters, live, stopped, task, cluster })
     }
 
     /// Drains: stops accepting (the port is free for a successor once this

@@ -23,6 +23,16 @@
 //! [`Shards::run`]: a closure run on the shard that owns a connection, its
 //! answer awaited. Building a connection (keys, certificate) happens there,
 //! off the shards; it arrives built ([`Shards::adopt`]).
+//!
+//! In a cluster a room also has **pipes** ([`Shards::add_pipe`]): one per
+//! other node of the room, plain RTP both ways between the two nodes'
+//! media ports (the media is SFrame-sealed by its sender; the nodes read
+//! only headers, as they do here). A pipe subscribes to this node's own
+//! publishers like a participant; what comes in on it belongs to a
+//! *ghost*, a stand-in here for a publisher on the other node
+//! ([`Shards::add_piped`]), whose streams the room's subscribers get as
+//! they get anyone's. A ghost's streams never go out on a pipe: every
+//! node relays its own publishers to every other, one hop.
 
 pub mod mux;
 pub mod udp;
@@ -68,6 +78,9 @@ pub enum ShardEvent {
     IceState(u64, RTCIceConnectionState),
     /// The loudest speaker of `room` changed (RFC 6464 audio levels).
     Speaker { room: String, connection: u64 },
+    /// A subscriber here wants a keyframe of a stream another node relays
+    /// (`ssrc`, as it arrives on the pipe from `ghost`'s node).
+    RelayedKeyframe { ghost: u64, ssrc: u32 },
 }
 
 /// Where shard events go (the control plane's queue).
@@ -123,6 +136,7 @@ pub struct Shards {
     /// Where connections live ([`Placement`]).
     placement: Mutex<Placement>,
     pub counters: Arc<MediaCounters>,
+    pipe_owners: PipeOwners,
 }
 
 /// Which shard owns each connection. A room's connections share one shard
@@ -140,6 +154,9 @@ struct Placement {
 
 impl Placement {
     fn place(&mut self, connection: u64, room: &str, shards: usize) -> usize {
+        if let Some((index, _)) = self.connections.get(&connection) {
+            return *index;
+        }
         let index = match self.rooms.get_mut(room) {
             Some((index, count)) => {
                 *count += 1;
@@ -178,6 +195,11 @@ impl Placement {
 /// Local ufrag -> the shard that owns the connection: how a shard whose
 /// socket got another's binding request knows where to hand it.
 type Ufrags = Arc<Mutex<HashMap<String, usize>>>;
+
+/// (a node's media port, an SSRC it relays) -> the shard of the pipe's
+/// room: another node's datagrams all come from one address, but its
+/// rooms may live on different shards here.
+type PipeOwners = Arc<Mutex<HashMap<(SocketAddr, u32), usize>>>;
 
 /// Each room's active-speaker detector, shared by the shards.
 pub type Speakers = Arc<Mutex<HashMap<String, SpeakerDetector>>>;
@@ -245,6 +267,7 @@ impl Shards {
         let local = sockets[0].local_addr()?;
         let counters = Arc::new(MediaCounters::default());
         let ufrags = Ufrags::default();
+        let pipe_owners = PipeOwners::default();
         let mut polls = Vec::new();
         let mut links = Vec::new();
         let mut receivers = Vec::new();
@@ -289,10 +312,15 @@ impl Shards {
                 sources: HashMap::new(),
                 layers: HashMap::new(),
                 epoch: Instant::now(),
+                pipes: HashMap::new(),
+                piped: HashMap::new(),
+                pipe_peers: HashMap::new(),
+                piped_in: Vec::new(),
+                pipe_owners: pipe_owners.clone(),
             };
             std::thread::Builder::new().name(format!("sfu-shard-{index}")).spawn(move || shard.run())?;
         }
-        Ok(Arc::new(Shards { links, local, placement: Mutex::default(), counters }))
+        Ok(Arc::new(Shards { links, local, placement: Mutex::default(), counters, pipe_owners }))
     }
 
     pub fn count(&self) -> usize {
@@ -381,6 +409,40 @@ impl Shards {
     }
 }
 
+impl Shards {
+    /// A pipe to another node for `room`: what the room's publishers here
+    /// send goes to `remote` (that node's media port) once it subscribes
+    /// ([`Self::subscribe_pipe`]).
+    pub fn add_pipe(&self, pipe: u64, room: &str, remote: SocketAddr) {
+        let index = crate::runtime::lock(&self.placement).place(pipe, room, self.links.len());
+        self.links[index].send(Command::Job(Box::new(move |shard: &mut Shard, _| {
+            shard.pipes.insert(pipe, remote);
+        })));
+    }
+
+    /// `pipe` carries this node's publisher stream `stream` as `ssrc`.
+    pub fn subscribe_pipe(&self, pipe: u64, stream: u32, ssrc: u32, forwarded: Arc<AtomicU64>) {
+        let Some(index) = crate::runtime::lock(&self.placement).shard(pipe) else { return };
+        self.links[index].send(Command::Job(Box::new(move |shard: &mut Shard, _| {
+            let leg = Leg { subscriber: pipe, sender: None, mime: String::new(), payload_type: None, forwarded };
+            shard.fanout.subscribe(stream, pipe, ssrc, leg);
+        })));
+    }
+
+    /// RTP from `remote` with `ssrc` is a stream of `ghost` (a publisher on
+    /// that node) in `room`.
+    pub fn add_piped(&self, ghost: u64, room: &str, remote: SocketAddr, ssrc: u32, kind: MediaKind, vp8: bool) {
+        let index = crate::runtime::lock(&self.placement).place(ghost, room, self.links.len());
+        crate::runtime::lock(&self.pipe_owners).insert((remote, ssrc), index);
+        self.links[index].send(Command::Job(Box::new(move |shard: &mut Shard, _| {
+            let inbound = Inbound { ssrc, kind, simulcast: false, vp8 };
+            shard.piped.insert((remote, ssrc), Piped { ghost, inbound });
+            *shard.pipe_peers.entry(remote).or_default() += 1;
+            shard.sources.insert(ssrc, Source { publisher: ghost, receiver: None, stream: ssrc, layer: None, asked: None });
+        })));
+    }
+}
+
 impl Drop for Shards {
     /// The shards end after what they are doing (not waited for: this may
     /// run on an async thread).
@@ -407,7 +469,8 @@ pub struct LegSpec {
 /// A leg's I/O end in the shard.
 struct Leg {
     subscriber: u64,
-    sender: RTCRtpSenderId,
+    /// `None`: the leg is a pipe's.
+    sender: Option<RTCRtpSenderId>,
     mime: String,
     payload_type: Option<u8>,
     forwarded: Arc<AtomicU64>,
@@ -453,7 +516,8 @@ struct Inbound {
 /// An SSRC a publisher sends: a stream, or a layer of one.
 struct Source {
     publisher: u64,
-    receiver: RTCRtpReceiverId,
+    /// `None`: a ghost's (its keyframes are asked of its node).
+    receiver: Option<RTCRtpReceiverId>,
     /// The stream's key ([`Inbound::ssrc`]).
     stream: u32,
     layer: Option<u8>,
@@ -523,6 +587,22 @@ pub struct Shard {
     layers: HashMap<(u32, u8), u32>,
     /// The origin of the RTP clock legs are rebased with.
     epoch: Instant,
+    /// Pipes here, to the media port of the node at the other end.
+    pipes: HashMap<u64, SocketAddr>,
+    /// Streams other nodes relay here, by (their media port, SSRC); and
+    /// how many from each node (a datagram from anywhere else is not
+    /// looked up).
+    piped: HashMap<(SocketAddr, u32), Piped>,
+    pipe_peers: HashMap<SocketAddr, usize>,
+    /// Packets read from pipes, for the next pass.
+    piped_in: Vec<(u64, Inbound, rtc::rtp::Packet)>,
+    pipe_owners: PipeOwners,
+}
+
+/// A stream another node relays here.
+struct Piped {
+    ghost: u64,
+    inbound: Inbound,
 }
 
 /// Streams one connection may publish (audio, video, screen, and room for
@@ -604,6 +684,9 @@ impl Shard {
     /// One datagram from `from`: to the connection it is for, here or on
     /// the shard that owns it.
     fn datagram(&mut self, from: SocketAddr, datagram: BytesMut, now: Instant) {
+        if self.pipe_peers.contains_key(&from) {
+            return self.piped_datagram(from, datagram);
+        }
         let Some(connection) = self.mux.route(from, &datagram) else {
             return self.hand_on(from, datagram);
         };
@@ -622,6 +705,18 @@ impl Shard {
     /// what comes later from that address follows it there. Anything else
     /// is dropped, counted.
     fn hand_on(&mut self, from: SocketAddr, datagram: BytesMut) {
+        // Another node's relayed stream goes by its SSRC (that node's rooms
+        // may live on several shards here); it is never cached by address.
+        if let Some(ssrc) = rtp_ssrc(&datagram)
+            && let Some(&owner) = crate::runtime::lock(&self.pipe_owners).get(&(from, ssrc))
+        {
+            if owner != self.index {
+                self.handing.entry(owner).or_default().push((from, datagram));
+            } else {
+                self.counters.unclaimed.fetch_add(1, Ordering::Relaxed);
+            }
+            return;
+        }
         let owner = match self.foreign.get(&from) {
             Some(&owner) => Some(owner),
             None => mux::binding_request_ufrag(&datagram).and_then(|ufrag| crate::runtime::lock(&self.ufrags).get(&ufrag).copied()),
@@ -635,6 +730,22 @@ impl Shard {
                 self.handing.entry(owner).or_default().push((from, datagram));
             }
             _ => {
+                self.counters.unclaimed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// RTP from another node's media port: a relayed stream of a room here
+    /// (decided with the next pass), or another shard's.
+    fn piped_datagram(&mut self, from: SocketAddr, datagram: BytesMut) {
+        use rtc::shared::marshal::Unmarshal;
+        let Some(piped) = rtp_ssrc(&datagram).and_then(|ssrc| self.piped.get(&(from, ssrc))) else {
+            return self.hand_on(from, datagram);
+        };
+        let (ghost, inbound) = (piped.ghost, piped.inbound);
+        match rtc::rtp::Packet::unmarshal(&mut &datagram[..]) {
+            Ok(packet) => self.piped_in.push((ghost, inbound, packet)),
+            Err(_) => {
                 self.counters.unclaimed.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -658,6 +769,18 @@ impl Shard {
     /// again for the subscribers that writes touched. Bounded: what is
     /// left stays touched and the loop comes back without waiting.
     fn pass(&mut self, batch: &mut Batch, now: Instant) {
+        let mut piped = std::mem::take(&mut self.piped_in);
+        for (ghost, inbound, packet) in piped.drain(..) {
+            let keyframe = inbound.vp8 && medianode_core::sfu::vp8::starts_keyframe(&packet.payload);
+            batch.push(ghost, inbound, Layered { layer: None, keyframe, audio_level: None }, packet);
+            if batch.metas.len() >= MAX_BATCH {
+                self.forward(batch, now);
+            }
+        }
+        self.piped_in = piped;
+        if !batch.metas.is_empty() {
+            self.forward(batch, now);
+        }
         for _ in 0..8 {
             if self.touched.is_empty() {
                 break;
@@ -698,7 +821,7 @@ impl Shard {
                         self.counters.streams_refused.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
-                    let source = |stream| Source { publisher: connection, receiver: init.receiver_id, stream, layer, asked: None };
+                    let source = |stream| Source { publisher: connection, receiver: Some(init.receiver_id), stream, layer, asked: None };
                     if let Some(inbound) = peer.inbound.get(&init.track_id).copied() {
                         // Another layer of a stream the subscribers have.
                         if let Some(layer) = layer {
@@ -877,6 +1000,11 @@ impl Shard {
         }
         source.asked = Some(now);
         let (publisher, receiver) = (source.publisher, source.receiver);
+        let Some(receiver) = receiver else {
+            // A ghost's: its node asks the publisher.
+            self.counters.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+            return (self.events)(ShardEvent::RelayedKeyframe { ghost: publisher, ssrc });
+        };
         let Some(peer) = self.peers.get_mut(&publisher) else { return };
         let pli = rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication { sender_ssrc: 0, media_ssrc: ssrc };
         if let Some(mut receiver) = peer.pc.rtp_receiver(receiver)
@@ -934,6 +1062,7 @@ impl Shard {
     /// leg here.
     fn write_copies(&mut self, stream: u32, packet: &rtc::rtp::Packet, chosen: &[u64], now: Instant) {
         let (peers, touched, counters) = (&mut self.peers, &mut self.touched, &self.counters);
+        let (pipes, queue) = (&self.pipes, &mut self.queue);
         // The wall clock in 90 kHz units: how far a leg's timestamps move
         // when it switches layers.
         let clock = (now.duration_since(self.epoch).as_micros() as u64 * 9 / 100) as u32;
@@ -944,8 +1073,28 @@ impl Shard {
                 counters.layer_switches.fetch_add(1, Ordering::Relaxed);
             }
             let subscriber = leg.io.subscriber;
+            let Some(sender) = leg.io.sender else {
+                // A pipe's: the packet as it came, renumbered, in plain RTP.
+                use rtc::shared::marshal::Marshal;
+                let Some(&remote) = pipes.get(&subscriber) else { return };
+                let mut out = packet.clone();
+                out.header.ssrc = copy.ssrc;
+                out.header.sequence_number = copy.sequence;
+                out.header.timestamp = copy.timestamp;
+                match out.marshal() {
+                    Ok(datagram) => {
+                        queue.push(remote, datagram);
+                        counters.packets_out.fetch_add(1, Ordering::Relaxed);
+                        leg.io.forwarded.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        counters.write_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                return;
+            };
             let Some(peer) = peers.get_mut(&subscriber).filter(|p| p.secure) else { return };
-            let Some(mut sender) = peer.pc.rtp_sender(leg.io.sender) else {
+            let Some(mut sender) = peer.pc.rtp_sender(sender) else {
                 counters.write_errors.fetch_add(1, Ordering::Relaxed);
                 return;
             };
@@ -1049,7 +1198,8 @@ impl Shard {
     }
 
     fn add_leg(&mut self, spec: LegSpec) {
-        let leg = Leg { subscriber: spec.subscriber, sender: spec.sender, mime: spec.mime, payload_type: None, forwarded: spec.forwarded };
+        let leg =
+            Leg { subscriber: spec.subscriber, sender: Some(spec.sender), mime: spec.mime, payload_type: None, forwarded: spec.forwarded };
         self.fanout.subscribe(spec.stream, spec.subscriber, spec.ssrc, leg);
     }
 
@@ -1057,6 +1207,21 @@ impl Shard {
     /// its legs, its place.
     fn forget(&mut self, connection: u64, owner: bool) {
         self.fanout.forget(connection);
+        self.pipes.remove(&connection);
+        let (pipe_peers, owners) = (&mut self.pipe_peers, &self.pipe_owners);
+        self.piped.retain(|&(remote, ssrc), piped| {
+            if piped.ghost != connection {
+                return true;
+            }
+            crate::runtime::lock(owners).remove(&(remote, ssrc));
+            if let Some(n) = pipe_peers.get_mut(&remote) {
+                *n -= 1;
+                if *n == 0 {
+                    pipe_peers.remove(&remote);
+                }
+            }
+            false
+        });
         self.sources.retain(|_, s| s.publisher != connection);
         let sources = &self.sources;
         self.layers.retain(|_, ssrc| sources.contains_key(ssrc));
@@ -1075,6 +1240,13 @@ impl Shard {
             self.mux.remove(connection);
         }
     }
+}
+
+/// The SSRC of what looks like an RTP packet (version 2, not RTCP).
+fn rtp_ssrc(datagram: &[u8]) -> Option<u32> {
+    let header = datagram.get(..12)?;
+    let rtcp = (192..=223).contains(&header[1]);
+    (header[0] >> 6 == 2 && !rtcp).then(|| u32::from_be_bytes([header[8], header[9], header[10], header[11]]))
 }
 
 /// The ufrag of a connection's local description (`a=ice-ufrag:`).

@@ -1,0 +1,396 @@
+//! Nodes sharing rooms through a real `redis-server` (started here on a
+//! free port, nothing saved): a room has one home whose signaling stage
+//! orders everything for it, whichever node each client connects to.
+
+use futures_util::{SinkExt, StreamExt};
+use medianode::cluster::Home;
+use medianode::supervisor::crash_report::CrashReporter;
+use medianode_core::config::ClusterConfig;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A `redis-server` of the test's own, gone with it.
+pub(crate) struct Redis {
+    child: Child,
+    pub(crate) url: String,
+}
+
+impl Redis {
+    /// Starts one on a free port and waits until it accepts connections.
+    pub(crate) fn start() -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+        let mut child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--loglevel", "notice"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian's redis-server package; .ci/run installs it)");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        loop {
+            let line = lines.next().expect("redis-server said it is ready before exiting").expect("a line");
+            if line.contains("Ready to accept connections") {
+                break;
+            }
+        }
+        // Keep draining its output, so it never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Redis { child, url: format!("redis://127.0.0.1:{port}") }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A node of the default pipeline in this process, in the cluster on `redis`.
+async fn node(redis: &Redis, id: &str) -> medianode::server::Running {
+    let mut config = medianode::config::default_pipeline().unwrap_or_else(|e| panic!("{e}"));
+    if let Some(server) = config.server.as_mut() {
+        server.listen.set_port(0);
+        server.media_threads = 1;
+    }
+    config.cluster = Some(ClusterConfig { span: 0..0, redis: redis.url.clone(), node: id.to_string(), url: None });
+    medianode::server::start(crate::common::runtime(), &config, &CrashReporter::new(None)).await.unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn connect(node: &medianode::server::Running) -> Socket {
+    connect_async(format!("ws://{}/ws", node.server.addr)).await.expect("connects").0
+}
+
+async fn say(socket: &mut Socket, message: Value) {
+    socket.send(Message::text(message.to_string())).await.expect("sends");
+}
+
+/// The next text message, as JSON.
+async fn next(socket: &mut Socket) -> Value {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(5), socket.next()).await.expect("a message within 5 s");
+        match message.expect("socket open").expect("no socket error") {
+            Message::Text(text) => return serde_json::from_str(&text).expect("JSON"),
+            Message::Close(frame) => panic!("closed: {frame:?}"),
+            _ => {}
+        }
+    }
+}
+
+/// Messages until one of type `kind` (returned).
+async fn next_of(socket: &mut Socket, kind: &str) -> Value {
+    loop {
+        let message = next(socket).await;
+        if message["type"] == kind {
+            return message;
+        }
+    }
+}
+
+/// Messages until `user`'s presence says `state`.
+async fn presence(socket: &mut Socket, user: &str, state: &str) {
+    loop {
+        let message = next_of(socket, "presence").await;
+        if message["user"] == user && message["state"] == state {
+            return;
+        }
+    }
+}
+
+/// Until every node sees all three in its view.
+async fn until_everyone_sees_everyone(nodes: &[&medianode::server::Running]) {
+    crate::edge_nodes::until("every node sees the three", Duration::from_secs(5), || {
+        nodes.iter().all(|n| n.server.cluster.as_ref().is_some_and(|c| c.nodes().len() == nodes.len()))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_on_three_nodes_has_one_home_that_orders_its_signaling() {
+    let redis = Redis::start();
+    let (a, b, c) = (node(&redis, "a").await, node(&redis, "b").await, node(&redis, "c").await);
+    until_everyone_sees_everyone(&[&a, &b, &c]).await;
+
+    // One client on each node, in one room.
+    let mut ann = connect(&a).await;
+    say(&mut ann, json!({"type": "join", "room": "r", "user": "ann"})).await;
+    assert_eq!(next(&mut ann).await["type"], "joined");
+    let mut bob = connect(&b).await;
+    say(&mut bob, json!({"type": "join", "room": "r", "user": "bob"})).await;
+    let joined = next(&mut bob).await;
+    assert_eq!(joined["type"], "joined", "{joined}");
+    assert_eq!(joined["members"].as_array().map(Vec::len), Some(2), "bob sees ann, who is on another node: {joined}");
+    let mut cat = connect(&c).await;
+    say(&mut cat, json!({"type": "join", "room": "r", "user": "cat"})).await;
+    assert_eq!(next(&mut cat).await["members"].as_array().map(Vec::len), Some(3));
+    for socket in [&mut ann, &mut bob] {
+        presence(socket, "cat", "joined").await;
+    }
+
+    // Exactly one home, and the same answer from every node.
+    let mut homes = Vec::new();
+    for n in [&a, &b, &c] {
+        homes.push(n.server.cluster.as_ref().expect("in a cluster").home("r").await.expect("a home"));
+    }
+    let here: Vec<_> = homes.iter().filter(|h| **h == Home::Here).collect();
+    assert_eq!(here.len(), 1, "one node is the room's home: {homes:?}");
+
+    // Its stage orders the room's commits once: two commits for the same
+    // epoch from clients on two other nodes, one accepted, one refused.
+    say(&mut bob, json!({"type": "mls-commit", "epoch": 0, "commit": "AAAA"})).await;
+    assert_eq!(next_of(&mut bob, "mls-accepted").await["epoch"], 0);
+    say(&mut cat, json!({"type": "mls-commit", "epoch": 0, "commit": "BBBB"})).await;
+    let refused = next_of(&mut cat, "error").await;
+    assert_eq!((refused["code"].as_str(), refused["epoch"].as_u64()), (Some("stale-epoch"), Some(1)), "{refused}");
+    assert_eq!(next_of(&mut ann, "mls-commit").await["commit"], "AAAA", "ann (node a) gets bob's (node b) commit");
+
+    // Chat crosses nodes too, and a client that leaves is gone for all.
+    say(&mut ann, json!({"type": "message", "id": "m1", "text": "hello"})).await;
+    assert_eq!(next_of(&mut cat, "message").await["text"], "hello");
+    drop(bob);
+    presence(&mut ann, "bob", "left").await;
+    presence(&mut cat, "bob", "left").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_goes_leaves_the_view_and_new_rooms_avoid_it() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, "a").await, node(&redis, "b").await);
+    until_everyone_sees_everyone(&[&a, &b]).await;
+    let a_view = a.server.cluster.clone().expect("in a cluster");
+    drop(b);
+    crate::edge_nodes::until("b leaves a's view", Duration::from_secs(5), || a_view.nodes().len() == 1).await;
+    for room in ["x", "y", "z"] {
+        assert_eq!(a_view.home(room).await, Ok(Home::Here), "with b gone, a takes every new room");
+    }
+}
+
+/// A node of the cluster on `redis` in a process of its own (so that it
+/// can be SIGKILLed), on the default pipeline's stages.
+struct ChildNode {
+    node: crate::daemon::Node,
+    /// Its signaling WebSocket.
+    url: String,
+}
+
+impl ChildNode {
+    fn start(redis: &Redis, id: &str) -> ChildNode {
+        let pipeline = format!(
+            r#"
+            [server]
+            listen = "127.0.0.1:0"
+            media-threads = 1
+
+            [cluster]
+            redis = "{}"
+            node = "{id}"
+
+            [[stage]]
+            id = "rooms"
+            plugin = "stock:signaling"
+            "#,
+            redis.url
+        );
+        let mut node = crate::daemon::Node::spawn(tempfile::tempdir().expect("tempdir"), &pipeline);
+        node.wait_for("serving the web client on");
+        let log = node.log();
+        let addr = log
+            .split("serving the web client on http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("the node says where it serves:\n{log}"));
+        ChildNode { url: format!("ws://{addr}/ws"), node }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.node.child.kill(); // SIGKILL
+        let _ = self.node.child.wait();
+    }
+}
+
+/// A client that keeps itself in room `r` (the edge node's signaling
+/// client: reconnects at once, then with backoff, to the next server).
+fn member(user: &str, servers: &[&str]) -> medianode::signaling::client::Client {
+    use medianode::signaling::client::{Client, ClientOptions};
+    let mut options = ClientOptions::new(servers[0], "r", user);
+    options.servers = servers.iter().map(ToString::to_string).collect();
+    Client::start(options)
+}
+
+/// Client events until `done` says so (within `limit`); returns it.
+async fn until_event<T>(
+    client: &mut medianode::signaling::client::Client,
+    limit: Duration,
+    mut done: impl FnMut(&medianode::signaling::client::ClientEvent) -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let event = tokio::time::timeout_at(deadline, client.next()).await.expect("in time").expect("the client runs");
+        if let Some(found) = done(&event) {
+            return found;
+        }
+    }
+}
+
+/// Cat's presence state, when `event` is her presence.
+fn presence_of_cat(event: &medianode::signaling::client::ClientEvent) -> Option<String> {
+    use medianode::signaling::client::ClientEvent;
+    match event {
+        ClientEvent::Message(m) if m["type"] == "presence" && m["user"] == "cat" => m["state"].as_str().map(str::to_string),
+        _ => None,
+    }
+}
+
+fn joined_message(event: &medianode::signaling::client::ClientEvent) -> Option<()> {
+    use medianode::signaling::client::ClientEvent;
+    matches!(event, ClientEvent::Message(m) if m["type"] == "joined").then_some(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_node_s_clients_are_back_through_another_within_5_s() {
+    use medianode::signaling::client::ClientEvent;
+    let redis = Redis::start();
+    let (a, b, mut c) = (ChildNode::start(&redis, "a"), ChildNode::start(&redis, "b"), ChildNode::start(&redis, "c"));
+    let mut ann = member("ann", &[&a.url]);
+    until_event(&mut ann, Duration::from_secs(10), joined_message).await;
+    let mut bob = member("bob", &[&b.url]);
+    until_event(&mut bob, Duration::from_secs(10), joined_message).await;
+    // Cat's node dies; her client knows the others.
+    let mut cat = member("cat", &[&c.url, &a.url, &b.url]);
+    until_event(&mut cat, Duration::from_secs(10), joined_message).await;
+    for client in [&mut ann, &mut bob] {
+        until_event(client, Duration::from_secs(5), |e| presence_of_cat(e).filter(|s| s == "joined")).await;
+    }
+
+    let killed = std::time::Instant::now();
+    c.kill();
+    let url = until_event(&mut cat, Duration::from_secs(5), |e| match e {
+        ClientEvent::Connected { url, .. } => Some(url.clone()),
+        _ => None,
+    })
+    .await;
+    assert_ne!(url, c.url);
+    until_event(&mut cat, Duration::from_secs(5), joined_message).await;
+    let back = killed.elapsed();
+    println!("cat back in the room through {url} {back:?} after her node was killed");
+    assert!(back < Duration::from_secs(5), "back within 5 s: {back:?}");
+
+    // Ann and bob saw her go and come back, and never lost their line.
+    for client in [&mut ann, &mut bob] {
+        let mut states = Vec::new();
+        until_event(client, Duration::from_secs(5), |e| {
+            if let ClientEvent::Disconnected { reason, .. } = e {
+                panic!("a client of a live node lost its line: {reason}");
+            }
+            let state = presence_of_cat(e)?;
+            states.push(state);
+            (states.last().map(String::as_str) == Some("joined")).then_some(())
+        })
+        .await;
+        assert_eq!(states, ["left", "joined"]);
+    }
+}
+
+/// A participant on an edge node: a tone of its own, published sealed
+/// (its plaintext Opus frames also to a channel sink), and the room's mix
+/// into `wav`.
+fn voice(url: &str, user: &str, frequency: u32, wav: &std::path::Path) -> String {
+    format!(
+        "[pipeline]\nname = \"{user}\"\npace = \"realtime\"\n\n{}\
+         [[source]]\nid = \"tone\"\nkind = \"tone\"\nfrequency = {frequency}\namplitude = 0.3\n\n\
+         [[stage]]\nid = \"opus\"\nbuiltin = \"opus-encoder\"\ninputs = [\"tone\"]\n\n\
+         [[sink]]\nid = \"room\"\nkind = \"publish\"\ninputs = [\"opus\"]\n\n\
+         [[sink]]\nid = \"plain\"\nkind = \"channel\"\ninputs = [\"opus\"]\ncapacity = 100000\n\n\
+         [[source]]\nid = \"everyone\"\nkind = \"room\"\n\n\
+         [[sink]]\nid = \"heard\"\nkind = \"wav\"\ninputs = [\"everyone\"]\npath = {:?}\n",
+        crate::edge_nodes::client(url, user, "stock:e2ee", "{}"),
+        wav.display().to_string()
+    )
+}
+
+/// Three nodes, one room, E2EE: an edge node on each publishes a tone and
+/// mixes the room (it hears the other two, relayed from their nodes); a
+/// VP8 publisher on one node is seen on the other two; and what the nodes
+/// forward (relayed included) holds no plaintext frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn participants_on_three_nodes_hear_and_see_each_other_end_to_end_encrypted() {
+    use crate::edge_nodes::{EdgeNode, agreed, power, samples, until};
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nodes = [node(&redis, "a").await, node(&redis, "b").await, node(&redis, "c").await];
+    until_everyone_sees_everyone(&nodes.iter().collect::<Vec<_>>()).await;
+    let url = |i: usize| format!("ws://{}/ws", nodes[i].server.addr);
+    let tones = [("low", 400), ("mid", 1000), ("high", 2500)];
+    let wavs: Vec<_> = tones.iter().map(|(user, _)| dir.path().join(format!("{user}.wav"))).collect();
+    let mut edges: Vec<EdgeNode> =
+        tones.iter().enumerate().map(|(i, (user, hz))| EdgeNode::start(voice(&url(i), user, *hz, &wavs[i]), dir.path())).collect();
+    until("one group of three", Duration::from_secs(30), || agreed(&edges.iter().map(|e| &e.edge).collect::<Vec<_>>(), 3).is_some()).await;
+
+    // Video from a, seen on b and c.
+    let addr = |i: usize| nodes[i].server.addr;
+    let camera = crate::webrtc_peers::peer_at_with(addr(0), "call", "camera", false, true).await;
+    let watchers = [
+        crate::webrtc_peers::peer_at(addr(1), "call", "watcher-b", false).await,
+        crate::webrtc_peers::peer_at(addr(2), "call", "watcher-c", false).await,
+    ];
+    let video = 0x5A;
+    for sequence in 0..3000u16 {
+        camera.send_video(sequence, 1000).await;
+        tokio::time::sleep(Duration::from_millis(5)).await; // pacing the camera, not waiting for an event
+        if watchers.iter().all(|w| w.seen.tagged(video) >= 200) {
+            break;
+        }
+    }
+    let seen: Vec<u64> = watchers.iter().map(|w| w.seen.tagged(video)).collect();
+    assert!(seen.iter().all(|&n| n >= 200), "video packets seen on b and c: {seen:?}");
+
+    // Every voice hears the other two, loud.
+    let hears_the_others = |i: usize| {
+        let mix = edges[i].stats.mix.clone().expect("a room source's mix");
+        move || {
+            let levels = mix.levels();
+            levels.len() == 2 && levels.iter().all(|l| l.level_dbfs > -20.0)
+        }
+    };
+    for (i, (user, _)) in tones.iter().enumerate() {
+        until(&format!("{user} hears the other two"), Duration::from_secs(30), hears_the_others(i)).await;
+    }
+    // Two seconds of it, then the files.
+    for watcher in &watchers {
+        let before = watcher.received();
+        watcher
+            .seen
+            .until("2 s more of the room", Duration::from_secs(20), |s| {
+                s.packets.load(std::sync::atomic::Ordering::Relaxed) >= before + 300
+            })
+            .await;
+    }
+    for edge in &mut edges {
+        edge.stop();
+    }
+    for (i, (user, _)) in tones.iter().enumerate() {
+        let got = samples(&wavs[i]);
+        assert!(got.len() >= 48_000, "{user}'s mix wrote {} samples", got.len());
+        let last = &got[got.len() - 48_000..];
+        let between = [700.0, 1700.0, 3300.0].map(|f| power(last, f)).into_iter().fold(0.0, f64::max);
+        for (other, hz) in tones.iter().filter(|(other, _)| other != user) {
+            let p = power(last, f64::from(*hz));
+            assert!(p > 100.0 * between, "{user} hears {other}'s {hz} Hz at {p:e}, in-between {between:e}");
+        }
+    }
+
+    // What b and c forwarded (the relayed voices among it) holds no
+    // 16-byte run of any voice's plaintext Opus.
+    let plain: Vec<Vec<u8>> =
+        edges.iter_mut().flat_map(crate::edge_nodes::drain).flat_map(|items| crate::edge_nodes::frames_of(&items)).collect();
+    let observed: Vec<Vec<u8>> = watchers.iter().flat_map(|w| w.seen.payloads.lock().expect("lock").clone()).collect();
+    assert!(plain.len() > 300 && observed.len() > 300, "{} plaintext frames, {} observed", plain.len(), observed.len());
+    assert_eq!(crate::edge_nodes::leaked(&plain, &observed), 0, "plaintext crossed a node");
+}
