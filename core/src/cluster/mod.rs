@@ -94,9 +94,20 @@ impl Membership {
     /// Where a new room goes: the live, undrained node with the fewest
     /// participants (then the least CPU, then the smallest id).
     pub fn least_loaded(&self, now: Instant) -> Option<&NodeInfo> {
-        self.alive(now)
-            .filter(|n| !n.draining)
-            .min_by(|a, b| a.participants.cmp(&b.participants).then(a.cpu.total_cmp(&b.cpu)).then_with(|| a.id.cmp(&b.id)))
+        self.least_loaded_for(now, "", &[])
+    }
+
+    /// The same, as `asking` places a room its client asked for: it wins
+    /// a tie on participants (no proxy for a room its first member
+    /// brings), and nodes in `excluded` (found unreachable) are passed over.
+    pub fn least_loaded_for(&self, now: Instant, asking: &str, excluded: &[&str]) -> Option<&NodeInfo> {
+        self.alive(now).filter(|n| !n.draining && !excluded.contains(&n.id.as_str())).min_by(|a, b| {
+            a.participants
+                .cmp(&b.participants)
+                .then_with(|| (b.id == asking).cmp(&(a.id == asking)))
+                .then(a.cpu.total_cmp(&b.cpu))
+                .then_with(|| a.id.cmp(&b.id))
+        })
     }
 
     pub fn get(&self, id: &str) -> Option<&NodeInfo> {
@@ -221,5 +232,10 @@ mod tests {
             nodes.heartbeat(t0, node(id, 2, 0.3));
         }
         assert_eq!(nodes.least_loaded(t0).map(|n| n.id.as_str()), Some("a"), "ties go to the smallest id");
+        let pick = |nodes: &Membership, asking, excluded: &[&str]| nodes.least_loaded_for(t0, asking, excluded).map(|n| n.id.clone());
+        assert_eq!(pick(&nodes, "c", &[]).as_deref(), Some("c"), "or to the node that asks");
+        assert_eq!(pick(&nodes, "c", &["c"]).as_deref(), Some("a"), "unless it is excluded");
+        nodes.heartbeat(t0, node("c", 3, 0.3));
+        assert_eq!(pick(&nodes, "c", &[]).as_deref(), Some("a"), "a tie on participants only");
     }
 }

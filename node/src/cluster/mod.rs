@@ -115,6 +115,8 @@ pub struct Cluster {
     draining: AtomicBool,
     /// Nodes that left the view: proxies to them end.
     gone: broadcast::Sender<String>,
+    /// Where Redis calls from plain threads (the signaling stage's) run.
+    runtime: tokio::runtime::Handle,
     pub counters: ClusterCounters,
 }
 
@@ -141,6 +143,7 @@ impl Cluster {
             media_seats: Mutex::default(),
             draining: AtomicBool::new(false),
             gone: broadcast::channel(64).0,
+            runtime: tokio::runtime::Handle::current(),
             counters: ClusterCounters::default(),
         });
         let taken: Option<String> = cluster.redis(redis::cmd("GET").arg(node_key(&cluster.node))).await?;
@@ -235,13 +238,27 @@ impl Cluster {
     /// Where `room`'s signaling lives: its home if that node is alive, or
     /// else the least loaded node, claimed for it now.
     pub async fn home(&self, room: &str) -> Result<Home, String> {
+        self.home_without(room, None).await
+    }
+
+    /// The same when `unreachable`, the room's home a moment ago, cannot be
+    /// reached: it is replaced at once, not when its heartbeat lapses (a
+    /// node that was SIGKILLed refuses connections long before that).
+    pub async fn rehome(&self, room: &str, unreachable: &str) -> Result<Home, String> {
+        tracing::warn!(room, home = unreachable, "the room's home does not answer; moving the room");
+        self.home_without(room, Some(unreachable)).await
+    }
+
+    async fn home_without(&self, room: &str, unreachable: Option<&str>) -> Result<Home, String> {
         let key = room_key(room);
+        let excluded: Vec<&str> = unreachable.into_iter().collect();
         for _ in 0..3 {
             let current: Option<String> = self.redis(redis::cmd("GET").arg(&key)).await?;
             let (current_alive, pick) = {
                 let view = self.lock_view();
                 let now = Instant::now();
-                (current.as_deref().is_some_and(|h| view.is_alive(now, h)), view.least_loaded(now).map(|n| n.id.clone()))
+                let alive = current.as_deref().is_some_and(|h| view.is_alive(now, h) && !excluded.contains(&h));
+                (alive, view.least_loaded_for(now, &self.node, &excluded).map(|n| n.id.clone()))
             };
             if current_alive && let Some(home) = current {
                 return self.resolve(&home);
@@ -250,7 +267,7 @@ impl Cluster {
             let mut claim = self.claim.key(&key);
             claim.arg(&pick).arg(current.as_deref().unwrap_or_default()).arg(millis(ROOM_TTL));
             let home: String = self.invoke(claim).await?;
-            if self.lock_view().is_alive(Instant::now(), &home) {
+            if self.lock_view().is_alive(Instant::now(), &home) && !excluded.contains(&home.as_str()) {
                 if home == pick {
                     tracing::info!(room, home, "a room found its home");
                 }
@@ -287,7 +304,8 @@ impl Cluster {
             }
         };
         let cluster = self.clone();
-        tokio::spawn(async move {
+        // Called from the signaling stage's thread: no runtime of its own.
+        self.runtime.spawn(async move {
             let mut release = cluster.release.key(room_key(&room));
             release.arg(&cluster.node);
             if let Err(e) = cluster.invoke::<i64>(release).await {

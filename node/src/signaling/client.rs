@@ -151,7 +151,14 @@ async fn run(options: ClientOptions, mut outgoing: mpsc::UnboundedReceiver<Value
     }
 }
 
-/// A join refused as `user-taken` goes again after this (times the tries)...
+/// Refusals of a join that go away by themselves: the node has not yet
+/// seen this client's old line go, or (in a cluster) the room's node is
+/// being replaced.
+fn retried(code: &Value) -> bool {
+    code == "user-taken" || code == "cluster-unavailable"
+}
+
+/// A refused join ([`retried`]) goes again after this (times the tries)...
 const REJOIN_AFTER: Duration = Duration::from_millis(100);
 /// ...this many times: the node sees a line that died within a heartbeat
 /// timeout at most, and a real second client of the same user is not
@@ -170,8 +177,7 @@ async fn session(
         return format!("cannot join: {e}");
     }
     let mut heartbeat = Heartbeat::new(Instant::now().into_std(), options.heartbeat_interval, options.heartbeat_timeout);
-    // A rejoin may reach the node before it has seen the old line go (it
-    // answers `user-taken`): the join goes again, a little later.
+    // A join refused for a moment ([`retried`]) goes again, a little later.
     let mut rejoin: Option<Instant> = None;
     let mut rejoins = 0u32;
     loop {
@@ -196,7 +202,7 @@ async fn session(
                     match message {
                         Message::Text(text) => {
                             if let Ok(value) = serde_json::from_str::<Value>(&text) {
-                                if value["type"] == "error" && value["code"] == "user-taken" && value["ref"] == "join" && rejoins < MAX_REJOINS {
+                                if value["type"] == "error" && retried(&value["code"]) && value["ref"] == "join" && rejoins < MAX_REJOINS {
                                     rejoins += 1;
                                     rejoin = Some(Instant::now() + REJOIN_AFTER * rejoins);
                                 }

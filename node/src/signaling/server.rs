@@ -347,9 +347,21 @@ impl Route {
         match home {
             Home::Here => {}
             Home::There { node, url } if self.room.is_none() => {
-                let seats = shared.seats.clone();
-                match Proxy::open(cluster, (&node, &url), room, token, id, shared.connections.clone(), seats).await {
-                    Ok(proxy) => self.proxy = Some(proxy),
+                let open = |node: String, url: String| {
+                    let (seats, connections) = (shared.seats.clone(), shared.connections.clone());
+                    async move { Proxy::open(cluster, (&node, &url), room, token, id, connections, seats).await }
+                };
+                let opened = match open(node.clone(), url).await {
+                    Ok(proxy) => Ok(Some(proxy)),
+                    // Its home is gone: the room moves (here, or elsewhere).
+                    Err(_) => match cluster.rehome(room, &node).await {
+                        Ok(Home::Here) => Ok(None),
+                        Ok(Home::There { node, url }) => open(node, url).await.map(Some),
+                        Err(e) => Err(e),
+                    },
+                };
+                match opened {
+                    Ok(proxy) => self.proxy = proxy,
                     Err(e) => {
                         reply(shared, id, error_reply("cluster-unavailable", &e, Some("join")));
                         return false;
