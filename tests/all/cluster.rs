@@ -209,6 +209,18 @@ impl ChildNode {
         ChildNode { url: format!("ws://{addr}/ws"), node }
     }
 
+    /// Its signaling port's address.
+    fn addr(&self) -> std::net::SocketAddr {
+        self.url.trim_start_matches("ws://").trim_end_matches("/ws").parse().expect("an address")
+    }
+
+    /// Its admin API's address.
+    fn admin(&self) -> std::net::SocketAddr {
+        let log = self.node.log();
+        let addr = log.split("admin API on http://").nth(1).and_then(|rest| rest.split_whitespace().next());
+        addr.and_then(|a| a.parse().ok()).unwrap_or_else(|| panic!("the node says where its admin API is:\n{log}"))
+    }
+
     fn kill(&mut self) {
         let _ = self.node.child.kill(); // SIGKILL
         let _ = self.node.child.wait();
@@ -406,87 +418,153 @@ fn frames_from(listener: &crate::edge_nodes::EdgeNode, publisher: &str) -> u64 {
     mix.levels().iter().find(|l| l.publisher == publisher).map_or(0, |l| l.frames)
 }
 
-/// Three nodes in processes of their own, an edge node on each (cat's
-/// knows all three nodes); cat's node is SIGKILLed. Measured: the time
-/// until cat hears the others again and they hear her (through another
-/// node, in a new MLS epoch). Ann and bob never lose their line, and no
-/// plaintext frame shows in what the surviving nodes forward.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sigkilled_node_s_participants_are_back_with_media_within_5_s() {
+/// What happens to a node in a [`failover`] test.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Event {
+    /// SIGKILL.
+    Kill,
+    /// `POST /drain`.
+    Drain,
+}
+
+/// Three nodes in processes of their own, an edge node on each (each
+/// knows all three nodes, its own first); ann comes first, so the room
+/// lives on her node, a. Then `event` befalls node a (`home`) or c.
+/// Measured: the time until everyone hears everyone again (through the
+/// nodes left, in a new MLS epoch), each direction's gap. Within 5 s;
+/// when c goes, ann and bob never lose their line; no plaintext frame
+/// shows in what b forwards.
+async fn failover(event: Event, home: bool) {
     use crate::edge_nodes::{EdgeNode, agreed, until};
     use medianode::signaling::client::ClientEvent;
     let redis = Redis::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let (a, b, mut c) = (ChildNode::start(&redis, "a"), ChildNode::start(&redis, "b"), ChildNode::start(&redis, "c"));
-    let wav = |user: &str| dir.path().join(format!("{user}.wav"));
-    let mut ann = EdgeNode::start(voice(&a.url, "ann", 400, &wav("ann")), dir.path());
-    // Ann brings the room: it lives on her node (a tie on load goes to the
-    // node the first client came to), and c is not its home.
+    let mut nodes = [ChildNode::start(&redis, "a"), ChildNode::start(&redis, "b"), ChildNode::start(&redis, "c")];
+    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    let edge = |user: &str, first: usize, hz: u32| {
+        let servers: Vec<String> = (0..3).map(|i| format!("{:?}", urls[(first + i) % 3])).collect();
+        let client = crate::edge_nodes::client(&urls[first], user, "stock:e2ee", "{}")
+            .replace(&format!("server = {:?}", urls[first]), &format!("server = [{}]", servers.join(", ")));
+        EdgeNode::start(voice_of(client, user, hz, &dir.path().join(format!("{user}.wav"))), dir.path())
+    };
+    let mut ann = edge("ann", 0, 400);
     until("ann's group", Duration::from_secs(20), || agreed(&[&ann.edge], 1).is_some()).await;
-    let mut bob = EdgeNode::start(voice(&b.url, "bob", 1000, &wav("bob")), dir.path());
-    let cat_client = crate::edge_nodes::client(&c.url, "cat", "stock:e2ee", "{}")
-        .replace(&format!("server = \"{}\"", c.url), &format!("server = [\"{}\", \"{}\", \"{}\"]", c.url, a.url, b.url));
-    let mut cat = EdgeNode::start(voice_of(cat_client, "cat", 2500, &wav("cat")), dir.path());
-    let addr = |url: &str| url.trim_start_matches("ws://").trim_end_matches("/ws").parse::<std::net::SocketAddr>().expect("an address");
-    let watchers = [
-        crate::webrtc_peers::peer_at(addr(&a.url), "call", "watcher-a", false).await,
-        crate::webrtc_peers::peer_at(addr(&b.url), "call", "watcher-b", false).await,
-    ];
+    let mut bob = edge("bob", 1, 1000);
+    let mut cat = edge("cat", 2, 2500);
+    let watcher = crate::webrtc_peers::peer_at(nodes[1].addr(), "call", "watcher-b", false).await;
     until("one group of three", Duration::from_secs(30), || agreed(&[&ann.edge, &bob.edge, &cat.edge], 3).is_some()).await;
-    let heard = || [frames_from(&cat, "ann"), frames_from(&cat, "bob"), frames_from(&ann, "cat"), frames_from(&bob, "cat")];
-    let everyone_hears_everyone = |before: [u64; 4]| heard().iter().zip(before).all(|(&now, then)| now >= then + 25);
-    until("everyone hears everyone", Duration::from_secs(30), || everyone_hears_everyone([0; 4])).await;
+    let heard = || {
+        let pairs = [(&ann, "bob"), (&ann, "cat"), (&bob, "ann"), (&bob, "cat"), (&cat, "ann"), (&cat, "bob")];
+        pairs.map(|(listener, publisher)| frames_from(listener, publisher))
+    };
+    let everyone_hears_everyone = |before: [u64; 6]| heard().iter().zip(before).all(|(&now, then)| now >= then + 25);
+    until("everyone hears everyone", Duration::from_secs(30), || everyone_hears_everyone([0; 6])).await;
 
+    let victim = if home { 0 } else { 2 };
     let before = heard();
-    let killed = std::time::Instant::now();
-    c.kill();
-    // Each direction's first frames after the kill (the gap), then half a
-    // second of audio each way (back).
-    let deadline = killed + Duration::from_secs(10);
-    let mut resumed: [Option<Duration>; 4] = [None; 4];
-    while !everyone_hears_everyone(before) {
-        for (i, (now, then)) in heard().into_iter().zip(before).enumerate() {
-            if now > then + 2 && resumed[i].is_none() {
-                resumed[i] = Some(killed.elapsed());
-            }
+    let at = std::time::Instant::now();
+    match event {
+        Event::Kill => nodes[victim].kill(),
+        Event::Drain => {
+            let (status, _) = crate::admin::post(nodes[victim].admin(), "/drain").await;
+            assert_eq!(status, 202);
         }
+    }
+    // Back: half a second of audio each way (the mix publishes its counts
+    // once a second: this is an upper bound; the gaps come from the
+    // recordings below).
+    let deadline = at + Duration::from_secs(10);
+    while !everyone_hears_everyone(before) {
         if std::time::Instant::now() > deadline {
-            let status = [&ann, &bob, &cat].map(|e| e.edge.status().map(|s| (s.epoch, s.members.len())));
-            let events = cat.edge.connection_events();
-            panic!(
-                "not back after 10 s: frames {before:?} -> {:?}; groups {status:?}\ncat: {events:?}\nnode a:\n{}",
-                heard(),
-                a.node.log()
-            );
+            let status = [&ann, &bob, &cat].map(|e| e.edge.status());
+            let logs: Vec<String> = nodes.iter().map(|n| n.node.log()).collect();
+            panic!("not back after 10 s: frames {before:?} -> {:?}; groups {status:?}\nnodes:\n{}", heard(), logs.join("\n\n"));
         }
         tokio::time::sleep(Duration::from_millis(5)).await; // polling counters of another thread
     }
-    let back = killed.elapsed();
-    // Frames held until the new epoch's key came are released at once: a
-    // direction may go from silence to half a second in one look.
-    let gap = resumed.iter().map(|r| r.unwrap_or(back)).max().unwrap_or(back);
-    println!(
-        "cat's node SIGKILLed: audio resumed both ways after {gap:?} ({resumed:?}: cat hears ann, bob; they hear cat), half a second of it after {back:?}"
-    );
+    let back = at.elapsed();
     assert!(back < Duration::from_secs(5), "back within 5 s: {back:?}");
     until("one group of three again", Duration::from_secs(10), || agreed(&[&ann.edge, &bob.edge, &cat.edge], 3).is_some()).await;
-
-    for (name, edge) in [("ann", &ann), ("bob", &bob)] {
-        let lost: Vec<_> = edge.edge.connection_events().into_iter().filter(|e| matches!(e, ClientEvent::Disconnected { .. })).collect();
-        assert!(lost.is_empty(), "{name} (on a live node) lost her line: {lost:?}");
+    // A second watcher on b for after the event (the first's signaling
+    // went with the room's home, when the home went).
+    let after = crate::webrtc_peers::peer_at(nodes[1].addr(), "call", "watcher-b2", false).await;
+    after.seen.until("the room after the event", Duration::from_secs(20), |s| s.payloads.lock().expect("lock").len() >= 300).await;
+    if !home {
+        for (name, edge) in [("ann", &ann), ("bob", &bob)] {
+            let lost: Vec<_> =
+                edge.edge.connection_events().into_iter().filter(|e| matches!(e, ClientEvent::Disconnected { .. })).collect();
+            assert!(lost.is_empty(), "{name} (on a live node) lost her line: {lost:?}");
+        }
     }
-    let moved = cat.edge.connection_events().into_iter().filter(|e| matches!(e, ClientEvent::Connected { .. })).count();
-    assert_eq!(moved, 2, "cat connected twice: to c, then to another");
 
     for edge in [&mut ann, &mut bob, &mut cat] {
         edge.stop();
+    }
+    // The gap each listener heard in each other voice: the longest run of
+    // 10 ms windows of its recording without that voice's tone.
+    let tones = [("ann", 400), ("bob", 1000), ("cat", 2500)];
+    let mut gaps = Vec::new();
+    for (listener, _) in tones {
+        let recorded = crate::edge_nodes::samples(&dir.path().join(format!("{listener}.wav")));
+        for (speaker, hz) in tones.iter().filter(|(speaker, _)| *speaker != listener) {
+            gaps.push((format!("{listener}<-{speaker}"), longest_gap(&recorded, f64::from(*hz))));
+        }
+    }
+    let worst = gaps.iter().map(|(_, gap)| *gap).max().unwrap_or_default();
+    println!(
+        "{event:?} of {}: longest gap heard {worst:?} ({gaps:?}); everyone had half a second more of everyone {back:?} after it",
+        if home { "the room's home" } else { "another node" }
+    );
+    if !home {
+        for (pair, gap) in &gaps {
+            if !pair.contains("cat") {
+                assert!(*gap < Duration::from_millis(200), "{pair} (both on live nodes) heard a gap of {gap:?}");
+            }
+        }
     }
     let plain: Vec<Vec<u8>> = [&mut ann, &mut bob, &mut cat]
         .into_iter()
         .flat_map(crate::edge_nodes::drain)
         .flat_map(|items| crate::edge_nodes::frames_of(&items))
         .collect();
-    let observed: Vec<Vec<u8>> = watchers.iter().flat_map(|w| w.seen.payloads.lock().expect("lock").clone()).collect();
-    assert!(plain.len() > 300 && observed.len() > 300, "{} plaintext frames, {} observed", plain.len(), observed.len());
+    let observed: Vec<Vec<u8>> = [&watcher, &after].iter().flat_map(|w| w.seen.payloads.lock().expect("lock").clone()).collect();
+    assert!(plain.len() > 300 && observed.len() > 400, "{} plaintext frames, {} observed", plain.len(), observed.len());
     assert_eq!(crate::edge_nodes::leaked(&plain, &observed), 0, "plaintext crossed a node");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_node_s_participants_are_back_within_5_s_and_the_others_stay() {
+    failover(Event::Kill, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_home_s_room_moves_and_everyone_is_back_within_5_s() {
+    failover(Event::Kill, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_node_s_participants_move_and_the_others_stay() {
+    failover(Event::Drain, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_home_s_room_moves_with_everyone() {
+    failover(Event::Drain, true).await;
+}
+
+/// The longest run of 10 ms windows of `samples` (48 kHz) without a tone
+/// of `frequency`, between its first and last windows with one.
+fn longest_gap(samples: &[f32], frequency: f64) -> Duration {
+    // A 0.3 sine shows 0.0225 here; a voice is there above 1% of that.
+    let present: Vec<bool> = samples.chunks_exact(480).map(|w| crate::edge_nodes::power(w, frequency) > 0.0225 / 100.0).collect();
+    let (Some(first), Some(last)) = (present.iter().position(|&p| p), present.iter().rposition(|&p| p)) else {
+        return Duration::from_secs(3600);
+    };
+    let mut longest = 0;
+    let mut run = 0;
+    for &p in &present[first..=last] {
+        run = if p { 0 } else { run + 1 };
+        longest = longest.max(run);
+    }
+    Duration::from_millis(10 * longest as u64)
 }

@@ -113,6 +113,8 @@ pub struct Cluster {
     /// Connections whose media is on this node: its load.
     media_seats: Mutex<HashSet<u64>>,
     draining: AtomicBool,
+    /// It left ([`Self::leave`]): no more heartbeats.
+    left: AtomicBool,
     /// Nodes that left the view: proxies to them end.
     gone: broadcast::Sender<String>,
     /// Where Redis calls from plain threads (the signaling stage's) run.
@@ -142,6 +144,7 @@ impl Cluster {
             hosted: Mutex::default(),
             media_seats: Mutex::default(),
             draining: AtomicBool::new(false),
+            left: AtomicBool::new(false),
             gone: broadcast::channel(64).0,
             runtime: tokio::runtime::Handle::current(),
             counters: ClusterCounters::default(),
@@ -181,6 +184,9 @@ impl Cluster {
 
     /// One heartbeat: write ours, renew our rooms, read everyone's.
     async fn beat(&self, usage: &mut Usage) -> Result<(), String> {
+        if self.left.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         let info = NodeInfo {
             id: self.node.clone(),
             url: self.url.clone(),
@@ -322,6 +328,35 @@ impl Cluster {
 
     pub fn media_unseated(&self, connection: u64) {
         lock(&self.media_seats).remove(&connection);
+    }
+
+    /// A drain begins: the others stop placing rooms here (the heartbeat
+    /// says so at once), and the rooms homed here are let go, so that
+    /// their members' next joins (on the nodes they reconnect to) give
+    /// them a new home.
+    pub async fn drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        if let Err(e) = self.beat(&mut Usage::default()).await {
+            tracing::warn!("could not tell the cluster this node drains: {e}");
+        }
+        let rooms: BTreeSet<String> = lock(&self.hosted).drain().map(|(_, room)| room).collect();
+        for room in rooms {
+            let mut release = self.release.key(room_key(&room));
+            release.arg(&self.node);
+            match self.invoke::<i64>(release).await {
+                Ok(_) => tracing::info!(room, "the room's home let go (draining)"),
+                Err(e) => tracing::warn!(room, "could not let the room go (its claim expires by itself): {e}"),
+            }
+        }
+    }
+
+    /// The node leaves the cluster now (the end of a drain): its key goes,
+    /// so the others forget it at their next read, not after its TTL.
+    pub async fn leave(&self) {
+        self.left.store(true, Ordering::Relaxed);
+        if let Err(e) = self.redis::<i64>(redis::cmd("DEL").arg(node_key(&self.node))).await {
+            tracing::warn!("could not leave the cluster (its heartbeat lapses by itself): {e}");
+        }
     }
 
     /// This node's media port, as the others relay to it.

@@ -9,8 +9,9 @@
 //! seats the connection in its own SFU: media stays where the client is.
 //!
 //! When the home goes (its socket closes, or its heartbeat lapses), the
-//! client is told to reconnect (a 1001 close): the room's signaling, and
-//! its MLS group, start again at its next home.
+//! client is told to reconnect to this node (a 1012 close, "service
+//! restart"): its join then finds the room a new home, where the room's
+//! signaling, and its MLS group, start again.
 
 use super::Cluster;
 use crate::signaling::connections::{Connections, Outgoing};
@@ -123,7 +124,7 @@ impl Proxy {
             }
             if let Some(why) = why {
                 tracing::info!(connection, home = %home_id, "{why}; the client is told to reconnect");
-                connections.send(connection, Outgoing::GoAway(format!("{why}; reconnect")));
+                connections.send(connection, Outgoing::Rejoin(format!("{why}; reconnect here")));
             }
         });
         Ok(Proxy { room: room.to_string(), home: home.to_string(), tx, queued })

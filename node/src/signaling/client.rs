@@ -27,6 +27,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -124,16 +125,19 @@ async fn run(options: ClientOptions, mut outgoing: mpsc::UnboundedReceiver<Value
             let _ = events.send(ClientEvent::GaveUp { failures: 0 });
             return;
         };
-        let reason = match connect_async(url.as_str()).await {
-            Err(e) => format!("cannot connect to {url}: {e}"),
+        let (reason, stay) = match connect_async(url.as_str()).await {
+            Err(e) => (format!("cannot connect to {url}: {e}"), false),
             Ok((ws, _)) => {
                 backoff.on_started(Instant::now().into_std());
                 let _ = events.send(ClientEvent::Connected { attempt, url: url.clone() });
                 session(&options, ws, &mut outgoing, &events).await
             }
         };
-        // The node that failed may be gone for good: the next one next.
-        server += 1;
+        // The node that failed may be gone for good: the next one next,
+        // unless it asked to be come back to (1012: its room moved).
+        if !stay {
+            server += 1;
+        }
         let now = Instant::now();
         match backoff.on_failure(now.into_std(), true) {
             Decision::Restart { at, .. } => {
@@ -165,16 +169,17 @@ const REJOIN_AFTER: Duration = Duration::from_millis(100);
 /// displaced by trying forever.
 const MAX_REJOINS: u32 = 8;
 
-/// One connection, until it ends; returns why.
+/// One connection, until it ends; returns why, and whether the node asked
+/// to be reconnected to (a 1012 close).
 async fn session(
     options: &ClientOptions,
     mut ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
     outgoing: &mut mpsc::UnboundedReceiver<Value>,
     events: &mpsc::UnboundedSender<ClientEvent>,
-) -> String {
+) -> (String, bool) {
     let join = json!({"type": "join", "room": options.room, "user": options.user, "e2ee": options.e2ee});
     if let Err(e) = ws.send(Message::text(join.to_string())).await {
-        return format!("cannot join: {e}");
+        return (format!("cannot join: {e}"), false);
     }
     let mut heartbeat = Heartbeat::new(Instant::now().into_std(), options.heartbeat_interval, options.heartbeat_timeout);
     // A join refused for a moment ([`retried`]) goes again, a little later.
@@ -183,20 +188,20 @@ async fn session(
     loop {
         let wake = match keep_alive(&mut heartbeat, &mut ws).await {
             Ok(wake) => wake,
-            Err(Lapse::Dead) => return "no answer to pings".into(),
-            Err(Lapse::SendFailed) => return "send failed".into(),
+            Err(Lapse::Dead) => return ("no answer to pings".into(), false),
+            Err(Lapse::SendFailed) => return ("send failed".into(), false),
         };
         let wake = rejoin.map_or(wake, |at| at.min(wake));
         if rejoin.is_some_and(|at| at <= Instant::now()) {
             rejoin = None;
             if let Err(e) = ws.send(Message::text(join.to_string())).await {
-                return format!("cannot join: {e}");
+                return (format!("cannot join: {e}"), false);
             }
         }
         tokio::select! {
             incoming = ws.next() => match incoming {
-                None => return "closed".into(),
-                Some(Err(e)) => return format!("socket error: {e}"),
+                None => return ("closed".into(), false),
+                Some(Err(e)) => return (format!("socket error: {e}"), false),
                 Some(Ok(message)) => {
                     heartbeat.heard(Instant::now().into_std());
                     match message {
@@ -209,7 +214,10 @@ async fn session(
                                 let _ = events.send(ClientEvent::Message(value));
                             }
                         }
-                        Message::Close(frame) => return frame.map_or("closed".into(), |f| format!("closed: {}", f.reason)),
+                        Message::Close(frame) => {
+                            let stay = frame.as_ref().is_some_and(|f| f.code == CloseCode::Restart);
+                            return (frame.map_or("closed".into(), |f| format!("closed: {}", f.reason)), stay);
+                        }
                         _ => {}
                     }
                 }
@@ -217,10 +225,10 @@ async fn session(
             message = outgoing.recv() => match message {
                 Some(message) => {
                     if ws.send(Message::text(message.to_string())).await.is_err() {
-                        return "send failed".into();
+                        return ("send failed".into(), false);
                     }
                 }
-                None => return "client dropped".into(),
+                None => return ("client dropped".into(), false),
             },
             _ = tokio::time::sleep_until(wake) => {}
         }

@@ -35,13 +35,17 @@ pub enum Outgoing {
     /// Close it as "going away" (1001): the node is draining; the peer
     /// should reconnect, to this node's successor or another.
     GoAway(String),
+    /// Close it as "service restart" (1012): this node stays, but the
+    /// connection's room moved (its home in a cluster went); the peer
+    /// should reconnect here and join again.
+    Rejoin(String),
 }
 
 impl Outgoing {
     fn cost(&self) -> usize {
         MESSAGE_OVERHEAD
             + match self {
-                Outgoing::Text(text) | Outgoing::Close(text) | Outgoing::GoAway(text) => text.len(),
+                Outgoing::Text(text) | Outgoing::Close(text) | Outgoing::GoAway(text) | Outgoing::Rejoin(text) => text.len(),
             }
     }
 }

@@ -256,6 +256,10 @@ async fn connection(mut socket: WebSocket, shared: Arc<Shared>, given: Given) {
                     code = axum::extract::ws::close_code::AWAY;
                     break reason;
                 }
+                Some(Outgoing::Rejoin(reason)) => {
+                    code = axum::extract::ws::close_code::RESTART;
+                    break reason;
+                }
                 None => break "slow-consumer".into(),
             },
             _ = tokio::time::sleep_until(wake) => {}
@@ -534,6 +538,9 @@ impl Server {
     pub async fn drain(&mut self, grace: Duration) -> usize {
         self.task.abort();
         let _ = (&mut self.task).await;
+        if let Some(cluster) = &self.cluster {
+            cluster.drain().await;
+        }
         let open = *self.live.borrow();
         self.connections.go_away_all("the node is shutting down; reconnect");
         let mut live = self.live.subscribe();
@@ -542,6 +549,9 @@ impl Server {
             Err(_) => *self.live.borrow(),
         };
         tracing::info!(open, left, "signaling drained");
+        if let Some(cluster) = &self.cluster {
+            cluster.leave().await;
+        }
         left
     }
 

@@ -216,6 +216,10 @@ impl E2ee {
                 Err(e) => log(Level::Error, &format!("cannot make a key package: {e}")),
             }
         }
+        // The old group's keys go with it: the new group numbers its epochs
+        // from 0 again, and a key kept for "epoch 2" of the old group would
+        // be taken for the new one's (its frames then fail as forged).
+        with_ring!(&mut self.ring, r => r.clear());
         self.member = Some(member);
         self.rekey();
         self.save();
