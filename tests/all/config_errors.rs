@@ -454,3 +454,34 @@ fn a_room_source_of_three_channels() {
     let text = format!("{CLIENT}[[source]]\nid = \"everyone\"\nkind = \"room\"\nchannels = 3\n{ROOM_SINK}");
     expect(&text, "a room source mixes 1 or 2 channels", 8, 12);
 }
+
+#[test]
+fn cluster_values_are_checked() {
+    let cluster = |body: &str| format!("{SERVER}[cluster]\n{body}");
+    expect(&cluster("redis = \"127.0.0.1:6379\"\nnode = \"a\"\n"), "`127.0.0.1:6379` is not a Redis URL", 4, 9);
+    expect(&cluster("redis = \"redis://r\"\nnode = \"a b\"\n"), "node must be 1 to 64 letters", 5, 8);
+    expect(&cluster("redis = \"redis://r\"\nnode = \"a\"\nurl = \"http://x\"\n"), "`http://x` is not a WebSocket URL", 6, 7);
+    let everywhere = "[server]\nlisten = \"0.0.0.0:8080\"\n[cluster]\nredis = \"redis://r\"\nnode = \"a\"\n";
+    expect(everywhere, "cannot reach a node listening on every address", 3, 1);
+    expect("[cluster]\nredis = \"redis://r\"\nnode = \"a\"\n", "a cluster is made of server nodes", 1, 1);
+    expect(&format!("{CLIENT}").replace("server = \"ws://127.0.0.1:8080/ws\"", "server = []"), "no server given", 2, 10);
+}
+
+/// A node whose Redis does not answer does not start, and says which
+/// table to look at.
+#[tokio::test]
+async fn a_cluster_node_without_its_redis_does_not_start() {
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[cluster]\nredis = \"redis://127.0.0.1:{port}\"\nnode = \"a\"\n\
+         [[stage]]\nid = \"rooms\"\nplugin = \"stock:signaling\"\n"
+    );
+    let config = medianode::config::load_str("bad.toml", text).expect("a valid file");
+    let Err(BuildError::Config(e)) = medianode::server::start(runtime(), &config, &CrashReporter::new(None)).await else {
+        panic!("the node started without its Redis");
+    };
+    let e = e.first();
+    assert!(e.message.contains("cannot join the cluster") && e.message.contains("cannot reach Redis"), "{e}");
+    assert_eq!((e.line, e.column), (3, 1), "{e}");
+}

@@ -24,6 +24,13 @@
 //! Run: `cargo bench -p medianode-tests --bench sfu_load` (about 3 minutes).
 //! `MEDIANODE_LOAD_SHAPES=4x4,1x200` runs some shapes only. Figures go to
 //! `target/bench-results/sfu-load.json`.
+//!
+//! The relay between nodes (a cluster's): `1x1-relay` and `4x4-relay` run
+//! two nodes (each a process, in a cluster on a `redis-server` started
+//! here), publishers on the first, subscribers on the second: every packet
+//! crosses the pipe between them. Their latency next to `1x1`'s is what
+//! the relay adds; their packets per CPU-second count both nodes' copies
+//! over both nodes' CPU.
 
 // Bench code: a failed unwrap is a failed run.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -68,6 +75,8 @@ struct Shape {
     tick: Duration,
     /// The forwarding decision: the stock plugin, or compiled in.
     plugin: bool,
+    /// Two nodes in a cluster: publishers on one, subscribers on the other.
+    relay: bool,
 }
 
 impl Shape {
@@ -78,14 +87,25 @@ impl Shape {
 
 const TICK: Duration = Duration::from_millis(10);
 
-const SHAPES: [Shape; 6] = [
+const SHAPES: [Shape; 8] = [
     // The latency the node adds, unloaded: one packet every 2 ms.
-    Shape { name: "1x1", rooms: 1, publishers: 1, subscribers: 1, rate: 500, tick: Duration::from_millis(2), plugin: true },
-    Shape { name: "1x4", rooms: 1, publishers: 1, subscribers: 4, rate: 2000, tick: TICK, plugin: true },
-    Shape { name: "4x4", rooms: 1, publishers: 4, subscribers: 4, rate: 2000, tick: TICK, plugin: true },
-    Shape { name: "4x4-native", rooms: 1, publishers: 4, subscribers: 4, rate: 2000, tick: TICK, plugin: false },
-    Shape { name: "1x200", rooms: 1, publishers: 1, subscribers: 200, rate: 250, tick: TICK, plugin: true },
-    Shape { name: "50x1x4", rooms: 50, publishers: 1, subscribers: 4, rate: 250, tick: TICK, plugin: true },
+    Shape { name: "1x1", rooms: 1, publishers: 1, subscribers: 1, rate: 500, tick: Duration::from_millis(2), plugin: true, relay: false },
+    Shape { name: "1x4", rooms: 1, publishers: 1, subscribers: 4, rate: 2000, tick: TICK, plugin: true, relay: false },
+    Shape { name: "4x4", rooms: 1, publishers: 4, subscribers: 4, rate: 2000, tick: TICK, plugin: true, relay: false },
+    Shape { name: "4x4-native", rooms: 1, publishers: 4, subscribers: 4, rate: 2000, tick: TICK, plugin: false, relay: false },
+    Shape { name: "1x200", rooms: 1, publishers: 1, subscribers: 200, rate: 250, tick: TICK, plugin: true, relay: false },
+    Shape { name: "50x1x4", rooms: 50, publishers: 1, subscribers: 4, rate: 250, tick: TICK, plugin: true, relay: false },
+    Shape {
+        name: "1x1-relay",
+        rooms: 1,
+        publishers: 1,
+        subscribers: 1,
+        rate: 500,
+        tick: Duration::from_millis(2),
+        plugin: true,
+        relay: true,
+    },
+    Shape { name: "4x4-relay", rooms: 1, publishers: 4, subscribers: 4, rate: 2000, tick: TICK, plugin: true, relay: true },
 ];
 
 /// What one shape measured.
@@ -167,6 +187,13 @@ fn write_results(figures: &[(Shape, Figures, f64, f64)]) {
         out.push(("1x1_minus_direct_p50_us".into(), f.p50_us - direct50, 100.0, Lower));
         out.push(("1x1_minus_direct_p99_us".into(), f.p99_us - direct99, 1000.0, Lower));
     }
+    if let (Some((_, one, ..)), Some((_, two, ..))) = (find("1x1"), find("1x1-relay")) {
+        out.push(("relay_added_latency_p50_us".into(), two.p50_us - one.p50_us, 200.0, Lower));
+        out.push(("relay_added_latency_p99_us".into(), two.p99_us - one.p99_us, 1000.0, Lower));
+    }
+    if let (Some((_, one, ..)), Some((_, two, ..))) = (find("4x4"), find("4x4-relay")) {
+        out.push(("4x4_relay_vs_one_node_per_cpu_second".into(), two.per_cpu_second / one.per_cpu_second, 0.8, Higher));
+    }
     if let (Some((_, plugin, ..)), Some((_, native, ..))) = (find("4x4"), find("4x4-native")) {
         out.push(("4x4_plugin_vs_native_per_cpu_second".into(), plugin.per_cpu_second / native.per_cpu_second, 0.9, Higher));
     }
@@ -193,7 +220,8 @@ struct NodeProcess {
 }
 
 impl NodeProcess {
-    async fn start(plugin: bool) -> NodeProcess {
+    /// A node; in the cluster on `redis` as `cluster.1` when given.
+    async fn start(plugin: bool, cluster: Option<(&str, &str)>) -> NodeProcess {
         let dir = tempfile::tempdir().expect("tempdir");
         let (signaling, admin) = (free_port(), free_port());
         let forward = if plugin {
@@ -203,8 +231,9 @@ impl NodeProcess {
         };
         // `MEDIANODE_LOAD_THREADS`: the node's media threads (default: one per core).
         let threads: u32 = std::env::var("MEDIANODE_LOAD_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(0);
+        let cluster = cluster.map_or(String::new(), |(redis, node)| format!("[cluster]\nredis = \"{redis}\"\nnode = \"{node}\"\n\n"));
         let pipeline = format!(
-            "[pipeline]\nname = \"load\"\n\n[server]\nlisten = \"{signaling}\"\nmedia-ip = \"127.0.0.1\"\nmedia-threads = {threads}\nrate = 1000\nburst = 1000\n\n\
+            "[pipeline]\nname = \"load\"\n\n{cluster}[server]\nlisten = \"{signaling}\"\nmedia-ip = \"127.0.0.1\"\nmedia-threads = {threads}\nrate = 1000\nburst = 1000\n\n\
              [[stage]]\nid = \"rooms\"\nplugin = \"stock:signaling\"\nconfig = {{ max-room-size = 500 }}\nlimits = {{ deadline = \"50ms\" }}\n\n{forward}"
         );
         std::fs::write(dir.path().join("pipeline.toml"), pipeline).expect("pipeline");
@@ -257,6 +286,35 @@ impl Drop for NodeProcess {
     }
 }
 
+/// A `redis-server` of the run's own (Debian's package), nothing saved.
+struct Redis {
+    child: Child,
+    url: String,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        use std::io::BufRead;
+        let port = free_port().port();
+        let mut child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("redis-server (apt install redis-server)");
+        let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+        while !lines.next().expect("redis-server starts").expect("a line").contains("Ready to accept connections") {}
+        std::thread::spawn(move || lines.for_each(drop));
+        Redis { child, url: format!("redis://127.0.0.1:{port}") }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A port nobody listens on at the moment.
 fn free_port() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port")
@@ -299,17 +357,31 @@ struct Room {
 }
 
 async fn run(shape: Shape) -> Figures {
-    let node = NodeProcess::start(shape.plugin).await;
-    let rss_before = rss_kib(node.pid());
+    let redis = shape.relay.then(Redis::start);
+    let nodes = match &redis {
+        None => vec![NodeProcess::start(shape.plugin, None).await],
+        Some(redis) => {
+            vec![
+                NodeProcess::start(shape.plugin, Some((&redis.url, "a"))).await,
+                NodeProcess::start(shape.plugin, Some((&redis.url, "b"))).await,
+            ]
+        }
+    };
+    // Publishers on the first node, subscribers on the last (the same one
+    // but for a relay).
+    let (first, last) = (nodes[0].signaling, nodes[nodes.len() - 1].signaling);
+    let total = |f: &dyn Fn(&NodeProcess) -> u64| nodes.iter().map(f).sum::<u64>();
+    let cpu = || nodes.iter().map(|n| cpu_time(n.pid())).sum::<Duration>();
+    let rss_before = total(&|n| rss_kib(n.pid()));
     let mut rooms = Vec::new();
     for r in 0..shape.rooms {
         let name = format!("load-{r}");
         let mut room = Room { publishers: Vec::new(), subscribers: Vec::new() };
         for i in 0..shape.publishers {
-            room.publishers.push(peer_at(node.signaling, &name, &format!("p{i}"), true).await);
+            room.publishers.push(peer_at(first, &name, &format!("p{i}"), true).await);
         }
         for i in 0..shape.subscribers {
-            room.subscribers.push(peer_at(node.signaling, &name, &format!("s{i}"), false).await);
+            room.subscribers.push(peer_at(last, &name, &format!("s{i}"), false).await);
         }
         rooms.push(room);
     }
@@ -325,11 +397,11 @@ async fn run(shape: Shape) -> Figures {
     }
     // Late warm-up packets land before the counts start.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let rss_after = rss_kib(node.pid());
+    let rss_after = total(&|n| rss_kib(n.pid()));
     let received =
         |rooms: &[Room]| -> u64 { rooms.iter().flat_map(|r| r.publishers.iter().chain(&r.subscribers)).map(Peer::received).sum() };
-    let (out0, cpu0, t0, received0) = (node.packets_out(), cpu_time(node.pid()), Instant::now(), received(&rooms));
-    let threads0 = thread_times(node.pid());
+    let (out0, cpu0, t0, received0) = (total(&NodeProcess::packets_out), cpu(), Instant::now(), received(&rooms));
+    let threads0 = thread_times(nodes[0].pid());
     let generator0 = cpu_time(std::process::id());
 
     // Every publisher sends, paced, for the window.
@@ -354,9 +426,9 @@ async fn run(shape: Shape) -> Figures {
         rooms[r].publishers.push(p);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (out1, cpu1, t1, received1) = (node.packets_out(), cpu_time(node.pid()), Instant::now(), received(&rooms));
+    let (out1, cpu1, t1, received1) = (total(&NodeProcess::packets_out), cpu(), Instant::now(), received(&rooms));
     // Where the node's CPU went, by thread kind (busiest first).
-    let mut threads: Vec<(String, f64)> = thread_times(node.pid())
+    let mut threads: Vec<(String, f64)> = thread_times(nodes[0].pid())
         .into_iter()
         .map(|(kind, t)| (kind.clone(), (t.saturating_sub(threads0.get(&kind).copied().unwrap_or_default())).as_secs_f64()))
         .filter(|(_, t)| *t > 0.0)
@@ -385,7 +457,10 @@ async fn run(shape: Shape) -> Figures {
     for p in rooms.iter().flat_map(|r| r.publishers.iter().chain(&r.subscribers)) {
         let _ = p.pc.close().await;
     }
-    node.stop();
+    for node in nodes {
+        node.stop();
+    }
+    drop(redis);
     Figures {
         forwarded_per_second: forwarded / wall,
         per_cpu_second: forwarded / cpu.max(0.01),

@@ -47,7 +47,7 @@
 //!
 //! Each kind of table owns its settings and their checks: [`source`],
 //! [`sink`], [`stage`] (with [`builtin`] for native stages), [`server`],
-//! [`client`], [`admin`].
+//! [`client`], [`cluster`], [`admin`].
 
 pub mod admin;
 pub mod builtin;

@@ -41,6 +41,7 @@ struct Scrape {
     sfu: Option<(RouterStats, Vec<RoomView>)>,
     signaling: Option<(usize, Arc<SignalingCounters>)>,
     mix: Option<Arc<MixStats>>,
+    cluster: Option<Arc<crate::cluster::Cluster>>,
     process: ProcessSample,
     alerts: Vec<Limit>,
 }
@@ -56,6 +57,7 @@ pub async fn render(view: &NodeView) -> String {
         sfu,
         signaling: view.signaling().map(|(connections, counters)| (connections.len(), counters)),
         mix: view.mix(),
+        cluster: view.cluster(),
         process: process::sample_off_async().await,
         alerts: view.alerts().iter().map(|c| c.limit).collect(),
     };
@@ -211,6 +213,30 @@ impl Collector for Scrape {
             let refused = [("too-big", &c.too_big), ("rate-limited", &c.rate_limited), ("busy", &c.busy), ("binary", &c.binary)]
                 .map(|(code, n)| (vec![("code", code.to_string())], get(n)));
             family(&mut e, "signaling_refused", "Messages the host refused, by error code.", Counter, refused)?;
+        }
+        if let Some(cluster) = &self.cluster {
+            let nodes = cluster.nodes().len() as u64;
+            family(
+                &mut e,
+                "cluster_nodes",
+                "Nodes of the cluster alive (heartbeats within their TTL), this one included.",
+                Gauge,
+                [(Labels::new(), nodes)],
+            )?;
+            let rooms = cluster.hosted_rooms() as u64;
+            family(&mut e, "cluster_rooms_hosted", "Rooms this node is the home of.", Gauge, [(Labels::new(), rooms)])?;
+            let c = &cluster.counters;
+            for (name, help, n) in [
+                (
+                    "cluster_proxied_connections",
+                    "Client connections whose signaling went to their room's home on another node.",
+                    &c.proxied,
+                ),
+                ("cluster_redis_errors", "Redis commands that failed or timed out.", &c.redis_errors),
+                ("cluster_rooms_lost", "Times another node held a room this one was the home of.", &c.rooms_lost),
+            ] {
+                family(&mut e, name, help, Counter, [(Labels::new(), get(n))])?;
+            }
         }
         if let Some(mix) = &self.mix {
             let voices = mix.levels();

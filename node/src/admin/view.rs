@@ -25,6 +25,7 @@ pub struct NodeView {
 struct Inner {
     stages: Mutex<Vec<Arc<StageShared>>>,
     sfu: Mutex<Option<Sfu>>,
+    cluster: Mutex<Option<Arc<crate::cluster::Cluster>>>,
     signaling: Mutex<Option<(Connections, Arc<SignalingCounters>)>>,
     /// An edge node's room mix.
     mix: Mutex<Option<Arc<crate::io::mix::MixStats>>>,
@@ -60,7 +61,13 @@ impl NodeView {
     pub fn add_server(&self, running: &crate::server::Running) {
         self.add_stages(running.stages.iter().cloned());
         *lock(&self.inner.sfu) = Some(running.sfu.clone());
+        *lock(&self.inner.cluster) = running.server.cluster.clone();
         *lock(&self.inner.signaling) = Some((running.server.connections.clone(), running.server.counters.clone()));
+    }
+
+    /// The cluster this node is in, if any.
+    pub fn cluster(&self) -> Option<Arc<crate::cluster::Cluster>> {
+        lock(&self.inner.cluster).clone()
     }
 
     /// An edge node's room source.

@@ -127,6 +127,13 @@ impl Cluster {
     /// then keeps heartbeating until the last handle is dropped.
     pub async fn join(config: &ClusterConfig, url: String, media: std::net::SocketAddr) -> Result<Arc<Cluster>, String> {
         let client = redis::Client::open(config.redis.as_str()).map_err(|e| format!("bad Redis URL `{}`: {e}", config.redis))?;
+        // One plain connection first: the manager retries a refused one for
+        // ever, and a node whose Redis is down should say so at once.
+        match tokio::time::timeout(Duration::from_secs(5), client.get_multiplexed_async_connection()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(format!("cannot reach Redis at {}: {e}", config.redis)),
+            Err(_) => return Err(format!("Redis at {} did not answer within 5 s", config.redis)),
+        }
         let redis = tokio::time::timeout(Duration::from_secs(5), client.get_connection_manager())
             .await
             .map_err(|_| format!("Redis at {} did not answer within 5 s", config.redis))?
@@ -367,6 +374,11 @@ impl Cluster {
     /// Told when a node leaves the view.
     pub fn gone(&self) -> broadcast::Receiver<String> {
         self.gone.subscribe()
+    }
+
+    /// Rooms this node is the home of now.
+    pub fn hosted_rooms(&self) -> usize {
+        lock(&self.hosted).values().collect::<BTreeSet<_>>().len()
     }
 
     /// The nodes alive now, this one included.

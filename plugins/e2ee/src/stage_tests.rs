@@ -321,3 +321,30 @@ fn a_refusal_of_an_old_commit_does_not_drop_the_one_in_flight() {
     let frame = room.seal("alice", b"one group").unwrap();
     assert!(room.open("bob", &frame).is_some());
 }
+
+/// A room whose delivery service starts over (in a cluster, its home node
+/// went: the new home knows nothing of the room). Every member rejoins,
+/// and the new group numbers its epochs from 0 again: at epoch 2 it must
+/// not take the old group's epoch-2 keys for its own (its frames failed to
+/// open as forged before the keyring was cleared on a start over).
+#[test]
+fn a_group_that_starts_over_at_a_new_delivery_service_opens_its_frames() {
+    let mut room = three("{}");
+    assert_eq!(room.agree(3), 2);
+    let pairs = [("alice", "bob"), ("bob", "carol"), ("carol", "alice")];
+    // Opened before the move: the keyring keeps each sender's key of epoch 2.
+    for (from, to) in pairs {
+        let frame = room.seal(from, b"before").unwrap();
+        assert!(room.open(to, &frame).is_some());
+    }
+    host::use_state_store(&format!("{}/another-home", room.id));
+    room.server = medianode_sdk::start::<RoomServer>("{}").unwrap();
+    for name in ["alice", "bob", "carol"] {
+        room.join(name);
+    }
+    assert_eq!(room.agree(3), 2, "a new group, on the same epoch number");
+    for (from, to) in pairs {
+        let frame = room.seal(from, b"after the move").unwrap();
+        assert_eq!(room.open(to, &frame).as_deref(), Some(&b"after the move"[..]), "{from} -> {to}");
+    }
+}
