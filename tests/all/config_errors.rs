@@ -464,7 +464,7 @@ fn cluster_values_are_checked() {
     let everywhere = "[server]\nlisten = \"0.0.0.0:8080\"\n[cluster]\nredis = \"redis://r\"\nnode = \"a\"\n";
     expect(everywhere, "cannot reach a node listening on every address", 3, 1);
     expect("[cluster]\nredis = \"redis://r\"\nnode = \"a\"\n", "a cluster is made of server nodes", 1, 1);
-    expect(&format!("{CLIENT}").replace("server = \"ws://127.0.0.1:8080/ws\"", "server = []"), "no server given", 2, 10);
+    expect(&CLIENT.replace("server = \"ws://127.0.0.1:8080/ws\"", "server = []"), "no server given", 2, 10);
 }
 
 /// A node whose Redis does not answer does not start, and says which
