@@ -24,6 +24,8 @@ use std::time::Instant;
 pub struct Running {
     pub server: Server,
     pub sfu: Sfu,
+    /// Its membership of a cluster (`[cluster]`), when it is in one.
+    pub cluster: Option<Arc<Cluster>>,
     /// The stages serving it (signaling, and forwarding if there is one).
     pub stages: Vec<Arc<StageShared>>,
 }
@@ -69,7 +71,8 @@ pub async fn start(runtime: &Runtime, config: &PipelineConfig, reporter: &CrashR
         }
     };
     let (media, seats) = (Some(Arc::new(sfu.clone()) as Arc<dyn MediaSink>), Some(Arc::new(sfu.clone()) as Arc<dyn SeatSink>));
-    let server = Server::serve(listener, options, signaling, connections, media, seats, cluster).map_err(cannot_listen)?;
+    let placement = cluster.clone().map(|c| c as Arc<dyn crate::signaling::placement::Placement>);
+    let server = Server::serve(listener, options, signaling, connections, media, seats, placement).map_err(cannot_listen)?;
     tracing::info!("serving the web client on http://{} (media on udp {})", server.addr, sfu.media_address());
-    Ok(Running { server, sfu, stages })
+    Ok(Running { server, sfu, cluster, stages })
 }

@@ -107,7 +107,7 @@ async fn presence(socket: &mut Socket, user: &str, state: &str) {
 /// Until every node sees all three in its view.
 async fn until_everyone_sees_everyone(nodes: &[&medianode::server::Running]) {
     crate::edge_nodes::until("every node sees the three", Duration::from_secs(5), || {
-        nodes.iter().all(|n| n.server.cluster.as_ref().is_some_and(|c| c.nodes().len() == nodes.len()))
+        nodes.iter().all(|n| n.cluster.as_ref().is_some_and(|c| c.nodes().len() == nodes.len()))
     })
     .await;
 }
@@ -137,7 +137,7 @@ async fn a_room_on_three_nodes_has_one_home_that_orders_its_signaling() {
     // Exactly one home, and the same answer from every node.
     let mut homes = Vec::new();
     for n in [&a, &b, &c] {
-        homes.push(n.server.cluster.as_ref().expect("in a cluster").home("r").await.expect("a home"));
+        homes.push(n.cluster.as_ref().expect("in a cluster").home("r").await.expect("a home"));
     }
     let here: Vec<_> = homes.iter().filter(|h| **h == Home::Here).collect();
     assert_eq!(here.len(), 1, "one node is the room's home: {homes:?}");
@@ -164,7 +164,7 @@ async fn a_node_that_goes_leaves_the_view_and_new_rooms_avoid_it() {
     let redis = Redis::start();
     let (a, b) = (node(&redis, "a").await, node(&redis, "b").await);
     until_everyone_sees_everyone(&[&a, &b]).await;
-    let a_view = a.server.cluster.clone().expect("in a cluster");
+    let a_view = a.cluster.clone().expect("in a cluster");
     drop(b);
     crate::edge_nodes::until("b leaves a's view", Duration::from_secs(5), || a_view.nodes().len() == 1).await;
     for room in ["x", "y", "z"] {

@@ -61,7 +61,7 @@ impl NodeView {
     pub fn add_server(&self, running: &crate::server::Running) {
         self.add_stages(running.stages.iter().cloned());
         *lock(&self.inner.sfu) = Some(running.sfu.clone());
-        *lock(&self.inner.cluster) = running.server.cluster.clone();
+        *lock(&self.inner.cluster) = running.cluster.clone();
         *lock(&self.inner.signaling) = Some((running.server.connections.clone(), running.server.counters.clone()));
     }
 

@@ -24,6 +24,9 @@
 pub mod proxy;
 pub mod relay;
 
+use crate::signaling::connections::Connections;
+use crate::signaling::hub::SeatSink;
+use crate::signaling::placement::{Destination, Placement};
 use medianode_core::cluster::{HEARTBEAT_EVERY, HEARTBEAT_TTL, Membership, NodeInfo, ROOM_TTL};
 use medianode_core::config::ClusterConfig;
 use redis::aio::ConnectionManager;
@@ -98,6 +101,8 @@ pub struct ClusterCounters {
 
 /// This node's membership of the cluster. Cheap to share (`Arc`).
 pub struct Cluster {
+    /// Itself, for the tasks it starts.
+    me: std::sync::Weak<Cluster>,
     pub node: String,
     pub url: String,
     pub redis_url: String,
@@ -138,7 +143,8 @@ impl Cluster {
             .await
             .map_err(|_| format!("Redis at {} did not answer within 5 s", config.redis))?
             .map_err(|e| format!("cannot reach Redis at {}: {e}", config.redis))?;
-        let cluster = Arc::new(Cluster {
+        let cluster = Arc::new_cyclic(|me| Cluster {
+            me: me.clone(),
             node: config.node.clone(),
             url,
             redis_url: config.redis.clone(),
@@ -300,15 +306,9 @@ impl Cluster {
         }
     }
 
-    /// This node's signaling stage seated `connection` in `room`: it is the
-    /// room's home while the room has a seat here.
-    pub fn hosting(&self, connection: u64, room: &str) {
-        lock(&self.hosted).insert(connection, room.to_string());
-    }
-
     /// The stage took the seat back; the room's claim is released when its
     /// last seat goes, so that the next join places it afresh.
-    pub fn not_hosting(self: &Arc<Self>, connection: u64) {
+    pub fn not_hosting(&self, connection: u64) {
         let room = {
             let mut hosted = lock(&self.hosted);
             match hosted.remove(&connection) {
@@ -316,7 +316,7 @@ impl Cluster {
                 _ => return,
             }
         };
-        let cluster = self.clone();
+        let Some(cluster) = self.me.upgrade() else { return };
         // Called from the signaling stage's thread: no runtime of its own.
         self.runtime.spawn(async move {
             let mut release = cluster.release.key(room_key(&room));
@@ -408,6 +408,63 @@ impl Cluster {
         };
         self.counters.redis_errors.fetch_add(1, Ordering::Relaxed);
         Err(result)
+    }
+}
+
+#[async_trait::async_trait]
+impl Placement for Cluster {
+    async fn route(
+        &self,
+        room: &str,
+        token: Option<&str>,
+        connection: u64,
+        link: bool,
+        connections: Connections,
+        seats: Option<Arc<dyn SeatSink>>,
+    ) -> Result<Destination, String> {
+        let Some(me) = self.me.upgrade() else { return Err("the node is stopping".into()) };
+        let (node, url) = match self.home(room).await? {
+            Home::Here => return Ok(Destination::Here),
+            Home::There { node, .. } if !link => return Ok(Destination::Elsewhere(node)),
+            Home::There { node, url } => (node, url),
+        };
+        let open = |node: String, url: String| {
+            let (me, connections, seats) = (me.clone(), connections.clone(), seats.clone());
+            async move { proxy::Proxy::open(&me, (&node, &url), room, token, connection, connections, seats).await }
+        };
+        let proxy = match open(node.clone(), url).await {
+            Ok(proxy) => proxy,
+            // Its home is gone: the room moves (here, or elsewhere).
+            Err(_) => match self.rehome(room, &node).await? {
+                Home::Here => return Ok(Destination::Here),
+                Home::There { node, url } => open(node, url).await?,
+            },
+        };
+        Ok(Destination::There(Box::new(proxy)))
+    }
+
+    fn hosting(&self, connection: u64, room: &str) {
+        lock(&self.hosted).insert(connection, room.to_string());
+    }
+
+    fn not_hosting(&self, connection: u64) {
+        Cluster::not_hosting(self, connection);
+    }
+
+    fn media_seated(&self, connection: u64) {
+        Cluster::media_seated(self, connection);
+    }
+
+    fn media_unseated(&self, connection: u64) {
+        Cluster::media_unseated(self, connection);
+    }
+
+    async fn drain(&self) {
+        Cluster::drain(self).await;
+    }
+
+    async fn leave(&self) {
+        Cluster::leave(self).await;
     }
 }
 

@@ -16,6 +16,8 @@
 use super::Cluster;
 use crate::signaling::connections::{Connections, Outgoing};
 use crate::signaling::hub::SeatSink;
+use crate::signaling::placement::Link;
+use crate::signaling::server::{SEAT, UNSEAT};
 use futures_util::{SinkExt, StreamExt};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,10 +28,6 @@ use tokio_tungstenite::tungstenite::Message;
 /// Bytes of client messages waiting for the home's socket before more are
 /// refused as `busy`.
 pub const QUEUE_BYTES: usize = 1 << 20;
-
-/// The home's host messages to a proxy.
-pub const SEAT: &str = "cluster-seat";
-pub const UNSEAT: &str = "cluster-unseat";
 
 /// The client's end of one proxied connection. Dropping it closes the
 /// socket to the home (the home's stage then sees the client leave).
@@ -129,15 +127,24 @@ impl Proxy {
         });
         Ok(Proxy { room: room.to_string(), home: home.to_string(), tx, queued })
     }
+}
 
-    /// Passes a client message on; false when too much waits already.
-    pub fn send(&self, text: String) -> bool {
+impl Link for Proxy {
+    fn send(&self, text: String) -> bool {
         let len = text.len();
         if self.queued.fetch_add(len, Ordering::Relaxed) + len > QUEUE_BYTES {
             self.queued.fetch_sub(len, Ordering::Relaxed);
             return false;
         }
         self.tx.send(text).is_ok()
+    }
+
+    fn room(&self) -> &str {
+        &self.room
+    }
+
+    fn home(&self) -> &str {
+        &self.home
     }
 }
 
@@ -158,14 +165,4 @@ fn host_message(text: &str) -> Option<HostMessage> {
         UNSEAT => Some(HostMessage::Unseat),
         _ => None,
     }
-}
-
-/// The seat message the home sends a proxy instead of seating it in its
-/// own SFU.
-pub fn seat_message(room: &str, user: &str) -> String {
-    serde_json::json!({"type": SEAT, "room": room, "user": user}).to_string()
-}
-
-pub fn unseat_message() -> String {
-    serde_json::json!({"type": UNSEAT}).to_string()
 }

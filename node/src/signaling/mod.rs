@@ -14,6 +14,8 @@
 //! - [`client`]: the other end, for headless participants: joins, checks
 //!   the line with pings, reconnects with backoff.
 //! - [`keepalive`]: the heartbeat's driver, shared by both ends.
+//! - [`placement`]: where a room's signaling goes when the node is one of
+//!   a cluster's (the seam the cluster implements).
 //!
 //! The state machines these drive (heartbeat, rate limit) are sans-IO and
 //! live in [`medianode_core::signaling`].
@@ -25,5 +27,6 @@ pub mod connections;
 pub mod hub;
 pub mod keepalive;
 pub mod page;
+pub mod placement;
 pub mod server;
 pub use medianode_token as token;

@@ -28,9 +28,8 @@ use super::connections::{Connections, Outgoing, error_reply};
 use super::hub::{Hub, SeatSink};
 use super::keepalive::{Lapse, keep_alive};
 use super::page;
+use super::placement::{Destination, Link, Placement};
 use super::token;
-use crate::cluster::proxy::{self, Proxy};
-use crate::cluster::{Cluster, Home};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -67,15 +66,15 @@ struct Shared {
     counters: Arc<SignalingCounters>,
     /// Connections whose task still runs (a drain waits for none).
     live: tokio::sync::watch::Sender<usize>,
-    /// In a cluster: this node's membership, and where seats from a
-    /// client's room's home go (its SFU).
-    cluster: Option<Arc<Cluster>>,
+    /// In a cluster: where rooms live, and where seats from a client's
+    /// room's home go (its SFU).
+    cluster: Option<Arc<dyn Placement>>,
     seats: Option<Arc<dyn SeatSink>>,
     /// Connections that are other nodes' proxies for their clients.
     proxied: Proxied,
 }
 
-/// Connections that are other nodes' proxies ([`crate::cluster::proxy`]).
+/// Connections that are other nodes' proxies for their clients.
 type Proxied = Arc<Mutex<HashSet<u64>>>;
 
 /// How many message types the metrics count: the signaling stage's, the
@@ -300,14 +299,14 @@ fn route_media<'a>(shared: &Shared, id: u64, text: &'a str, kind: Option<&str>) 
 }
 
 /// Where a connection's signaling goes: this node's stage, or (in a
-/// cluster) its room's home, through a [`Proxy`]. Decided by the room of
+/// cluster) its room's home, through a [`Link`]. Decided by the room of
 /// its first `join` (or of its token); messages before that go to this
 /// node's stage, which answers them without a room.
 #[derive(Default)]
 struct Route {
     /// The room its signaling is with, once decided.
     room: Option<String>,
-    proxy: Option<Proxy>,
+    link: Option<Box<dyn Link>>,
 }
 
 impl Route {
@@ -316,10 +315,11 @@ impl Route {
             && let Some(room) = join_room(text)
             && self.room.as_deref() != Some(room.as_str())
         {
-            if let Some(proxy) = &self.proxy {
+            if let Some(link) = &self.link {
                 let message = format!(
                     "this connection's signaling is with room `{}` on node `{}`; reconnect to join `{room}`",
-                    proxy.room, proxy.home
+                    link.room(),
+                    link.home()
                 );
                 return reply(shared, id, error_reply("other-room", &message, Some("join")));
             }
@@ -327,8 +327,8 @@ impl Route {
                 return;
             }
         }
-        let sent = match &self.proxy {
-            Some(proxy) => proxy.send(text.to_string()),
+        let sent = match &self.link {
+            Some(link) => link.send(text.to_string()),
             None => shared.hub.message(id, text.to_string()),
         };
         if !sent {
@@ -337,44 +337,22 @@ impl Route {
         }
     }
 
-    /// Finds `room`'s home and, when it is another node, opens the proxy
-    /// to it. False (after replying why) when that cannot be done.
+    /// Finds where `room`'s signaling goes, opening the link to its home
+    /// when that is another node. False (after replying why) when it
+    /// cannot be done.
     async fn decide(&mut self, shared: &Shared, id: u64, room: &str, token: Option<&str>) -> bool {
         let Some(cluster) = &shared.cluster else { return true };
-        let home = match cluster.home(room).await {
-            Ok(home) => home,
-            Err(e) => {
-                reply(shared, id, error_reply("cluster-unavailable", &format!("cannot find room `{room}`'s node: {e}"), Some("join")));
-                return false;
-            }
-        };
-        match home {
-            Home::Here => {}
-            Home::There { node, url } if self.room.is_none() => {
-                let open = |node: String, url: String| {
-                    let (seats, connections) = (shared.seats.clone(), shared.connections.clone());
-                    async move { Proxy::open(cluster, (&node, &url), room, token, id, connections, seats).await }
-                };
-                let opened = match open(node.clone(), url).await {
-                    Ok(proxy) => Ok(Some(proxy)),
-                    // Its home is gone: the room moves (here, or elsewhere).
-                    Err(_) => match cluster.rehome(room, &node).await {
-                        Ok(Home::Here) => Ok(None),
-                        Ok(Home::There { node, url }) => open(node, url).await.map(Some),
-                        Err(e) => Err(e),
-                    },
-                };
-                match opened {
-                    Ok(proxy) => self.proxy = proxy,
-                    Err(e) => {
-                        reply(shared, id, error_reply("cluster-unavailable", &e, Some("join")));
-                        return false;
-                    }
-                }
-            }
-            Home::There { node, .. } => {
+        let (connections, seats) = (shared.connections.clone(), shared.seats.clone());
+        match cluster.route(room, token, id, self.room.is_none(), connections, seats).await {
+            Ok(Destination::Here) => {}
+            Ok(Destination::There(link)) => self.link = Some(link),
+            Ok(Destination::Elsewhere(node)) => {
                 let message = format!("room `{room}` lives on node `{node}`; reconnect to join it");
                 reply(shared, id, error_reply("other-room", &message, Some("join")));
+                return false;
+            }
+            Err(e) => {
+                reply(shared, id, error_reply("cluster-unavailable", &e, Some("join")));
                 return false;
             }
         }
@@ -399,8 +377,13 @@ struct StageSeats {
     sfu: Option<Arc<dyn SeatSink>>,
     proxied: Proxied,
     connections: Connections,
-    cluster: Option<Arc<Cluster>>,
+    cluster: Option<Arc<dyn Placement>>,
 }
+
+/// What a home's host sends a proxy in place of seating it in its own SFU
+/// (read by [`crate::cluster::proxy`]).
+pub const SEAT: &str = "cluster-seat";
+pub const UNSEAT: &str = "cluster-unseat";
 
 impl SeatSink for StageSeats {
     fn seated(&self, connection: u64, room: &str, user: &str) {
@@ -408,7 +391,8 @@ impl SeatSink for StageSeats {
             cluster.hosting(connection, room);
         }
         if lock(&self.proxied).contains(&connection) {
-            self.connections.send(connection, Outgoing::Text(proxy::seat_message(room, user)));
+            let seat = serde_json::json!({"type": SEAT, "room": room, "user": user}).to_string();
+            self.connections.send(connection, Outgoing::Text(seat));
             return;
         }
         if let Some(cluster) = &self.cluster {
@@ -424,7 +408,7 @@ impl SeatSink for StageSeats {
             cluster.not_hosting(connection);
         }
         if lock(&self.proxied).contains(&connection) {
-            self.connections.send(connection, Outgoing::Text(proxy::unseat_message()));
+            self.connections.send(connection, Outgoing::Text(serde_json::json!({"type": UNSEAT}).to_string()));
             return;
         }
         if let Some(cluster) = &self.cluster {
@@ -473,8 +457,8 @@ pub struct Server {
     live: tokio::sync::watch::Sender<usize>,
     stopped: tokio::sync::oneshot::Receiver<crate::supervisor::Stopped>,
     task: tokio::task::JoinHandle<()>,
-    /// Its membership of a cluster, when it is in one.
-    pub cluster: Option<Arc<Cluster>>,
+    /// Where rooms live, when the node is in a cluster.
+    cluster: Option<Arc<dyn Placement>>,
 }
 
 impl Server {
@@ -501,7 +485,7 @@ impl Server {
         connections: Connections,
         media: Option<Arc<dyn MediaSink>>,
         seats: Option<Arc<dyn SeatSink>>,
-        cluster: Option<Arc<Cluster>>,
+        cluster: Option<Arc<dyn Placement>>,
     ) -> std::io::Result<Server> {
         let addr = listener.local_addr()?;
         let (stop_tx, stopped) = tokio::sync::oneshot::channel();
