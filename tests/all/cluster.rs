@@ -2,7 +2,6 @@
 //! free port, nothing saved): a room has one home whose signaling stage
 //! orders everything for it, whichever node each client connects to.
 
-use futures_util::{SinkExt, StreamExt};
 use medianode::cluster::Home;
 use medianode::supervisor::crash_report::CrashReporter;
 use medianode_core::config::ClusterConfig;
@@ -10,11 +9,9 @@ use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+use tokio_tungstenite::connect_async;
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+use crate::signaling_server::{Socket, next, say};
 
 /// A `redis-server` of the test's own, gone with it.
 pub(crate) struct Redis {
@@ -66,22 +63,6 @@ async fn node(redis: &Redis, id: &str) -> medianode::server::Running {
 
 async fn connect(node: &medianode::server::Running) -> Socket {
     connect_async(format!("ws://{}/ws", node.server.addr)).await.expect("connects").0
-}
-
-async fn say(socket: &mut Socket, message: Value) {
-    socket.send(Message::text(message.to_string())).await.expect("sends");
-}
-
-/// The next text message, as JSON.
-async fn next(socket: &mut Socket) -> Value {
-    loop {
-        let message = tokio::time::timeout(Duration::from_secs(5), socket.next()).await.expect("a message within 5 s");
-        match message.expect("socket open").expect("no socket error") {
-            Message::Text(text) => return serde_json::from_str(&text).expect("JSON"),
-            Message::Close(frame) => panic!("closed: {frame:?}"),
-            _ => {}
-        }
-    }
 }
 
 /// Messages until one of type `kind` (returned).

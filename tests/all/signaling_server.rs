@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 async fn server(plugin: &str, options: ServerOptions) -> Server {
     let stage = stock_stage(plugin, "{}");
@@ -23,12 +23,12 @@ async fn connect(server: &Server) -> Socket {
     connect_async(format!("ws://{}/ws", server.addr)).await.expect("connects").0
 }
 
-async fn say(socket: &mut Socket, message: Value) {
+pub(crate) async fn say(socket: &mut Socket, message: Value) {
     socket.send(Message::text(message.to_string())).await.expect("sends");
 }
 
 /// The next text message, as JSON (pings are answered by the client itself).
-async fn next(socket: &mut Socket) -> Value {
+pub(crate) async fn next(socket: &mut Socket) -> Value {
     loop {
         let message = tokio::time::timeout(Duration::from_secs(5), socket.next()).await.expect("a message within 5 s");
         match message.expect("socket open").expect("no socket error") {
