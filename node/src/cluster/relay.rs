@@ -63,16 +63,22 @@ pub fn start(cluster: Arc<Cluster>, sfu: &Sfu) {
         // Rooms with participants here, and the nodes heard in each.
         let mut rooms: HashMap<String, HashSet<String>> = HashMap::new();
         let mut gone = cluster.gone();
+        // Between tries to reach Redis: doubling from 1 s to 30 s (jittered
+        // by the node's id, so nodes restarted together spread out).
+        let jitter = Duration::from_millis(cluster.node.bytes().map(u64::from).sum::<u64>() % 250);
+        let mut retry = Duration::from_secs(1);
         loop {
             let client = match redis::Client::open(redis_url.as_str()) {
                 Ok(client) => client,
                 Err(e) => return tracing::error!("the relay cannot use {redis_url}: {e}"),
             };
             let Ok(Ok(pubsub)) = tokio::time::timeout(Duration::from_secs(5), client.get_async_pubsub()).await else {
-                tracing::warn!("the relay cannot reach Redis; trying again in 1 s");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tracing::warn!("the relay cannot reach Redis; trying again in {retry:?}");
+                tokio::time::sleep(retry + jitter).await;
+                retry = (retry * 2).min(Duration::from_secs(30));
                 continue;
             };
+            retry = Duration::from_secs(1);
             let (mut sink, mut stream) = pubsub.split();
             let relay = Relay { cluster: &cluster, sfu: sfu.clone() };
             for room in rooms.keys() {
