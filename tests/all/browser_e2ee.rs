@@ -27,27 +27,27 @@ pub(crate) async fn default_node() -> medianode::server::Running {
 }
 
 /// A page's encryption as it reports it.
-const E2EE: &str = "(() => { const e = window.medianode && window.medianode.e2ee; if (!e) return null; \
+pub(crate) const E2EE: &str = "(() => { const e = window.medianode && window.medianode.e2ee; if (!e) return null; \
     return {state: e.state, epoch: e.epoch, safety: e.safetyNumber, members: e.members.slice().sort().join(','), \
     restarts: e.restarts, counters: e.counters, failures: e.failures, shown: document.getElementById('e2ee-status').textContent}; })()";
 
 /// Video frames decoded and audio energy received, from `getStats()`.
-const RECEIVED: &str = "(async () => { const m = window.medianode.media; if (!m || !m.pc) return null; \
+pub(crate) const RECEIVED: &str = "(async () => { const m = window.medianode.media; if (!m || !m.pc) return null; \
     const s = await m.pc.getStats(); let frames = 0, energy = 0; \
     s.forEach(r => { if (r.type === 'inbound-rtp' && r.kind === 'video') frames += r.framesDecoded || 0; \
     if (r.type === 'inbound-rtp' && r.kind === 'audio') energy += r.totalAudioEnergy || 0; }); return {frames, energy}; })()";
 
 /// In the group with exactly `members` (sorted, comma-separated).
-fn in_group(members: &'static str) -> impl Fn(&Value) -> bool {
+pub(crate) fn in_group(members: &'static str) -> impl Fn(&Value) -> bool {
     move |v| v["state"] == "encrypted" && v["members"] == members
 }
 
 /// Frames opened of `kind` by the page's worker, at least `n`.
-fn opened(kind: &'static str, n: u64) -> impl Fn(&Value) -> bool {
+pub(crate) fn opened(kind: &'static str, n: u64) -> impl Fn(&Value) -> bool {
     move |v| v["counters"]["opened"][kind].as_u64().is_some_and(|o| o >= n)
 }
 
-fn count(v: &Value, path: &[&str]) -> u64 {
+pub(crate) fn count(v: &Value, path: &[&str]) -> u64 {
     path.iter().fold(v, |v, k| &v[*k]).as_u64().unwrap_or(0)
 }
 

@@ -447,6 +447,12 @@ impl Placement for Cluster {
         lock(&self.hosted).insert(connection, room.to_string());
     }
 
+    fn node_urls(&self) -> Vec<String> {
+        let mut nodes: Vec<NodeInfo> = self.nodes().into_iter().filter(|n| !n.draining && n.id != self.node).collect();
+        nodes.sort_by(|a, b| a.participants.cmp(&b.participants).then_with(|| a.id.cmp(&b.id)));
+        std::iter::once(self.url.clone()).chain(nodes.into_iter().map(|n| n.url)).collect()
+    }
+
     fn not_hosting(&self, connection: u64) {
         Cluster::not_hosting(self, connection);
     }

@@ -50,6 +50,10 @@ pub trait Placement: Send + Sync {
     fn media_seated(&self, connection: u64);
     fn media_unseated(&self, connection: u64);
 
+    /// The signaling URLs of the nodes a client may use now, this one first
+    /// (a page fails over to the next when its node goes).
+    fn node_urls(&self) -> Vec<String>;
+
     /// A drain begins (no new rooms here; the rooms here let go), and ends.
     async fn drain(&self);
     async fn leave(&self);

@@ -1,7 +1,8 @@
 //! The node's HTTP side: the web client page and the signaling WebSocket.
 //!
 //! `GET /` serves the web client, `GET /ws` upgrades to a signaling
-//! connection (`/ws?token=...` when the node checks room access tokens).
+//! connection (`/ws?token=...` when the node checks room access tokens),
+//! `GET /nodes` lists the cluster's nodes a client may fail over to.
 //! Every response carries `Cross-Origin-Opener-Policy: same-origin`,
 //! `Cross-Origin-Embedder-Policy: require-corp` and
 //! `Cross-Origin-Resource-Policy: same-site`, so the page is cross-origin
@@ -135,7 +136,20 @@ fn router(shared: Shared) -> Router {
         let tag = page::etag(body);
         router = router.route(path, get(move |headers: HeaderMap| async move { page::serve(&headers, content_type, body, &tag) }));
     }
-    router.route("/ws", get(upgrade)).layer(axum::middleware::map_response(isolation_headers)).with_state(shared)
+    router
+        .route("/ws", get(upgrade))
+        .route("/nodes", get(nodes))
+        .layer(axum::middleware::map_response(isolation_headers))
+        .with_state(shared)
+}
+
+/// `GET /nodes`: the signaling URLs a client may use, this node's first:
+/// in a cluster the live nodes, which the page fails over to in turn.
+async fn nodes(State(shared): State<Arc<Shared>>) -> Response {
+    let nodes = shared.cluster.as_ref().map(|c| c.node_urls()).unwrap_or_default();
+    let mut response = Json(serde_json::json!({ "nodes": nodes })).into_response();
+    response.headers_mut().insert("cache-control", HeaderValue::from_static("no-store"));
+    response
 }
 
 async fn isolation_headers(mut response: Response) -> Response {

@@ -6,7 +6,10 @@
 // the line went silent) is not the end: the page reconnects with
 // exponential backoff and jitter (RECONNECT_FIRST_MS doubling to
 // RECONNECT_MAX_MS), joins its room again and publishes the same camera
-// and microphone, muted as they were. Leaving stops all of that.
+// and microphone, muted as they were. Leaving stops all of that. In a
+// cluster the page knows the other nodes (`GET /nodes`): a line that
+// failed moves the next attempt on to the next node, unless the node
+// asked to be come back to (close code 1012: its room moved).
 //
 // A room joined with end-to-end encryption (the form's checkbox, or
 // `?e2ee=1`) runs every frame through the E2EE worker (e2ee.js): media is
@@ -54,6 +57,8 @@ let unread = []; // ids to mark read once the page is visible
 let local = null; // the camera and microphone, kept across reconnects
 let retry = null; // the pending reconnect's timer
 let muting = { audio: false, video: false }; // what the user muted, kept across reconnects
+let nodes = []; // the cluster's signaling URLs, this page's node first (empty: just this one)
+let node = 0; // which of them the page uses
 const grid = new ui.Grid();
 const chat = new ui.Chat();
 
@@ -121,16 +126,29 @@ async function join(room, user, encrypted) {
     e2ee.onUnrecoverable = (why) => reconnectLater(`the encryption worker failed: ${why}`);
   }
   showJoinForm(true);
+  await learnNodes();
   await connect();
+}
+
+/** The cluster's nodes, as this page's node sees them now. */
+async function learnNodes() {
+  try {
+    const reply = await fetch('/nodes', { cache: 'no-store' });
+    if (reply.ok) nodes = (await reply.json()).nodes || [];
+    node = 0;
+  } catch {
+    // The node that served the page is gone: keep the list we have.
+  }
 }
 
 /** Opens the signaling connection and asks for the room's seat. */
 async function connect() {
   signaling = new Signaling(onMessage, onClosed);
+  const url = nodes.length ? nodes[node % nodes.length] : undefined;
   try {
-    await signaling.connect(params.get('token'));
+    await signaling.connect(params.get('token'), url);
   } catch (e) {
-    if (state.connection === 'reconnecting') return reconnectLater(e.message);
+    if (state.connection === 'reconnecting') return reconnectLater(e.message, true);
     reset();
     return fail(`Cannot reach the node: ${e.message}. Check that it is running and that your link is valid, then join again.`, 'connect');
   }
@@ -138,9 +156,13 @@ async function connect() {
   refresh();
 }
 
-/** The line was lost: tear the room down (not the camera) and come back. */
-function reconnectLater(why) {
+/**
+ * The line was lost: tear the room down (not the camera) and come back,
+ * to the next node when `moveOn` (the one in use failed).
+ */
+function reconnectLater(why, moveOn = false) {
   clearTimeout(retry); // one reconnect under way at a time
+  if (moveOn) node += 1;
   if (signaling) signaling.close();
   if (media) media.close();
   signaling = media = null;
@@ -182,7 +204,8 @@ function reset() {
 function onClosed(event) {
   // Joined or on the way back: keep trying. Refused before ever joining
   // (a bad link): say so and stop.
-  if (state.connection === 'joined' || state.connection === 'reconnecting') reconnectLater(event.reason || `code ${event.code}`);
+  // 1012: the node stays, the room moved: come back to it.
+  if (state.connection === 'joined' || state.connection === 'reconnecting') reconnectLater(event.reason || `code ${event.code}`, event.code !== 1012);
   else {
     reset();
     fail(`The node closed the connection (${event.reason || event.code}). Join again.`, 'closed');
@@ -404,6 +427,8 @@ window.medianode = {
   get e2ee() { return e2ee; },
   inbound: () => (media ? media.inbound() : { audio: 0, video: 0 }),
   videoIn: () => (media ? media.videoIn() : []),
+  /** The signaling URL in use (a cluster's node), or this page's node. */
+  get node() { return nodes.length ? nodes[node % nodes.length] : `ws://${location.host}/ws`; },
 };
 
 $('user').value = params.get('user') || `guest-${Math.floor(Math.random() * 1000)}`;

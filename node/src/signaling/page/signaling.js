@@ -25,11 +25,14 @@ export class Signaling {
     this.keepalive = null;
   }
 
-  /** Connects; resolves once the socket is open (rejects if it never opens). */
-  connect(token) {
+  /**
+   * Connects to `url` (default: this page's node); resolves once the
+   * socket is open (rejects if it never opens).
+   */
+  connect(token, url) {
     const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
     const query = token ? `?token=${encodeURIComponent(token)}` : '';
-    const ws = new WebSocket(`${scheme}://${location.host}/ws${query}`);
+    const ws = new WebSocket(`${url || `${scheme}://${location.host}/ws`}${query}`);
     this.ws = ws;
     return new Promise((resolve, reject) => {
       ws.onopen = () => {
