@@ -162,13 +162,10 @@ struct ChildNode {
 }
 
 impl ChildNode {
+    /// Not counted as measuring real time (it measures none): taking that
+    /// lock once per node could deadlock behind a test waiting to load
+    /// every core.
     fn start(redis: &Redis, id: &str) -> ChildNode {
-        ChildNode::start_with(redis, id, false)
-    }
-
-    /// The same in a test that holds every core already (`loaded`: its
-    /// real time is not measured).
-    fn start_with(redis: &Redis, id: &str, loaded: bool) -> ChildNode {
         let pipeline = format!(
             r#"
             [server]
@@ -185,11 +182,7 @@ impl ChildNode {
             "#,
             redis.url
         );
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut node = match loaded {
-            true => crate::daemon::Node::spawn_under_load(dir, &pipeline),
-            false => crate::daemon::Node::spawn(dir, &pipeline),
-        };
+        let mut node = crate::daemon::Node::spawn_under_load(tempfile::tempdir().expect("tempdir"), &pipeline);
         node.wait_for("serving the web client on");
         let log = node.log();
         let addr = log
@@ -328,9 +321,13 @@ fn voice_of(client: String, user: &str, frequency: u32, wav: &std::path::Path) -
 /// VP8 publisher on one node is seen on the other two; and what the nodes
 /// forward (relayed included) holds no plaintext frame.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock, reason = "the test holds every core for its whole length; no task of its runtime takes the lock")]
 async fn participants_on_three_nodes_hear_and_see_each_other_end_to_end_encrypted() {
     use crate::edge_nodes::{EdgeNode, agreed, power, samples, until};
     let redis = Redis::start();
+    // Three edge nodes encoding and decoding audio load both cores: no test
+    // measuring real time runs beside this one.
+    let _cores = crate::common::loading_every_core();
     let dir = tempfile::tempdir().expect("tempdir");
     let nodes = [node(&redis, "a").await, node(&redis, "b").await, node(&redis, "c").await];
     until_everyone_sees_everyone(&nodes.iter().collect::<Vec<_>>()).await;
@@ -425,11 +422,15 @@ enum Event {
 /// nodes left, in a new MLS epoch), each direction's gap. Within 5 s;
 /// when c goes, ann and bob never lose their line; no plaintext frame
 /// shows in what b forwards.
+#[allow(clippy::await_holding_lock, reason = "the test holds every core for its whole length; no task of its runtime takes the lock")]
 async fn failover(event: Event, home: bool) {
     use crate::edge_nodes::{EdgeNode, agreed, until};
     use medianode::signaling::client::ClientEvent;
     let redis = Redis::start();
     let dir = tempfile::tempdir().expect("tempdir");
+    // Three nodes and three edge nodes encoding and decoding audio load both
+    // cores: no test measuring real time runs beside this one.
+    let _cores = crate::common::loading_every_core();
     let mut nodes = [ChildNode::start(&redis, "a"), ChildNode::start(&redis, "b"), ChildNode::start(&redis, "c")];
     let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
     let edge = |user: &str, first: usize, hz: u32| {
@@ -572,7 +573,7 @@ async fn a_page_on_a_killed_node_moves_to_another_and_sees_again() {
     use crate::browser_e2ee::{E2EE, RECEIVED, count, in_group, opened};
     let redis = Redis::start();
     let _cores = crate::common::loading_every_core();
-    let (a, mut b) = (ChildNode::start_with(&redis, "a", true), ChildNode::start_with(&redis, "b", true));
+    let (a, mut b) = (ChildNode::start(&redis, "a"), ChildNode::start(&redis, "b"));
     let browser = launch();
     let (ws, _) = tokio_tungstenite::connect_async(browser.devtools.as_str()).await.expect("devtools connects");
     let mut dt = DevTools { ws, next_id: 0 };

@@ -94,7 +94,7 @@ impl Node {
     }
 
     /// A node running `pipeline`, keeping its files in `dir`.
-    pub(crate) fn spawn(dir: tempfile::TempDir, pipeline: &str) -> Node {
+    fn spawn(dir: tempfile::TempDir, pipeline: &str) -> Node {
         Node::spawn_with(dir, pipeline, &[])
     }
 

@@ -52,7 +52,7 @@ impl Proxy {
         let mut target = format!("{url}?via={}", cluster.node);
         if let Some(token) = token {
             target.push_str("&token=");
-            target.push_str(token);
+            target.push_str(&query_escape(token));
         }
         let connect = tokio::time::timeout(std::time::Duration::from_secs(2), connect_async(target.as_str()));
         let (mut socket, _) = match connect.await {
@@ -164,5 +164,27 @@ fn host_message(text: &str) -> Option<HostMessage> {
         SEAT => Some(HostMessage::Seat { room: value.get("room")?.as_str()?.to_string(), user: value.get("user")?.as_str()?.to_string() }),
         UNSEAT => Some(HostMessage::Unseat),
         _ => None,
+    }
+}
+
+/// `text` as a query value: what is not unreserved, percent-encoded (the
+/// client's token arrives decoded).
+fn query_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(char::from(byte)),
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_token_goes_on_as_the_client_sent_it() {
+        assert_eq!(super::query_escape("abc.DEF-1_~"), "abc.DEF-1_~");
+        assert_eq!(super::query_escape("a+b/c=&d é"), "a%2Bb%2Fc%3D%26d%20%C3%A9");
     }
 }
