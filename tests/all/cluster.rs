@@ -94,7 +94,10 @@ async fn until_everyone_sees_everyone(nodes: &[&medianode::server::Running]) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock, reason = "the test holds every core for its whole length; no task of its runtime takes the lock")]
 async fn a_room_on_three_nodes_has_one_home_that_orders_its_signaling() {
+    // Nodes in this process or others: no test measuring real time beside it.
+    let _cores = crate::common::loading_every_core();
     let redis = Redis::start();
     let (a, b, c) = (node(&redis, "a").await, node(&redis, "b").await, node(&redis, "c").await);
     until_everyone_sees_everyone(&[&a, &b, &c]).await;
@@ -141,7 +144,10 @@ async fn a_room_on_three_nodes_has_one_home_that_orders_its_signaling() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock, reason = "the test holds every core for its whole length; no task of its runtime takes the lock")]
 async fn a_node_that_goes_leaves_the_view_and_new_rooms_avoid_it() {
+    // Nodes in this process or others: no test measuring real time beside it.
+    let _cores = crate::common::loading_every_core();
     let redis = Redis::start();
     let (a, b) = (node(&redis, "a").await, node(&redis, "b").await);
     until_everyone_sees_everyone(&[&a, &b]).await;
@@ -250,7 +256,10 @@ fn joined_message(event: &medianode::signaling::client::ClientEvent) -> Option<(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock, reason = "the test holds every core for its whole length; no task of its runtime takes the lock")]
 async fn a_sigkilled_node_s_clients_are_back_through_another_within_5_s() {
+    // Nodes in this process or others: no test measuring real time beside it.
+    let _cores = crate::common::loading_every_core();
     use medianode::signaling::client::ClientEvent;
     let redis = Redis::start();
     let (a, b, mut c) = (ChildNode::start(&redis, "a"), ChildNode::start(&redis, "b"), ChildNode::start(&redis, "c"));
