@@ -36,6 +36,10 @@ pub const REPEAT: Duration = Duration::from_secs(2);
 /// another node's message is input like any other.
 const MAX_MESSAGE: usize = 256 << 10;
 
+/// Streams taken from one node in one room (16 per publisher, as the
+/// shards take from a participant, for 32 publishers).
+const MAX_STREAMS: usize = 512;
+
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 enum Message {
@@ -181,7 +185,18 @@ impl Relay<'_> {
         let me = &self.cluster.node;
         let Some(nodes) = rooms.get_mut(room) else { return };
         match message {
-            Message::Here { node, media, streams } if node != *me => {
+            Message::Here { node, media, mut streams } if node != *me => {
+                // Another node is input like any other: each of its streams
+                // costs a ghost and a track per subscriber here.
+                if streams.len() > MAX_STREAMS {
+                    tracing::warn!(
+                        room,
+                        node,
+                        streams = streams.len(),
+                        "a node announced more streams than a room takes; the rest ignored"
+                    );
+                    streams.truncate(MAX_STREAMS);
+                }
                 if nodes.insert(node.clone()) {
                     // A newcomer: it hears what we have now, not in 2 s.
                     self.command(RelayCommand::Pipe { room: room.to_string(), node: node.clone(), remote: media });
