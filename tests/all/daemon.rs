@@ -5,8 +5,8 @@
 //! resident memory grows by less than 64 MiB; SIGTERM stops it within 1 s;
 //! what it wrote to its log and crash directory stays within their budgets;
 //! the attack shows in the log; and the healthy chain's WAV file holds
-//! every block, none of them silent but for the machine's own hiccups (at
-//! most 1 in 100; an attack that reached it would silence 1 in 10 or more).
+//! every block, none of them silent but for the machine's own hiccups (see
+//! [`at_most_one_stall_in_100_blocks`]).
 
 use crate::webrtc_peers::{Peer, peer_at_with};
 use medianode::daemon::RunOptions;
@@ -118,7 +118,21 @@ impl Node {
     ) -> Node {
         std::fs::write(dir.path().join("pipeline.toml"), pipeline).expect("write pipeline");
         let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("log file");
-        let child = Command::new(std::env::current_exe().expect("test binary"))
+        // A node whose real time is measured runs at the priority
+        // examples/systemd/medianode.service gives it (`Nice=-10`), so that
+        // the rest of the suite, on the same two cores, delays it less than
+        // an attack from inside would (`nice` runs it as it is where it may
+        // not raise a priority).
+        let exe = std::env::current_exe().expect("test binary");
+        let mut command = match measuring {
+            Some(_) => {
+                let mut nice = Command::new("nice");
+                nice.args(["-n", "-10"]).arg(exe);
+                nice
+            }
+            None => Command::new(exe),
+        };
+        let child = command
             .args(["daemon::child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
             .env(DIR_VAR, dir.path())
             .env("RUST_LOG", "info")
@@ -198,11 +212,18 @@ fn dir_size(dir: &Path) -> u64 {
 /// What a run under attack measured.
 struct Measured {
     seconds: f64,
-    /// Blocks the chain beside wrote, and how many of them were silent.
+    /// Blocks the chain beside wrote.
     blocks: usize,
-    silent: usize,
+    /// Its silent blocks, as runs of consecutive ones: (first block, length).
+    stalls: Vec<(usize, usize)>,
     /// The chain beside's `late` count, from the node's final stats.
     late: u64,
+}
+
+impl Measured {
+    fn silent(&self) -> usize {
+        self.stalls.iter().map(|&(_, length)| length).sum()
+    }
 }
 
 /// Runs `attack` for [`ATTACK`] and checks everything the module docs say;
@@ -211,25 +232,55 @@ fn attack(attack: &str, limits: &str, shows: &str) {
     let hostile = format!("config = {{ {attack} }}\nlimits = {{ {limits} }}");
     let m = run_attack(attack, &hostile, "", ATTACK, shows);
     assert!(m.blocks as f64 >= m.seconds * 100.0 * 0.9, "{attack}: the chain beside made {} blocks in {:.1} s", m.blocks, m.seconds);
-    at_most_one_in_100_missed(attack, &m);
+    at_most_one_stall_in_100_blocks(attack, &m);
 }
 
-/// The chain beside missed (was late for, and so wrote silence in) at most
-/// 1 block in 100 (and at least one is forgiven). Were an attack to reach
-/// it, it would miss every block the attack touches (1 in 10 or more); the
-/// tolerance is for the machine, which runs the rest of the suite on the
-/// same two cores and may deschedule the node past a 10 ms tick now and
-/// then (seen: one silent block in 300, once in about 50 runs, when the
-/// hostile stage's own microsecond call overran its deadline too).
-fn at_most_one_in_100_missed(name: &str, m: &Measured) {
+/// The chain beside stalled (was late for, and so wrote silence in, one or
+/// more blocks in a row) at most once per 100 blocks (and once is
+/// forgiven), and was silent for at most 1 block in 20.
+///
+/// An attack repeats (on every block, or every 10 to 50), so one that
+/// reached the chain would stall it at each repetition: many separate
+/// stalls. The machine, which runs the rest of the suite on the same two
+/// cores, may deschedule the node past a 10 ms tick now and then: seen, one
+/// silent block in 300 about once in 50 runs, and once (a fresh CI
+/// machine's first suite run) 7 silent blocks of 305, a count that an
+/// attack on every 50th block reaching the chain could also give; counted
+/// as stalls, the two differ (1 against 6).
+fn at_most_one_stall_in_100_blocks(name: &str, m: &Measured) {
     let tolerance = (m.blocks / 100).max(1);
     let late = usize::try_from(m.late).unwrap_or(usize::MAX);
+    eprintln!("{name}: the chain beside: {} blocks, {late} late, stalls (first block, blocks): {:?}", m.blocks, m.stalls);
     assert!(
-        late <= tolerance && m.silent <= tolerance,
-        "{name}: the chain beside missed {late} ({} silent) of {} blocks",
-        m.silent,
-        m.blocks
+        m.stalls.len() <= tolerance && late <= m.blocks / 20 && m.silent() <= m.blocks / 20,
+        "{name}: the chain beside missed {late} ({} silent) of {} blocks, in {} stalls (first block, blocks): {:?}",
+        m.silent(),
+        m.blocks,
+        m.stalls.len(),
+        m.stalls
     );
+}
+
+/// Runs of consecutive silent blocks: (first block, length).
+fn stalls(samples: &[f32]) -> Vec<(usize, usize)> {
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for (i, block) in samples.chunks(480).enumerate() {
+        if !block.iter().all(|&s| s == 0.0) {
+            continue;
+        }
+        match runs.last_mut() {
+            Some((first, length)) if *first + *length == i => *length += 1,
+            _ => runs.push((i, 1)),
+        }
+    }
+    runs
+}
+
+#[test]
+fn silent_blocks_are_counted_as_stalls() {
+    let block = |silent: bool| vec![if silent { 0.0 } else { 0.5 }; 480];
+    let samples: Vec<f32> = [false, true, true, false, true, false, false, true].iter().flat_map(|&s| block(s)).collect();
+    assert_eq!(stalls(&samples), [(1, 2), (4, 1), (7, 1)]);
 }
 
 fn run_attack(name: &str, hostile: &str, budget: &str, attack: Duration, shows: &str) -> Measured {
@@ -268,9 +319,8 @@ fn run_attack(name: &str, hostile: &str, budget: &str, attack: Duration, shows: 
     // The chain beside: the blocks it made, and the silent ones.
     let mut wav = hound::WavReader::open(node.path("beside.wav")).expect("beside.wav");
     let samples: Vec<f32> = wav.samples::<f32>().map(|s| s.expect("sample")).collect();
-    let silent = samples.chunks(480).filter(|b| b.iter().all(|&s| s == 0.0)).count();
     let late = final_stats(&log).and_then(|stats| stats["stages"]["beside"]["late"].as_u64()).unwrap_or(u64::MAX);
-    Measured { seconds, blocks: samples.len() / 480, silent, late }
+    Measured { seconds, blocks: samples.len() / 480, stalls: stalls(&samples), late }
 }
 
 /// The stats the node logs when its pipeline stops.
@@ -289,10 +339,13 @@ fn stays_realtime(name: &str, hostile: &str, shows: &str) {
     let per_second = m.blocks as f64 / m.seconds;
     eprintln!(
         "{name}: the chain beside made {} blocks in {:.2} s ({per_second:.1}/s), {} late, {} silent",
-        m.blocks, m.seconds, m.late, m.silent
+        m.blocks,
+        m.seconds,
+        m.late,
+        m.silent()
     );
     assert!(per_second >= 98.0, "{name}: {per_second:.1} blocks a second beside");
-    at_most_one_in_100_missed(name, &m);
+    at_most_one_stall_in_100_blocks(name, &m);
 }
 
 #[test]
