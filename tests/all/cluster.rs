@@ -6,49 +6,11 @@ use medianode::cluster::Home;
 use medianode::supervisor::crash_report::CrashReporter;
 use medianode_core::config::ClusterConfig;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tokio_tungstenite::connect_async;
 
+use crate::redis_server::Redis;
 use crate::signaling_server::{Socket, next, say};
-
-/// A `redis-server` of the test's own, gone with it.
-pub(crate) struct Redis {
-    child: Child,
-    pub(crate) url: String,
-}
-
-impl Redis {
-    /// Starts one on a free port and waits until it accepts connections.
-    pub(crate) fn start() -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
-        let mut child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--loglevel", "notice"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server (Debian's redis-server package; .ci/run installs it)");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        loop {
-            let line = lines.next().expect("redis-server said it is ready before exiting").expect("a line");
-            if line.contains("Ready to accept connections") {
-                break;
-            }
-        }
-        // Keep draining its output, so it never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        Redis { child, url: format!("redis://127.0.0.1:{port}") }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A node of the default pipeline in this process, in the cluster on `redis`.
 async fn node(redis: &Redis, id: &str) -> medianode::server::Running {

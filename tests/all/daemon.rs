@@ -6,7 +6,7 @@
 //! what it wrote to its log and crash directory stays within their budgets;
 //! the attack shows in the log; and the healthy chain's WAV file holds
 //! every block, none of them silent but for the machine's own hiccups (see
-//! [`at_most_one_stall_in_100_blocks`]).
+//! [`the_attack_never_reached_the_chain`]).
 
 use crate::webrtc_peers::{Peer, peer_at_with};
 use medianode::daemon::RunOptions;
@@ -232,33 +232,47 @@ fn attack(attack: &str, limits: &str, shows: &str) {
     let hostile = format!("config = {{ {attack} }}\nlimits = {{ {limits} }}");
     let m = run_attack(attack, &hostile, "", ATTACK, shows);
     assert!(m.blocks as f64 >= m.seconds * 100.0 * 0.9, "{attack}: the chain beside made {} blocks in {:.1} s", m.blocks, m.seconds);
-    at_most_one_stall_in_100_blocks(attack, &m);
+    the_attack_never_reached_the_chain(attack, every(attack), &m);
 }
 
-/// The chain beside stalled (was late for, and so wrote silence in, one or
-/// more blocks in a row) at most once per 100 blocks (and once is
-/// forgiven), and was silent for at most 1 block in 20.
+/// The attack never reached the chain beside: the chain was silent (late)
+/// for at most 1 block in 20, and its stalls (runs of silent blocks) do not
+/// follow the attack: at most a third of the attacks (and 2 are forgiven)
+/// have a stall starting on the attacked block or the next.
 ///
-/// An attack repeats (on every block, or every 10 to 50), so one that
-/// reached the chain would stall it at each repetition: many separate
-/// stalls. The machine, which runs the rest of the suite on the same two
-/// cores, may deschedule the node past a 10 ms tick now and then: seen, one
-/// silent block in 300 about once in 50 runs, and once (a fresh CI
-/// machine's first suite run) 7 silent blocks of 305, a count that an
-/// attack on every 50th block reaching the chain could also give; counted
-/// as stalls, the two differ (1 against 6).
-fn at_most_one_stall_in_100_blocks(name: &str, m: &Measured) {
-    let tolerance = (m.blocks / 100).max(1);
+/// The machine, which runs the rest of the suite on the same two cores
+/// (and, as a VM, shares its host), deschedules the node past a 10 ms tick
+/// now and then, at random: seen, up to 4 single-block stalls in 305 blocks
+/// in a suite run that took a quarter longer than the others, and once 7
+/// silent blocks in a row. An attack that reached the chain would stall it
+/// where it attacks, every time: on every block (far past 1 in 20), or on
+/// every `every`th one (every attack on its block).
+fn the_attack_never_reached_the_chain(name: &str, every: usize, m: &Measured) {
+    let every = every.max(1);
     let late = usize::try_from(m.late).unwrap_or(usize::MAX);
-    eprintln!("{name}: the chain beside: {} blocks, {late} late, stalls (first block, blocks): {:?}", m.blocks, m.stalls);
+    // Attacked blocks have `sequence % every == every - 1`.
+    let on_attacks = m.stalls.iter().filter(|&&(first, _)| (first + 1) % every <= 1).count();
+    let attacks = m.blocks / every;
+    eprintln!(
+        "{name}: the chain beside: {} blocks, {late} late, stalls (first block, blocks): {:?}, {on_attacks} on the {attacks} attacks",
+        m.blocks, m.stalls
+    );
     assert!(
-        m.stalls.len() <= tolerance && late <= m.blocks / 20 && m.silent() <= m.blocks / 20,
-        "{name}: the chain beside missed {late} ({} silent) of {} blocks, in {} stalls (first block, blocks): {:?}",
+        late <= m.blocks / 20 && m.silent() <= m.blocks / 20 && on_attacks <= (attacks / 3).max(2),
+        "{name}: the chain beside missed {late} ({} silent) of {} blocks, in stalls (first block, blocks) {:?}, {on_attacks} of them on the {attacks} attacks",
         m.silent(),
         m.blocks,
-        m.stalls.len(),
         m.stalls
     );
+}
+
+/// The `every = N` of an attack's config (1 when it attacks every block).
+fn every(config: &str) -> usize {
+    config
+        .split_once("every = ")
+        .and_then(|(_, rest)| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1)
 }
 
 /// Runs of consecutive silent blocks: (first block, length).
@@ -281,6 +295,8 @@ fn silent_blocks_are_counted_as_stalls() {
     let block = |silent: bool| vec![if silent { 0.0 } else { 0.5 }; 480];
     let samples: Vec<f32> = [false, true, true, false, true, false, false, true].iter().flat_map(|&s| block(s)).collect();
     assert_eq!(stalls(&samples), [(1, 2), (4, 1), (7, 1)]);
+    assert_eq!(every(r#"attack = "nan", every = 10"#), 10);
+    assert_eq!(every(r#"attack = "println""#), 1);
 }
 
 fn run_attack(name: &str, hostile: &str, budget: &str, attack: Duration, shows: &str) -> Measured {
@@ -332,8 +348,9 @@ fn final_stats(log: &str) -> Option<serde_json::Value> {
 
 /// Ten seconds of realtime at the default budget (the tick), with a stage
 /// beside that fails in a way that costs time on every tick: the chain
-/// beside must make a block every tick, and at most 1 in 100 late (and so
-/// silent). Were the attack to reach it, nearly every block would be late.
+/// beside must make a block every tick, and show no sign of the attack
+/// ([`the_attack_never_reached_the_chain`]). Were the attack to reach it,
+/// nearly every block would be late.
 fn stays_realtime(name: &str, hostile: &str, shows: &str) {
     let m = run_attack(name, hostile, "", Duration::from_secs(10), shows);
     let per_second = m.blocks as f64 / m.seconds;
@@ -345,7 +362,7 @@ fn stays_realtime(name: &str, hostile: &str, shows: &str) {
         m.silent()
     );
     assert!(per_second >= 98.0, "{name}: {per_second:.1} blocks a second beside");
-    at_most_one_stall_in_100_blocks(name, &m);
+    the_attack_never_reached_the_chain(name, every(hostile), &m);
 }
 
 #[test]

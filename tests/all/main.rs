@@ -23,6 +23,7 @@ mod hostile;
 mod layout;
 mod native;
 mod pipelines;
+mod redis_server;
 mod restart_policy;
 mod sfu;
 mod signaling;

@@ -201,3 +201,55 @@ fn plugin_files_are_found_relative_to_the_pipeline_file() {
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(pipeline.order(), vec!["tone", "g", "out"]);
 }
+
+/// A WAV file whose disk stalls (here a FIFO that nobody reads: its writer
+/// cannot even open it) costs a realtime pipeline nothing: every block
+/// reaches the channel beside, none late, and what the file's queue
+/// (`wav::QUEUE_BYTES`) cannot hold is dropped and counted.
+#[tokio::test(start_paused = true)]
+async fn a_stalled_wav_file_costs_a_realtime_pipeline_nothing() {
+    use medianode::io::wav::QUEUE_BYTES;
+    const BLOCKS: u64 = 3000; // 30 s of mono f32: 5.8 MB, past the queue
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("stalled.wav");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo").success());
+    let text = format!(
+        r#"
+        [pipeline]
+        pace = "realtime"
+        tick = "10ms"
+        [[source]]
+        id = "tone"
+        kind = "tone"
+        count = {BLOCKS}
+        [[stage]]
+        id = "gain"
+        plugin = "stock:gain"
+        inputs = ["tone"]
+        limits = {{ deadline = "1s" }}
+        [[sink]]
+        id = "file"
+        kind = "wav"
+        path = "{}"
+        inputs = ["gain"]
+        [[sink]]
+        id = "out"
+        kind = "channel"
+        inputs = ["gain"]
+        capacity = 10000
+        "#,
+        fifo.display()
+    );
+    let run = run(&text).await;
+    assert_eq!(run.sequences("out"), (0..BLOCKS).collect::<Vec<_>>());
+    assert!(run.silent("out").is_empty());
+    assert_eq!(run.metric("gain", "late"), 0);
+    let file = run.stats().sink("file").expect("the file's stats").get();
+    assert_eq!(file.items, BLOCKS);
+    let queued = (QUEUE_BYTES / (480 * 4)) as u64;
+    assert_eq!(file.overflowed, BLOCKS - queued, "every block past the queue is dropped and counted");
+    // Lets the writer thread open the FIFO and fail on a pipe nobody
+    // reads, so that it ends.
+    use std::os::unix::fs::OpenOptionsExt;
+    drop(std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&fifo));
+}

@@ -38,12 +38,15 @@
 #[path = "../all/common.rs"]
 #[allow(dead_code)]
 mod common;
+#[path = "../all/redis_server.rs"]
+mod redis_server;
 #[path = "../../node/benches/common/mod.rs"]
 mod results;
 #[path = "../all/webrtc_peers.rs"]
 #[allow(dead_code)]
 mod webrtc_peers;
 
+use redis_server::Redis;
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -283,35 +286,6 @@ impl Drop for NodeProcess {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-    }
-}
-
-/// A `redis-server` of the run's own (Debian's package), nothing saved.
-struct Redis {
-    child: Child,
-    url: String,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        use std::io::BufRead;
-        let port = free_port().port();
-        let mut child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("redis-server (apt install redis-server)");
-        let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
-        while !lines.next().expect("redis-server starts").expect("a line").contains("Ready to accept connections") {}
-        std::thread::spawn(move || lines.for_each(drop));
-        Redis { child, url: format!("redis://127.0.0.1:{port}") }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

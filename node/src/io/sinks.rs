@@ -6,7 +6,7 @@ use super::device::DeviceOutput;
 use super::wav::WavWriter;
 use crate::runtime::bindings::FrameBatch;
 use crate::runtime::{Items, lock};
-use medianode_core::config::{SinkConfig, SinkKind};
+use medianode_core::config::{Pace, SinkConfig, SinkKind};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -20,7 +20,9 @@ pub struct SinkCounts {
     pub missing: u64,
     /// Items that arrived with a sequence at or below one already seen.
     pub out_of_order: u64,
-    /// Batches a channel reader was too slow to take (dropped).
+    /// Batches dropped because their reader was too slow to take them: a
+    /// channel's reader, or a WAV file's disk under `pace = "realtime"`
+    /// (counted per block).
     pub overflowed: u64,
 }
 
@@ -67,12 +69,13 @@ struct Meter {
 
 impl Sink {
     /// Creates the sink (a device sink opens its device); a channel sink
-    /// also returns its reader.
-    pub fn new(config: &SinkConfig) -> Result<(Sink, Option<mpsc::Receiver<Items>>), String> {
+    /// also returns its reader. Under `pace = "asap"` a WAV file is waited
+    /// for; under `realtime` what it cannot take in time is dropped.
+    pub fn new(config: &SinkConfig, pace: Pace) -> Result<(Sink, Option<mpsc::Receiver<Items>>), String> {
         let (kind, reader) = match &config.kind {
             SinkKind::Meter { report_every } => (Output::Meter(Meter { report_every: *report_every, ..Meter::zero() }), None),
             SinkKind::Null => (Output::Null, None),
-            SinkKind::Wav { path, format } => (Output::Wav(WavWriter::new(path, *format)), None),
+            SinkKind::Wav { path, format } => (Output::Wav(WavWriter::new(path, *format, pace == Pace::Asap)), None),
             SinkKind::Device { device, channels } => (Output::Device(DeviceOutput::open(device.as_deref(), *channels)?), None),
             SinkKind::Channel { capacity } => {
                 let (tx, rx) = mpsc::channel((*capacity).max(1));
@@ -128,8 +131,9 @@ impl Sink {
             }
             Output::Wav(writer) => {
                 if let Items::Audio(batch) = &items {
-                    for (info, samples) in batch.iter() {
-                        writer.write(info.channels, samples);
+                    let dropped = batch.iter().filter(|(info, samples)| !writer.write(info.channels, samples)).count();
+                    if dropped > 0 {
+                        lock(&self.stats.counts).overflowed += dropped as u64;
                     }
                 }
             }

@@ -5,7 +5,9 @@
 //! resamples to 48 kHz with rubato's FFT resampler (a fixed ratio, so the
 //! synchronous resampler: fast and of high quality). The whole file is
 //! converted when the pipeline is built, so producing a block later is a
-//! copy. Writing stores 32-bit float (exact) or 16-bit integer samples.
+//! copy. Writing stores 32-bit float (exact) or 16-bit integer samples,
+//! on a thread of the file's own ([`WavWriter`]): a disk that stalls must
+//! not stall the pipeline's driver thread, which has a tick to keep.
 
 use super::SAMPLE_RATE;
 pub use medianode_core::config::WavFormat;
@@ -13,7 +15,20 @@ use rubato::audioadapter_buffers::direct::InterleavedSlice;
 use rubato::{Fft, FixedSync, Resampler};
 use std::fs::File;
 use std::io::BufWriter;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::time::Duration;
+
+/// Audio waiting for a WAV file's writer thread, at most: 4 MiB, 11 s of
+/// stereo f32. Past it a realtime pipeline's blocks are dropped (and
+/// counted); an `asap` one waits for the disk.
+pub const QUEUE_BYTES: usize = 4 << 20;
+
+/// How long [`WavWriter::finish`] waits for the writer to empty its queue
+/// and complete the header.
+const FINISH_WAIT: Duration = Duration::from_secs(2);
 
 /// A WAV file converted to the node's format.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,24 +105,136 @@ fn resample(samples: &[f32], channels: usize, rate: u32) -> Result<Vec<f32>, Str
     Ok(output.take_data())
 }
 
-/// Writes blocks to a WAV file as they arrive; the header is completed by
-/// [`WavWriter::finish`] (or, failing that, when dropped).
+/// Writes blocks to a WAV file on a thread of its own, so that a slow or
+/// stalled disk delays only the file. The queue is bounded in bytes
+/// ([`QUEUE_BYTES`]): when it is full, [`WavWriter::write`] drops the block
+/// (`wait = false`, a realtime pipeline) or waits for room (`wait = true`,
+/// an `asap` pipeline, where every sample must reach the file). Buffers
+/// come back from the writer for reuse, so a steady stream allocates
+/// nothing.
 pub struct WavWriter {
-    path: std::path::PathBuf,
+    path: PathBuf,
+    /// To the writer; `None` once finished.
+    blocks: Option<Sender<Block>>,
+    /// Written buffers, back from the writer; each also says there is room.
+    spare: Receiver<Vec<f32>>,
+    spares: Vec<Vec<f32>>,
+    /// Bytes sent and not yet written.
+    queued: Arc<AtomicUsize>,
+    wait: bool,
+    /// The writer's result, once it has completed the file.
+    finished: Receiver<Result<(), String>>,
+}
+
+struct Block {
+    channels: u8,
+    samples: Vec<f32>,
+}
+
+impl WavWriter {
+    /// Starts the writer thread; the file is created by its first block.
+    pub fn new(path: &Path, format: WavFormat, wait: bool) -> WavWriter {
+        let (blocks_tx, blocks_rx) = mpsc::channel::<Block>();
+        let (spare_tx, spare) = mpsc::channel();
+        let (finished_tx, finished) = mpsc::channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let mut file = WavFile::new(path, format);
+        let counter = queued.clone();
+        let spawned = std::thread::Builder::new().name("wav-writer".into()).spawn(move || {
+            for block in blocks_rx {
+                file.write(block.channels, &block.samples);
+                counter.fetch_sub(block.samples.len() * 4, Ordering::Relaxed);
+                let _ = spare_tx.send(block.samples);
+            }
+            let _ = finished_tx.send(file.finish());
+        });
+        let blocks = match spawned {
+            Ok(_) => Some(blocks_tx),
+            Err(e) => {
+                tracing::error!(path = %path.display(), "WAV sink has no writer thread, so it writes nothing: {e}");
+                None
+            }
+        };
+        WavWriter { path: path.to_path_buf(), blocks, spare, spares: Vec::new(), queued, wait, finished }
+    }
+
+    /// Queues interleaved samples (the first block fixes the channel
+    /// count). False if the block was dropped: the queue was full and the
+    /// writer may not be waited for.
+    pub fn write(&mut self, channels: u8, samples: &[f32]) -> bool {
+        let bytes = samples.len() * 4;
+        loop {
+            while let Ok(buffer) = self.spare.try_recv() {
+                self.keep(buffer);
+            }
+            let queued = self.queued.load(Ordering::Relaxed);
+            if queued == 0 || queued + bytes <= QUEUE_BYTES {
+                break;
+            }
+            if !self.wait {
+                return false;
+            }
+            // The writer sends a buffer back after each block it wrote.
+            match self.spare.recv() {
+                Ok(buffer) => self.keep(buffer),
+                Err(_) => return false,
+            }
+        }
+        let Some(blocks) = &self.blocks else { return false };
+        let mut buffer = self.spares.pop().unwrap_or_default();
+        buffer.clear();
+        buffer.extend_from_slice(samples);
+        self.queued.fetch_add(bytes, Ordering::Relaxed);
+        if blocks.send(Block { channels, samples: buffer }).is_err() {
+            self.queued.fetch_sub(bytes, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    fn keep(&mut self, buffer: Vec<f32>) {
+        if self.spares.len() < 16 {
+            self.spares.push(buffer);
+        }
+    }
+
+    /// Lets the writer write what is queued and complete the header,
+    /// waiting for it [`FINISH_WAIT`] at most (a stalled disk keeps the
+    /// rest; the thread completes the file if the disk comes back).
+    pub fn finish(&mut self) -> Result<(), String> {
+        if self.blocks.take().is_none() {
+            return Ok(());
+        }
+        match self.finished.recv_timeout(FINISH_WAIT) {
+            Ok(result) => result,
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(format!(
+                "{} is not complete: its writer still had {} KiB to write after {FINISH_WAIT:?} (a stalled disk?)",
+                self.path.display(),
+                self.queued.load(Ordering::Relaxed) >> 10
+            )),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(format!("{}: its writer thread ended", self.path.display())),
+        }
+    }
+}
+
+/// A WAV file being written, block by block; the header is completed by
+/// [`WavFile::finish`] (or, failing that, when dropped).
+struct WavFile {
+    path: PathBuf,
     format: WavFormat,
     writer: Option<hound::WavWriter<BufWriter<File>>>,
     channels: u8,
     /// The first error, reported once.
-    pub error: Option<String>,
+    error: Option<String>,
 }
 
-impl WavWriter {
-    pub fn new(path: &Path, format: WavFormat) -> WavWriter {
-        WavWriter { path: path.to_path_buf(), format, writer: None, channels: 0, error: None }
+impl WavFile {
+    fn new(path: &Path, format: WavFormat) -> WavFile {
+        WavFile { path: path.to_path_buf(), format, writer: None, channels: 0, error: None }
     }
 
     /// Appends interleaved samples; the first call fixes the channel count.
-    pub fn write(&mut self, channels: u8, samples: &[f32]) {
+    fn write(&mut self, channels: u8, samples: &[f32]) {
         if self.error.is_some() {
             return;
         }
@@ -144,7 +271,7 @@ impl WavWriter {
     }
 
     /// Completes the file's header.
-    pub fn finish(&mut self) -> Result<(), String> {
+    fn finish(&mut self) -> Result<(), String> {
         match self.writer.take() {
             Some(writer) => writer.finalize().map_err(|e| format!("cannot finish {}: {e}", self.path.display())),
             None => Ok(()),

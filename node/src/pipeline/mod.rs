@@ -348,7 +348,7 @@ impl Pipeline {
             let inputs = link(&index, &sink_config.inputs);
             let (sink, reader) = match (&sink_config.kind, &ports) {
                 (SinkKind::Publish, Some(ports)) => Ok((Sink::publish(sink_config, ports.publish.clone()), None)),
-                _ => Sink::new(sink_config),
+                _ => Sink::new(sink_config, config.pace),
             }
             .map_err(|message| config.error(sink_config.span.clone(), message, "list the audio devices with `medianode devices`"))?;
             stats.sinks.push((sink_config.id.clone(), sink.stats().clone()));

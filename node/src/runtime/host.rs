@@ -391,6 +391,8 @@ pub struct HostState {
     /// progress must end (its deadline): a WASI sleep may not go past it.
     pub(crate) epochs: Arc<AtomicU64>,
     pub(crate) call_ends: u64,
+    /// What the call in progress may use and has used.
+    pub(crate) clock: super::deadline::CallClock,
     /// Changes this instance made to the state store.
     pub(crate) state_writes: u64,
     /// The item index the plugin last marked with `begin-item`.
@@ -425,6 +427,7 @@ impl HostState {
             output,
             epochs,
             call_ends: 0,
+            clock: super::deadline::CallClock::default(),
             state_writes: 0,
             current_item: None,
             panic_message: None,

@@ -9,15 +9,16 @@
 //! consumes nothing, but the supervisor never keeps a faulted instance.)
 
 use super::bindings::{self, E2eeEvent, E2eeStatus, ForwardBatch, FrameBatch, PacketMeta, RouteChange, SignalAction, SignalEvent};
+use super::deadline::thread_cpu_time;
 use super::host::MAX_PANIC_MESSAGE;
 use super::log::escape_cut;
 use super::native::NativeStage;
-use super::{AudioBatch, Code, EPOCH_TICK, HostState, Items, Plugin, StageKind, StageShared};
+use super::{AudioBatch, Code, HostState, Items, Plugin, StageKind, StageShared};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 use wasmtime::component::InstancePre;
-use wasmtime::{Store, Trap, WasmBacktrace};
+use wasmtime::{Store, Trap, UpdateDeadline, WasmBacktrace};
 
 pub use medianode_core::supervision::TrapKind;
 
@@ -204,6 +205,15 @@ impl Wasm {
         let state = HostState::new(stage, epochs.clone(), memory_limit, kind == StageKind::Encryption);
         let mut store = Store::new(pre.engine(), state);
         store.limiter(|state| state);
+        store.epoch_deadline_callback(|mut store| {
+            let state = store.data_mut();
+            let epoch = state.epochs.load(std::sync::atomic::Ordering::Relaxed);
+            let verdict = state.clock.overrun(epoch, thread_cpu_time());
+            if let UpdateDeadline::Continue(ticks) = verdict {
+                state.call_ends = epoch + ticks;
+            }
+            Ok(verdict)
+        });
         arm(&mut store, limits.init_deadline);
         let instance = pre.instantiate(&mut store).map_err(|e| classify(&mut store, e, TrapKind::Instantiate))?;
         let exports = match kind {
@@ -389,13 +399,14 @@ fn finish_audio(stage: &StageShared, input: &AudioBatch, output: &mut AudioBatch
     Ok(())
 }
 
-/// Sets the epoch deadline for the next call: the deadline in ticks, plus
-/// one because the current tick may be almost over.
+/// Sets the epoch deadline for the next call (see [`super::deadline`]:
+/// past it, the call goes on while it has used less than `deadline`).
 fn arm(store: &mut Store<HostState>, deadline: Duration) {
-    let ticks = deadline.as_micros().div_ceil(EPOCH_TICK.as_micros()) as u64 + 1;
-    store.set_epoch_deadline(ticks);
     let state = store.data_mut();
-    state.call_ends = state.epochs.load(std::sync::atomic::Ordering::Relaxed) + ticks;
+    let epoch = state.epochs.load(std::sync::atomic::Ordering::Relaxed);
+    let ticks = state.clock.arm(deadline, epoch, thread_cpu_time());
+    state.call_ends = epoch + ticks;
+    store.set_epoch_deadline(ticks);
 }
 
 /// An audio stage answers with its input's blocks, each as long as before.

@@ -22,6 +22,7 @@
 //! `host.rs`), where every resource has a budget in bytes.
 
 mod aead;
+mod deadline;
 mod host;
 mod instance;
 mod items;

@@ -187,6 +187,7 @@ fn sleep(state: &mut HostState, wanted: Duration) -> wasmtime::Result<Resource<D
     if wanted > left {
         return Err(wasmtime::Trap::Interrupt.into());
     }
+    state.clock.slept(wanted);
     let until = tokio::time::Instant::from_std(now + wanted);
     let table = wasmtime_wasi::WasiView::ctx(state).table;
     let sleep = table.push(CappedSleep(until))?;
