@@ -127,6 +127,11 @@ pub async fn run(toml: &str) -> Run {
 /// A supervised stage running a stock plugin, with a restart policy that
 /// always restarts at once (the standby takes over).
 pub fn stock_stage(plugin: &str, config_json: &str) -> medianode::supervisor::Supervisor {
+    stock_stage_with_deadline(plugin, config_json, std::time::Duration::from_millis(100))
+}
+
+/// The same, with the stage's `deadline`.
+pub fn stock_stage_with_deadline(plugin: &str, config_json: &str, deadline: std::time::Duration) -> medianode::supervisor::Supervisor {
     use medianode::runtime::stock;
     use medianode::supervisor::{StageSpec, Supervisor};
     use medianode_core::supervision::FailurePolicy;
@@ -139,7 +144,7 @@ pub fn stock_stage(plugin: &str, config_json: &str) -> medianode::supervisor::Su
         id: plugin.source.trim_start_matches("stock:").to_string(),
         plugin,
         config_json: config_json.into(),
-        limits: Limits { deadline: Duration::from_millis(100), ..Limits::default() },
+        limits: Limits { deadline, ..Limits::default() },
         restart: RestartConfig {
             max_restarts: u32::MAX,
             long_max_restarts: u32::MAX,

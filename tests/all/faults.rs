@@ -114,3 +114,76 @@ async fn trap_in_init() {
     assert_eq!(run.sequences("out"), (0..200).collect::<Vec<_>>());
     assert_eq!(run.silent("out"), POISONED);
 }
+
+/// A call that the machine takes the CPU away from is not a slow call: the
+/// deadline counts the call's own time (`runtime::deadline`). The thread
+/// calling the plugin is held in a signal handler, as a busy host would
+/// deschedule it, while the plugin computes until a moment on the clock.
+/// Under a 20 ms deadline: held 30 ms of a 40 ms call (10 ms of its own),
+/// it is no fault (it was, when deadlines were wall-clock time); held
+/// 200 ms of a 250 ms call, past the deadline and its 100 ms of grace, it
+/// is stopped (a call blocked without using the CPU still ends).
+#[test]
+fn a_descheduled_call_is_judged_by_the_time_it_used() {
+    use medianode::runtime::bindings::BlockInfo;
+    use medianode::runtime::{AudioBatch, Items};
+    use std::time::{Duration, Instant};
+    held::install();
+    let call = |slow_ms: u64, hold: Duration| {
+        let config = format!(r#"{{"fault": "slow", "every": 1, "slow-ms": {slow_ms}}}"#);
+        let mut stage = crate::common::stock_stage_with_deadline("faulty", &config, Duration::from_millis(20));
+        let mut batch = AudioBatch::new();
+        batch.push(BlockInfo { sequence: 0, sample_rate: 48_000, channels: 1, frames: 480, level: None }, &[0.25; 480]);
+        let holder = held::hold_this_thread_after(Duration::from_millis(1), hold);
+        let started = Instant::now();
+        let out = stage.process(Instant::now(), Items::Audio(batch));
+        let took = started.elapsed();
+        holder.join().expect("holder");
+        assert!(out.is_ok());
+        assert!(took >= hold, "the call was not held: {took:?}");
+        (took, stage.shared().snapshot()["faults"].as_u64().expect("faults"))
+    };
+    let (took, faults) = call(40, Duration::from_millis(30));
+    assert_eq!(faults, 0, "a call of {took:?} that used less than its deadline was stopped");
+    let (took, faults) = call(250, Duration::from_millis(200));
+    assert_eq!(faults, 1, "a call held {took:?}, past its deadline and the grace, was not stopped");
+}
+
+/// Holding a thread the way a busy machine does: a signal whose handler
+/// sleeps, so that the thread stops running (and using CPU) for a while.
+mod held {
+    use std::time::Duration;
+
+    static HOLD_US: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+    extern "C" fn hold(_: libc::c_int) {
+        let us = HOLD_US.load(std::sync::atomic::Ordering::SeqCst);
+        let ts = libc::timespec { tv_sec: (us / 1_000_000) as libc::time_t, tv_nsec: ((us % 1_000_000) * 1000) as libc::c_long };
+        // SAFETY: nanosleep is async-signal-safe; both pointers are valid.
+        unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
+    }
+
+    /// SIGUSR1 holds the thread that gets it.
+    pub fn install() {
+        // SAFETY: a plain handler for a signal nothing else in this
+        // process uses, installed with a zeroed (empty) mask.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = hold as extern "C" fn(libc::c_int) as usize;
+            action.sa_flags = libc::SA_RESTART;
+            libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut());
+        }
+    }
+
+    /// After `after`, holds the calling thread for `hold`.
+    pub fn hold_this_thread_after(after: Duration, hold: Duration) -> std::thread::JoinHandle<()> {
+        // SAFETY: pthread_self has no preconditions.
+        let me = unsafe { libc::pthread_self() };
+        HOLD_US.store(hold.as_micros() as u64, std::sync::atomic::Ordering::SeqCst);
+        std::thread::spawn(move || {
+            std::thread::sleep(after); // into the plugin's 5 ms of work
+            // SAFETY: `me` is waiting for this thread's join, so it is alive.
+            unsafe { libc::pthread_kill(me, libc::SIGUSR1) };
+        })
+    }
+}
