@@ -400,11 +400,11 @@ fn finish_audio(stage: &StageShared, input: &AudioBatch, output: &mut AudioBatch
 }
 
 /// Sets the epoch deadline for the next call (see [`super::deadline`]:
-/// past it, the call goes on while it has used less than `deadline`).
+/// past it, a call the machine descheduled goes on).
 fn arm(store: &mut Store<HostState>, deadline: Duration) {
     let state = store.data_mut();
     let epoch = state.epochs.load(std::sync::atomic::Ordering::Relaxed);
-    let ticks = state.clock.arm(deadline, epoch, thread_cpu_time());
+    let ticks = state.clock.arm(deadline, epoch);
     state.call_ends = epoch + ticks;
     store.set_epoch_deadline(ticks);
 }
