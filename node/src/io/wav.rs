@@ -26,8 +26,8 @@ use std::time::Duration;
 /// counted); an `asap` one waits for the disk.
 pub const QUEUE_BYTES: usize = 4 << 20;
 
-/// How long [`WavWriter::finish`] waits for the writer to empty its queue
-/// and complete the header.
+/// How long [`WavWriter::finish`] waits, under `realtime`, for the writer to
+/// empty its queue and complete the header.
 const FINISH_WAIT: Duration = Duration::from_secs(2);
 
 /// A WAV file converted to the node's format.
@@ -198,14 +198,20 @@ impl WavWriter {
         }
     }
 
-    /// Lets the writer write what is queued and complete the header,
-    /// waiting for it [`FINISH_WAIT`] at most (a stalled disk keeps the
-    /// rest; the thread completes the file if the disk comes back).
+    /// Lets the writer write what is queued and complete the header, and
+    /// waits for it: as long as it takes under `asap` (the file must be
+    /// whole), [`FINISH_WAIT`] at most under `realtime` (a stalled disk
+    /// must not hold a node's shutdown; the thread completes the file if
+    /// the disk comes back before the process ends).
     pub fn finish(&mut self) -> Result<(), String> {
         if self.blocks.take().is_none() {
             return Ok(());
         }
-        match self.finished.recv_timeout(FINISH_WAIT) {
+        let finished = match self.wait {
+            true => self.finished.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+            false => self.finished.recv_timeout(FINISH_WAIT),
+        };
+        match finished {
             Ok(result) => result,
             Err(mpsc::RecvTimeoutError::Timeout) => Err(format!(
                 "{} is not complete: its writer still had {} KiB to write after {FINISH_WAIT:?} (a stalled disk?)",
@@ -282,6 +288,21 @@ impl WavFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_asap_writer_waits_for_the_disk_and_loses_nothing_past_its_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.wav");
+        let mut writer = WavWriter::new(&path, WavFormat::F32, true);
+        let blocks = 2 * QUEUE_BYTES / (480 * 4) + 7;
+        for n in 0..blocks {
+            assert!(writer.write(1, &[n as f32; 480]));
+        }
+        writer.finish().unwrap();
+        let samples: Vec<f32> = hound::WavReader::open(&path).unwrap().into_samples::<f32>().map(Result::unwrap).collect();
+        assert_eq!(samples.len(), blocks * 480);
+        assert!(samples.chunks(480).enumerate().all(|(n, block)| block.iter().all(|&s| s == n as f32)));
+    }
 
     #[test]
     fn a_44k1_stereo_file_becomes_48k_mono_at_the_same_pitch_and_level() {

@@ -391,7 +391,7 @@ pub struct HostState {
     /// progress must end (its deadline): a WASI sleep may not go past it.
     pub(crate) epochs: Arc<AtomicU64>,
     pub(crate) call_ends: u64,
-    /// What the call in progress may use and has used.
+    /// The call in progress past its deadline (see `runtime::deadline`).
     pub(crate) clock: super::deadline::CallClock,
     /// Changes this instance made to the state store.
     pub(crate) state_writes: u64,
