@@ -22,9 +22,9 @@ pub struct Limits {
     /// Linear memory ceiling in bytes.
     pub memory: u64,
     /// Longest a single processing call may run (wall-clock time). A call
-    /// the machine descheduled past it goes on: seen past its deadline, it
-    /// may use 1 ms more of CPU time, up to 100 ms of wall clock past the
-    /// deadline (the node's `runtime::deadline`).
+    /// the machine descheduled past it goes on while it does not run, up
+    /// to 100 ms of wall clock past the deadline (the node's
+    /// `runtime::deadline`).
     pub deadline: Duration,
     /// Longest instantiation plus `init` may run (start-up does more work
     /// than a call, and happens off the hot path).

@@ -10,13 +10,15 @@
 //!
 //! So the first time the call is seen past its deadline,
 //! [`CallClock::overrun`] notes its thread's CPU time (plus the sleeps it
-//! asked the host for) and lets it go on: it is stopped once it has used
-//! [`AFTER`] more of either, or [`GRACE`] of wall clock past its deadline,
-//! whichever comes first. A call the machine descheduled is seen past its
-//! deadline only when it runs again, and then finishes; a call that
-//! computes, loops or sleeps past its deadline is stopped at most about
-//! 2 ms later than a wall-clock deadline would; a call blocked in the host
-//! without using the CPU still ends.
+//! asked the host for) and lets it go on, looking again every tick: it is
+//! stopped once it has used [`AFTER`] more of either, or [`GRACE`] of wall
+//! clock past its deadline, whichever comes first. A call the machine
+//! descheduled is seen past its deadline only when it runs again, and then
+//! finishes; a call that computes, loops or sleeps past its deadline is
+//! stopped between the deadline and a tick (1 ms) past it, as a wall-clock
+//! deadline stopped it (a stage that is always slow must not hold its
+//! thread longer than before: a realtime pipeline's tick waits for it); a
+//! call blocked in the host without using the CPU still ends.
 //!
 //! Reading a thread's CPU clock is a system call (0.5 µs on a VM, as much as
 //! an empty plugin call), so it happens only past a deadline, never per
@@ -26,8 +28,9 @@ use super::EPOCH_TICK;
 use std::time::Duration;
 use wasmtime::UpdateDeadline;
 
-/// CPU time (or sleep) a call may use once it is seen past its deadline.
-pub const AFTER: Duration = EPOCH_TICK;
+/// CPU time (or sleep) a call may use once it is seen at its deadline,
+/// looked at again every tick.
+pub const AFTER: Duration = Duration::from_micros(500);
 
 /// Wall-clock time a call may take past its deadline, however little it
 /// used.
@@ -48,7 +51,7 @@ impl CallClock {
     /// A call starting at `epoch`; returns the epoch deadline to set, in
     /// ticks from now.
     pub fn arm(&mut self, deadline: Duration, epoch: u64) -> u64 {
-        *self = CallClock { last_epoch: epoch + ticks(deadline + GRACE), slept: Duration::ZERO, past: None };
+        *self = CallClock { last_epoch: epoch + ticks(deadline + GRACE) + 1, slept: Duration::ZERO, past: None };
         ticks(deadline)
     }
 
@@ -68,13 +71,16 @@ impl CallClock {
         if more >= AFTER {
             return UpdateDeadline::Interrupt;
         }
-        UpdateDeadline::Continue(ticks(AFTER - more).min(self.last_epoch - epoch))
+        UpdateDeadline::Continue(1)
     }
 }
 
-/// `d` in epoch ticks, plus one because the current tick may be almost over.
+/// `d` in whole epoch ticks (at least one). The first look comes within
+/// the tick before `d` has passed (the current tick may be almost over),
+/// and the look a tick later stops a call that ran through it: so a call
+/// that computes is stopped between `d` and one tick past it.
 fn ticks(d: Duration) -> u64 {
-    (d.as_micros().div_ceil(EPOCH_TICK.as_micros()) as u64).saturating_add(1)
+    (d.as_micros().div_ceil(EPOCH_TICK.as_micros()) as u64).max(1)
 }
 
 /// The CPU time the calling thread has used (zero if the clock cannot be
@@ -103,27 +109,27 @@ mod tests {
     #[test]
     fn a_call_that_computes_past_its_deadline_stops_a_tick_later() {
         let mut clock = CallClock::default();
-        assert_eq!(clock.arm(5 * MS, 100), 6);
-        // First seen past it at epoch 106, having used 46 ms in all.
-        assert!(matches!(clock.overrun(106, 46 * MS), UpdateDeadline::Continue(2)));
-        assert!(stopped(clock.overrun(108, 47 * MS)));
+        assert_eq!(clock.arm(5 * MS, 100), 5);
+        // First seen at epoch 105, having used 45 ms in all.
+        assert!(matches!(clock.overrun(105, 45 * MS), UpdateDeadline::Continue(1)));
+        assert!(stopped(clock.overrun(106, 46 * MS)));
     }
 
     #[test]
     fn a_descheduled_call_goes_on_while_it_does_not_run() {
         let mut clock = CallClock::default();
         clock.arm(5 * MS, 100);
-        assert!(matches!(clock.overrun(140, 41 * MS), UpdateDeadline::Continue(2)));
-        // Descheduled again: 0.5 ms used since, so 0.5 ms left.
-        assert!(matches!(clock.overrun(150, 41 * MS + MS / 2), UpdateDeadline::Continue(2)));
-        assert!(stopped(clock.overrun(152, 42 * MS)));
+        assert!(matches!(clock.overrun(140, 41 * MS), UpdateDeadline::Continue(1)));
+        // Descheduled again: 0.2 ms used since.
+        assert!(matches!(clock.overrun(150, 41 * MS + MS / 5), UpdateDeadline::Continue(1)));
+        assert!(stopped(clock.overrun(151, 41 * MS + MS / 2)));
     }
 
     #[test]
     fn sleeps_count_as_time_used() {
         let mut clock = CallClock::default();
         clock.arm(5 * MS, 0);
-        assert!(matches!(clock.overrun(6, MS), UpdateDeadline::Continue(2)));
+        assert!(matches!(clock.overrun(6, MS), UpdateDeadline::Continue(1)));
         clock.slept(MS);
         assert!(stopped(clock.overrun(7, MS)));
     }
@@ -133,7 +139,7 @@ mod tests {
         let mut clock = CallClock::default();
         clock.arm(5 * MS, 0);
         // Blocked without CPU: let go on, but never past deadline + grace.
-        assert!(matches!(clock.overrun(6, Duration::ZERO), UpdateDeadline::Continue(2)));
+        assert!(matches!(clock.overrun(5, Duration::ZERO), UpdateDeadline::Continue(1)));
         assert!(matches!(clock.overrun(105, Duration::ZERO), UpdateDeadline::Continue(1)));
         assert!(stopped(clock.overrun(106, Duration::ZERO)));
     }
