@@ -18,8 +18,7 @@
 //! so stages that do not depend on each other run side by side, and a
 //! stage that is slow or down delays only the nodes downstream of it. The
 //! tick's schedule comes from tokio's clock (tests pause it); under `pace =
-//! "realtime"`, a tick's work has `budget` of real time from when the tick
-//! was due (so a pipeline that fell behind catches up), after which every
+//! "realtime"`, a tick's work has `budget` of real time, after which every
 //! stage that has not answered is late and its failure policy's stand-in
 //! (muted audio, dropped frames, its input under `fail-open`) takes its
 //! place for that tick. No async thread ever calls a plugin.
@@ -91,21 +90,19 @@ enum Ack {
 /// Where the driver's ticks come from.
 enum Schedule {
     /// `pace = "realtime"`: from the async side, one at a time, each
-    /// answered; each with how far behind its due time it was sent.
-    Ticks(std_mpsc::Receiver<(Instant, Duration)>, mpsc::Sender<Ack>),
+    /// answered.
+    Ticks(std_mpsc::Receiver<Instant>, mpsc::Sender<Ack>),
     /// `pace = "asap"`: back to back, tick `n` at `start + n * period`,
     /// until `stop`.
     Free { start: Instant, period: Duration, stop: Arc<AtomicBool> },
 }
 
 impl Schedule {
-    /// The time of tick `n` and how late it comes, or `None`: no more ticks.
-    fn next(&self, n: u32) -> Option<(Instant, Duration)> {
+    /// The time of tick `n`, or `None`: no more ticks.
+    fn next(&self, n: u32) -> Option<Instant> {
         match self {
             Schedule::Ticks(ticks, _) => ticks.recv().ok(),
-            Schedule::Free { start, period, stop } => {
-                (!stop.load(Ordering::Relaxed)).then(|| (*start + period.saturating_mul(n), Duration::ZERO))
-            }
+            Schedule::Free { start, period, stop } => (!stop.load(Ordering::Relaxed)).then(|| *start + period.saturating_mul(n)),
         }
     }
 
@@ -125,9 +122,6 @@ struct Node {
     /// How many nodes read this one's output.
     readers: usize,
 }
-
-/// The least budget a late tick gets (see [`Pipeline::tick`]).
-const MIN_BUDGET: Duration = Duration::from_millis(1);
 
 /// Why a second subscribe or room source cannot be built.
 const ONE_ROOM_SOURCE: &str = "a node has one subscribe or room source, fed by its [client]";
@@ -411,7 +405,7 @@ impl Pipeline {
         let pace = self.pace;
         let mut interval = tokio::time::interval(self.tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        let (tick_tx, tick_rx) = std_mpsc::sync_channel::<(Instant, Duration)>(1);
+        let (tick_tx, tick_rx) = std_mpsc::sync_channel::<Instant>(1);
         let (ack_tx, mut ack_rx) = mpsc::channel::<Ack>(1);
         let stop = Arc::new(AtomicBool::new(false));
         let schedule = match pace {
@@ -436,13 +430,12 @@ impl Pipeline {
                 finished = &mut finished_rx => return finished.unwrap_or_else(|_| Ok(PipelineStats::default())),
             },
             Pace::Realtime => loop {
-                let due = tokio::select! {
+                tokio::select! {
                     biased;
                     _ = &mut shutdown => break,
-                    due = interval.tick() => due,
-                };
-                let now = tokio::time::Instant::now();
-                if tick_tx.try_send((now.into_std(), now.saturating_duration_since(due))).is_err() {
+                    _ = interval.tick() => {}
+                }
+                if tick_tx.try_send(tokio::time::Instant::now().into_std()).is_err() {
                     break;
                 }
                 let ack = tokio::select! {
@@ -464,10 +457,10 @@ impl Pipeline {
         let (done_tx, done_rx) = std_mpsc::sync_channel::<Done>(self.nodes.len().max(1) * 4);
         let mut result = Ok(());
         let mut n = 0u32;
-        while let Some((now, behind)) = schedule.next(n) {
+        while let Some(now) = schedule.next(n) {
             n = n.saturating_add(1);
             pulse.busy();
-            let ticked = self.tick(now, behind, &done_tx, &done_rx);
+            let ticked = self.tick(now, &done_tx, &done_rx);
             pulse.idle();
             let more = matches!(ticked, Ok(true));
             schedule.ack(more);
@@ -491,21 +484,10 @@ impl Pipeline {
 
     /// One tick: every source makes a batch that flows to the sinks. Returns
     /// false once all sources have ended.
-    /// `behind`: how late the tick came. Its budget runs from when it was
-    /// due, so that a pipeline that fell behind (a stage that keeps it
-    /// waiting on a loaded machine) catches up rather than drifting; but
-    /// never less than [`MIN_BUDGET`], which stages that answer at once need.
-    fn tick(
-        &mut self,
-        now: Instant,
-        behind: Duration,
-        done_tx: &std_mpsc::SyncSender<Done>,
-        done_rx: &std_mpsc::Receiver<Done>,
-    ) -> Result<bool, Stopped> {
+    fn tick(&mut self, now: Instant, done_tx: &std_mpsc::SyncSender<Done>, done_rx: &std_mpsc::Receiver<Done>) -> Result<bool, Stopped> {
         self.ticks += 1;
         let tick = self.ticks;
-        let budget = self.budget.saturating_sub(behind).max(MIN_BUDGET.min(self.budget));
-        let budget_end = (self.pace == Pace::Realtime).then(|| Instant::now() + budget);
+        let budget_end = (self.pace == Pace::Realtime).then(|| Instant::now() + self.budget);
         let n = self.nodes.len();
         // Per node (buffers reused from tick to tick): its output, how many
         // readers have yet to take it, whether it has started (taken its
